@@ -1,0 +1,31 @@
+"""`python -m smoothgen_exp [overrides]`: compose and validate the config, then run one job.
+
+Nothing heavy is imported here: torch and transformers load inside `run`, after validation.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from smoothgen_exp.config import exit_on_user_error, preflight, print_config, validate
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        validate(cfg)
+        if cfg.dry_run:
+            print_config(cfg)
+            return None
+        from smoothgen_exp.run import run
+
+        run(cfg)
+    except Exception as err:
+        exit_on_user_error(err)
+        raise
+
+
+if __name__ == "__main__":
+    preflight(sys.argv[1:])
+    main()

@@ -1,0 +1,259 @@
+"""Config schemas and validation. Light on purpose: importing this module never imports torch.
+
+Every `conf/<group>/<option>.yaml` names its class with `_target_`; the schema for that class is the
+dataclass below whose `_target_` default matches. `validate(cfg)` merges each group node into its
+schema (type errors, unknown keys) and applies the range rules in the field metadata, so a bad value
+fails with one line naming the key before anything heavy is loaded. It runs twice: from the
+`ValidateOnStart` Hydra callback, before Hydra creates the run directory, and at the top of the task.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, ValidationError
+
+from smoothgen_exp.errors import ConfigError, SmoothgenError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle", "logger")
+
+
+# ---------------------------------------------------------------------------------------- rules
+def _rule(check, text: str) -> dict:
+    return {"check": check, "text": text}
+
+
+def gt(bound):
+    return _rule(lambda v: v > bound, f"must be > {bound}")
+
+
+def ge(bound):
+    return _rule(lambda v: v >= bound, f"must be >= {bound}")
+
+
+def open_unit():
+    return _rule(lambda v: 0.0 < v < 1.0, "must lie in the open interval (0, 1)")
+
+
+def optional(rule):
+    return _rule(lambda v: v is None or rule["check"](v), rule["text"] + " (or null)")
+
+
+def one_of(*choices):
+    return _rule(lambda v: v in choices, f"must be one of {', '.join(map(str, choices))}")
+
+
+def each(rule):
+    return _rule(lambda v: all(rule["check"](x) for x in v), "every entry " + rule["text"])
+
+
+# ------------------------------------------------------------------------------------ top level
+@dataclass
+class RunConf:
+    seed: int = field(default=0, metadata=ge(0))
+    dry_run: bool = False
+    device: str = "auto"
+    cache_dir: str = "outputs/cache"
+    run_id: Optional[str] = None
+    progress: bool = True
+    flush_every: int = field(default=10, metadata=gt(0))
+    summary_radii: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
+                                       metadata=each(ge(0.0)))
+
+
+# --------------------------------------------------------------------------------------- groups
+@dataclass
+class DigitsT2IConf:
+    _target_: str = "smoothgen_exp.models.digits.DigitsT2I"
+    latent_dim: int = field(default=8, metadata=gt(0))
+    hidden: int = field(default=256, metadata=gt(0))
+    train_sigma: float = field(default=0.1, metadata=ge(0.0))
+    epochs: int = field(default=80, metadata=gt(0))
+    lr: float = field(default=2e-3, metadata=gt(0.0))
+    kl_weight: float = field(default=0.2, metadata=ge(0.0))
+    oracle_weight: float = field(default=1.0, metadata=ge(0.0))
+    train_seed: int = field(default=0, metadata=ge(0))
+    encoder_path: Optional[str] = None
+
+
+@dataclass
+class DigitsPromptsConf:
+    _target_: str = "smoothgen_exp.data.digits.DigitsPrompts"
+    split: str = field(default="heldout", metadata=one_of("train", "heldout", "all"))
+    limit: Optional[int] = field(default=None, metadata=optional(gt(0)))
+
+
+@dataclass
+class GaussianConf:
+    _target_: str = "smoothgen_exp.smoothing.gaussian.GaussianNoise"
+    sigma: float = field(default=0.1, metadata=ge(0.0))
+
+
+@dataclass
+class MajorityConf:
+    _target_: str = "smoothgen_exp.aggregators.majority.Majority"
+
+
+@dataclass
+class CohenConf:
+    _target_: str = "smoothgen_exp.certifiers.cohen.CohenCertifier"
+    n0: int = field(default=100, metadata=gt(0))
+    n: int = field(default=10_000, metadata=gt(0))
+    alpha: float = field(default=0.001, metadata=open_unit())
+    batch_size: int = field(default=1000, metadata=gt(0))
+    predict_n: int = field(default=100, metadata=ge(0))
+
+
+@dataclass
+class NoAttackConf:
+    _target_: str = "smoothgen_exp.attacks.none.NoAttack"
+
+
+@dataclass
+class DigitClassifierConf:
+    _target_: str = "smoothgen_exp.oracles.digits.DigitClassifier"
+    epochs: int = field(default=40, metadata=gt(0))
+    lr: float = field(default=3e-3, metadata=gt(0.0))
+    train_noise: float = field(default=0.25, metadata=ge(0.0))
+    train_seed: int = field(default=0, metadata=ge(0))
+    min_accuracy: float = field(default=0.97, metadata=ge(0.0))
+
+
+@dataclass
+class NullLoggerConf:
+    _target_: str = "smoothgen_exp.records.NullLogger"
+
+
+@dataclass
+class WandbConf:
+    _target_: str = "smoothgen_exp.records.WandbLogger"
+    project: str = "smoothgen_exp"
+    entity: Optional[str] = None
+    mode: str = field(default="auto", metadata=one_of("auto", "online", "offline", "disabled"))
+    tags: list[str] = field(default_factory=list)
+    log_rows: bool = True
+
+
+SCHEMAS: dict[str, type] = {
+    cls._target_: cls
+    for cls in (DigitsT2IConf, DigitsPromptsConf, GaussianConf, MajorityConf, CohenConf, NoAttackConf,
+                DigitClassifierConf, NullLoggerConf, WandbConf)
+}
+
+
+# ----------------------------------------------------------------------------------- validation
+def _fmt(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _check_node(prefix: str, schema: type, node: DictConfig) -> None:
+    """Merge `node` into `schema` (types, unknown keys), then apply the schema's range rules."""
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), node)
+    except ConfigKeyError as e:
+        known = ", ".join(f.name for f in fields(schema) if f.name != "_target_")
+        raise ConfigError(f"{prefix}.{e.key}: unknown key (known keys: {known})") from None
+    except ValidationError as e:
+        raise ConfigError(f"{prefix}.{e.key}={_fmt(e.value)}: {e.msg.splitlines()[0]}") from None
+    for f in fields(schema):
+        rule = f.metadata.get("check") and f.metadata
+        if not rule or f.name not in node:
+            continue
+        try:
+            value = node[f.name]
+        except InterpolationResolutionError:
+            continue  # needs Hydra's runtime (e.g. ${hydra:...}); checked again inside the task
+        if isinstance(value, DictConfig | list) or OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        if not rule["check"](value):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            raise ConfigError(f"{key}={_fmt(value)}: {rule['text']}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line, naming the key) if the composed config is invalid."""
+    top = OmegaConf.create({k: cfg[k] for k in cfg if k not in GROUPS and k != "hydra"})
+    _check_node("", RunConf, top)
+    for group in GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{group}: missing config group (choose an option from conf/{group}/)")
+        target = node.get("_target_")
+        schema = SCHEMAS.get(target)
+        if schema is None:
+            raise ConfigError(f"{group}._target_={target}: no schema registered in smoothgen_exp.config")
+        _check_node(group, schema, node)
+
+
+def exit_on_user_error(err: BaseException) -> None:
+    """Print the one-line message of a SmoothgenError (found in the cause chain) and exit 2.
+
+    Other exceptions are left alone. HYDRA_FULL_ERROR=1 keeps the full traceback.
+    """
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, SmoothgenError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    print(f"error: {cause}", file=sys.stderr)
+    sys.exit(2)
+
+
+def print_config(cfg: DictConfig) -> None:
+    """The resolved config without Hydra's own node (what `dry_run=true` prints)."""
+    body = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    print(OmegaConf.to_yaml(body, resolve=True), end="")
+
+
+class ValidateOnStart(Callback):
+    """Validate (and answer dry_run) before Hydra creates the run directory: nothing is left behind."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            validate(config)
+        except ConfigError as e:
+            exit_on_user_error(e)
+            raise
+        if config.get("dry_run"):
+            print_config(config)
+            sys.exit(0)
+
+
+def preflight(argv: list[str]) -> None:
+    """Fail in one line on `group=option` overrides naming an option that does not exist.
+
+    Hydra's own message for this lists every search path over many lines. User config dirs added
+    through `hydra.searchpath` are not known here, so the check steps aside when one is given.
+    """
+    if any(a.startswith(("hydra.searchpath", "--config-dir", "-cd", "--config-path", "-cp")) for a in argv):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:  # a malformed override: Hydra reports it itself
+        return
+    for ov in overrides:
+        group = ov.key_or_group
+        if ov.is_delete() or group not in GROUPS:
+            continue
+        if ov.is_sweep_override():
+            try:
+                values = list(ov.sweep_string_iterator())
+            except Exception:  # glob() and friends: Hydra expands those itself
+                continue
+        else:
+            values = [ov.value()]
+        available = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        for value in values:
+            if isinstance(value, str) and value not in available:
+                print(f"error: {group}={value}: no such option (available: {', '.join(available)})",
+                      file=sys.stderr)
+                sys.exit(2)

@@ -1,0 +1,111 @@
+"""Randomized smoothing of a classifier: CERTIFY and PREDICT of Cohen, Rosenfeld & Kolter (2019).
+
+    smooth = Smooth(base, sigma=0.25, num_classes=10)
+    cert = smooth.certify(x, n0=100, n=10_000, alpha=0.001, batch_size=1000, seed=0)
+    cert.prediction, cert.radius        # -1 / 0.0 when it abstains
+
+`base` maps a batch of noised inputs (shape [b, *x.shape]) to class indices in [0, num_classes). It may
+itself be random (a generator followed by an oracle): the certificate then holds for the smoothed
+classifier whose probabilities are taken over the Gaussian noise and the base's own randomness, as
+long as that randomness does not depend on the noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from smoothgen_exp.stats import binom_pvalue, cohen_radius, cp_lower
+
+ABSTAIN = -1
+
+
+@dataclass(frozen=True)
+class Certificate:
+    prediction: int      # c_A if certified, else ABSTAIN
+    radius: float        # sigma * Phi^-1(p_lower) if certified, else 0.0
+    p_lower: float       # one-sided Clopper-Pearson lower bound on P(f(x + eta) = c_A)
+    count: int           # estimation samples that voted c_A
+    n: int               # estimation samples
+    top_class: int       # c_A chosen on the n0 selection samples (kept even when abstaining)
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+
+@dataclass(frozen=True)
+class Prediction:
+    prediction: int      # top class, or ABSTAIN when the binomial test cannot separate the top two
+    count_a: int
+    count_b: int
+    p_value: float
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+
+class Smooth:
+    """g(x) = argmax_c P(base(x + eta) = c), eta ~ N(0, sigma^2 I)."""
+
+    ABSTAIN = ABSTAIN
+
+    def __init__(self, base: Callable[[torch.Tensor], torch.Tensor], sigma: float, num_classes: int):
+        if sigma < 0:
+            raise ValueError("sigma must be >= 0")
+        if num_classes < 2:
+            raise ValueError("num_classes must be >= 2")
+        self.base = base
+        self.sigma = float(sigma)
+        self.num_classes = int(num_classes)
+
+    @torch.inference_mode()
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
+                seed: int | None = None) -> Certificate:
+        """CERTIFY: choose c_A on n0 samples, bound P(c_A) on n fresh samples, radius if > 1/2."""
+        gen = self._generator(x, seed)
+        c_a = int(self.sample_counts(x, n0, batch_size, gen).argmax())
+        k = int(self.sample_counts(x, n, batch_size, gen)[c_a])
+        p_lower = cp_lower(k, n, alpha)
+        if p_lower > 0.5:
+            return Certificate(c_a, cohen_radius(p_lower, self.sigma), p_lower, k, n, c_a)
+        return Certificate(ABSTAIN, 0.0, p_lower, k, n, c_a)
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
+                seed: int | None = None) -> Prediction:
+        """PREDICT: the top class if a two-sided binomial test separates it from the runner-up at alpha."""
+        counts = self.sample_counts(x, n, batch_size, self._generator(x, seed))
+        (n_a, n_b), (c_a, _) = (t.tolist() for t in torch.topk(counts, 2))
+        p = binom_pvalue(n_a, n_a + n_b)
+        return Prediction(c_a if p <= alpha else ABSTAIN, n_a, n_b, p)
+
+    def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
+                      gen: torch.Generator) -> torch.Tensor:
+        """Class counts of base(x + eta) over `num` draws, streamed in batches (int64, on CPU)."""
+        batch_size = max(1, min(batch_size, num))
+        buf = torch.empty((batch_size, *x.shape), dtype=x.dtype, device=x.device)
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
+        remaining = num
+        while remaining > 0:
+            b = min(batch_size, remaining)
+            noisy = buf[:b]
+            noisy.normal_(0.0, 1.0, generator=gen).mul_(self.sigma).add_(x)
+            votes = torch.bincount(self.base(noisy).reshape(-1), minlength=self.num_classes)
+            if votes.numel() > self.num_classes:
+                raise ValueError(f"base returned a class index >= num_classes={self.num_classes}")
+            counts += votes
+            remaining -= b
+        return counts.cpu()
+
+    @staticmethod
+    def _generator(x: torch.Tensor, seed: int | None) -> torch.Generator:
+        gen = torch.Generator(device=x.device)
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        return gen

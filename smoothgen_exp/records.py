@@ -1,0 +1,223 @@
+"""Records: one parquet row per (run, item, variant), the run summary, and the W&B logger.
+
+Rows go to `<run_dir>/records/part-<rank>-<seq>.parquet`, written atomically every `flush_every`
+items; `pandas.read_parquet(run_dir / "records")` reads them all. Column names and types of the core
+schema (SPEC section 3) are fixed in COLUMNS: tables and figures read them. Run-level parameters
+(sigma, n0, n, alpha) are repeated on every row, the baseline's included, so rows group by them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CHOICE_GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle")
+
+COLUMNS: dict[str, pa.DataType] = {
+    "run_id": pa.string(), "config_hash": pa.string(), "git_sha": pa.string(),
+    **{g: pa.string() for g in CHOICE_GROUPS},
+    "item_id": pa.string(), "condition": pa.string(), "seed": pa.int64(),
+    "noise": pa.string(), "sigma": pa.float64(), "certificate_valid": pa.bool_(),
+    "n0": pa.int64(), "n": pa.int64(), "alpha": pa.float64(),
+    "variant": pa.string(),                # baseline | smoothed
+    "prediction": pa.int64(),              # class; -1 = abstain
+    "label": pa.int64(), "correct": pa.bool_(),
+    "top_class": pa.int64(), "count": pa.int64(), "p_lower": pa.float64(), "radius": pa.float64(),
+    "certified": pa.bool_(), "abstained": pa.bool_(), "abstain_reason": pa.string(),
+    "smoothed_prediction": pa.int64(), "smoothed_correct": pa.bool_(), "predict_n": pa.int64(),
+    "predict_count_a": pa.int64(), "predict_count_b": pa.int64(), "predict_pvalue": pa.float64(),
+    "samples_used": pa.int64(),
+    "time_encode_s": pa.float64(), "time_generate_s": pa.float64(), "time_predict_s": pa.float64(),
+    "time_certify_s": pa.float64(), "time_total_s": pa.float64(),
+}
+REQUIRED = ("run_id", "item_id", "seed", "variant", "model", "sigma", "n0", "n", "alpha", "prediction",
+            "label", "correct", "count", "p_lower", "radius", "certified", "abstained", "time_total_s")
+
+
+def _arrow_type(values: list) -> pa.DataType:
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool | np.bool_):
+            return pa.bool_()
+        if isinstance(v, int | np.integer):
+            return pa.int64()
+        if isinstance(v, float | np.floating):
+            return pa.float64()
+        return pa.infer_type([v])
+    return pa.float64()
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    """Rows to an Arrow table with the fixed types of COLUMNS (other columns are inferred)."""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    schema = pa.schema([(k, COLUMNS.get(k) or _arrow_type([r.get(k) for r in rows])) for k in names])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+class RecordWriter:
+    """Buffers rows and writes them as atomic parquet parts under `<run_dir>/records/`."""
+
+    def __init__(self, run_dir: str | os.PathLike, rank: int = 0, flush_every: int = 10):
+        self.dir = Path(run_dir) / "records"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.rank, self.flush_every = rank, flush_every
+        self.buffer: list[dict] = []
+        self.items_buffered = 0
+        self.seq = len(list(self.dir.glob(f"part-{rank:03d}-*.parquet")))
+
+    def add(self, rows: list[dict]) -> None:
+        """Add the rows of one item; flushes every `flush_every` items."""
+        self.buffer.extend(rows)
+        self.items_buffered += 1
+        if self.items_buffered >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        path = self.dir / f"part-{self.rank:03d}-{self.seq:05d}.parquet"
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(rows_to_table(self.buffer), tmp)
+        os.replace(tmp, path)
+        self.seq += 1
+        self.buffer, self.items_buffered = [], 0
+
+
+def read_records(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """All rows of a run, with nullable integer and boolean columns (no int -> float casts)."""
+    return pd.read_parquet(Path(run_dir) / "records", dtype_backend="numpy_nullable")
+
+
+# ------------------------------------------------------------------------------------ summary
+def _mean(series: pd.Series) -> float:
+    return float(series.mean()) if len(series) else math.nan
+
+
+def summarize(df: pd.DataFrame, radii: list[float]) -> dict[str, Any]:
+    """Certified accuracy at each radius, mean radius, abstain rate and timing of a run's rows."""
+    smoothed = df[df.variant == "smoothed"]
+    baseline = df[df.variant == "baseline"]
+    good = smoothed.certified & smoothed.correct
+    summary: dict[str, Any] = {
+        "items": int(smoothed.item_id.nunique()),
+        "certified_accuracy": {f"{r:g}": _mean(good & (smoothed.radius >= r)) for r in radii},
+        "baseline_accuracy": _mean(baseline.correct),
+        "abstain_rate": _mean(smoothed.abstained),
+        "mean_radius": _mean(smoothed.radius[smoothed.certified]),   # over certified items
+        "average_certified_radius": _mean(smoothed.radius.where(good, 0.0)),  # 0 if wrong/abstained
+        "time_baseline_s": _mean(baseline.time_total_s),
+        "time_smoothed_s": _mean(smoothed.time_total_s),
+    }
+    if "smoothed_correct" in smoothed:
+        summary["smoothed_accuracy"] = _mean(smoothed.smoothed_correct.astype(float))
+    return summary
+
+
+def write_summary(run_dir: str | os.PathLike, summary: dict) -> None:
+    """Atomically write `<run_dir>/summary.json`, the completion marker of a run."""
+    path = Path(run_dir) / "summary.json"
+    tmp = path.with_name(".summary.json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def print_summary(summary: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("radius ≥", justify="right")
+    table.add_column("certified accuracy ↑", justify="right")
+    for r, acc in summary["certified_accuracy"].items():
+        table.add_row(r, f"{acc:.3f}")
+    console = Console()
+    console.print(table)
+    extras = [("items", summary["items"], "d"), ("baseline accuracy ↑", summary["baseline_accuracy"], ".3f"),
+              ("smoothed accuracy ↑", summary.get("smoothed_accuracy"), ".3f"),
+              ("abstain rate ↓", summary["abstain_rate"], ".3f"),
+              ("mean radius (certified) ↑", summary["mean_radius"], ".4f"),
+              ("average certified radius ↑", summary["average_certified_radius"], ".4f"),
+              ("seconds / item ↓", summary.get("seconds_per_item"), ".2f")]
+    console.print("  ".join(f"{k}: {format(v, f)}" for k, v, f in extras if v is not None))
+
+
+# ------------------------------------------------------------------------------------ loggers
+class NullLogger:
+    """logger=none: records and summary stay in the run directory."""
+
+    def start(self, run_dir: Path, run_id: str, config: dict) -> None:
+        pass
+
+    def log_rows(self, df: pd.DataFrame) -> None:
+        pass
+
+    def log_summary(self, summary: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class WandbLogger:
+    """logger=wandb: config, rows (as a table) and summary. Offline unless an API key is set.
+
+    W&B's run, cache, config and artifact dirs all live under `<run_dir>/wandb`, and it never prompts.
+    """
+
+    def __init__(self, project: str = "smoothgen_exp", entity: str | None = None, mode: str = "auto",
+                 tags: list[str] | tuple = (), log_rows: bool = True):
+        self.project, self.entity, self.mode = project, entity, mode
+        self.tags, self.rows = list(tags), log_rows
+        self.run = None
+
+    def start(self, run_dir: Path, run_id: str, config: dict) -> None:
+        root = Path(run_dir).resolve() / "wandb"
+        for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
+                         ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            os.environ[var] = str(root / sub)
+        mode = self.mode
+        if mode == "auto":
+            mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self.run = wandb.init(project=self.project, entity=self.entity, mode=mode, dir=str(root),
+                              id=run_id, resume="allow", config=config, tags=self.tags,
+                              settings=wandb.Settings(console="off", quiet=True))
+
+    def log_rows(self, df: pd.DataFrame) -> None:
+        if self.run is not None and self.rows and len(df):
+            import wandb
+
+            self.run.log({"records": wandb.Table(dataframe=df.reset_index(drop=True))})
+
+    def log_summary(self, summary: dict) -> None:
+        if self.run is not None:
+            flat = _flatten(summary)
+            self.run.summary.update(flat)
+            self.run.log({f"summary/{k}": v for k, v in flat.items() if isinstance(v, int | float)})
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
