@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -61,7 +61,7 @@ class RunConf:
     dry_run: bool = False
     device: str = "auto"
     cache_dir: str = "outputs/cache"
-    run_id: Optional[str] = None
+    run_id: str | None = None
     progress: bool = True
     flush_every: int = field(default=10, metadata=gt(0))
     summary_radii: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
@@ -80,14 +80,14 @@ class DigitsT2IConf:
     kl_weight: float = field(default=0.2, metadata=ge(0.0))
     oracle_weight: float = field(default=1.0, metadata=ge(0.0))
     train_seed: int = field(default=0, metadata=ge(0))
-    encoder_path: Optional[str] = None
+    encoder_path: str | None = None
 
 
 @dataclass
 class DigitsPromptsConf:
     _target_: str = "smoothgen_exp.data.digits.DigitsPrompts"
     split: str = field(default="heldout", metadata=one_of("train", "heldout", "all"))
-    limit: Optional[int] = field(default=None, metadata=optional(gt(0)))
+    limit: int | None = field(default=None, metadata=optional(gt(0)))
 
 
 @dataclass
@@ -135,7 +135,7 @@ class NullLoggerConf:
 class WandbConf:
     _target_: str = "smoothgen_exp.records.WandbLogger"
     project: str = "smoothgen_exp"
-    entity: Optional[str] = None
+    entity: str | None = None
     mode: str = field(default="auto", metadata=one_of("auto", "online", "offline", "disabled"))
     tags: list[str] = field(default_factory=list)
     log_rows: bool = True

@@ -15,7 +15,8 @@ def preview_grid(previews: list, path: Path) -> None:
 
     previews: (item, baseline_class, smoothed_class, baseline_image, smoothed_image or None).
     """
-    fig, axes = plt.subplots(2, len(previews), figsize=(1.6 * len(previews), 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(previews), figsize=(1.6 * len(previews), 4.2), squeeze=False,
+                             layout="constrained")
     for j, (item, b_cls, s_cls, b_img, s_img) in enumerate(previews):
         axes[0, j].set_title(item.condition, fontsize=6, wrap=True)
         for i, (img, cls, name) in enumerate(((b_img, b_cls, "baseline"), (s_img, s_cls, "smoothed"))):
@@ -28,6 +29,5 @@ def preview_grid(previews: list, path: Path) -> None:
             ax.set_xlabel(f"{name}: {shown}", fontsize=7, color="k" if cls == item.label else "r")
     fig.suptitle("prompt → baseline generation (top) and smoothed output (bottom); red = wrong class",
                  fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

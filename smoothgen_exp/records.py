@@ -209,7 +209,9 @@ class WandbLogger:
         if self.run is not None and self.rows and len(df):
             import wandb
 
-            self.run.log({"records": wandb.Table(dataframe=df.reset_index(drop=True))})
+            plain = df.reset_index(drop=True).astype(object)
+            plain = plain.where(plain.notna(), None)      # W&B tables take None, not pandas' NA
+            self.run.log({"records": wandb.Table(dataframe=plain)})
 
     def log_summary(self, summary: dict) -> None:
         if self.run is not None:

@@ -47,7 +47,7 @@ def random_shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Shift each image by up to one pixel in each direction, filling with zeros (background)."""
     padded = F.pad(x, (1, 1, 1, 1))
     dx, dy = torch.randint(0, 3, (2, x.shape[0]), generator=gen).tolist()
-    return torch.stack([padded[i, :, a:a + 8, b:b + 8] for i, (a, b) in enumerate(zip(dy, dx))])
+    return torch.stack([padded[i, :, a:a + 8, b:b + 8] for i, (a, b) in enumerate(zip(dy, dx, strict=True))])
 
 
 def train_digit_cnn(epochs: int, lr: float, train_noise: float, seed: int, device: torch.device,

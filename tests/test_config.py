@@ -1,0 +1,93 @@
+"""Config composition, validation and the CLI's failure modes."""
+
+import importlib
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from smoothgen_exp.config import CONF_DIR, GROUPS, SCHEMAS, validate
+
+from .conftest import cli
+
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
+def test_every_option_composes_validates_and_its_target_resolves(group, option):
+    cfg = composed(f"{group}={option}")
+    validate(cfg)
+    target = cfg[group]._target_
+    assert target in SCHEMAS, f"conf/{group}/{option}.yaml: no schema for {target}"
+    cls = get_class(target)            # imports the module; instantiates nothing, loads no weights
+    assert callable(cls)
+
+
+def test_every_schema_target_resolves():
+    for target in SCHEMAS:
+        module, name = target.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), name), target
+
+
+def test_every_group_has_options():
+    for g in GROUPS:
+        assert list((CONF_DIR / g).glob("*.yaml")), g
+
+
+def test_overrides_reach_the_config():
+    cfg = composed("seed=3", "dataset.limit=5", "smoothing.sigma=0.2", "certifier.n0=7", "certifier.n=70",
+                   "certifier.alpha=0.01", "certifier.batch_size=16", "logger=wandb")
+    validate(cfg)
+    assert (cfg.seed, cfg.dataset.limit, cfg.smoothing.sigma) == (3, 5, 0.2)
+    assert (cfg.certifier.n0, cfg.certifier.n, cfg.certifier.alpha, cfg.certifier.batch_size) == (7, 70, 0.01, 16)
+    assert cfg.logger._target_.endswith("WandbLogger")
+    assert composed("logger=none").logger._target_.endswith("NullLogger")
+
+
+BAD = ["smoothing.sigma=-1", "certifier.alpha=1.5", "certifier.n=0", "certifier.n0=0", "dataset.limit=-3",
+       "model=does_not_exist", "certifier.batch_size=0", "certifier.n=abc", "seed=-1"]
+
+
+@pytest.mark.parametrize("override", BAD)
+def test_bad_values_fail_in_one_line_and_leave_nothing(override, tmp_path):
+    run_dir = tmp_path / "run"
+    res = cli(override, f"hydra.run.dir={run_dir}")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    key = override.split("=")[0]
+    assert lines[0].startswith(f"error: {key}"), lines[0]
+    assert "Traceback" not in res.stderr
+    assert not run_dir.exists()
+
+
+def test_full_error_env_gives_the_traceback(tmp_path):
+    res = cli("smoothing.sigma=-1", f"hydra.run.dir={tmp_path / 'run'}", env={"HYDRA_FULL_ERROR": "1"})
+    assert res.returncode != 0 and "Traceback" in res.stderr and "smoothing.sigma" in res.stderr
+
+
+def test_missing_weights_fail_in_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    res = cli(f"model.encoder_path={tmp_path / 'no_weights_here'}", f"hydra.run.dir={run_dir}",
+              f"cache_dir={tmp_path / 'cache'}", "dataset.limit=1")
+    assert res.returncode == 2, res.stderr[-2000:]
+    err = [line for line in res.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "weights not found" in err[0] and "Traceback" not in res.stderr
+    assert not (run_dir / "records").exists()
+
+
+def test_dry_run_prints_the_config_without_importing_torch(tmp_path):
+    run_dir = tmp_path / "run"
+    res = cli("dry_run=true", "smoothing.sigma=0.3", f"hydra.run.dir={run_dir}", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert res.returncode == 0, res.stderr
+    cfg = OmegaConf.create(res.stdout)
+    assert cfg.smoothing.sigma == 0.3 and "hydra" not in cfg
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if "import time:" in line}
+    assert "torch" not in imported and "transformers" not in imported
+    assert not run_dir.exists()

@@ -1,0 +1,56 @@
+"""Row schema, parquet parts and the summary on rows with a known answer."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from smoothgen_exp.records import RecordWriter, read_records, rows_to_table, summarize, write_summary
+
+
+def rows(item, certified, correct, radius, time=1.0):
+    common = {"run_id": "r", "item_id": item, "label": 1, "time_total_s": time}
+    return [
+        {**common, "variant": "baseline", "prediction": 1, "correct": True, "certified": False,
+         "abstained": False, "count": None, "p_lower": None, "radius": None},
+        {**common, "variant": "smoothed", "prediction": 1 if certified else -1, "correct": correct,
+         "certified": certified, "abstained": not certified, "count": 90, "p_lower": 0.8, "radius": radius},
+    ]
+
+
+def test_summary_certified_accuracy_on_known_rows():
+    df = pd.DataFrame(rows("a", True, True, 0.3) + rows("b", True, True, 0.1) + rows("c", True, False, 0.6)
+                      + rows("d", False, False, 0.0))
+    s = summarize(df, [0.0, 0.25, 0.5])
+    assert s["certified_accuracy"] == {"0": 0.5, "0.25": 0.25, "0.5": 0.0}
+    assert s["abstain_rate"] == 0.25
+    assert s["mean_radius"] == pytest.approx((0.3 + 0.1 + 0.6) / 3)
+    assert s["average_certified_radius"] == pytest.approx((0.3 + 0.1) / 4)
+    assert s["baseline_accuracy"] == 1.0 and s["items"] == 4
+
+
+def test_parts_are_atomic_typed_and_readable(tmp_path):
+    w = RecordWriter(tmp_path, flush_every=2)
+    for item in "abcde":
+        w.add(rows(item, True, True, 0.2))
+    assert len(list((tmp_path / "records").glob("part-*.parquet"))) == 2   # after items 2 and 4
+    w.flush()
+    assert not list((tmp_path / "records").glob(".*tmp"))
+    df = read_records(tmp_path)
+    assert len(df) == 10 and str(df["count"].dtype) == "Int64"
+    assert df.loc[df.variant == "baseline", "radius"].isna().all()
+    # a second writer (e.g. a resumed run) continues the numbering instead of overwriting
+    w2 = RecordWriter(tmp_path, flush_every=1)
+    w2.add(rows("f", True, True, 0.2))
+    assert len(read_records(tmp_path)) == 12
+
+
+def test_fixed_column_types_do_not_depend_on_values():
+    t1 = rows_to_table(rows("a", True, True, 0.2))
+    t2 = rows_to_table(rows("b", False, False, 0.0))
+    assert t1.schema == t2.schema
+
+
+def test_summary_file_is_json_with_nan_allowed(tmp_path):
+    write_summary(tmp_path, {"x": math.nan, "y": 1})
+    assert (tmp_path / "summary.json").read_text().count("NaN") == 1
