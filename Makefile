@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-full bench lint clean
+.PHONY: help install run test test-full bench lint clean tables table-scaling table-scaling-smoke
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,3 +46,15 @@ lint: install ## ruff
 
 clean: ## remove the venv and caches (keeps outputs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# ---------------------------------------------------------------- paper tables and figures
+tables: table-scaling ## every paper table and figure
+
+table-scaling: install ## RS-for-VLM section 5 (Fig. 3-7): radius ratio, accuracy drop, time vs n
+	$(BIN)/python -m smoothgen_exp experiment=scaling_laws progress=false $(ARGS)
+	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/scaling_laws --out outputs/tables
+
+table-scaling-smoke: install ## the same at CI size (5 items, n = 10, 100, 1000)
+	$(BIN)/python -m smoothgen_exp experiment=scaling_laws certifier.n=10,100,1000 dataset.limit=5 \
+		progress=false hydra.sweep.dir=outputs/sweeps/scaling_laws_smoke
+	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/scaling_laws_smoke --out outputs/tables/smoke

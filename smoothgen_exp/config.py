@@ -42,6 +42,10 @@ def open_unit():
     return _rule(lambda v: 0.0 < v < 1.0, "must lie in the open interval (0, 1)")
 
 
+def half_open_half():
+    return _rule(lambda v: 0.0 <= v < 0.5, "must lie in [0, 1/2)")
+
+
 def optional(rule):
     return _rule(lambda v: v is None or rule["check"](v), rule["text"] + " (or null)")
 
@@ -97,18 +101,103 @@ class GaussianConf:
 
 
 @dataclass
-class MajorityConf:
-    _target_: str = "smoothgen_exp.aggregators.majority.Majority"
+class CalibratedConf:
+    _target_: str = "smoothgen_exp.smoothing.calibrated.CalibratedNoise"
+    sigma: float = field(default=0.1, metadata=gt(0.0))
+    reg: float = field(default=1.0, metadata=gt(0.0))
+    calibration_items: int = field(default=50, metadata=gt(0))
+    probes: int = field(default=32, metadata=gt(0))
+    seed: int = field(default=0, metadata=ge(0))
 
 
 @dataclass
-class CohenConf:
-    _target_: str = "smoothgen_exp.certifiers.cohen.CohenCertifier"
+class AdaptiveConf:
+    _target_: str = "smoothgen_exp.smoothing.adaptive.AdaptiveNoise"
+    sigma: float = field(default=0.1, metadata=gt(0.0))
+    min_scale: float = field(default=0.5, metadata=gt(0.0))
+    max_scale: float = field(default=2.0, metadata=gt(0.0))
+    calibration_items: int = field(default=20, metadata=gt(0))
+    probes: int = field(default=16, metadata=gt(0))
+    seed: int = field(default=0, metadata=ge(0))
+
+
+@dataclass
+class MajorityConf:
+    _target_: str = "smoothgen_exp.aggregators.majority.Majority"
+    n: int = field(default=100, metadata=gt(1))
+    alpha: float = field(default=0.001, metadata=open_unit())
+
+
+@dataclass
+class MeanConf:
+    _target_: str = "smoothgen_exp.aggregators.mean.Mean"
+    n: int = field(default=100, metadata=gt(0))
+
+
+def _eps_grid() -> list[float]:
+    return [0.1, 0.25, 0.5, 1.0]
+
+
+@dataclass
+class CertifierConf:
+    """Fields every certifier has."""
     n0: int = field(default=100, metadata=gt(0))
     n: int = field(default=10_000, metadata=gt(0))
     alpha: float = field(default=0.001, metadata=open_unit())
     batch_size: int = field(default=1000, metadata=gt(0))
-    predict_n: int = field(default=100, metadata=ge(0))
+
+
+@dataclass
+class CohenConf(CertifierConf):
+    _target_: str = "smoothgen_exp.certifiers.cohen.CohenCertifier"
+    oracle_error: float | None = field(default=None, metadata=optional(half_open_half()))
+    oracle_error_model: str = field(default="bounded", metadata=one_of("bounded", "symmetric"))
+    pilot: int = field(default=0, metadata=ge(0))
+
+
+@dataclass
+class SemanticConf(CertifierConf):
+    _target_: str = "smoothgen_exp.certifiers.semantic.SemanticCertifier"
+    oracle_error: float | None = field(default=None, metadata=optional(half_open_half()))
+    oracle_error_model: str = field(default="bounded", metadata=one_of("bounded", "symmetric"))
+
+
+@dataclass
+class OutputBoundConf(CertifierConf):
+    _target_: str = "smoothgen_exp.certifiers.output_bound.OutputBoundCertifier"
+    n0: int = field(default=0, metadata=ge(0))
+    eps_grid: list[float] = field(default_factory=_eps_grid, metadata=each(gt(0.0)))
+
+
+@dataclass
+class DistributionConf(CertifierConf):
+    _target_: str = "smoothgen_exp.certifiers.distribution.DistributionCertifier"
+    n0: int = field(default=0, metadata=ge(0))
+    eps_grid: list[float] = field(default_factory=_eps_grid, metadata=each(gt(0.0)))
+
+
+@dataclass
+class FeatureConf(CertifierConf):
+    _target_: str = "smoothgen_exp.certifiers.feature.FeatureCertifier"
+    eps_grid: list[float] = field(default_factory=_eps_grid, metadata=each(gt(0.0)))
+    bound: str = field(default="bernstein", metadata=one_of("bernstein", "hoeffding"))
+    cos_min: float = field(default=0.5, metadata=_rule(lambda v: -1 < v < 1, "must lie in (-1, 1)"))
+
+
+@dataclass
+class CenterConf(CertifierConf):
+    _target_: str = "smoothgen_exp.certifiers.center.CenterCertifier"
+    eps_grid: list[float] = field(default_factory=_eps_grid, metadata=each(gt(0.0)))
+    n_centers: int = field(default=30, metadata=gt(0))
+    delta: float = field(default=0.05, metadata=_rule(lambda v: 0 < v < 0.5, "must lie in (0, 1/2)"))
+    metric: str = field(default="l2", metadata=one_of("l2", "feature"))
+
+
+@dataclass
+class SequentialConf(CertifierConf):
+    _target_: str = "smoothgen_exp.certifiers.sequential.SequentialCertifier"
+    batch_size: int = field(default=100, metadata=gt(0))
+    target_radius: float = field(default=0.1, metadata=gt(0.0))
 
 
 @dataclass
@@ -143,8 +232,9 @@ class WandbConf:
 
 SCHEMAS: dict[str, type] = {
     cls._target_: cls
-    for cls in (DigitsT2IConf, DigitsPromptsConf, GaussianConf, MajorityConf, CohenConf, NoAttackConf,
-                DigitClassifierConf, NullLoggerConf, WandbConf)
+    for cls in (DigitsT2IConf, DigitsPromptsConf, GaussianConf, CalibratedConf, AdaptiveConf, MajorityConf,
+                MeanConf, CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
+                SequentialConf, NoAttackConf, DigitClassifierConf, NullLoggerConf, WandbConf)
 }
 
 

@@ -8,16 +8,20 @@
 itself be random (a generator followed by an oracle): the certificate then holds for the smoothed
 classifier whose probabilities are taken over the Gaussian noise and the base's own randomness, as
 long as that randomness does not depend on the noise.
+
+A noise law other than isotropic N(0, sigma^2 I) is passed as `noise=` (see smoothgen_exp.smoothing);
+its `radius(p_lower)` turns the bound into a radius.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from smoothgen_exp.stats import binom_pvalue, cohen_radius, cp_lower
+from smoothgen_exp.smoothing.gaussian import GaussianNoise
+from smoothgen_exp.stats import binom_pvalue, cp_lower, oracle_corrected_lower
 
 ABSTAIN = -1
 
@@ -25,11 +29,12 @@ ABSTAIN = -1
 @dataclass(frozen=True)
 class Certificate:
     prediction: int      # c_A if certified, else ABSTAIN
-    radius: float        # sigma * Phi^-1(p_lower) if certified, else 0.0
-    p_lower: float       # one-sided Clopper-Pearson lower bound on P(f(x + eta) = c_A)
+    radius: float        # sound L2 radius if certified, else 0.0
+    p_lower: float       # lower bound on P(f(x + eta) = c_A) (after the oracle-error correction, if any)
     count: int           # estimation samples that voted c_A
     n: int               # estimation samples
     top_class: int       # c_A chosen on the n0 selection samples (kept even when abstaining)
+    q_lower: float       # one-sided Clopper-Pearson bound on the vote rate itself
 
     @property
     def abstained(self) -> bool:
@@ -48,37 +53,69 @@ class Prediction:
         return self.prediction == ABSTAIN
 
 
+def noisy_batches(x: torch.Tensor, num: int, batch_size: int, noise, gen: torch.Generator
+                  ) -> Iterator[torch.Tensor]:
+    """`num` draws of x + eta in batches, written into one preallocated buffer.
+
+    Each yielded batch is overwritten by the next one: consume it before advancing.
+    """
+    batch_size = max(1, min(batch_size, num))
+    buf = torch.empty((batch_size, *x.shape), dtype=x.dtype, device=x.device)
+    remaining = num
+    while remaining > 0:
+        b = min(batch_size, remaining)
+        yield noise.sample_(buf[:b], gen).add_(x)
+        remaining -= b
+
+
+def seeded_generator(device: torch.device | str, seed: int | None) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(seed))
+    return gen
+
+
 class Smooth:
-    """g(x) = argmax_c P(base(x + eta) = c), eta ~ N(0, sigma^2 I)."""
+    """g(x) = argmax_c P(base(x + eta) = c), eta ~ N(0, sigma^2 I) (or the law given as `noise`)."""
 
     ABSTAIN = ABSTAIN
 
-    def __init__(self, base: Callable[[torch.Tensor], torch.Tensor], sigma: float, num_classes: int):
-        if sigma < 0:
-            raise ValueError("sigma must be >= 0")
+    def __init__(self, base: Callable[[torch.Tensor], torch.Tensor], sigma: float | None = None,
+                 num_classes: int = 2, noise=None):
+        if (sigma is None) == (noise is None):
+            raise ValueError("give exactly one of sigma and noise")
         if num_classes < 2:
             raise ValueError("num_classes must be >= 2")
         self.base = base
-        self.sigma = float(sigma)
+        self.noise = noise if noise is not None else GaussianNoise(sigma)
+        self.sigma = self.noise.l2_scale
         self.num_classes = int(num_classes)
 
     @torch.inference_mode()
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
-                seed: int | None = None) -> Certificate:
-        """CERTIFY: choose c_A on n0 samples, bound P(c_A) on n fresh samples, radius if > 1/2."""
-        gen = self._generator(x, seed)
+                seed: int | None = None, oracle_error: float | None = None,
+                oracle_error_model: str = "bounded") -> Certificate:
+        """CERTIFY: choose c_A on n0 samples, bound P(c_A) on n fresh samples, radius if > 1/2.
+
+        With `oracle_error` eps, the vote-rate bound q_lower is turned into a bound on the true-class
+        probability by `stats.oracle_corrected_lower` (SPEC C1).
+        """
+        gen = seeded_generator(x.device, seed)
         c_a = int(self.sample_counts(x, n0, batch_size, gen).argmax())
         k = int(self.sample_counts(x, n, batch_size, gen)[c_a])
-        p_lower = cp_lower(k, n, alpha)
+        q_lower = cp_lower(k, n, alpha)
+        p_lower = oracle_corrected_lower(q_lower, oracle_error, oracle_error_model)
         if p_lower > 0.5:
-            return Certificate(c_a, cohen_radius(p_lower, self.sigma), p_lower, k, n, c_a)
-        return Certificate(ABSTAIN, 0.0, p_lower, k, n, c_a)
+            return Certificate(c_a, self.noise.radius(p_lower), p_lower, k, n, c_a, q_lower)
+        return Certificate(ABSTAIN, 0.0, p_lower, k, n, c_a, q_lower)
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
                 seed: int | None = None) -> Prediction:
         """PREDICT: the top class if a two-sided binomial test separates it from the runner-up at alpha."""
-        counts = self.sample_counts(x, n, batch_size, self._generator(x, seed))
+        counts = self.sample_counts(x, n, batch_size, seeded_generator(x.device, seed))
         (n_a, n_b), (c_a, _) = (t.tolist() for t in torch.topk(counts, 2))
         p = binom_pvalue(n_a, n_a + n_b)
         return Prediction(c_a if p <= alpha else ABSTAIN, n_a, n_b, p)
@@ -86,26 +123,10 @@ class Smooth:
     def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
                       gen: torch.Generator) -> torch.Tensor:
         """Class counts of base(x + eta) over `num` draws, streamed in batches (int64, on CPU)."""
-        batch_size = max(1, min(batch_size, num))
-        buf = torch.empty((batch_size, *x.shape), dtype=x.dtype, device=x.device)
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
-        remaining = num
-        while remaining > 0:
-            b = min(batch_size, remaining)
-            noisy = buf[:b]
-            noisy.normal_(0.0, 1.0, generator=gen).mul_(self.sigma).add_(x)
+        for noisy in noisy_batches(x, num, batch_size, self.noise, gen):
             votes = torch.bincount(self.base(noisy).reshape(-1), minlength=self.num_classes)
             if votes.numel() > self.num_classes:
                 raise ValueError(f"base returned a class index >= num_classes={self.num_classes}")
             counts += votes
-            remaining -= b
         return counts.cpu()
-
-    @staticmethod
-    def _generator(x: torch.Tensor, seed: int | None) -> torch.Generator:
-        gen = torch.Generator(device=x.device)
-        if seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(int(seed))
-        return gen

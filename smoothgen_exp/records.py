@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from smoothgen_exp.errors import SmoothgenError
+
 CHOICE_GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle")
 
 COLUMNS: dict[str, pa.DataType] = {
@@ -92,6 +94,22 @@ class RecordWriter:
         self.buffer, self.items_buffered = [], 0
 
 
+def recorded_items(run_dir: str | os.PathLike, config_hash: str) -> set[str]:
+    """Items whose rows are already in `run_dir` (a resumed run skips them).
+
+    Records of another configuration in the same directory are an error: mixing them would silently
+    corrupt every table made from the directory.
+    """
+    if not list((Path(run_dir) / "records").glob("part-*.parquet")):
+        return set()
+    df = read_records(run_dir)
+    other = set(df.config_hash.unique()) - {config_hash}
+    if other:
+        raise SmoothgenError(f"hydra.run.dir={run_dir}: holds records of another configuration "
+                             f"(config_hash {sorted(other)[0][:12]}); choose a new run directory")
+    return set(df.item_id.unique())
+
+
 def read_records(run_dir: str | os.PathLike) -> pd.DataFrame:
     """All rows of a run, with nullable integer and boolean columns (no int -> float casts)."""
     return pd.read_parquet(Path(run_dir) / "records", dtype_backend="numpy_nullable")
@@ -102,23 +120,45 @@ def _mean(series: pd.Series) -> float:
     return float(series.mean()) if len(series) else math.nan
 
 
-def summarize(df: pd.DataFrame, radii: list[float]) -> dict[str, Any]:
-    """Certified accuracy at each radius, mean radius, abstain rate and timing of a run's rows."""
+def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str, Any]:
+    """The run summary: accuracies, certified accuracy at each radius, abstain rate, timing, and the
+    certifier's own lines (`certifier.summarize`).
+
+    Rows whose noise law voids the certificate (`certificate_valid` false) never produce a certified
+    accuracy: the same numbers are reported under `nominal_*` keys and `certificate_valid` is false.
+    """
     smoothed = df[df.variant == "smoothed"]
     baseline = df[df.variant == "baseline"]
-    good = smoothed.certified & smoothed.correct
     summary: dict[str, Any] = {
         "items": int(smoothed.item_id.nunique()),
-        "certified_accuracy": {f"{r:g}": _mean(good & (smoothed.radius >= r)) for r in radii},
-        "baseline_accuracy": _mean(baseline.correct),
-        "abstain_rate": _mean(smoothed.abstained),
-        "mean_radius": _mean(smoothed.radius[smoothed.certified]),   # over certified items
-        "average_certified_radius": _mean(smoothed.radius.where(good, 0.0)),  # 0 if wrong/abstained
+        "baseline_accuracy": _mean(baseline.correct.astype(float)),
         "time_baseline_s": _mean(baseline.time_total_s),
         "time_smoothed_s": _mean(smoothed.time_total_s),
     }
     if "smoothed_correct" in smoothed:
         summary["smoothed_accuracy"] = _mean(smoothed.smoothed_correct.astype(float))
+    if "radius" in smoothed and "certified" in smoothed:
+        certified = smoothed.certified.fillna(False).astype(bool)
+        has_class = "correct" in smoothed and smoothed.correct.notna().any()
+        good = certified & smoothed.correct.fillna(False).astype(bool) if has_class else certified
+        radius = smoothed.radius.astype(float)
+        key = "certified_accuracy" if has_class else "certified_fraction"
+        summary.update({
+            key: {f"{r:g}": _mean(good & (radius >= r)) for r in radii},
+            "abstain_rate": _mean(smoothed.abstained.astype(float)),
+            "mean_radius": _mean(radius[certified]),                   # over certified items
+            "average_certified_radius": _mean(radius.where(good, 0.0)),  # 0 if wrong or abstained
+        })
+    if "samples_used" in smoothed:
+        summary["mean_samples_used"] = _mean(smoothed.samples_used.astype(float))
+    if certifier is not None:
+        summary.update(certifier.summarize(smoothed))
+    valid = bool(smoothed.certificate_valid.fillna(False).all()) if "certificate_valid" in smoothed else True
+    summary["certificate_valid"] = valid
+    if not valid:
+        for key in ("certified_accuracy", "certified_fraction", "mean_radius", "average_certified_radius"):
+            if key in summary:
+                summary[f"nominal_{key}"] = summary.pop(key)
     return summary
 
 
@@ -130,24 +170,39 @@ def write_summary(run_dir: str | os.PathLike, summary: dict) -> None:
     os.replace(tmp, path)
 
 
+CURVES = {"certified_accuracy": "certified accuracy ↑", "certified_fraction": "certified fraction ↑",
+          "nominal_certified_accuracy": "NOMINAL certified accuracy (not a certificate)",
+          "nominal_certified_fraction": "NOMINAL certified fraction (not a certificate)"}
+LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv", "bound_w", "bound_lip",
+                   "bound_harm", "bound_eps_out", "bound_interval", "bound_mcdiarmid", "event")
+
+
 def print_summary(summary: dict, title: str) -> None:
+    """The summary as two small tables: certified accuracy by radius, then every other number."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("radius ≥", justify="right")
-    table.add_column("certified accuracy ↑", justify="right")
-    for r, acc in summary["certified_accuracy"].items():
-        table.add_row(r, f"{acc:.3f}")
     console = Console()
+    for key, label in CURVES.items():
+        if key in summary:
+            table = Table(title=title, header_style="bold")
+            table.add_column("radius ≥", justify="right")
+            table.add_column(label, justify="right")
+            for r, acc in summary[key].items():
+                table.add_row(r, f"{acc:.3f}")
+            console.print(table)
+    if not summary.get("certificate_valid", True):
+        console.print("[bold red]WARNING: the noise depends on the input, so these radii are NOT "
+                      "certificates (Sukenik et al. 2022). Reported as nominal_* only.[/]")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or key in ("n0", "n", "alpha", "sigma"):
+            continue
+        arrow = "" if key == "items" else "↓" if any(t in key for t in LOWER_IS_BETTER) else "↑"
+        table.add_row(f"{key} {arrow}", f"{value:.4g}")
     console.print(table)
-    extras = [("items", summary["items"], "d"), ("baseline accuracy ↑", summary["baseline_accuracy"], ".3f"),
-              ("smoothed accuracy ↑", summary.get("smoothed_accuracy"), ".3f"),
-              ("abstain rate ↓", summary["abstain_rate"], ".3f"),
-              ("mean radius (certified) ↑", summary["mean_radius"], ".4f"),
-              ("average certified radius ↑", summary["average_certified_radius"], ".4f"),
-              ("seconds / item ↓", summary.get("seconds_per_item"), ".2f")]
-    console.print("  ".join(f"{k}: {format(v, f)}" for k, v, f in extras if v is not None))
 
 
 # ------------------------------------------------------------------------------------ loggers

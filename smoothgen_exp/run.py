@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from smoothgen_exp.config import GROUPS, validate
+from smoothgen_exp.context import ItemContext
 from smoothgen_exp.devices import resolve_device
 from smoothgen_exp.provenance import config_hash, git_sha
-from smoothgen_exp.records import RecordWriter, print_summary, read_records, summarize, write_summary
-from smoothgen_exp.seeding import item_seed
+from smoothgen_exp.records import (RecordWriter, print_summary, read_records, recorded_items, summarize,
+                                   write_summary)
 
 log = logging.getLogger(__name__)
 
@@ -45,63 +46,45 @@ class Parts:
 def build_parts(cfg: DictConfig, device: torch.device) -> Parts:
     runtime = {"cache_dir": cfg.cache_dir, "device": device}
     oracle = instantiate(cfg.oracle, **runtime)   # first: the default model trains against it
-    return Parts(model=instantiate(cfg.model, **runtime), dataset=instantiate(cfg.dataset),
-                 smoothing=instantiate(cfg.smoothing), aggregator=instantiate(cfg.aggregator),
-                 certifier=instantiate(cfg.certifier), attack=instantiate(cfg.attack), oracle=oracle,
-                 logger=instantiate(cfg.logger))
-
-
-def make_base(parts: Parts, seed: int, device: torch.device, aggregator=None):
-    """The base classifier f(z) = O(G(z)): generate from noised conditions, classify the outputs.
-
-    G's own randomness (e.g. the latent) comes from a generator seeded once per item and stream,
-    independent of the smoothing noise. If an aggregator is given it sees every batch.
-    """
-    gen = torch.Generator(device=device).manual_seed(seed)
-
-    def base(z: torch.Tensor) -> torch.Tensor:
-        outputs = parts.model.generate(z, gen)
-        labels = parts.oracle.classify(outputs)
-        if aggregator is not None:
-            aggregator.update(outputs, labels)
-        return labels
-
-    return base
+    parts = Parts(model=instantiate(cfg.model, **runtime), dataset=instantiate(cfg.dataset),
+                  smoothing=instantiate(cfg.smoothing), aggregator=instantiate(cfg.aggregator),
+                  certifier=instantiate(cfg.certifier), attack=instantiate(cfg.attack), oracle=oracle,
+                  logger=instantiate(cfg.logger))
+    if hasattr(parts.smoothing, "setup"):     # noise laws fitted on the calibration split
+        parts.smoothing.setup(parts.model, parts.dataset)
+    return parts
 
 
 @torch.inference_mode()
 def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: torch.device) -> tuple[list, Any]:
-    """Baseline and smoothed rows of one item, and the smoothed output (for the preview)."""
-    seed = lambda stream: item_seed(cfg.seed, item.item_id, stream)  # noqa: E731
+    """Baseline and smoothed rows of one item, and (baseline, smoothed) outputs for the preview."""
     t0 = time.perf_counter()
     x = parts.model.encode([item.condition])[0].to(device)
-    row = {**common, **parts.smoothing.columns(), "item_id": item.item_id, "condition": item.condition,
-           "seed": cfg.seed, "label": item.label, "time_encode_s": time.perf_counter() - t0}
+    noise = parts.smoothing.at(x, parts.model)
+    ctx = ItemContext(item, x, parts.model, parts.oracle, noise, cfg.seed, cfg.certifier.batch_size)
+    row = {**common, **noise.columns(), "item_id": item.item_id, "condition": item.condition,
+           "seed": cfg.seed, "label": item.label, "n0": parts.certifier.n0, "n": parts.certifier.n,
+           "alpha": parts.certifier.alpha, "time_encode_s": time.perf_counter() - t0}
 
     # Baseline: the plain generator, one generation, no noise.
     t1 = time.perf_counter()
-    baseline_out = parts.model.generate(x[None], torch.Generator(device=device).manual_seed(seed("baseline")))
-    baseline_pred = int(parts.oracle.classify(baseline_out)[0])
+    baseline_out = ctx.baseline_output()
+    baseline_pred = int(parts.oracle.classify(baseline_out[None])[0])
     baseline = {**row, "variant": "baseline", "prediction": baseline_pred,
                 "correct": baseline_pred == item.label, "certified": False, "abstained": False,
-                "abstain_reason": "", "samples_used": 1, "time_generate_s": time.perf_counter() - t1,
-                "n0": parts.certifier.n0, "n": parts.certifier.n, "alpha": parts.certifier.alpha}
+                "abstain_reason": "", "samples_used": 1, "time_generate_s": time.perf_counter() - t1}
     baseline["time_total_s"] = baseline["time_encode_s"] + baseline["time_generate_s"]
 
-    # Smoothed: PREDICT (whose noisy generations also feed the aggregator), then CERTIFY.
-    sigma, k = parts.smoothing.sigma, parts.oracle.num_classes
-    parts.aggregator.reset(k)
-    smoothed = {**row, "variant": "smoothed"}
-    base = make_base(parts, seed("predict/model"), device, parts.aggregator)
-    smoothed.update(parts.certifier.predict(x, base, sigma, k, seed("predict/noise")))
-    if "smoothed_prediction" in smoothed:
-        smoothed["smoothed_correct"] = smoothed["smoothed_prediction"] == item.label
-    base = make_base(parts, seed("certify/model"), device)
-    smoothed.update(parts.certifier.certify(x, base, sigma, k, seed("certify/noise")))
-    smoothed["correct"] = smoothed["prediction"] == item.label
-    smoothed["time_total_s"] = smoothed["time_encode_s"] + sum(
-        smoothed.get(k, 0.0) for k in ("time_predict_s", "time_certify_s"))
-    return [baseline, smoothed], (baseline_out[0].cpu(), parts.aggregator.result()[1])
+    # Smoothed: the aggregated output (and its prediction), then the certificate.
+    t2 = time.perf_counter()
+    aggregated, smoothed_out = parts.aggregator.aggregate(ctx)
+    smoothed = {**row, "variant": "smoothed", **aggregated, "time_aggregate_s": time.perf_counter() - t2}
+    smoothed["smoothed_correct"] = smoothed["smoothed_prediction"] == item.label
+    smoothed.update(parts.certifier.certify(ctx))
+    if "prediction" in smoothed:
+        smoothed["correct"] = smoothed["prediction"] == item.label
+    smoothed["time_total_s"] = time.perf_counter() - t0 - baseline["time_generate_s"]
+    return [baseline, smoothed], (baseline_out.cpu(), smoothed_out)
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
@@ -120,21 +103,25 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     log.info("setup (weights, encoders) %.1fs", time.perf_counter() - t_setup)
     parts.logger.start(run_dir, run_id, OmegaConf.to_container(cfg, resolve=True))
 
+    done = recorded_items(run_dir, chash)
+    if done:
+        log.info("resuming: %d items already recorded in %s", len(done), run_dir)
     writer = RecordWriter(run_dir, flush_every=cfg.flush_every)
     previews = []
     t_loop = time.perf_counter()
-    for item in tqdm(parts.dataset, desc="certify", unit="item", disable=not cfg.progress):
+    todo = [item for item in parts.dataset if item.item_id not in done]
+    for item in tqdm(todo, desc="certify", unit="item", disable=not cfg.progress):
         rows, preview = evaluate_item(item, parts, cfg, common, device)
         writer.add(rows)
         if len(previews) < 10:
-            previews.append((item, rows[0]["prediction"], rows[1]["prediction"], *preview))
+            previews.append((item, rows[0]["prediction"], rows[1]["smoothed_prediction"], *preview))
     writer.flush()
     loop_s = time.perf_counter() - t_loop
 
     records = read_records(run_dir)
     summary = {"run_id": run_id, "config_hash": chash, **choices, "sigma": parts.smoothing.sigma,
                "n0": parts.certifier.n0, "n": parts.certifier.n, "alpha": parts.certifier.alpha,
-               **summarize(records, list(cfg.summary_radii)),
+               **summarize(records, list(cfg.summary_radii), parts.certifier),
                "seconds_per_item": loop_s / max(1, len(parts.dataset))}
     write_summary(run_dir, summary)
     print_summary(summary, title=f"{choices['model']} σ={parts.smoothing.sigma:g} "

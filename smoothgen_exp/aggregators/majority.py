@@ -1,7 +1,8 @@
-"""Majority vote over oracle classes: the smoothed generator's output for classification certificates.
+"""aggregator=majority: the smoothed output is the majority oracle class over noisy generations.
 
-Streaming: `update` sees each batch of (generations, oracle labels) once and keeps only the vote counts
-and the first generation of each class; `result` gives the winning class and that generation.
+The vote is Cohen et al.'s PREDICT (two-sided binomial test of the top two classes at alpha; it abstains
+when they cannot be separated). The smoothed generation shown for an item is the first generation of
+the winning class. Streaming: only vote counts and one generation per class are kept.
 """
 
 from __future__ import annotations
@@ -10,25 +11,24 @@ import torch
 
 
 class Majority:
-    def __init__(self):
-        self.counts: torch.Tensor | None = None
-        self.representatives: dict[int, torch.Tensor] = {}
+    def __init__(self, n: int = 100, alpha: float = 0.001):
+        self.n, self.alpha = int(n), float(alpha)
 
-    def reset(self, num_classes: int) -> None:
-        self.counts = torch.zeros(num_classes, dtype=torch.long)
-        self.representatives = {}
+    def aggregate(self, ctx) -> tuple[dict, torch.Tensor | None]:
+        """(columns, smoothed generation) for one item."""
+        counts = torch.zeros(ctx.num_classes, dtype=torch.long)
+        first: dict[int, torch.Tensor] = {}
 
-    def update(self, outputs: torch.Tensor, labels: torch.Tensor) -> None:
-        labels_cpu = labels.reshape(-1).cpu()
-        self.counts += torch.bincount(labels_cpu, minlength=len(self.counts))
-        for c in labels_cpu.unique().tolist():
-            if c not in self.representatives:
-                first = int((labels_cpu == c).nonzero()[0])
-                self.representatives[c] = outputs[first].detach().cpu().clone()
+        def observe(outputs, labels):
+            labels = labels.reshape(-1).cpu()
+            counts.add_(torch.bincount(labels, minlength=ctx.num_classes))
+            for c in labels.unique().tolist():
+                if c not in first:
+                    first[c] = outputs[int((labels == c).nonzero()[0])].detach().cpu().clone()
 
-    def result(self) -> tuple[int, torch.Tensor | None]:
-        """(majority class, one generation of that class); (-1, None) before any update."""
-        if self.counts is None or int(self.counts.sum()) == 0:
-            return -1, None
-        top = int(self.counts.argmax())
-        return top, self.representatives[top]
+        pred = ctx.smooth("aggregate", observe).predict(ctx.x, self.n, self.alpha, ctx.batch_size,
+                                                         seed=ctx.seed("aggregate/noise"))
+        columns = {"smoothed_prediction": pred.prediction, "predict_n": self.n,
+                   "predict_count_a": pred.count_a, "predict_count_b": pred.count_b,
+                   "predict_pvalue": pred.p_value}
+        return columns, first.get(int(counts.argmax()))

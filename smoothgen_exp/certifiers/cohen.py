@@ -1,49 +1,59 @@
-"""certifier=cohen: Cohen et al.'s CERTIFY (and PREDICT) with the oracle on generations as base classifier.
+"""certifier=cohen: Cohen et al.'s CERTIFY with the oracle on generations as base classifier (SPEC C1).
 
-    f(x) = O(G(x + eta)),   eta ~ N(0, sigma^2 I)   (SPEC C1)
+    f(x) = O(G(x + eta)),   eta ~ the smoothing noise
 
-n0 selection samples choose c_A, n fresh samples bound P(f = c_A) from below (one-sided
-Clopper-Pearson at alpha); the radius is sigma * Phi^-1(p_lower) when p_lower > 1/2, else abstain.
+n0 selection samples choose c_A; n fresh estimation samples bound the vote rate q from below
+(one-sided Clopper-Pearson at alpha). With an oracle-error model (`oracle_error` eps), the bound on the
+true-class probability is (q - eps)/(1 - eps) ("bounded", sound when each one-directional error rate
+is at most eps) or the paper's (q - eps)/(1 - 2 eps) ("symmetric", only when both rates equal eps).
+The radius is the noise law's radius at p_lower when p_lower > 1/2; else the item abstains.
+
+`pilot` > 0 first draws that many samples, predicts the radius at the full n with the paper's Eq. 6,
+and skips (abstains on) items predicted not to certify. Skipping only ever adds abstentions, so it
+cannot make a certificate unsound.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-import torch
-
-from smoothgen_exp.core import Smooth
+from smoothgen_exp.certifiers.base import Certifier
+from smoothgen_exp.core import ABSTAIN
+from smoothgen_exp.stats import expected_radius
 
 
-class CohenCertifier:
+class CohenCertifier(Certifier):
+    name = "cohen"
+
     def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int = 1000,
-                 predict_n: int = 100):
-        self.n0, self.n, self.alpha = int(n0), int(n), float(alpha)
-        self.batch_size, self.predict_n = int(batch_size), int(predict_n)
+                 oracle_error: float | None = None, oracle_error_model: str = "bounded", pilot: int = 0):
+        super().__init__(n0, n, alpha, batch_size)
+        self.oracle_error, self.oracle_error_model, self.pilot = oracle_error, oracle_error_model, int(pilot)
 
-    def certify(self, x: torch.Tensor, base: Callable[[torch.Tensor], torch.Tensor], sigma: float,
-                num_classes: int, seed: int) -> dict:
-        """Certificate columns for one item (prediction is -1 when abstaining)."""
-        t0 = time.perf_counter()
-        cert = Smooth(base, sigma, num_classes).certify(x, self.n0, self.n, self.alpha, self.batch_size,
-                                                         seed=seed)
-        return {
-            "certifier": "cohen", "n0": self.n0, "n": self.n, "alpha": self.alpha,
-            "prediction": cert.prediction, "top_class": cert.top_class, "count": cert.count,
-            "p_lower": cert.p_lower, "radius": cert.radius, "certified": not cert.abstained,
-            "abstained": cert.abstained, "abstain_reason": "p_lower<=0.5" if cert.abstained else "",
-            "samples_used": self.n0 + self.n, "time_certify_s": time.perf_counter() - t0,
-        }
+    def _certify(self, ctx) -> dict:
+        row = {"oracle_error": self.oracle_error, "oracle_error_model": self.oracle_error_model}
+        if self.pilot:
+            pilot = self._pilot(ctx)
+            row.update(pilot)
+            if pilot["pilot_skipped"]:
+                return {**row, "prediction": ABSTAIN, "top_class": pilot["pilot_class"], "count": None,
+                        "p_lower": None, "q_lower": None, "radius": 0.0, "certified": False,
+                        "abstained": True, "abstain_reason": "pilot predicts no certificate",
+                        "samples_used": self.pilot}
+        cert = ctx.smooth("certify").certify(ctx.x, self.n0, self.n, self.alpha, self.batch_size,
+                                             seed=ctx.seed("certify/noise"), oracle_error=self.oracle_error,
+                                             oracle_error_model=self.oracle_error_model)
+        return {**row, "prediction": cert.prediction, "top_class": cert.top_class, "count": cert.count,
+                "q_lower": cert.q_lower, "p_lower": cert.p_lower,
+                **ctx.noise.radius_columns(cert.p_lower, not cert.abstained),
+                "certified": not cert.abstained, "abstained": cert.abstained,
+                "abstain_reason": "p_lower<=0.5" if cert.abstained else "",
+                "samples_used": self.pilot + self.n0 + self.n}
 
-    def predict(self, x: torch.Tensor, base: Callable[[torch.Tensor], torch.Tensor], sigma: float,
-                num_classes: int, seed: int) -> dict:
-        """PREDICT columns: the smoothed prediction by a two-sided binomial test at alpha."""
-        if self.predict_n == 0:
-            return {}
-        t0 = time.perf_counter()
-        pred = Smooth(base, sigma, num_classes).predict(x, self.predict_n, self.alpha, self.batch_size,
-                                                         seed=seed)
-        return {"smoothed_prediction": pred.prediction, "predict_n": self.predict_n,
-                "predict_count_a": pred.count_a, "predict_count_b": pred.count_b,
-                "predict_pvalue": pred.p_value, "time_predict_s": time.perf_counter() - t0}
+    def _pilot(self, ctx) -> dict:
+        smooth = ctx.smooth("pilot")
+        gen = ctx.generator("pilot/noise")
+        counts = smooth.sample_counts(ctx.x, self.pilot, self.batch_size, gen)
+        top = int(counts.argmax())
+        p_hat = float(counts[top]) / self.pilot
+        predicted = expected_radius(min(p_hat, 1 - 0.5 / self.pilot), ctx.noise.l2_scale, self.alpha, self.n)
+        return {"pilot_n": self.pilot, "pilot_class": top, "pilot_p_hat": p_hat,
+                "pilot_predicted_radius": predicted, "pilot_skipped": predicted <= 0.0}

@@ -84,6 +84,10 @@ class DigitsPrompts:
         items = [Item(f"t{t:02d}-d{d}", prompt(t, d), d) for t in SPLITS[split] for d in range(10)]
         self.items = items[:limit] if limit is not None else items
 
+    def calibration_conditions(self) -> list[str]:
+        """Prompts for fitting noise laws: the training templates, never the evaluation items."""
+        return [prompt(t, d) for t in SPLITS["train"] for d in range(10)]
+
     def __len__(self) -> int:
         return len(self.items)
 

@@ -18,6 +18,7 @@ from tqdm.auto import trange
 
 from smoothgen_exp.data.digits import digit_images
 from smoothgen_exp.errors import SmoothgenError
+from smoothgen_exp.oracles.base import ClassEquivalence
 from smoothgen_exp.weights import load_or_train
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def heldout_accuracy(net: nn.Module) -> float:
     return float(np.mean(pred == y))
 
 
-class DigitClassifier:
+class DigitClassifier(ClassEquivalence):
     """Oracle protocol: `classify(images) -> class indices`, `num_classes`, plus `features`."""
 
     num_classes = 10

@@ -1,0 +1,24 @@
+"""aggregator=mean: the smoothed output is the pixel-wise mean generation h_hat = (1/n) sum G(x + eta_i).
+
+It is the Monte Carlo estimate of h(x) = E[G(x + eta)], whose movement `certifier=output_bound` bounds.
+The smoothed prediction is the oracle's class of the mean image. Streaming: a running sum only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Mean:
+    def __init__(self, n: int = 100):
+        self.n = int(n)
+
+    def aggregate(self, ctx) -> tuple[dict, torch.Tensor]:
+        total = None
+        for out in ctx.outputs(self.n, "aggregate"):
+            part = out.sum(0, dtype=torch.float64)
+            total = part if total is None else total + part
+        mean = (total / self.n).to(ctx.x.dtype)
+        with torch.inference_mode():
+            pred = int(ctx.oracle.classify(mean[None])[0])
+        return {"smoothed_prediction": pred, "predict_n": self.n}, mean.cpu()

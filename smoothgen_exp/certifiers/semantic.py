@@ -1,0 +1,55 @@
+"""certifier=semantic: certify the *answer* of a generator, up to equivalence (RS-for-VLM Algorithm 2).
+
+1. n0 selection samples are clustered by the oracle's equivalence; the representative output is the
+   first member of the largest cluster.
+2. n fresh estimation samples each answer one binary question, "equivalent to the representative?".
+   Their count k gives q_lower = CP_lower(k, n, alpha), corrected for oracle error as in `cohen`.
+3. If p_lower > 1/2 the representative's equivalence class is certified with the noise law's radius.
+
+The paper counts on the same samples it selects from; here selection and estimation are disjoint, which
+is what makes the Clopper-Pearson bound valid.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from smoothgen_exp.certifiers.base import Certifier
+from smoothgen_exp.core import ABSTAIN
+from smoothgen_exp.stats import cp_lower, oracle_corrected_lower
+
+
+def collect(batches) -> torch.Tensor | list:
+    """Concatenate output batches (tensors, or lists for text outputs)."""
+    batches = list(batches)
+    return torch.cat(batches) if isinstance(batches[0], torch.Tensor) else [o for b in batches for o in b]
+
+
+class SemanticCertifier(Certifier):
+    name = "semantic"
+
+    def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+                 oracle_error: float | None = None, oracle_error_model: str = "bounded"):
+        super().__init__(n0, n, alpha, batch_size)
+        self.oracle_error, self.oracle_error_model = oracle_error, oracle_error_model
+
+    def _certify(self, ctx) -> dict:
+        selection = collect(ctx.outputs(self.n0, "select"))
+        clusters = ctx.oracle.cluster(selection)
+        ids, sizes = torch.unique(clusters, return_counts=True)
+        top = ids[sizes.argmax()]
+        representative = selection[int((clusters == top).nonzero()[0, 0])]
+        with torch.inference_mode():
+            k = sum(int(ctx.oracle.equivalent(batch, representative).sum())
+                    for batch in ctx.outputs(self.n, "estimate"))
+        q_lower = cp_lower(k, self.n, self.alpha)
+        p_lower = oracle_corrected_lower(q_lower, self.oracle_error, self.oracle_error_model)
+        certified = p_lower > 0.5
+        answer = ctx.oracle.describe(representative)
+        return {"prediction": answer if certified else ABSTAIN, "top_class": answer,
+                "cluster_share_selection": float(sizes.max()) / self.n0, "count": k, "q_lower": q_lower,
+                "p_lower": p_lower, **ctx.noise.radius_columns(p_lower, certified),
+                "certified": certified, "abstained": not certified,
+                "abstain_reason": "" if certified else "p_lower<=0.5",
+                "oracle_error": self.oracle_error, "oracle_error_model": self.oracle_error_model,
+                "samples_used": self.n0 + self.n}

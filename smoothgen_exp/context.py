@@ -1,0 +1,73 @@
+"""One item's view of a run: its condition, the generator, the oracle, the noise law and its seeds.
+
+Certifiers, aggregators and attacks draw everything through this object, so every random stream is
+seeded by (run seed, item_id, stream name) (SPEC 7) and noise always goes through the shared batched
+loop (`core.noisy_batches`): a preallocated buffer, outputs streamed batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from smoothgen_exp.core import Smooth, noisy_batches
+from smoothgen_exp.seeding import item_seed
+
+
+@dataclass
+class ItemContext:
+    item: Any                 # .item_id, .condition, .label
+    x: torch.Tensor           # the clean condition in the noised space
+    model: Any                # generator protocol: encode / generate
+    oracle: Any               # oracle protocol: classify (+ features, equivalent where it has them)
+    noise: Any                # the noise law at this item (smoothing protocol)
+    run_seed: int
+    batch_size: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def num_classes(self) -> int:
+        return self.oracle.num_classes
+
+    def seed(self, stream: str) -> int:
+        return item_seed(self.run_seed, self.item.item_id, stream)
+
+    def generator(self, stream: str) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(self.seed(stream))
+
+    def base(self, stream: str, observe: Callable | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The base classifier O(G(z)); G's own randomness comes from `<stream>/model`.
+
+        `observe(outputs, labels)`, if given, sees every batch (aggregators keep what they need).
+        """
+        gen = self.generator(f"{stream}/model")
+
+        def classify(z: torch.Tensor) -> torch.Tensor:
+            outputs = self.model.generate(z, gen)
+            labels = self.oracle.classify(outputs)
+            if observe is not None:
+                observe(outputs, labels)
+            return labels
+
+        return classify
+
+    def smooth(self, stream: str, observe: Callable | None = None) -> Smooth:
+        return Smooth(self.base(stream, observe), noise=self.noise, num_classes=self.num_classes)
+
+    @torch.inference_mode()
+    def outputs(self, num: int, stream: str, batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        """Generations G(x + eta) for `num` fresh draws of stream `stream`, batch by batch."""
+        noise_gen, model_gen = self.generator(f"{stream}/noise"), self.generator(f"{stream}/model")
+        for z in noisy_batches(self.x, num, batch_size or self.batch_size, self.noise, noise_gen):
+            yield self.model.generate(z, model_gen)
+
+    @torch.inference_mode()
+    def baseline_output(self) -> torch.Tensor:
+        """One generation from the clean condition (the undefended generator)."""
+        return self.model.generate(self.x[None], self.generator("baseline"))[0]

@@ -1,0 +1,187 @@
+"""Every certificate against a generator whose smoothed output is known in closed form.
+
+The step generator G(z) = 1[w.z > 0] * I (I a fixed image) has, under eta ~ N(0, sigma^2 I),
+h(x) = Phi(a) I with a = w.x / (sigma |w|). A shift delta along w by eps moves a by eps / sigma, which is
+the worst case over ||delta|| <= eps. With I the all-ones image the C2 TV bound is attained exactly.
+"""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from smoothgen_exp.certifiers.center import CenterCertifier
+from smoothgen_exp.certifiers.distribution import DistributionCertifier
+from smoothgen_exp.certifiers.feature import FeatureCertifier
+from smoothgen_exp.certifiers.output_bound import OutputBoundCertifier
+from smoothgen_exp.certifiers.sequential import SequentialCertifier
+from smoothgen_exp.context import ItemContext
+from smoothgen_exp.smoothing.gaussian import GaussianNoise
+from smoothgen_exp.stats import (
+    accuracy_drop_bound,
+    expected_radius,
+    expected_radius_shore,
+    fcsb,
+    harm_upper,
+    output_tv_bound,
+    radius_drop,
+    scaling_in_range,
+    scaling_ratio,
+    tv_bound,
+    wp_bound,
+)
+
+D, M, SIGMA = 6, 16, 0.5
+W = torch.zeros(D, dtype=torch.float64)
+W[0] = 1.0
+EPS = (0.1, 0.25, 0.5, 1.0)
+
+
+class StepModel:
+    """G(z) = 1[w.z > 0] * image, outputs in [0, 1]^M."""
+
+    output_range = (0.0, 1.0)
+    output_shape = (M,)
+
+    def __init__(self, image=None):
+        self.image = torch.ones(M, dtype=torch.float64) if image is None else image
+
+    def generate(self, z, gen):
+        return (z @ W > 0).to(torch.float64)[:, None] * self.image
+
+
+class SumOracle:
+    """Class 1 when the output is lit, class 0 when it is blank. Features: +u0 / -u0 (unit vectors)."""
+
+    num_classes = 2
+
+    def classify(self, out):
+        return (out.reshape(len(out), -1).sum(1) > 0).long()
+
+    def features(self, out):
+        sign = 2.0 * self.classify(out).double() - 1.0
+        return sign[:, None] * torch.tensor([1.0, 0.0], dtype=torch.float64)
+
+
+def ctx_at(a: float, seed: int = 0, model=None, label: int = 0) -> ItemContext:
+    x = torch.zeros(D, dtype=torch.float64)
+    x[0] = a * SIGMA
+    item = SimpleNamespace(item_id=f"it{seed}", condition="", label=label)
+    return ItemContext(item, x, model or StepModel(), SumOracle(), GaussianNoise(SIGMA), seed, 2000)
+
+
+def test_scaling_law_reference_values():
+    assert scaling_ratio(100, 1000, 0.001) == pytest.approx(0.555, abs=5e-4)
+    assert scaling_ratio(100, 10000, 0.001) == pytest.approx(0.487, abs=5e-4)
+    assert radius_drop(100, 0.001) == pytest.approx(1 - 1.64 * 3.2905 / 10, abs=1e-3)
+    assert accuracy_drop_bound(100, 0.001) == pytest.approx(0.32905, abs=1e-4)
+    assert not scaling_in_range(20, 0.001) and scaling_in_range(30, 0.001)
+    assert scaling_ratio(20, 10000, 0.001) == 0.0           # clipped where Cor. 5.4 turns negative
+    for p in (0.8, 0.95, 0.99):
+        assert expected_radius_shore(p, 0.5, 0.001, 1000) == pytest.approx(expected_radius(p, 0.5, 0.001, 1000),
+                                                                           rel=0.05)
+
+
+@pytest.mark.parametrize("a", [-0.8, -0.1, 0.0, 0.3, 1.2])
+def test_output_bound_holds_at_the_worst_shift_and_is_tight(a):
+    cert = OutputBoundCertifier(n=4000, alpha=0.001, eps_grid=EPS)
+    row = cert.certify(ctx_at(a))
+    rho = math.sqrt(M) / 2
+    assert row["bound_rho"] == pytest.approx(rho)
+    for eps in EPS:
+        true_shift = max(abs(norm.cdf(a) - norm.cdf(a + s * eps / SIGMA)) for s in (-1, 1)) * math.sqrt(M)
+        bound = row[f"bound_tv_eps{eps:g}"]
+        assert bound >= true_shift - 1e-12
+        assert row[f"bound_lip_eps{eps:g}"] >= bound
+    # at a = -eps/(2 sigma) the all-ones image attains the TV bound exactly
+    eps = 0.5
+    worst = abs(norm.cdf(-eps / (2 * SIGMA)) - norm.cdf(eps / (2 * SIGMA))) * math.sqrt(M)
+    assert output_tv_bound(rho, eps, SIGMA) == pytest.approx(worst, rel=1e-12)
+
+
+def test_output_bound_mcdiarmid_and_coordinate_intervals_cover_the_truth():
+    a, misses = 0.4, 0
+    for seed in range(20):
+        ctx = ctx_at(a, seed)
+        row = OutputBoundCertifier(n=1000, alpha=0.01, eps_grid=EPS).certify(ctx)
+        h_hat = np.zeros(M)
+        for out in ctx.outputs(1000, "mean"):       # same stream as the certifier: the same h_hat
+            h_hat += out.sum(0).numpy()
+        h_hat /= 1000
+        misses += np.linalg.norm(h_hat - norm.cdf(a)) > row["bound_mcdiarmid"]
+    assert misses == 0
+    # certified per-pixel interval at eps contains the true h_j(x + delta) at both worst shifts
+    from smoothgen_exp.stats import coordinate_interval
+
+    t = row["bound_coordinate_halfwidth"]
+    for eps in EPS:
+        lo, hi = coordinate_interval(norm.cdf(a) - t, norm.cdf(a) + t, eps, SIGMA)
+        for s in (-1, 1):
+            assert lo <= norm.cdf(a + s * eps / SIGMA) <= hi
+
+
+def test_distribution_bounds_hold_at_the_worst_shift():
+    a = -1.0                                     # event A = "lit output" (class 1 != label 0)
+    for seed in range(10):
+        row = DistributionCertifier(n=3000, alpha=0.001, eps_grid=EPS).certify(ctx_at(a, seed))
+        assert row["bound_event_p_upper"] >= norm.cdf(a)
+        for eps in EPS:
+            tv_true = abs(norm.cdf(a + eps / SIGMA) - norm.cdf(a))     # the laws are Bernoulli on {0, I}
+            assert row[f"bound_tv_eps{eps:g}"] >= tv_true
+            assert row[f"bound_w1_eps{eps:g}"] >= tv_true * math.sqrt(M)       # W1 = TV * ||I||
+            assert row[f"bound_harm_eps{eps:g}"] >= norm.cdf(a + eps / SIGMA)
+    # the closed forms themselves
+    assert tv_bound(0.0, 1.0) == 0.0
+    assert wp_bound(0.3, 0.5, 2.0, 2) == pytest.approx(2.0 * tv_bound(0.3, 0.5) ** 0.5)
+    assert harm_upper(norm.cdf(-1.0), 0.5, 0.5) == pytest.approx(norm.cdf(0.0))
+
+
+@pytest.mark.parametrize("a", [0.5, 1.0, 2.0])
+def test_feature_bound_holds_at_the_worst_shift(a):
+    """F(x) = (2 Phi(a) - 1) u0 and s = Phi(a); the worst shift lowers a by eps/sigma."""
+    for seed in range(5):
+        row = FeatureCertifier(n0=100, n=3000, alpha=0.001, eps_grid=EPS).certify(ctx_at(a, seed))
+        assert row["bound_s_lower"] <= norm.cdf(a)
+        for eps in EPS:
+            assert row[f"bound_fcsb_eps{eps:g}"] <= 2 * norm.cdf(a - eps / SIGMA) - 1 + 1e-12
+        # the certified radius for cosine >= 1/2 never exceeds the true one
+        true_radius = SIGMA * (a - norm.ppf(0.75))
+        assert row["radius"] <= max(true_radius, 0.0) + 1e-12
+    assert fcsb(norm.cdf(1.0), 0.5, 0.5) == pytest.approx(2 * norm.cdf(0.0) - 1)
+
+
+def test_sequential_keeps_alpha_at_the_boundary_and_stops_early_when_easy():
+    alpha, trials = 0.05, 400
+    a = 0.8                                       # true radius sigma * a: target exactly that (null)
+    wins = 0
+    for seed in range(trials):
+        row = SequentialCertifier(n0=20, n=2000, alpha=alpha, batch_size=50,
+                                  target_radius=SIGMA * a).certify(ctx_at(a, seed, label=1))
+        wins += row["certified"]
+    assert wins / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
+    easy = SequentialCertifier(n0=20, n=10_000, alpha=0.001, batch_size=50,
+                               target_radius=SIGMA * 1.0).certify(ctx_at(4.0, 0, label=1))
+    assert easy["certified"] and easy["samples_used"] <= 1000
+    hopeless = SequentialCertifier(n0=20, n=10_000, alpha=0.001, batch_size=50,
+                                   target_radius=SIGMA * 2.0).certify(ctx_at(0.5, 0, label=1))
+    assert not hopeless["certified"] and hopeless["samples_used"] < 10_000
+
+
+def test_center_smoothing_bounds_the_move_of_the_center():
+    """G(z) = z (identity): the smoothed centre is x itself and moves by exactly eps."""
+
+    class Identity:
+        output_range = (-10.0, 10.0)
+        output_shape = (D,)
+
+        def generate(self, z, gen):
+            return z.clone()
+
+    ctx = ctx_at(0.3, model=Identity())
+    row = CenterCertifier(n0=4000, n=4000, alpha=0.01, eps_grid=EPS).certify(ctx)
+    assert row["bound_center_ok"]
+    for eps in EPS:
+        assert row[f"bound_eps_out_eps{eps:g}"] >= eps
