@@ -198,6 +198,7 @@ class SequentialConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.sequential.SequentialCertifier"
     batch_size: int = field(default=100, metadata=gt(0))
     target_radius: float = field(default=0.1, metadata=gt(0.0))
+    give_up_alpha: float = field(default=0.01, metadata=open_unit())
 
 
 @dataclass

@@ -23,8 +23,14 @@ from smoothgen_exp.config import GROUPS, validate
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.devices import resolve_device
 from smoothgen_exp.provenance import config_hash, git_sha
-from smoothgen_exp.records import (RecordWriter, print_summary, read_records, recorded_items, summarize,
-                                   write_summary)
+from smoothgen_exp.records import (
+    RecordWriter,
+    print_summary,
+    read_records,
+    recorded_items,
+    summarize,
+    write_summary,
+)
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SMOOTHGEN_TEST_CACHE", REPO / "outputs" / "cache"))
 # Small enough for CI, large enough to give non-trivial certificates.
-TINY = ["dataset.limit=3", "certifier.n0=20", "certifier.n=200", "certifier.predict_n=20",
+TINY = ["dataset.limit=3", "certifier.n0=20", "certifier.n=200", "aggregator.n=20",
         "certifier.batch_size=128", "progress=false", f"cache_dir={CACHE}"]
 
 

@@ -117,3 +117,20 @@ def test_binom_pvalue():
     assert binom_pvalue(0, 0) == 1.0
     assert binom_pvalue(50, 100) == pytest.approx(1.0)
     assert binom_pvalue(100, 100) < 1e-20
+
+
+def test_oracle_error_bound_covers_known_error_rates():
+    from smoothgen_exp.oracles.error import oracle_error_bound
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 3000)
+    pred = labels.copy()
+    flip = rng.random(3000) < 0.05                       # 5% errors, all into class (label + 1) % 3
+    pred[flip] = (labels[flip] + 1) % 3
+    res = oracle_error_bound(pred, labels, 3, alpha=0.01)
+    true_fn = max(np.mean(pred[labels == c] != c) for c in range(3))
+    true_fp = max(np.mean(pred[labels != c] == c) for c in range(3))
+    assert res["eps"] >= max(true_fn, true_fp)
+    assert res["eps"] < 0.15 and len(res["per_class"]) == 3
+    perfect = oracle_error_bound(labels, labels, 3, alpha=0.01)
+    assert 0 < perfect["eps"] < 0.01

@@ -19,7 +19,12 @@ import numpy as np
 import torch
 
 from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, Certifier, eps_col
-from smoothgen_exp.stats import coordinate_interval, mcdiarmid_mean_bound, output_lipschitz_bound, output_tv_bound
+from smoothgen_exp.stats import (
+    coordinate_interval,
+    mcdiarmid_mean_bound,
+    output_lipschitz_bound,
+    output_tv_bound,
+)
 
 
 def output_geometry(model) -> tuple[float, float, int]:

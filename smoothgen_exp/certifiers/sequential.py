@@ -2,16 +2,20 @@
 
 After n0 selection samples choose c_A, the estimation samples X_i = 1[f(x + eta_i) = c_A] arrive in
 batches. Certifying r needs p_A > p* = the probability whose radius is r (Phi(r/sigma) for isotropic
-noise). Two betting processes run side by side (Waudby-Smith & Ramdas 2023):
+noise). A betting process (Waudby-Smith & Ramdas 2023)
 
-    K_t  = prod_i (1 + lam_i (X_i - p*)),  lam_i in [0, 1/p*)        (bets that p_A > p*)
-    K'_t = prod_i (1 + mu_i (p* - X_i)),   mu_i in [0, 1/(1 - p*))    (bets that p_A < p*)
+    K_t = prod_i (1 + lam_i (X_i - p*)),  lam_i in [0, 1/p*)   (bets that p_A > p*)
 
-with bets fixed before each batch from the data seen so far (predictable). If p_A <= p*, K is a
-non-negative supermartingale, so by Ville's inequality P(exists t: K_t >= 1/alpha) <= alpha: stopping
-and certifying the first time K_t >= 1/alpha keeps the 1 - alpha guarantee at any stopping time. The
-item gives up when K'_t >= 1/alpha (then p_A < p* is likely) or when n samples are spent. Giving up only
-abstains, so it needs no guarantee. `samples_used` counts every generation drawn.
+uses stakes fixed before each batch from the data seen so far (predictable; clipped Kelly). If
+p_A <= p*, K is a non-negative supermartingale, so by Ville's inequality P(exists t: K_t >= 1/alpha)
+<= alpha: certifying the first time K_t >= 1/alpha keeps the 1 - alpha guarantee at any stopping time.
+
+The item gives up (abstains) when certifying within the budget n has become implausible: even at an
+optimistic value of p_A, its upper confidence bound p_up at level give_up_alpha, the best growth rate
+any bet can have, KL(p_up || p*) per sample, cannot lift log K_t to log(1/alpha) in the samples left.
+Abstaining is always sound, so this futility rule needs no guarantee; give_up_alpha only trades
+samples on hopeless items against the chance of abandoning one that would have certified.
+`samples_used` counts every generation drawn.
 """
 
 from __future__ import annotations
@@ -22,24 +26,29 @@ import torch
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.core import ABSTAIN, noisy_batches
+from smoothgen_exp.stats import cp_upper
 
 MAX_FRACTION = 0.9   # bet at most this fraction of the largest safe stake (avoids ruin on one miss)
 
 
-def kelly_bet(p_hat: float, p_star: float, up: bool) -> float:
-    """Clipped Kelly stake for a Bernoulli bet against p*: (p - p*)/(p*(1 - p*)) in the favoured direction."""
-    if up:
-        return min(max((p_hat - p_star) / (p_star * (1 - p_star)), 0.0), MAX_FRACTION / p_star)
-    return min(max((p_star - p_hat) / (p_star * (1 - p_star)), 0.0), MAX_FRACTION / (1 - p_star))
+def kelly_bet(p_hat: float, p_star: float) -> float:
+    """Clipped Kelly stake for betting that a Bernoulli mean exceeds p*: (p - p*) / (p* (1 - p*))."""
+    return min(max((p_hat - p_star) / (p_star * (1 - p_star)), 0.0), MAX_FRACTION / p_star)
+
+
+def kl_bernoulli(p: float, q: float) -> float:
+    """KL(Bern(p) || Bern(q)): the largest expected log-growth per sample of a bet against q."""
+    terms = [a * math.log(a / b) for a, b in ((p, q), (1 - p, 1 - q)) if a > 0]
+    return sum(terms)
 
 
 class SequentialCertifier(Certifier):
     name = "sequential"
 
     def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int = 100,
-                 target_radius: float = 0.1):
+                 target_radius: float = 0.1, give_up_alpha: float = 0.01):
         super().__init__(n0, n, alpha, batch_size)
-        self.target_radius = float(target_radius)
+        self.target_radius, self.give_up_alpha = float(target_radius), float(give_up_alpha)
 
     @torch.inference_mode()
     def _certify(self, ctx) -> dict:
@@ -58,24 +67,21 @@ class SequentialCertifier(Certifier):
                 "sequential_decision": decision, "samples_used": self.n0 + used}
 
     def _run(self, smooth, x, gen, c_a: int, p_star: float, prior: tuple[float, float]):
-        """Feed batches to both betting processes; returns (decision, samples drawn, c_A votes)."""
+        """Bet batch by batch; returns (decision, samples drawn, c_A votes)."""
         threshold = math.log(1.0 / self.alpha)
-        log_k = log_k_down = 0.0
+        log_k = 0.0
         hits_prior, n_prior = prior
         hits = used = 0
         for noisy in noisy_batches(x, self.n, self.batch_size, smooth.noise, gen):
-            p_hat = (hits_prior + hits) / (n_prior + used)
-            lam, mu = kelly_bet(p_hat, p_star, up=True), kelly_bet(p_hat, p_star, up=False)
+            lam = kelly_bet((hits_prior + hits) / (n_prior + used), p_star)
             votes = (smooth.base(noisy) == c_a).double()
-            path_up = log_k + torch.cumsum(torch.log1p(lam * (votes - p_star)), 0)
-            path_down = log_k_down + torch.cumsum(torch.log1p(mu * (p_star - votes)), 0)
-            crossed_up = torch.nonzero(path_up >= threshold)
-            crossed_down = torch.nonzero(path_down >= threshold)
+            path = log_k + torch.cumsum(torch.log1p(lam * (votes - p_star)), 0)
             used += len(votes)
             hits += int(votes.sum())
-            if len(crossed_up):
+            if bool((path >= threshold).any()):
                 return "certified", used, hits
-            if len(crossed_down):
-                return "gave up: p_A below target", used, hits
-            log_k, log_k_down = float(path_up[-1]), float(path_down[-1])
+            log_k = float(path[-1])
+            p_up = cp_upper(hits, used, self.give_up_alpha)
+            if p_up <= p_star or log_k + (self.n - used) * kl_bernoulli(p_up, p_star) < threshold:
+                return "gave up: target out of reach within n", used, hits
         return "gave up: budget spent", used, hits

@@ -1,0 +1,131 @@
+"""Noise laws, and each certifier / aggregator option through the CLI on a tiny configuration."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from smoothgen_exp.smoothing.calibrated import CalibratedNoise
+from smoothgen_exp.smoothing.sensitivity import jtj_estimate
+
+from .conftest import TINY, cli
+
+
+class LinearModel:
+    """G(z) = A z: the Jacobian is A everywhere, so J^T J = A^T A exactly."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def encode(self, conditions):
+        return torch.zeros(len(conditions), self.a.shape[1], dtype=torch.float64)
+
+    def generate(self, z, gen):
+        return z @ self.a.T
+
+
+class Calib:
+    def calibration_conditions(self):
+        return ["c"] * 4
+
+
+def test_jtj_estimate_is_unbiased_on_a_linear_model():
+    a = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    est = jtj_estimate(LinearModel(a), torch.zeros(3, dtype=torch.float64), seed=0, probes=4000, draws=1)
+    assert torch.allclose(est, a.T @ a, rtol=0.1, atol=0.1 * float((a.T @ a).abs().max()))
+
+
+def test_calibrated_noise_has_the_fixed_covariance_and_sound_radii():
+    a = torch.diag(torch.tensor([3.0, 1.0, 0.2], dtype=torch.float64))
+    noise = CalibratedNoise(sigma=0.5, reg=0.1, calibration_items=4, probes=2000)
+    noise.setup(LinearModel(a), Calib())
+    cov = noise.chol @ noise.chol.T
+    assert cov.diagonal().mean() == pytest.approx(0.25, rel=1e-6)           # mean eigenvalue sigma^2
+    assert cov[0, 0] < cov[1, 1] < cov[2, 2]                                  # less noise where G is sensitive
+    samples = noise.sample_(torch.empty(200_000, 3, dtype=torch.float64), torch.Generator().manual_seed(1))
+    assert torch.allclose(samples.T.cov(), cov, atol=0.01)
+    p = 0.99
+    assert noise.radius(p) == pytest.approx(math.sqrt(noise.lambda_min) * noise.radius_mahalanobis(p))
+    assert noise.radius(p) <= 0.5 * noise.radius_mahalanobis(p) + 1e-12 or noise.lambda_min <= 0.25
+
+
+@pytest.fixture(scope="module")
+def option_runs(tmp_path_factory, t2i):
+    """One tiny run per option worth checking end to end."""
+    root = tmp_path_factory.mktemp("options")
+    variants = {
+        "semantic": ["certifier=semantic"],
+        "output_bound": ["certifier=output_bound", "aggregator=mean"],
+        "distribution": ["certifier=distribution"],
+        "feature": ["certifier=feature"],
+        "center": ["certifier=center", "certifier.n0=1200", "certifier.n=300"],
+        "sequential": ["certifier=sequential", "certifier.n=400", "certifier.batch_size=50"],
+        "pilot": ["certifier.pilot=30", "certifier.oracle_error=0.02"],
+        "calibrated": ["smoothing=calibrated", "smoothing.calibration_items=5", "smoothing.probes=8"],
+        "adaptive": ["smoothing=adaptive", "smoothing.calibration_items=3", "smoothing.probes=4"],
+    }
+    out = {}
+    for name, args in variants.items():
+        run_dir = root / name
+        res = cli(*TINY, *args, f"hydra.run.dir={run_dir}")
+        assert res.returncode == 0, (name, res.stderr[-3000:])
+        out[name] = (pd.read_parquet(run_dir / "records"), json.loads((run_dir / "summary.json").read_text()))
+    return out
+
+
+def smoothed(df):
+    return df[df.variant == "smoothed"]
+
+
+def test_semantic_certifier_columns(option_runs):
+    df, summary = option_runs["semantic"]
+    sm = smoothed(df)
+    assert (sm.certifier == "semantic").all() and sm.q_lower.between(0, 1).all()
+    assert ((sm.radius > 0) == sm.certified).all() and "certified_accuracy" in summary
+
+
+def test_output_and_distribution_bounds_are_recorded(option_runs):
+    df, summary = option_runs["output_bound"]
+    sm = smoothed(df)
+    for eps in ("0.1", "0.25", "0.5", "1"):
+        assert (sm[f"bound_tv_eps{eps}"] <= sm[f"bound_lip_eps{eps}"] + 1e-12).all()
+    assert (sm.bound_rho == 4.0).all() and "mean_bound_mcdiarmid" in summary
+    df, summary = option_runs["distribution"]
+    sm = smoothed(df)
+    assert (sm["bound_harm_eps0.1"] >= sm.bound_event_p_upper).all()
+    assert (sm.bound_diameter == 8.0).all() and "mean_bound_w2_eps0.5" in summary
+
+
+def test_feature_center_and_sequential_columns(option_runs):
+    sm = smoothed(option_runs["feature"][0])
+    assert (sm.bound_s_lower <= sm.bound_s_hat).all() and (sm["bound_fcsb_eps0.1"] >= sm.bound_fcsb_eps1).all()
+    assert "certified_fraction" in option_runs["feature"][1]
+    sm = smoothed(option_runs["center"][0])
+    assert "bound_eps_out_eps0.1" in sm and "bound_smoothing_error" in sm
+    sm = smoothed(option_runs["sequential"][0])
+    assert (sm.samples_used <= 20 + 400).all() and sm.sequential_decision.notna().all()
+    assert ((sm.radius == 0.1) == sm.certified).all()
+
+
+def test_pilot_and_oracle_error_are_recorded(option_runs):
+    sm = smoothed(option_runs["pilot"][0])
+    assert (sm.pilot_n == 30).all() and sm.pilot_predicted_radius.notna().all()
+    assert (sm.oracle_error == 0.02).all() and (sm.oracle_error_model == "bounded").all()
+    done = sm[sm.q_lower.notna()]
+    assert (done.p_lower <= done.q_lower).all()          # the correction only ever lowers the bound
+
+
+def test_calibrated_runs_record_both_radii(option_runs):
+    sm = smoothed(option_runs["calibrated"][0])
+    assert (sm.noise == "calibrated").all() and sm.certificate_valid.all()
+    cert = sm[sm.certified]
+    assert ((cert.radius - cert.noise_sigma_min * cert.radius_mahalanobis).abs() < 1e-9).all()
+
+
+def test_adaptive_noise_marks_every_certificate_invalid(option_runs):
+    df, summary = option_runs["adaptive"]
+    assert (~df.certificate_valid.astype(bool)).all()
+    assert summary["certificate_valid"] is False
+    assert "certified_accuracy" not in summary and "nominal_certified_accuracy" in summary
