@@ -46,3 +46,14 @@ class Certifier:
                 vals = smoothed[col].astype(float)
                 out[f"mean_{col}"] = float(vals.mean()) if vals.notna().any() else math.nan
         return out
+
+
+class BoundCertifier(Certifier):
+    """A certifier whose result is a set of bounds evaluated at the input distances `eps_grid`."""
+
+    classifies = False
+
+    def __init__(self, n0: int = 0, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+                 eps_grid: tuple = DEFAULT_EPS_GRID):
+        super().__init__(n0, n, alpha, batch_size)
+        self.eps_grid = tuple(float(e) for e in eps_grid)

@@ -22,21 +22,20 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, Certifier, eps_col
+from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, BoundCertifier, eps_col
 from smoothgen_exp.certifiers.semantic import collect
 
 RADIUS_COEFF = 3.0
 
 
-class CenterCertifier(Certifier):
+class CenterCertifier(BoundCertifier):
     name = "center"
-    classifies = False
 
     def __init__(self, n0: int = 10_000, n: int = 10_000, alpha: float = 0.01, batch_size: int = 1000,
                  eps_grid: tuple = DEFAULT_EPS_GRID, n_centers: int = 30, delta: float = 0.05,
                  metric: str = "l2"):
-        super().__init__(n0, n, alpha, batch_size)
-        self.eps_grid, self.n_centers = tuple(float(e) for e in eps_grid), int(n_centers)
+        super().__init__(n0, n, alpha, batch_size, eps_grid)
+        self.n_centers = int(n_centers)
         self.delta, self.metric = float(delta), metric
         self.alpha_1 = self.alpha_2 = self.alpha / 2.0  # the paper splits alpha between steps 2 and 3
 

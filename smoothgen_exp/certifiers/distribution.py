@@ -15,19 +15,13 @@ import math
 
 import torch
 
-from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, Certifier, eps_col
+from smoothgen_exp.certifiers.base import BoundCertifier, eps_col
 from smoothgen_exp.certifiers.output_bound import output_geometry
 from smoothgen_exp.stats import cp_upper, harm_upper, tv_bound, wp_bound
 
 
-class DistributionCertifier(Certifier):
+class DistributionCertifier(BoundCertifier):
     name = "distribution"
-    classifies = False
-
-    def __init__(self, n0: int = 0, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
-                 eps_grid: tuple = DEFAULT_EPS_GRID):
-        super().__init__(n0, n, alpha, batch_size)
-        self.eps_grid = tuple(float(e) for e in eps_grid)
 
     def _certify(self, ctx) -> dict:
         a, b, m = output_geometry(ctx.model)

@@ -17,18 +17,17 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, Certifier, eps_col
+from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, BoundCertifier, eps_col
 from smoothgen_exp.stats import empirical_bernstein_lower, fcsb, fcsb_radius, hoeffding_lower
 
 
-class FeatureCertifier(Certifier):
+class FeatureCertifier(BoundCertifier):
     name = "feature"
-    classifies = False
 
     def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
                  eps_grid: tuple = DEFAULT_EPS_GRID, bound: str = "bernstein", cos_min: float = 0.5):
-        super().__init__(n0, n, alpha, batch_size)
-        self.eps_grid, self.bound, self.cos_min = tuple(float(e) for e in eps_grid), bound, float(cos_min)
+        super().__init__(n0, n, alpha, batch_size, eps_grid)
+        self.bound, self.cos_min = bound, float(cos_min)
 
     @staticmethod
     def features(ctx, outputs) -> torch.Tensor:

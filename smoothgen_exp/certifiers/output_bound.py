@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, Certifier, eps_col
+from smoothgen_exp.certifiers.base import BoundCertifier, eps_col
 from smoothgen_exp.stats import (
     coordinate_interval,
     mcdiarmid_mean_bound,
@@ -33,14 +33,8 @@ def output_geometry(model) -> tuple[float, float, int]:
     return float(lo), float(hi), int(np.prod(model.output_shape))
 
 
-class OutputBoundCertifier(Certifier):
+class OutputBoundCertifier(BoundCertifier):
     name = "output_bound"
-    classifies = False
-
-    def __init__(self, n0: int = 0, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
-                 eps_grid: tuple = DEFAULT_EPS_GRID):
-        super().__init__(n0, n, alpha, batch_size)
-        self.eps_grid = tuple(float(e) for e in eps_grid)
 
     def _certify(self, ctx) -> dict:
         a, b, m = output_geometry(ctx.model)

@@ -1,0 +1,21 @@
+"""Named experiments compose, run as sweeps, and their scripts produce the figures and tables."""
+
+import subprocess
+import sys
+
+from .conftest import CACHE, REPO, cli
+
+
+def test_scaling_laws_experiment_smoke(tmp_path, t2i):
+    sweep, out = tmp_path / "sweep", tmp_path / "tables"
+    res = cli("experiment=scaling_laws", "certifier.n=30,100", "dataset.limit=3", "aggregator.n=20",
+              "progress=false", f"cache_dir={CACHE}", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["n=100", "n=30"]
+    res = subprocess.run([sys.executable, "scripts/scaling_laws.py", str(sweep), "--out", str(out)], cwd=REPO,
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for name in ("scaling_ratio.png", "scaling_certified_accuracy.png", "scaling_accuracy_drop.png",
+                 "scaling_time.png", "scaling_laws.md", "scaling_laws.tex", "scaling_laws.csv"):
+        assert (out / name).stat().st_size > 100, name
+    assert "ratio_predicted" in (out / "scaling_laws.md").read_text()
