@@ -207,6 +207,60 @@ class NoAttackConf:
 
 
 @dataclass
+class AttackConf:
+    """Fields every attack has: the budget, the objective, and how the smoothed variant is judged."""
+    eps: float = field(default=0.1, metadata=gt(0.0))
+    norm: str = field(default="l2", metadata=one_of("l2", "linf"))
+    objective: str = field(default="flip", metadata=one_of("flip", "distance", "feature", "event"))
+    target: int | None = field(default=None, metadata=optional(ge(0)))
+    m: int = field(default=16, metadata=gt(0))
+    eval_n: int = field(default=500, metadata=gt(1))
+    eval_alpha: float = field(default=0.001, metadata=open_unit())
+    space: str = field(default="output", metadata=one_of("output", "feature"))
+    shift_threshold: float = field(default=2.0, metadata=gt(0.0))
+    cos_threshold: float = field(default=0.5, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
+    seed: int = field(default=0, metadata=ge(0))
+
+
+@dataclass
+class PGDConf(AttackConf):
+    _target_: str = "smoothgen_exp.attacks.pgd.PGD"
+    steps: int = field(default=20, metadata=gt(0))
+    restarts: int = field(default=1, metadata=gt(0))
+    step_size: float | None = field(default=None, metadata=optional(gt(0.0)))
+    random_start: bool = True
+
+
+@dataclass
+class NESConf(AttackConf):
+    _target_: str = "smoothgen_exp.attacks.nes.NES"
+    queries: int = field(default=1000, metadata=gt(2))
+    population: int = field(default=10, metadata=gt(0))
+    fd_scale: float = field(default=0.25, metadata=gt(0.0))
+    lr: float = field(default=0.2, metadata=gt(0.0))
+    momentum: float = field(default=0.9, metadata=_rule(lambda v: 0 <= v < 1, "must lie in [0, 1)"))
+
+
+@dataclass
+class RandomSearchConf(AttackConf):
+    _target_: str = "smoothgen_exp.attacks.random_search.RandomSearch"
+    queries: int = field(default=1000, metadata=gt(0))
+    batch: int = field(default=50, metadata=gt(0))
+
+
+@dataclass
+class SemanticAttackConf(AttackConf):
+    _target_: str = "smoothgen_exp.attacks.semantic.SemanticAttack"
+    eps: float | None = field(default=None, metadata=optional(gt(0.0)))
+    queries: int = field(default=200, metadata=gt(0))
+    max_edits: int = field(default=4, metadata=gt(0))
+    min_similarity: float = field(default=0.75, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
+    word_min_similarity: float = field(default=0.6, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
+    similar_words: int = field(default=3, metadata=ge(0))
+    lexicon: str | None = None
+
+
+@dataclass
 class DigitClassifierConf:
     _target_: str = "smoothgen_exp.oracles.digits.DigitClassifier"
     epochs: int = field(default=40, metadata=gt(0))
@@ -235,7 +289,8 @@ SCHEMAS: dict[str, type] = {
     cls._target_: cls
     for cls in (DigitsT2IConf, DigitsPromptsConf, GaussianConf, CalibratedConf, AdaptiveConf, MajorityConf,
                 MeanConf, CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
-                SequentialConf, NoAttackConf, DigitClassifierConf, NullLoggerConf, WandbConf)
+                SequentialConf, NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf,
+                DigitClassifierConf, NullLoggerConf, WandbConf)
 }
 
 

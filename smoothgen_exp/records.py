@@ -151,6 +151,13 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
         })
     if "samples_used" in smoothed:
         summary["mean_samples_used"] = _mean(smoothed.samples_used.astype(float))
+    if "attack_success" in df:
+        for variant, rows in (("baseline", baseline), ("smoothed", smoothed)):
+            summary[f"attack_success_rate_{variant}"] = _mean(rows.attack_success.astype(float))
+            summary[f"attack_output_shift_{variant}"] = _mean(rows.attack_output_shift.astype(float))
+            summary[f"attack_class_changed_{variant}"] = _mean(rows.attack_class_changed.astype(float))
+        summary["attack_within_radius"] = int(smoothed.attack_within_radius.fillna(False).astype(bool).sum())
+        summary["certificate_violations"] = int(smoothed.certificate_violation.fillna(False).astype(bool).sum())
     if certifier is not None:
         summary.update(certifier.summarize(smoothed))
     valid = bool(smoothed.certificate_valid.fillna(False).all()) if "certificate_valid" in smoothed else True
@@ -174,7 +181,8 @@ CURVES = {"certified_accuracy": "certified accuracy ↑", "certified_fraction": 
           "nominal_certified_accuracy": "NOMINAL certified accuracy (not a certificate)",
           "nominal_certified_fraction": "NOMINAL certified fraction (not a certificate)"}
 LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv", "bound_w", "bound_lip",
-                   "bound_harm", "bound_eps_out", "bound_interval", "bound_mcdiarmid", "event")
+                   "bound_harm", "bound_eps_out", "bound_interval", "bound_mcdiarmid", "event", "attack_",
+                   "violation", "fid")
 
 
 def print_summary(summary: dict, title: str) -> None:

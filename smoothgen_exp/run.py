@@ -90,7 +90,21 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     if "prediction" in smoothed:
         smoothed["correct"] = smoothed["prediction"] == item.label
     smoothed["time_total_s"] = time.perf_counter() - t0 - baseline["time_generate_s"]
-    return [baseline, smoothed], (baseline_out.cpu(), smoothed_out)
+
+    # Attacks: the same budget against both variants; the smoothed one is checked against its radius.
+    attacked = {}
+    if parts.attack.enabled:
+        certified = bool(smoothed.get("certified"))
+        reference = smoothed["prediction"] if certified else smoothed.get("smoothed_prediction", -1)
+        if reference == -1:
+            reference = smoothed.get("top_class", -1)
+        for row, variant, ref, radius in ((baseline, "baseline", baseline_pred, None),
+                                          (smoothed, "smoothed", reference,
+                                           smoothed.get("radius") if certified else 0.0)):
+            result = parts.attack.run(ctx, variant, ref, radius)
+            attacked[variant] = (result.pop("clean_output"), result.pop("attacked_output"))
+            row.update(result)
+    return [baseline, smoothed], {"preview": (baseline_out.cpu(), smoothed_out), "attacked": attacked}
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
@@ -113,14 +127,16 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     if done:
         log.info("resuming: %d items already recorded in %s", len(done), run_dir)
     writer = RecordWriter(run_dir, flush_every=cfg.flush_every)
-    previews = []
+    previews, attacked = [], {"baseline": [], "smoothed": []}
     t_loop = time.perf_counter()
     todo = [item for item in parts.dataset if item.item_id not in done]
     for item in tqdm(todo, desc="certify", unit="item", disable=not cfg.progress):
-        rows, preview = evaluate_item(item, parts, cfg, common, device)
+        rows, extras = evaluate_item(item, parts, cfg, common, device)
         writer.add(rows)
         if len(previews) < 10:
-            previews.append((item, rows[0]["prediction"], rows[1]["smoothed_prediction"], *preview))
+            previews.append((item, rows[0]["prediction"], rows[1]["smoothed_prediction"], *extras["preview"]))
+        for variant, pair in extras["attacked"].items():
+            attacked[variant].append(pair)
     writer.flush()
     loop_s = time.perf_counter() - t_loop
 
@@ -128,7 +144,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     summary = {"run_id": run_id, "config_hash": chash, **choices, "sigma": parts.smoothing.sigma,
                "n0": parts.certifier.n0, "n": parts.certifier.n, "alpha": parts.certifier.alpha,
                **summarize(records, list(cfg.summary_radii), parts.certifier),
-               "seconds_per_item": loop_s / max(1, len(parts.dataset))}
+               "seconds_per_item": loop_s / max(1, len(todo))}
+    if parts.attack.enabled:
+        summary.update(output_set_distances(attacked))
     write_summary(run_dir, summary)
     print_summary(summary, title=f"{choices['model']} σ={parts.smoothing.sigma:g} "
                                  f"n={parts.certifier.n} α={parts.certifier.alpha:g}  ({run_dir})")
@@ -136,10 +154,45 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         from smoothgen_exp.plots import preview_grid
 
         preview_grid(previews, run_dir / "samples.png")
+    if summary.get("certificate_violations"):
+        warn_violations(summary["certificate_violations"], run_dir)
     parts.logger.log_rows(records)
     parts.logger.log_summary(summary)
     parts.logger.finish()
     return summary
+
+
+def output_set_distances(attacked: dict[str, list]) -> dict[str, float]:
+    """Empirical W2 between the clean and the attacked output sets of each variant (POT).
+
+    Exact optimal transport (uniform weights, squared L2 cost) up to 2000 items, sliced beyond.
+    Covers the items attacked by this process (a resumed run attacks only the new ones).
+    """
+    import ot
+
+    out = {}
+    for variant, pairs in attacked.items():
+        if not pairs:
+            continue
+        clean = torch.stack([c.reshape(-1) for c, _ in pairs]).double().numpy()
+        adv = torch.stack([a.reshape(-1) for _, a in pairs]).double().numpy()
+        if len(pairs) <= 2000:
+            w2 = float(ot.emd2(ot.unif(len(clean)), ot.unif(len(adv)), ot.dist(clean, adv))) ** 0.5
+        else:
+            w2 = float(ot.sliced_wasserstein_distance(clean, adv, n_projections=500, seed=0))
+        out[f"attack_w2_{variant}"] = w2
+    out["attack_w2_items"] = max((len(p) for p in attacked.values()), default=0)
+    return out
+
+
+def warn_violations(count: int, run_dir: Path) -> None:
+    from rich.console import Console
+
+    msg = (f"CERTIFICATE VIOLATIONS: {count} attacked item(s) changed the smoothed class within their "
+           f"certified radius. That is a bug or a probability-alpha event; inspect rows with "
+           f"certificate_violation=true in {run_dir / 'records'}.")
+    log.warning(msg)
+    Console(stderr=True).print(f"[bold red]{msg}[/]")
 
 
 def _choices(cfg: DictConfig) -> dict[str, str]:

@@ -122,10 +122,15 @@ class DigitsT2I:
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode(prompts)
 
-    def generate(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Decode a batch of (noised) embeddings with one fresh latent draw each."""
-        latent = torch.randn((z.shape[0], self.latent_dim), generator=generator, device=z.device,
-                             dtype=z.dtype)
+    def generate(self, z: torch.Tensor, generator: torch.Generator, shared: bool = False) -> torch.Tensor:
+        """Decode a batch of (noised) embeddings with one fresh latent draw each.
+
+        shared=True uses one latent draw for the whole batch: the same deterministic generator
+        u -> G(z, u) evaluated at several conditions (what an attack on the baseline compares).
+        """
+        rows = 1 if shared else z.shape[0]
+        latent = torch.randn((rows, self.latent_dim), generator=generator, device=z.device, dtype=z.dtype)
+        latent = latent.expand(z.shape[0], -1)
         return torch.sigmoid(self.cvae.decode_logits(latent, z)).reshape(-1, *IMAGE_SHAPE)
 
     def _heldout_fidelity(self, cvae: CVAE, oracle: DigitClassifier, per_prompt: int = 20) -> float:

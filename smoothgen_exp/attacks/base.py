@@ -1,0 +1,213 @@
+"""What every attack shares: the budget, the objective, and the victim it queries.
+
+An attack perturbs the condition x in the noised space (the prompt embedding for text-to-image, the
+pixels for images) within ||delta|| <= eps (L2 or Linf) and a budget of steps or queries. It runs once
+against each variant, under the same budget:
+
+- baseline: the plain generator with one fixed internal draw, u -> G(x', u0) (deterministic);
+- smoothed: the smoothed generator. Its objective is the expectation over transformation (m fresh noise
+  draws per evaluation) of the soft, softmax-averaged smoothed objective (Salman et al. 2019), and
+  success is judged afterwards with the real smoothed prediction (PREDICT), never the surrogate.
+
+Objectives (all maximised by the attacker):
+- flip:     -log p_ref(x') (untargeted: leave the reference class), or log p_target(x') (targeted)
+- distance: ||out(x') - out(x)|| (L2 in output space, or in feature space with space=feature)
+- feature:  -cos(f(x'), f(x)) for unit-normalised features f
+- event:    P(oracle class != prompt class) at x', the stand-in for a harmful output
+
+Success: flip/event: the variant's class at x' leaves the reference (or hits the target) / the event
+happens (baseline) or has probability >= 1/2 (smoothed); distance: output shift >= shift_threshold;
+feature: cosine <= cos_threshold. Whatever the objective, `attack_class_changed` says whether the
+class moved, and for the smoothed variant `certificate_violation` is: class changed while the
+perturbation's L2 norm is within the item's certified radius (a bug, or a probability-alpha event).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from smoothgen_exp.core import ABSTAIN, noisy_batches
+
+OBJECTIVES = ("flip", "distance", "feature", "event")
+
+
+@dataclass
+class Budget:
+    eps: float
+    norm: str                # l2 | linf
+
+
+def project(delta: torch.Tensor, budget: Budget) -> torch.Tensor:
+    """Project perturbations [B, d] onto the eps-ball of the budget's norm."""
+    if budget.norm == "linf":
+        return delta.clamp(-budget.eps, budget.eps)
+    norms = delta.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return delta * (budget.eps / norms).clamp(max=1.0)
+
+
+def random_in_ball(shape: tuple, budget: Budget, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Uniform draws from the eps-ball (L2: uniform direction, radius eps U^(1/d); Linf: the cube)."""
+    if budget.norm == "linf":
+        return (torch.rand(shape, generator=gen, device=like.device, dtype=like.dtype) * 2 - 1) * budget.eps
+    direction = F.normalize(torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype), dim=1)
+    radius = torch.rand((shape[0], 1), generator=gen, device=like.device, dtype=like.dtype) ** (1 / shape[1])
+    return direction * radius * budget.eps
+
+
+class Victim:
+    """One variant of one item, as an attacker sees it: an objective to maximise and a judge."""
+
+    def __init__(self, ctx, variant: str, objective: str, reference: int, target: int | None, m: int,
+                 eval_n: int, alpha: float, space: str = "output"):
+        self.ctx, self.variant, self.objective_name = ctx, variant, objective
+        self.reference, self.target, self.m = reference, target, m
+        self.eval_n, self.alpha, self.space = eval_n, alpha, space
+        self.x = ctx.x.clone()               # a normal tensor (ctx.x may be an inference tensor)
+        self.queries = 0                     # objective evaluations (one per candidate condition)
+        self.generations = 0                 # generator calls behind them
+        self.eot_gen = ctx.generator(f"attack/{variant}/eot")
+        with torch.no_grad():
+            self.clean_out = self.outputs(self.x[None])[0]         # reference output for distance/feature
+
+    # ---------------------------------------------------------------- generations
+    def _generate(self, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        try:
+            return self.ctx.model.generate(z, gen, shared=True)
+        except TypeError:                     # a model without shared draws: one call per row
+            return torch.cat([self.ctx.model.generate(z[i:i + 1], gen) for i in range(len(z))])
+
+    def _noisy_generations(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z_b + eta_j) for every candidate b and m draws j: [B * m, ...].
+
+        The m noise draws are shared by all candidates of one call (common random numbers), so that
+        differences between candidates are not drowned in Monte Carlo noise.
+        """
+        eta = torch.empty((self.m, *z.shape[1:]), dtype=z.dtype, device=z.device)
+        self.ctx.noise.sample_(eta, self.eot_gen)
+        noisy = (z[:, None] + eta[None]).reshape(-1, *z.shape[1:])
+        self.generations += len(noisy)
+        return self.ctx.model.generate(noisy, self.eot_gen)
+
+    def outputs(self, z: torch.Tensor) -> torch.Tensor:
+        """[B, ...] per candidate: G(z, u0) (baseline) or the mean of m noisy generations (smoothed)."""
+        if self.variant == "baseline":
+            self.generations += len(z)
+            return self._generate(z, self.ctx.generator("baseline"))
+        out = self._noisy_generations(z)
+        return out.reshape(len(z), self.m, *out.shape[1:]).mean(1)
+
+    def _probs(self, z: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [B, K]: softmax of the oracle (baseline) or its average over m draws."""
+        if self.variant == "baseline":
+            self.generations += len(z)
+            return F.softmax(self.ctx.oracle.logits(self._generate(z, self.ctx.generator("baseline"))), -1)
+        probs = F.softmax(self.ctx.oracle.logits(self._noisy_generations(z)), -1)
+        return probs.reshape(len(z), self.m, -1).mean(1)
+
+    def _features(self, out: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.ctx.oracle.features(out), dim=-1)
+
+    # ---------------------------------------------------------------- objective
+    def objective(self, z: torch.Tensor) -> torch.Tensor:
+        """[B] values to maximise at candidate conditions z [B, d]; differentiable under grad mode."""
+        self.queries += len(z)
+        if self.objective_name == "flip":
+            probs = self._probs(z).clamp_min(1e-12)
+            if self.target is not None:
+                return probs[:, self.target].log()
+            return -probs[:, self.reference].log()
+        if self.objective_name == "event":
+            return 1.0 - self._probs(z)[:, self.ctx.item.label]
+        out = self.outputs(z)
+        if self.objective_name == "distance":
+            if self.space == "feature":
+                return (self._features(out) - self._features(self.clean_out[None])).norm(dim=1)
+            return (out - self.clean_out).reshape(len(z), -1).norm(dim=1)
+        return -(self._features(out) * self._features(self.clean_out[None])).sum(1)   # feature
+
+    # ---------------------------------------------------------------- judgement
+    @torch.no_grad()
+    def judge(self, z: torch.Tensor, shift_threshold: float, cos_threshold: float) -> dict:
+        """The verdict at the final condition z [d], with the real (not surrogate) variant."""
+        ctx = self.ctx
+        if self.variant == "baseline":
+            out = self._generate(z[None], ctx.generator("baseline"))[0]
+            cls = int(ctx.oracle.classify(out[None])[0])
+            event_p = float(cls != ctx.item.label)
+            clean = self.clean_out
+        else:   # the real smoothed prediction, with common random numbers for the shift estimate
+            smooth = ctx.smooth("attack/judge")
+            pred = smooth.predict(z, self.eval_n, self.alpha, ctx.batch_size, seed=ctx.seed("attack/judge/noise"))
+            cls = pred.prediction
+            counts = smooth.sample_counts(z, self.eval_n, ctx.batch_size, ctx.generator("attack/event/noise"))
+            event_p = 1.0 - float(counts[ctx.item.label]) / self.eval_n
+            out, clean = self._mean_output(z), self._mean_output(self.x)
+        shift_space = self._features if self.space == "feature" else (lambda o: o.reshape(len(o), -1))
+        shift = float((shift_space(out[None]) - shift_space(clean[None])).norm())
+        cosine = float((self._features(out[None]) * self._features(clean[None])).sum())
+        changed = cls != ABSTAIN and cls != self.reference
+        success = {
+            "flip": (cls == self.target) if self.target is not None else changed,
+            "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0,
+            "distance": shift >= shift_threshold,
+            "feature": cosine <= cos_threshold,
+        }[self.objective_name]
+        return {"attack_success": bool(success), "attack_class": cls, "attack_class_changed": bool(changed),
+                "attack_output_shift": shift, "attack_cosine": cosine, "attack_event_p": event_p,
+                "attacked_output": out.cpu(), "clean_output": clean.cpu()}
+
+    def _mean_output(self, z: torch.Tensor) -> torch.Tensor:
+        """h_hat(z) over eval_n draws; the same seeds at every z (common random numbers for shifts)."""
+        total = None
+        model_gen = self.ctx.generator("attack/shift/model")
+        for noisy in noisy_batches(z, self.eval_n, self.ctx.batch_size, self.ctx.noise,
+                                   self.ctx.generator("attack/shift/noise")):
+            part = self.ctx.model.generate(noisy, model_gen).sum(0)
+            total = part if total is None else total + part
+        return total / self.eval_n
+
+
+class Attack:
+    """Budget, objective and bookkeeping; subclasses implement `search(victim, budget) -> z`."""
+
+    enabled = True
+    name = "attack"
+
+    def __init__(self, eps: float = 0.1, norm: str = "l2", objective: str = "flip", target: int | None = None,
+                 m: int = 16, eval_n: int = 500, eval_alpha: float = 0.001, space: str = "output",
+                 shift_threshold: float = 2.0, cos_threshold: float = 0.5, seed: int = 0):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}")
+        self.budget = Budget(float(eps), norm)
+        self.objective, self.target, self.m = objective, target, int(m)
+        self.eval_n, self.eval_alpha, self.space = int(eval_n), float(eval_alpha), space
+        self.shift_threshold, self.cos_threshold, self.seed = float(shift_threshold), float(cos_threshold), seed
+
+    def search(self, victim: Victim, budget: Budget) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.inference_mode(False)
+    def run(self, ctx, variant: str, reference: int, radius: float | None = None) -> dict:
+        """Attack one variant of one item; returns its attack_* columns (+ clean/attacked outputs)."""
+        t0 = time.perf_counter()
+        victim = Victim(ctx, variant, self.objective, reference, self.target, self.m, self.eval_n,
+                        self.eval_alpha, self.space)
+        z = self.search(victim, self.budget).detach()
+        distance = float((z - victim.x).norm())
+        verdict = victim.judge(z, self.shift_threshold, self.cos_threshold)
+        row = {**getattr(victim, "notes", {}), "attack": self.name, "attack_objective": self.objective,
+               "attack_eps": self.budget.eps if math.isfinite(self.budget.eps) else math.nan,
+               "attack_norm": self.budget.norm, "attack_distance": distance,
+               "attack_distance_linf": float((z - victim.x).abs().max()), "attack_reference_class": reference,
+               "attack_queries": victim.queries, "attack_generations": victim.generations, **verdict}
+        if variant == "smoothed":
+            within = radius is not None and not math.isnan(radius) and distance <= radius
+            row["attack_within_radius"] = within
+            row["certificate_violation"] = bool(within and verdict["attack_class_changed"])
+        row["attack_time_s"] = time.perf_counter() - t0
+        return row

@@ -1,0 +1,133 @@
+"""attack=semantic: meaning-preserving word substitution and paraphrase on the text prompt.
+
+Candidates, one edit at a time:
+- lexicon: synonyms of a word and paraphrases of a phrase, from the shipped `lexicon.yaml`;
+- similarity: for words outside the lexicon, the lexicon vocabulary's words closest to them by MiniLM
+  cosine (>= word_min_similarity). Protected words (the digits) are only replaced through the lexicon.
+Every candidate prompt must keep MiniLM cosine >= min_similarity to the original prompt. With `eps`
+set, candidates whose prompt embedding moved by more than eps are discarded.
+
+Search: greedy over positions. Each round evaluates every single-edit candidate of the current prompt
+(one query each), keeps the best if it improves the objective, and never edits a position twice; it
+stops when the query budget is spent or nothing improves. The record carries the adversarial prompt
+and the L2 distance between the clean and adversarial prompt embeddings: a semantic attack lands at a
+point of the noised space, so the certified radius applies to it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import yaml
+
+from smoothgen_exp.attacks.base import Attack, Budget, Victim
+from smoothgen_exp.errors import SmoothgenError
+from smoothgen_exp.models.text_encoder import shared_minilm
+
+LEXICON = Path(__file__).with_name("lexicon.yaml")
+
+
+@lru_cache(maxsize=4)
+def load_lexicon(path: str = str(LEXICON)) -> dict:
+    data = yaml.safe_load(Path(path).read_text())
+    return {"words": {k.lower(): list(map(str, v)) for k, v in data["words"].items()},
+            "phrases": {k.lower(): list(map(str, v)) for k, v in data["phrases"].items()},
+            "protected": {str(w).lower() for w in data.get("protected", [])}}
+
+
+def tokenize(prompt: str) -> list[str]:
+    return re.findall(r"[\w'-]+|[^\w\s]", prompt)
+
+
+def detokenize(tokens: list[str]) -> str:
+    return re.sub(r"\s+([^\w\s'-])", r"\1", " ".join(tokens))
+
+
+class SemanticAttack(Attack):
+    name = "semantic"
+
+    def __init__(self, queries: int = 200, max_edits: int = 4, min_similarity: float = 0.75,
+                 word_min_similarity: float = 0.6, similar_words: int = 3, lexicon: str | None = None,
+                 eps: float | None = None, **kwargs):
+        super().__init__(eps=math.inf if eps is None else eps, **kwargs)
+        self.queries, self.max_edits = int(queries), int(max_edits)
+        self.min_similarity, self.word_min_similarity = float(min_similarity), float(word_min_similarity)
+        self.similar_words = int(similar_words)
+        self.lexicon = load_lexicon(lexicon or str(LEXICON))
+
+    # ------------------------------------------------------------------ candidates
+    def _similar_words(self, word: str) -> list[str]:
+        """Lexicon-vocabulary words closest to `word` by MiniLM cosine (the general mechanism)."""
+        vocab = sorted({w for w in self.lexicon["words"] if w not in self.lexicon["protected"]})
+        enc = shared_minilm()
+        sims = (enc.encode([word]) @ enc.encode(vocab).T)[0]
+        order = torch.argsort(sims, descending=True).tolist()
+        return [vocab[i] for i in order if vocab[i] != word and float(sims[i]) >= self.word_min_similarity
+                ][: self.similar_words]
+
+    def candidates(self, tokens: list[str], frozen: set[int]) -> list[tuple[list[str], int, int, int, str]]:
+        """Single edits of `tokens` at positions not in `frozen`.
+
+        Each is (new tokens, position, replaced span length, new span length, source).
+        """
+        out = []
+        lower = [t.lower() for t in tokens]
+        for i, word in enumerate(lower):
+            if i in frozen or not re.match(r"[\w'-]+$", word):
+                continue
+            if word in self.lexicon["words"]:
+                subs, source = self.lexicon["words"][word], "lexicon"
+            elif word in self.lexicon["protected"]:
+                continue
+            else:
+                subs, source = self._similar_words(word), "similarity"
+            out += [(tokens[:i] + [s] + tokens[i + 1:], i, 1, 1, source) for s in subs if s.lower() != word]
+        for phrase, paraphrases in self.lexicon["phrases"].items():
+            words = phrase.split()
+            k = len(words)
+            for i in range(len(lower) - k + 1):
+                if lower[i:i + k] == words and not frozen & set(range(i, i + k)):
+                    out += [(tokens[:i] + p.split() + tokens[i + k:], i, k, len(p.split()), "lexicon")
+                            for p in paraphrases]
+        return out
+
+    # ------------------------------------------------------------------ search
+    @torch.no_grad()
+    def search(self, victim: Victim, budget: Budget) -> torch.Tensor:
+        ctx = victim.ctx
+        if getattr(ctx.model, "condition_kind", None) != "text" or not isinstance(ctx.item.condition, str):
+            raise SmoothgenError("attack=semantic: needs a text-conditioned model (model.condition_kind == 'text')")
+        enc = shared_minilm()
+        original = ctx.item.condition
+        orig_sentence = enc.encode([original])
+        tokens, frozen = tokenize(original), set()
+        best_z, best_value = victim.x, float(victim.objective(victim.x[None]))
+        edits, rejected = [], 0
+        while len(edits) < self.max_edits and victim.queries < self.queries:
+            cands = self.candidates(tokens, frozen)
+            if not cands:
+                break
+            prompts = [detokenize(c[0]) for c in cands]
+            keep = (enc.encode(prompts) @ orig_sentence.T)[:, 0] >= self.min_similarity
+            z = ctx.model.encode(prompts).to(victim.x.device, victim.x.dtype)
+            keep &= (z - victim.x).norm(dim=1) <= budget.eps
+            rejected += int((~keep).sum())
+            idx = keep.nonzero()[:, 0].tolist()[: self.queries - victim.queries]
+            if not idx:
+                break
+            values = victim.objective(z[idx])
+            j = int(values.argmax())
+            if float(values[j]) <= best_value:
+                break
+            chosen = idx[j]
+            best_value, best_z = float(values[j]), z[chosen]
+            tokens, pos, old_len, new_len, source = cands[chosen]
+            frozen = {q if q < pos else q + new_len - old_len for q in frozen} | set(range(pos, pos + new_len))
+            edits.append(f"{source}@{pos}")
+        victim.notes = {"attack_prompt": detokenize(tokens) if edits else original,
+                        "attack_edits": ";".join(edits), "attack_rejected_candidates": rejected}
+        return best_z
