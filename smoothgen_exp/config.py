@@ -239,6 +239,7 @@ class NESConf(AttackConf):
     fd_scale: float = field(default=0.25, metadata=gt(0.0))
     lr: float = field(default=0.2, metadata=gt(0.0))
     momentum: float = field(default=0.9, metadata=_rule(lambda v: 0 <= v < 1, "must lie in [0, 1)"))
+    random_start: bool = True
 
 
 @dataclass

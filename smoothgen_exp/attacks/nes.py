@@ -7,6 +7,8 @@ x' +- s u_i (u_i ~ N(0, I), s = fd_scale * eps / sqrt(d), so ||s u|| ~ fd_scale 
 
 with the pair differences standardised (fitness shaping: invariant to the objective's scale). Steps use
 momentum, are normalised (L2) or signed (Linf), have length lr * eps, and are projected onto the ball.
+The search starts at a random point of the ball (`random_start`): objectives that are symmetric around
+the clean condition, such as ||G(x') - G(x)||, have antithetic differences of exactly zero there.
 The best point seen is returned. Every candidate evaluation counts as one query.
 """
 
@@ -16,16 +18,16 @@ import math
 
 import torch
 
-from smoothgen_exp.attacks.base import Attack, Budget, Victim, project
+from smoothgen_exp.attacks.base import Attack, Budget, Victim, project, random_in_ball
 
 
 class NES(Attack):
     name = "nes"
 
     def __init__(self, queries: int = 1000, population: int = 10, fd_scale: float = 0.25, lr: float = 0.2,
-                 momentum: float = 0.9, **kwargs):
+                 momentum: float = 0.9, random_start: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.queries, self.population = int(queries), int(population)
+        self.queries, self.population, self.random_start = int(queries), int(population), bool(random_start)
         self.fd_scale, self.lr, self.momentum = float(fd_scale), float(lr), float(momentum)
 
     @torch.no_grad()
@@ -34,9 +36,9 @@ class NES(Attack):
         d = x.numel()
         gen = victim.ctx.generator("attack/nes")
         s = self.fd_scale * budget.eps / math.sqrt(d)
-        delta = torch.zeros_like(x)
         velocity = torch.zeros_like(x)
-        best_delta, best_value = delta.clone(), float(victim.objective(x[None]))
+        best_delta, best_value = torch.zeros_like(x), float(victim.objective(x[None]))
+        delta = random_in_ball((1, d), budget, gen, x)[0] if self.random_start else torch.zeros_like(x)
         while victim.queries + 2 * self.population + 1 <= self.queries:
             u = torch.randn((self.population, d), generator=gen, device=x.device, dtype=x.dtype)
             values = victim.objective(torch.cat([x + delta + s * u, x + delta - s * u]))

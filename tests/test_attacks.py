@@ -1,0 +1,184 @@
+"""Attacks on toys with known optima, budgets, the semantic lexicon, and zero certificate violations."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from torch.nn import functional as F
+
+from smoothgen_exp.attacks.base import Victim
+from smoothgen_exp.attacks.nes import NES
+from smoothgen_exp.attacks.pgd import PGD
+from smoothgen_exp.attacks.random_search import RandomSearch
+from smoothgen_exp.attacks.semantic import SemanticAttack, load_lexicon
+from smoothgen_exp.context import ItemContext
+from smoothgen_exp.data.digits import WORDS
+from smoothgen_exp.smoothing.gaussian import GaussianNoise
+
+from .conftest import TINY, cli
+
+D = 5
+
+
+class LinearModel:
+    """G(z) = A z. The L2 distance objective ||A delta|| peaks at delta = eps * (top right-singular vector)."""
+
+    output_range = (-100.0, 100.0)
+    output_shape = (3,)
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.a = torch.randn(3, D, generator=g, dtype=torch.float64)
+
+    def generate(self, z, gen, shared=False):
+        return z @ self.a.T
+
+
+class StepModel:
+    """G(z) = [w.z, -w.z]: the oracle's class is 1[w.z > 0]; the smoothed class is robust within |w.x|/|w|."""
+
+    output_range = (-100.0, 100.0)
+    output_shape = (2,)
+
+    def generate(self, z, gen, shared=False):
+        s = z[:, 0:1] * 50.0
+        return torch.cat([-s, s], 1)
+
+
+class LogitOracle:
+    num_classes = 2
+
+    def logits(self, out):
+        return out[:, :2]
+
+    def classify(self, out):
+        return self.logits(out).argmax(1)
+
+    def features(self, out):
+        return F.normalize(out, dim=-1)
+
+
+def ctx_for(model, x, sigma=0.5, label=1, seed=0):
+    item = SimpleNamespace(item_id=f"toy{seed}", condition="", label=label)
+    return ItemContext(item, x, model, LogitOracle(), GaussianNoise(sigma), seed, 500)
+
+
+def test_pgd_finds_the_top_singular_direction():
+    model = LinearModel()
+    x = torch.zeros(D, dtype=torch.float64)
+    ctx = ctx_for(model, x)
+    eps = 0.7
+    attack = PGD(eps=eps, objective="distance", steps=60, restarts=2, step_size=0.25)
+    victim = Victim(ctx, "baseline", "distance", 0, None, 4, 100, 0.001)
+    z = attack.search(victim, attack.budget)
+    v1 = torch.linalg.svd(model.a).Vh[0]
+    assert abs(float(F.cosine_similarity(z - x, v1, dim=0))) > 0.999
+    assert float((z - x).norm()) == pytest.approx(eps, rel=1e-6)
+    assert float((model.a @ (z - x)).norm()) == pytest.approx(eps * float(torch.linalg.svdvals(model.a)[0]), rel=1e-4)
+
+
+@pytest.mark.parametrize("attack_cls", [NES, RandomSearch])
+def test_black_box_attacks_raise_the_objective_within_budget(attack_cls):
+    model = LinearModel()
+    x = torch.zeros(D, dtype=torch.float64)
+    attack = attack_cls(eps=0.5, objective="distance", queries=300)
+    victim = Victim(ctx_for(model, x), "baseline", "distance", 0, None, 4, 100, 0.001)
+    start = float(victim.objective(x[None]))
+    z = attack.search(victim, attack.budget)
+    best = float((model.a @ (z - x)).norm())
+    optimum = 0.5 * float(torch.linalg.svdvals(model.a)[0])
+    assert best > start + 0.5 * optimum                  # real progress from the clean point
+    assert victim.queries <= 300 + 1
+    assert float((z - x).norm()) <= 0.5 + 1e-9
+    if attack_cls is NES:
+        assert best > 0.9 * optimum                     # NES follows the gradient nearly to the optimum
+
+
+def test_pgd_finds_the_flip_on_the_baseline_and_respects_linf():
+    x = torch.zeros(D, dtype=torch.float64)
+    x[0] = 0.2                                          # class 1, boundary at distance 0.2
+    ctx = ctx_for(StepModel(), x)
+    row = PGD(eps=0.3, norm="linf", steps=10).run(ctx, "baseline", reference=1)
+    assert row["attack_success"] and row["attack_class"] == 0
+    assert row["attack_distance_linf"] <= 0.3 + 1e-12
+
+
+@pytest.mark.parametrize("attack", [PGD(eps=0.4, steps=10, m=8, eval_n=2000),
+                                    NES(eps=0.4, queries=200, m=8, eval_n=2000),
+                                    RandomSearch(eps=0.4, queries=200, m=8, eval_n=2000)])
+def test_no_success_inside_a_known_robust_radius(attack):
+    """Smoothed class 1 is robust within |w.x| = 0.6 (true radius); attacks at eps = 0.4 must fail."""
+    x = torch.zeros(D, dtype=torch.float64)
+    x[0] = 0.6
+    row = attack.run(ctx_for(StepModel(), x, sigma=0.5), "smoothed", reference=1, radius=0.5)
+    assert not row["attack_success"] and not row["attack_class_changed"]
+    assert row["attack_within_radius"] and not row["certificate_violation"]
+    # and outside it (eps = 1.0 > 0.6), PGD does flip the smoothed class
+    if isinstance(attack, PGD):
+        far = PGD(eps=1.0, steps=20, m=16, eval_n=2000).run(ctx_for(StepModel(), x, sigma=0.5), "smoothed", 1,
+                                                            radius=0.5)
+        assert far["attack_success"] and not far["attack_within_radius"]
+
+
+def test_semantic_attack_only_makes_approved_edits_within_budget(t2i, oracle):
+    attack = SemanticAttack(queries=40, max_edits=3, eval_n=100, m=4)
+    lex = load_lexicon()
+    prompts = ["a small pixelated seven", "show me a 3", "the figure two, written by hand"]
+    for digit, prompt in zip((7, 3, 2), prompts, strict=True):
+        item = SimpleNamespace(item_id=prompt, condition=prompt, label=digit)
+        x = t2i.encode([prompt])[0]
+        ctx = ItemContext(item, x, t2i, oracle, GaussianNoise(0.1), 0, 100)
+        row = attack.run(ctx, "baseline", reference=digit)
+        assert row["attack_queries"] <= 40 + 1
+        edits = [e for e in row["attack_edits"].split(";") if e]
+        assert all(e.split("@")[0] in ("lexicon", "similarity") for e in edits)
+        adv = row["attack_prompt"].lower()
+        assert WORDS[digit] in adv or str(digit) in adv or (digit == 0 and "nought" in adv)
+        for other in set(range(10)) - {digit}:             # the digit itself is never changed
+            assert WORDS[other] not in adv.split()
+        sim = float(t2i.encoder.encode([prompt]) @ t2i.encoder.encode([row["attack_prompt"]]).T)
+        assert sim >= attack.min_similarity - 1e-6
+        z_adv = t2i.encode([row["attack_prompt"]])[0]
+        assert row["attack_distance"] == pytest.approx(float((z_adv - x).norm()), abs=1e-5)
+    assert "protected" in lex and "seven" in lex["protected"]
+
+
+ATTACK_RUNS = {
+    "pgd-in": ["attack=pgd", "attack.eps=0.05", "attack.steps=5"],
+    "pgd-out": ["attack=pgd", "attack.eps=0.6", "attack.steps=5"],
+    "nes-in": ["attack=nes", "attack.eps=0.05", "attack.queries=60"],
+    "nes-out": ["attack=nes", "attack.eps=0.6", "attack.queries=60"],
+    "random-in": ["attack=random_search", "attack.eps=0.05", "attack.queries=60"],
+    "random-out": ["attack=random_search", "attack.eps=0.6", "attack.queries=60"],
+    "semantic": ["attack=semantic", "attack.queries=30"],
+}
+
+
+@pytest.fixture(scope="module")
+def attack_runs(tmp_path_factory, t2i):
+    out = {}
+    for name, args in ATTACK_RUNS.items():
+        run_dir = tmp_path_factory.mktemp("attacks") / name
+        res = cli(*TINY, "certifier.n=300", "attack.m=8", "attack.eval_n=200", *args, f"hydra.run.dir={run_dir}")
+        assert res.returncode == 0, (name, res.stderr[-3000:])
+        out[name] = (pd.read_parquet(run_dir / "records"), json.loads((run_dir / "summary.json").read_text()))
+    return out
+
+
+def test_zero_certificate_violations_on_the_default(attack_runs):
+    for name, (df, summary) in attack_runs.items():
+        assert summary["certificate_violations"] == 0, name
+        sm = df[df.variant == "smoothed"]
+        assert not sm.certificate_violation.any(), name
+        for col in ("attack_success", "attack_eps", "attack_norm", "attack_distance", "attack_queries",
+                    "attack_output_shift", "attack_time_s"):
+            assert col in df, (name, col)
+        assert "attack_w2_smoothed" in summary and "attack_success_rate_baseline" in summary
+    # perturbations inside the radii were tried, and large ones outside them succeeded on the baseline
+    assert attack_runs["pgd-in"][0].query("variant == 'smoothed'").attack_within_radius.any()
+    assert attack_runs["pgd-out"][1]["attack_success_rate_baseline"] > 0
+    assert all(d <= 0.05 * (1 + 1e-6) for d in attack_runs["pgd-in"][0].attack_distance)  # float32
+    assert not math.isnan(attack_runs["semantic"][0].attack_distance.iloc[0])
