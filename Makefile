@@ -15,7 +15,8 @@ PYTEST_ARGS ?=
 BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-full bench lint clean tables table-scaling table-scaling-smoke
+.PHONY: help install run test test-full bench lint clean tables table-scaling table-scaling-smoke \
+	table-attacks table-attacks-smoke table-quality table-quality-smoke
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,7 +49,7 @@ clean: ## remove the venv and caches (keeps outputs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # ---------------------------------------------------------------- paper tables and figures
-tables: table-scaling ## every paper table and figure
+tables: table-scaling table-attacks table-quality ## every paper table and figure
 
 table-scaling: install ## RS-for-VLM section 5 (Fig. 3-7): radius ratio, accuracy drop, time vs n
 	$(BIN)/python -m smoothgen_exp experiment=scaling_laws progress=false $(ARGS)
@@ -58,3 +59,21 @@ table-scaling-smoke: install ## the same at CI size (5 items, n = 10, 100, 1000)
 	$(BIN)/python -m smoothgen_exp experiment=scaling_laws certifier.n=10,100,1000 dataset.limit=5 \
 		progress=false hydra.sweep.dir=outputs/sweeps/scaling_laws_smoke
 	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/scaling_laws_smoke --out outputs/tables/smoke
+
+table-attacks: install ## attack success vs eps, baseline vs smoothed, with certified accuracy
+	$(BIN)/python -m smoothgen_exp experiment=attacks progress=false $(ARGS)
+	$(BIN)/python scripts/attack_figures.py outputs/sweeps/attacks --out outputs/tables
+
+table-attacks-smoke: install ## the same at CI size
+	$(BIN)/python -m smoothgen_exp experiment=attacks attack=pgd,nes attack.eps=0.05,0.5 dataset.limit=4 attack.m=8 \
+		attack.eval_n=200 certifier.n=300 progress=false hydra.sweep.dir=outputs/sweeps/attacks_smoke
+	$(BIN)/python scripts/attack_figures.py outputs/sweeps/attacks_smoke --out outputs/tables/smoke
+
+table-quality: install ## quality retention and certified accuracy across sigma x n, overhead vs n
+	$(BIN)/python -m smoothgen_exp experiment=smoothgen_quality progress=false $(ARGS)
+	$(BIN)/python scripts/quality_figures.py outputs/sweeps/smoothgen_quality --out outputs/tables
+
+table-quality-smoke: install ## the same at CI size
+	$(BIN)/python -m smoothgen_exp experiment=smoothgen_quality smoothing.sigma=0.1 certifier.n=100,300 \
+		dataset.limit=4 progress=false hydra.sweep.dir=outputs/sweeps/smoothgen_quality_smoke
+	$(BIN)/python scripts/quality_figures.py outputs/sweeps/smoothgen_quality_smoke --out outputs/tables/smoke

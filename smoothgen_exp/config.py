@@ -22,7 +22,7 @@ from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, Valid
 from smoothgen_exp.errors import ConfigError, SmoothgenError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle", "logger")
+GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle", "metrics", "logger")
 
 
 # ---------------------------------------------------------------------------------------- rules
@@ -272,6 +272,19 @@ class DigitClassifierConf:
 
 
 @dataclass
+class DigitQualityConf:
+    _target_: str = "smoothgen_exp.metrics.quality.DigitQuality"
+    samples_per_item: int = field(default=10, metadata=gt(1))
+    fid_features: str = field(default="oracle", metadata=one_of("oracle", "inception"))
+    fid_weights: str | None = None
+
+
+@dataclass
+class NoMetricsConf:
+    _target_: str = "smoothgen_exp.metrics.quality.NoMetrics"
+
+
+@dataclass
 class NullLoggerConf:
     _target_: str = "smoothgen_exp.records.NullLogger"
 
@@ -291,7 +304,7 @@ SCHEMAS: dict[str, type] = {
     for cls in (DigitsT2IConf, DigitsPromptsConf, GaussianConf, CalibratedConf, AdaptiveConf, MajorityConf,
                 MeanConf, CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
                 SequentialConf, NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf,
-                DigitClassifierConf, NullLoggerConf, WandbConf)
+                DigitClassifierConf, DigitQualityConf, NoMetricsConf, NullLoggerConf, WandbConf)
 }
 
 
@@ -370,6 +383,15 @@ class ValidateOnStart(Callback):
             raise
         if config.get("dry_run"):
             print_config(config)
+            sys.exit(0)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """dry_run on a sweep: the base config and the swept values, before any job directory exists."""
+        if config.get("dry_run"):
+            print_config(config)
+            params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+            cli = [o for o in OmegaConf.select(config, "hydra.overrides.task") or [] if "," in str(o)]
+            print("# sweep: " + "; ".join([f"{k}={v}" for k, v in params.items()] + list(map(str, cli))))
             sys.exit(0)
 
 

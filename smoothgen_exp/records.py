@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from smoothgen_exp.errors import SmoothgenError
 
-CHOICE_GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle")
+CHOICE_GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle", "metrics")
 
 COLUMNS: dict[str, pa.DataType] = {
     "run_id": pa.string(), "config_hash": pa.string(), "git_sha": pa.string(),
@@ -185,6 +185,15 @@ LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv",
                    "violation", "fid")
 
 
+def metric_arrow(key: str) -> str:
+    """↑ when a higher value is better, ↓ when lower is, "" for counts that are neither."""
+    if key in ("items", "attack_w2_items", "n", "n0"):
+        return ""
+    if key.startswith("retention") or "certified_accuracy" in key or "certified_fraction" in key:
+        return "↑"
+    return "↓" if any(t in key for t in LOWER_IS_BETTER) else "↑"
+
+
 def print_summary(summary: dict, title: str) -> None:
     """The summary as two small tables: certified accuracy by radius, then every other number."""
     from rich.console import Console
@@ -208,7 +217,7 @@ def print_summary(summary: dict, title: str) -> None:
     for key, value in summary.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or key in ("n0", "n", "alpha", "sigma"):
             continue
-        arrow = "" if key == "items" else "↓" if any(t in key for t in LOWER_IS_BETTER) else "↑"
+        arrow = metric_arrow(key)
         table.add_row(f"{key} {arrow}", f"{value:.4g}")
     console.print(table)
 

@@ -46,6 +46,7 @@ class Parts:
     certifier: Any
     attack: Any
     oracle: Any
+    metrics: Any
     logger: Any
 
 
@@ -55,9 +56,11 @@ def build_parts(cfg: DictConfig, device: torch.device) -> Parts:
     parts = Parts(model=instantiate(cfg.model, **runtime), dataset=instantiate(cfg.dataset),
                   smoothing=instantiate(cfg.smoothing), aggregator=instantiate(cfg.aggregator),
                   certifier=instantiate(cfg.certifier), attack=instantiate(cfg.attack), oracle=oracle,
-                  logger=instantiate(cfg.logger))
+                  metrics=instantiate(cfg.metrics), logger=instantiate(cfg.logger))
     if hasattr(parts.smoothing, "setup"):     # noise laws fitted on the calibration split
         parts.smoothing.setup(parts.model, parts.dataset)
+    if parts.metrics.enabled:                 # reference statistics (e.g. real images for FID)
+        parts.metrics.setup(parts.oracle, parts.dataset, parts.model)
     return parts
 
 
@@ -86,6 +89,11 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     aggregated, smoothed_out = parts.aggregator.aggregate(ctx)
     smoothed = {**row, "variant": "smoothed", **aggregated, "time_aggregate_s": time.perf_counter() - t2}
     smoothed["smoothed_correct"] = smoothed["smoothed_prediction"] == item.label
+    if parts.metrics.enabled:
+        t3 = time.perf_counter()
+        quality = parts.metrics.item(ctx, parts.aggregator, aggregated)
+        baseline.update(quality["baseline"])
+        smoothed.update(quality["smoothed"], time_metrics_s=time.perf_counter() - t3)
     smoothed.update(parts.certifier.certify(ctx))
     if "prediction" in smoothed:
         smoothed["correct"] = smoothed["prediction"] == item.label
@@ -147,6 +155,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
                "seconds_per_item": loop_s / max(1, len(todo))}
     if parts.attack.enabled:
         summary.update(output_set_distances(attacked))
+    if parts.metrics.enabled and todo:        # set-level metrics cover the items of this process
+        summary.update(parts.metrics.summary(records))
     write_summary(run_dir, summary)
     print_summary(summary, title=f"{choices['model']} σ={parts.smoothing.sigma:g} "
                                  f"n={parts.certifier.n} α={parts.certifier.alpha:g}  ({run_dir})")

@@ -55,3 +55,61 @@ def write_table(df: pd.DataFrame, out_stem: Path, caption: str = "", floatfmt: s
     csv = out_stem.with_suffix(".csv")
     df.to_csv(csv, index=False)
     return [md, tex, csv]
+
+
+# ------------------------------------------------------------------------ grouped result tables
+FRACTION_HINTS = ("accuracy", "rate", "fraction", "abstain")
+
+
+def swept_keys(run_dirs: list[Path]) -> list[str]:
+    """Override keys that differ between the runs (Hydra's recorded overrides), hydra.* excluded."""
+    values: dict[str, set] = {}
+    for d in run_dirs:
+        path = d / ".hydra" / "overrides.yaml"
+        for ov in (OmegaConf.load(path) if path.exists() else []):
+            key, _, value = str(ov).lstrip("+~").partition("=")
+            if not key.startswith("hydra"):
+                values.setdefault(key, set()).add(value)
+    return sorted(k for k, v in values.items() if len(v) > 1 or len(run_dirs) == 1 and k)
+
+
+def stderr_of(metric: str, value: float, items: int) -> float:
+    """Binomial standard error over items for fraction-like metrics; NaN where none applies."""
+    if any(h in metric for h in FRACTION_HINTS) and 0.0 <= value <= 1.0 and items > 0:
+        return (value * (1.0 - value) / items) ** 0.5
+    return float("nan")
+
+
+def results_table(run_dirs: list[Path], metrics: list[str], by: list[str] | None = None) -> pd.DataFrame:
+    """One row per run: the grouping columns (swept keys and choices), then each metric and its stderr."""
+    summaries = load_summaries(run_dirs)
+    by = by if by is not None else swept_keys(run_dirs)
+    rows = []
+    for d, (_, s) in zip(run_dirs, summaries.iterrows(), strict=True):
+        cfg = run_config(d)
+        row = {}
+        for key in by:
+            node = cfg
+            for part in key.split("."):
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            row[key] = node if not isinstance(node, dict) else s.get(key.split(".")[-1], "")
+        for m in metrics:
+            value = float(s[m]) if m in s and pd.notna(s[m]) else float("nan")
+            row[m] = value
+            row[f"{m} stderr"] = stderr_of(m, value, int(s.get("items", 0)))
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(by).reset_index(drop=True) if by else pd.DataFrame(rows)
+
+
+def formatted(df: pd.DataFrame, metrics: list[str], digits: int = 3) -> pd.DataFrame:
+    """lm-evaluation-harness style: "value ± stderr" cells, arrows in the metric headers."""
+    from smoothgen_exp.records import metric_arrow
+
+    out = df[[c for c in df.columns if c not in metrics and not c.endswith(" stderr")]].copy()
+    for m in metrics:
+        cells = []
+        for v, e in zip(df[m], df[f"{m} stderr"], strict=True):
+            cell = "–" if pd.isna(v) else f"{v:.{digits}f}"
+            cells.append(cell if pd.isna(e) or pd.isna(v) else f"{cell} ± {e:.{digits}f}")
+        out[f"{m} {metric_arrow(m.split('/')[0])}".strip()] = cells
+    return out

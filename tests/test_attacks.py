@@ -154,6 +154,9 @@ ATTACK_RUNS = {
     "random-in": ["attack=random_search", "attack.eps=0.05", "attack.queries=60"],
     "random-out": ["attack=random_search", "attack.eps=0.6", "attack.queries=60"],
     "semantic": ["attack=semantic", "attack.queries=30"],
+    "pgd-distance": ["attack=pgd", "attack.objective=distance", "attack.eps=0.3", "attack.steps=3"],
+    "pgd-feature": ["attack=pgd", "attack.objective=feature", "attack.eps=0.3", "attack.steps=3"],
+    "pgd-event": ["attack=pgd", "attack.objective=event", "attack.eps=0.3", "attack.steps=3"],
 }
 
 
@@ -162,7 +165,8 @@ def attack_runs(tmp_path_factory, t2i):
     out = {}
     for name, args in ATTACK_RUNS.items():
         run_dir = tmp_path_factory.mktemp("attacks") / name
-        res = cli(*TINY, "certifier.n=300", "attack.m=8", "attack.eval_n=200", *args, f"hydra.run.dir={run_dir}")
+        res = cli(*TINY, "certifier.n=300", "attack.m=8", "attack.eval_n=200", "metrics=none", *args,
+                  f"hydra.run.dir={run_dir}")
         assert res.returncode == 0, (name, res.stderr[-3000:])
         out[name] = (pd.read_parquet(run_dir / "records"), json.loads((run_dir / "summary.json").read_text()))
     return out
@@ -182,3 +186,5 @@ def test_zero_certificate_violations_on_the_default(attack_runs):
     assert attack_runs["pgd-out"][1]["attack_success_rate_baseline"] > 0
     assert all(d <= 0.05 * (1 + 1e-6) for d in attack_runs["pgd-in"][0].attack_distance)  # float32
     assert not math.isnan(attack_runs["semantic"][0].attack_distance.iloc[0])
+    for objective in ("distance", "feature", "event"):
+        assert (attack_runs[f"pgd-{objective}"][0].attack_objective == objective).all()

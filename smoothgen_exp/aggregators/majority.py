@@ -28,7 +28,23 @@ class Majority:
 
         pred = ctx.smooth("aggregate", observe).predict(ctx.x, self.n, self.alpha, ctx.batch_size,
                                                          seed=ctx.seed("aggregate/noise"))
-        columns = {"smoothed_prediction": pred.prediction, "predict_n": self.n,
+        columns = {"smoothed_prediction": pred.prediction, "smoothed_class": int(counts.argmax()),
+                   "predict_n": self.n,
                    "predict_count_a": pred.count_a, "predict_count_b": pred.count_b,
                    "predict_pvalue": pred.p_value}
         return columns, first.get(int(counts.argmax()))
+
+    @torch.inference_mode()
+    def samples(self, ctx, k: int, aggregated: dict, max_draws: int = 20_000) -> torch.Tensor:
+        """k outputs of the smoothed generator: noisy generations of the majority class.
+
+        Fewer than k when the class is that rare within max_draws draws.
+        """
+        cls, kept, drawn = aggregated["smoothed_class"], [], 0
+        for out in ctx.outputs(max_draws, "quality/smoothed"):
+            labels = ctx.oracle.classify(out)
+            kept.append(out[labels == cls])
+            drawn += len(out)
+            if sum(len(t) for t in kept) >= k:
+                break
+        return torch.cat(kept)[:k]

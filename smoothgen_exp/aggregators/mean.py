@@ -13,12 +13,16 @@ class Mean:
     def __init__(self, n: int = 100):
         self.n = int(n)
 
-    def aggregate(self, ctx) -> tuple[dict, torch.Tensor]:
+    def aggregate(self, ctx, stream: str = "aggregate") -> tuple[dict, torch.Tensor]:
         total = None
-        for out in ctx.outputs(self.n, "aggregate"):
+        for out in ctx.outputs(self.n, stream):
             part = out.sum(0, dtype=torch.float64)
             total = part if total is None else total + part
         mean = (total / self.n).to(ctx.x.dtype)
         with torch.inference_mode():
             pred = int(ctx.oracle.classify(mean[None])[0])
         return {"smoothed_prediction": pred, "predict_n": self.n}, mean.cpu()
+
+    def samples(self, ctx, k: int, aggregated: dict) -> torch.Tensor:
+        """k smoothed outputs: mean images over independent sets of n draws."""
+        return torch.stack([self.aggregate(ctx, f"quality/smoothed/{j}")[1] for j in range(k)])

@@ -1,0 +1,70 @@
+"""Attack success against eps, baseline vs smoothed, with the certified-accuracy curve on the same axes.
+
+    python scripts/attack_figures.py [SWEEP_DIR] [--out outputs/tables]
+
+From an `experiment=attacks` sweep: writes attacks.{md,tex,csv} (success rates ± binomial stderr per
+attack and eps, violations, output shift, W2) and attacks.png. On the plot, the dotted line
+"1 - certified fraction" is the ceiling the certificates put on the smoothed success rate: an attack
+can only succeed on items whose certified radius is below eps (or with probability alpha).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from smoothgen_exp.tables import find_run_dirs, formatted, load_records, results_table, write_table  # noqa: E402
+
+METRICS = ["attack_success_rate_baseline", "attack_success_rate_smoothed", "attack_class_changed_smoothed",
+           "certificate_violations", "attack_within_radius", "attack_output_shift_baseline",
+           "attack_output_shift_smoothed", "attack_w2_baseline", "attack_w2_smoothed", "certified_accuracy/0.1"]
+
+
+def main(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep", nargs="?", default="outputs/sweeps/attacks")
+    p.add_argument("--out", default="outputs/tables")
+    p.add_argument("--name", default="attacks")
+    args = p.parse_args(argv)
+    run_dirs = find_run_dirs(args.sweep)
+    if not run_dirs:
+        sys.exit(f"error: no runs under {args.sweep} (run `make table-attacks` first)")
+    out = Path(args.out)
+    table = results_table(run_dirs, METRICS, by=["attack._target_", "attack.eps"])
+    table["attack._target_"] = table["attack._target_"].str.rsplit(".", n=1).str[-1]
+    write_table(formatted(table, METRICS), out / args.name,
+                "Attack success rate (↓ for the defender) against eps, baseline vs smoothed; ± = binomial stderr.")
+
+    rows = load_records(run_dirs)
+    sm = rows[rows.variant == "smoothed"]
+    first = sm[sm.run_dir == sm.run_dir.iloc[0]]
+    radius = first.radius.astype(float).where(first.certified.astype(bool), 0.0)
+    good = first.certified.astype(bool) & first.correct.astype(bool)
+    grid = np.linspace(0, rows.attack_eps.astype(float).max() * 1.05, 100)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, g) in enumerate(rows.groupby("attack")):
+        rates = g.groupby(["attack_eps", "variant"]).attack_success.mean().unstack()
+        color = f"C{i}"
+        ax.plot(rates.index, rates["baseline"], "--o", color=color, ms=3, label=f"{name}: baseline")
+        ax.plot(rates.index, rates["smoothed"], "-s", color=color, ms=3, label=f"{name}: smoothed")
+    ax.plot(grid, [(good & (radius >= e)).mean() for e in grid], "k-", lw=2, label="certified accuracy")
+    ax.plot(grid, [1 - (radius >= e).mean() for e in grid], "k:", label="1 - certified fraction (ceiling)")
+    ax.set(xlabel="eps (L2 in the noised space)", ylabel="rate", ylim=(-0.02, 1.02),
+           title="Attack success vs eps")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / f"{args.name}.png", dpi=130)
+    print(formatted(table, METRICS).to_markdown(index=False))
+    print(f"wrote {out / args.name}.{{md,tex,csv,png}}")
+
+
+if __name__ == "__main__":
+    main()

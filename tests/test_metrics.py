@@ -1,0 +1,60 @@
+"""Quality metrics: FID through torchmetrics with the oracle's features, text metrics, retention."""
+
+import pytest
+import sacrebleu
+import torch
+
+from smoothgen_exp.data.digits import digit_images
+from smoothgen_exp.errors import WeightsNotFound
+from smoothgen_exp.metrics.quality import make_fid
+from smoothgen_exp.metrics.text import ROUGE_TYPES, bleu, minilm_similarity, rouge, text_quality
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_under_a_shift(oracle):
+    real = torch.from_numpy(digit_images("heldout")[0])
+    fids = []
+    for shift in (0.0, 0.1, 0.3):
+        fid = make_fid("oracle", oracle, (1, 8, 8), None)
+        fid.update(real, real=True)
+        fid.update((real + shift).clamp(0, 1), real=False)
+        fids.append(float(fid.compute()))
+    assert abs(fids[0]) < 1e-6
+    assert 0 < fids[1] < fids[2]
+
+
+def test_fid_never_downloads(oracle):
+    with pytest.raises(WeightsNotFound, match="fid_weights"):
+        make_fid("inception", oracle, (1, 8, 8), None)
+
+
+def test_bleu_equals_sacrebleu_on_a_fixed_pair():
+    hyp, ref = ["the cat sat on the mat today"], ["the cat sat on the mat"]
+    assert bleu(hyp, ref) == pytest.approx(sacrebleu.corpus_bleu(hyp, [ref]).score)
+    assert bleu(ref, ref) == pytest.approx(100.0)
+
+
+def test_rouge_and_similarity():
+    scores = rouge(["a small black cat"], ["a small black cat"])
+    assert set(scores) == set(ROUGE_TYPES) and "rougeLsum" not in scores
+    assert all(v == pytest.approx(1.0) for v in scores.values())
+    assert rouge(["completely different words"], ["a small black cat"])["rouge1"] == 0.0
+    assert minilm_similarity(["a small cat"], ["a small cat"]) == pytest.approx(1.0, abs=1e-5)
+    close = minilm_similarity(["a tiny kitten"], ["a small cat"])
+    far = minilm_similarity(["the stock market fell"], ["a small cat"])
+    assert close > far
+    assert set(text_quality(["a"], ["a"])) == {"bleu", *ROUGE_TYPES, "minilm_similarity"}
+
+
+def test_quality_columns_and_retention_in_a_run(tiny_run):
+    import json
+
+    import pandas as pd
+
+    run_dir, _ = tiny_run
+    df = pd.read_parquet(run_dir / "records")
+    assert df.metric_digit_prob.between(0, 1).all()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("metric_fid_baseline", "metric_fid_smoothed", "retention_fid", "retention_digit_prob"):
+        assert key in summary
+    assert summary["retention_digit_prob"] == pytest.approx(
+        summary["metric_digit_prob_smoothed"] / summary["metric_digit_prob_baseline"])
