@@ -1,8 +1,11 @@
 """`python -m smoothgen_exp [overrides]`: compose and validate the config, then run one job.
 
 Nothing heavy is imported here: torch and transformers load inside `run`, after validation.
+Under torchrun / accelerate launch every rank computes the same deterministic run directory; ranks
+other than 0 leave Hydra's .hydra/ and log file to rank 0.
 """
 
+import os
 import sys
 
 import hydra
@@ -28,4 +31,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     preflight(sys.argv[1:])
+    if int(os.environ.get("RANK", "0")) > 0:
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
     main()

@@ -20,6 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, ValidationError
 
 from smoothgen_exp.errors import ConfigError, SmoothgenError
+from smoothgen_exp.provenance import run_id_of
+
+# Run directories: `<override dirname or "default">/<run_id>`. Deterministic (no timestamps), so the
+# same command finds its own directory again and resumes; a changed config gets a new run_id.
+OmegaConf.register_new_resolver("sg.dirname", lambda name: name or "default", replace=True)
+OmegaConf.register_new_resolver("sg.run_id", lambda *, _root_: run_id_of(_root_), replace=True)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle", "metrics", "logger")
@@ -67,6 +73,7 @@ class RunConf:
     cache_dir: str = "outputs/cache"
     run_id: str | None = None
     progress: bool = True
+    resume: bool = True
     flush_every: int = field(default=10, metadata=gt(0))
     summary_radii: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
                                        metadata=each(ge(0.0)))

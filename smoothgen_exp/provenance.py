@@ -9,25 +9,61 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
-# Keys that change how a run is shown or logged, not what it computes.
-NON_SEMANTIC = ("hydra", "dry_run", "progress", "logger", "flush_every", "run_id", "summary_radii")
+# Keys that change how a run is shown, logged or stored, not what it computes.
+NON_SEMANTIC = ("hydra", "dry_run", "progress", "logger", "flush_every", "run_id", "summary_radii", "resume",
+                "cache_dir")
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """sha256 of the resolved config without presentation-only keys."""
-    data = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NON_SEMANTIC}
+    """sha256 of the resolved config without presentation-only keys (Hydra's own node excluded)."""
+    data = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+            for k in cfg if k not in NON_SEMANTIC}
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True).encode()).hexdigest()
 
 
-def git_sha() -> str:
-    """HEAD of the code's repository, with "-dirty" if tracked files changed; "unknown" outside git."""
+def run_id_of(cfg: DictConfig) -> str:
+    """The run's id: `run_id` when set, else the first 12 hex digits of the config hash."""
+    return str(cfg.get("run_id") or config_hash(cfg)[:12])
+
+
+def git_state() -> tuple[str, bool | None]:
+    """(HEAD sha, tracked files changed?) of the code's repository; ("unknown", None) outside git."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
 
     try:
-        sha = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "unknown", None
+
+
+def git_sha() -> str:
+    """HEAD with "-dirty" when tracked files changed (the records' git_sha column)."""
+    sha, dirty = git_state()
     return sha + ("-dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("smoothgen_exp", "torch", "transformers", "diffusers", "accelerate", "hydra-core", "omegaconf",
+                 "numpy", "scipy", "torchmetrics", "wandb"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info(device) -> dict:
+    import platform
+
+    import torch
+
+    info = {"device": str(device), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "python": platform.python_version(), "host": platform.node()}
+    if torch.cuda.is_available():
+        info.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(), gpu_count=torch.cuda.device_count())
+    return info

@@ -94,14 +94,17 @@ class RecordWriter:
         self.buffer, self.items_buffered = [], 0
 
 
-def recorded_items(run_dir: str | os.PathLike, config_hash: str) -> set[str]:
+def recorded_items(run_dir: str | os.PathLike, config_hash: str, resume: bool = True) -> set[str]:
     """Items whose rows are already in `run_dir` (a resumed run skips them).
 
     Records of another configuration in the same directory are an error: mixing them would silently
-    corrupt every table made from the directory.
+    corrupt every table made from the directory. So are existing records with resume=false.
     """
     if not list((Path(run_dir) / "records").glob("part-*.parquet")):
         return set()
+    if not resume:
+        raise SmoothgenError(f"resume=false: {run_dir} already holds records; resume them (resume=true) or "
+                             "choose another hydra.run.dir")
     df = read_records(run_dir)
     other = set(df.config_hash.unique()) - {config_hash}
     if other:

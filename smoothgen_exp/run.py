@@ -7,7 +7,9 @@ seeded by (seed, item_id, stream), so rows do not depend on item order, process 
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,8 @@ from tqdm.auto import tqdm
 
 from smoothgen_exp.config import GROUPS, validate
 from smoothgen_exp.context import ItemContext
-from smoothgen_exp.devices import resolve_device
-from smoothgen_exp.provenance import config_hash, git_sha
+from smoothgen_exp.distributed import Ranks
+from smoothgen_exp.provenance import config_hash, device_info, git_sha, git_state, package_versions, run_id_of
 from smoothgen_exp.records import (
     RecordWriter,
     print_summary,
@@ -50,7 +52,7 @@ class Parts:
     logger: Any
 
 
-def build_parts(cfg: DictConfig, device: torch.device) -> Parts:
+def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> Parts:
     runtime = {"cache_dir": cfg.cache_dir, "device": device}
     oracle = instantiate(cfg.oracle, **runtime)   # first: the default model trains against it
     parts = Parts(model=instantiate(cfg.model, **runtime), dataset=instantiate(cfg.dataset),
@@ -60,7 +62,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> Parts:
     if hasattr(parts.smoothing, "setup"):     # noise laws fitted on the calibration split
         parts.smoothing.setup(parts.model, parts.dataset)
     if parts.metrics.enabled:                 # reference statistics (e.g. real images for FID)
-        parts.metrics.setup(parts.oracle, parts.dataset, parts.model)
+        parts.metrics.setup(parts.oracle, parts.dataset, parts.model, reference=is_main)
     return parts
 
 
@@ -115,30 +117,46 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     return [baseline, smoothed], {"preview": (baseline_out.cpu(), smoothed_out), "attacked": attacked}
 
 
-def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
-    """Run one job; returns the summary. `run_dir` defaults to Hydra's output directory."""
+def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
+    """Run one job; returns the summary (None on ranks other than 0). `run_dir` defaults to Hydra's."""
     validate(cfg)
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
-    device = resolve_device(cfg.device)
-    chash = config_hash(cfg)
-    run_id = cfg.run_id or chash[:12]
+    chash, run_id = config_hash(cfg), run_id_of(cfg)
+    if completed(run_dir, chash):              # a finished job of a resumed sweep: nothing to do
+        log.info("run %s already complete in %s", run_id, run_dir)
+        return json.loads((run_dir / "summary.json").read_text())
+    ranks = Ranks(cfg.device)
+    try:
+        return _run(cfg, run_dir, chash, run_id, ranks)
+    finally:
+        ranks.close()
+
+
+def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) -> dict | None:
+    device = ranks.device
     choices = _choices(cfg)
     common = {"run_id": run_id, "config_hash": chash, "git_sha": git_sha(), **choices}
-    log.info("run %s in %s on %s", run_id, run_dir, device)
+    log.info("run %s in %s on %s (rank %d of %d)", run_id, run_dir, device, ranks.rank, ranks.world)
 
     t_setup = time.perf_counter()
-    parts = build_parts(cfg, device)
+    with ranks.main_process_first():             # rank 0 trains cached weights, the others load them
+        parts = build_parts(cfg, device, ranks.is_main)
     log.info("setup (weights, encoders) %.1fs", time.perf_counter() - t_setup)
-    parts.logger.start(run_dir, run_id, OmegaConf.to_container(cfg, resolve=True))
 
-    done = recorded_items(run_dir, chash)
+    done = recorded_items(run_dir, chash, cfg.resume)
     if done:
         log.info("resuming: %d items already recorded in %s", len(done), run_dir)
-    writer = RecordWriter(run_dir, flush_every=cfg.flush_every)
+    ranks.wait()                                 # every rank has read the same `done` before anyone writes
+    todo = ranks.split([item for item in parts.dataset if item.item_id not in done])
+    if ranks.is_main:
+        provenance = write_provenance(run_dir, cfg, run_id, chash, device, ranks.world, len(done))
+        parts.logger.start(run_dir, run_id, {**OmegaConf.to_container(cfg, resolve=True),
+                                             "provenance": provenance})
+
+    writer = RecordWriter(run_dir, rank=ranks.rank, flush_every=cfg.flush_every)
     previews, attacked = [], {"baseline": [], "smoothed": []}
     t_loop = time.perf_counter()
-    todo = [item for item in parts.dataset if item.item_id not in done]
-    for item in tqdm(todo, desc="certify", unit="item", disable=not cfg.progress):
+    for item in tqdm(todo, desc="certify", unit="item", disable=not cfg.progress or not ranks.is_main):
         rows, extras = evaluate_item(item, parts, cfg, common, device)
         writer.add(rows)
         if len(previews) < 10:
@@ -147,17 +165,24 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
             attacked[variant].append(pair)
     writer.flush()
     loop_s = time.perf_counter() - t_loop
+    ranks.wait()                                 # every part is on disk
 
     records = read_records(run_dir)
+    new_items = len(parts.dataset) - len(done)   # the same on every rank: the FID sync is collective
+    quality = parts.metrics.summary(records) if parts.metrics.enabled and new_items else {}
+    attacked = {v: [p for rank_pairs in ranks.gather(attacked) for p in rank_pairs[v]] for v in attacked}
+    loop_s = max(ranks.gather(loop_s))
+    if not ranks.is_main:
+        return None
+
     summary = {"run_id": run_id, "config_hash": chash, **choices, "sigma": parts.smoothing.sigma,
                "n0": parts.certifier.n0, "n": parts.certifier.n, "alpha": parts.certifier.alpha,
                **summarize(records, list(cfg.summary_radii), parts.certifier),
-               "seconds_per_item": loop_s / max(1, len(todo))}
+               "seconds_per_item": loop_s / max(1, len(parts.dataset) - len(done)),
+               "world_size": ranks.world, **quality}
     if parts.attack.enabled:
         summary.update(output_set_distances(attacked))
-    if parts.metrics.enabled and todo:        # set-level metrics cover the items of this process
-        summary.update(parts.metrics.summary(records))
-    write_summary(run_dir, summary)
+    write_summary(run_dir, summary)              # last: the completion marker
     print_summary(summary, title=f"{choices['model']} σ={parts.smoothing.sigma:g} "
                                  f"n={parts.certifier.n} α={parts.certifier.alpha:g}  ({run_dir})")
     if previews:
@@ -170,6 +195,28 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     parts.logger.log_summary(summary)
     parts.logger.finish()
     return summary
+
+
+def completed(run_dir: Path, chash: str) -> bool:
+    """summary.json of this very configuration exists: the job finished (it is written last)."""
+    path = run_dir / "summary.json"
+    return path.exists() and json.loads(path.read_text()).get("config_hash") == chash
+
+
+def write_provenance(run_dir: Path, cfg: DictConfig, run_id: str, chash: str, device, world: int,
+                     resumed_items: int) -> dict:
+    """provenance.json and resolved_config.yaml: what ran, from which code, where."""
+    sha, dirty = git_state()
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    provenance = {"run_id": run_id, "config_hash": chash, "git_sha": sha, "git_dirty": dirty,
+                  "overrides": overrides, "argv": sys.argv, "packages": package_versions(),
+                  **device_info(device), "world_size": world, "resumed_items": resumed_items,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True))
+    return provenance
 
 
 def output_set_distances(attacked: dict[str, list]) -> dict[str, float]:

@@ -57,16 +57,18 @@ class DigitQuality:
         self.k, self.fid_features, self.fid_weights = int(samples_per_item), fid_features, fid_weights
         self.fid = None
 
-    def setup(self, oracle, dataset, model) -> None:
+    def setup(self, oracle, dataset, model, reference: bool = True) -> None:
+        """reference=False on ranks other than 0: torchmetrics sums the states of all ranks on compute,
+        so the real reference set must enter exactly once."""
         from smoothgen_exp.data.digits import digit_images
 
         self.oracle = oracle
         self.fid = {v: make_fid(self.fid_features, oracle, model.output_shape, self.fid_weights)
                     for v in ("baseline", "smoothed")}
-        real, _ = digit_images("heldout")
-        real = torch.from_numpy(real)
-        for fid in self.fid.values():
-            fid.update(self._prepare(real), real=True)
+        if reference:
+            real = torch.from_numpy(digit_images("heldout")[0])
+            for fid in self.fid.values():
+                fid.update(self._prepare(real), real=True)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         images = images.float().clamp(0, 1)
