@@ -81,13 +81,13 @@ def stderr_of(metric: str, value: float, items: int) -> float:
 
 
 def results_table(run_dirs: list[Path], metrics: list[str], by: list[str] | None = None) -> pd.DataFrame:
-    """One row per run: the grouping columns (swept keys and choices), then each metric and its stderr."""
+    """One row per run: its run_dir, the grouping columns (swept keys), then each metric and its stderr."""
     summaries = load_summaries(run_dirs)
     by = by if by is not None else swept_keys(run_dirs)
     rows = []
     for d, (_, s) in zip(run_dirs, summaries.iterrows(), strict=True):
         cfg = run_config(d)
-        row = {}
+        row = {"run_dir": str(d)}
         for key in by:
             node = cfg
             for part in key.split("."):
@@ -105,7 +105,7 @@ def formatted(df: pd.DataFrame, metrics: list[str], digits: int = 3) -> pd.DataF
     """lm-evaluation-harness style: "value ± stderr" cells, arrows in the metric headers."""
     from smoothgen_exp.records import metric_arrow
 
-    out = df[[c for c in df.columns if c not in metrics and not c.endswith(" stderr")]].copy()
+    out = df[[c for c in df.columns if c not in metrics and not c.endswith(" stderr") and c != "run_dir"]].copy()
     for m in metrics:
         cells = []
         for v, e in zip(df[m], df[f"{m} stderr"], strict=True):

@@ -1,0 +1,80 @@
+"""Figures from any set of runs: certified accuracy against radius, radius against n, time against n.
+
+    python scripts/plot.py outputs/sweeps/<sweep> [--out outputs/tables] [--name NAME]
+
+One curve per run in the first figure, labelled by its swept keys (sigma, n, ...). The n-figures put
+certifier.n on the x axis and draw one line per value of the other swept keys. Writes
+<name>_certified_accuracy.png, <name>_radius_vs_n.png and <name>_time_vs_n.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from smoothgen_exp.tables import find_run_dirs, load_records, load_summaries, results_table, swept_keys  # noqa: E402
+
+
+def main(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--out", default="outputs/tables")
+    p.add_argument("--name", default="runs")
+    args = p.parse_args(argv)
+    run_dirs = find_run_dirs(*args.paths)
+    if not run_dirs:
+        sys.exit(f"error: no run directories under {' '.join(args.paths)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = swept_keys(run_dirs)
+    labels = {}
+    if keys:
+        table = results_table(run_dirs, [], by=keys)
+        labels = {r.run_dir: ", ".join(f"{k}={r[k]}" for k in keys) for _, r in table.astype(object).iterrows()}
+    rows = load_records(run_dirs)
+    sm = rows[rows.variant == "smoothed"]
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    radii = np.linspace(0, max(float(sm.radius.astype(float).max()), 1e-6) * 1.05, 120)
+    for d in run_dirs:
+        g = sm[sm.run_dir == str(d)]
+        r = g.radius.astype(float).where(g.certified.astype(bool), 0.0)
+        good = g.certified.astype(bool) & g.correct.astype(bool)
+        label = labels.get(str(d), d.name)
+        ax.plot(radii, [(good & (r >= x)).mean() for x in radii], label=label)
+    ax.set(xlabel="radius", ylabel="certified accuracy", title="Certified accuracy vs radius")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / f"{args.name}_certified_accuracy.png", dpi=130)
+
+    summaries = load_summaries(run_dirs)
+    if "n" in summaries and summaries.n.nunique() > 1:
+        others = [k for k in keys if k != "certifier.n"]
+        table = results_table(run_dirs, ["mean_radius", "average_certified_radius", "seconds_per_item"], by=keys)
+        table = table.merge(summaries[["run_dir", "n"]], on="run_dir")
+        for metric, name, ylabel in (("average_certified_radius", "radius_vs_n", "average certified radius"),
+                                     ("seconds_per_item", "time_vs_n", "seconds per item")):
+            fig, ax = plt.subplots(figsize=(5, 3.6))
+            groups = table.groupby(others) if others else [((), table)]
+            for key, g in groups:
+                g = g.sort_values("n")
+                ax.plot(g.n, g[metric], "o-", label=", ".join(f"{k}={v}" for k, v in zip(others, key, strict=True)) or "runs")
+            ax.set(xscale="log", xlabel="n", ylabel=ylabel, title=f"{ylabel} vs n")
+            if metric == "seconds_per_item":
+                ax.set_yscale("log")
+            ax.legend(fontsize=6)
+            fig.tight_layout()
+            fig.savefig(out / f"{args.name}_{name}.png", dpi=130)
+    plt.close("all")
+    print(f"wrote {out}/{args.name}_*.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Sweeps, multi-process runs, resume after kill -9, provenance and the table script."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from .conftest import CACHE, REPO, cli
+
+VOLATILE = ("time_", "git_sha")
+
+
+def rows(run_dir) -> pd.DataFrame:
+    df = pd.read_parquet(run_dir / "records")
+    return df[[c for c in df.columns if not c.startswith(VOLATILE)]].sort_values(["item_id", "variant"]) \
+        .reset_index(drop=True)
+
+
+def test_two_by_two_multirun_gives_four_run_dirs_and_a_table(tmp_path, t2i):
+    sweep, tables = tmp_path / "sweep", tmp_path / "tables"
+    res = cli("-m", "smoothing.sigma=0.05,0.1", "certifier.n=50,100", "debug=smoke", f"cache_dir={CACHE}",
+              f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summaries = sorted(sweep.rglob("summary.json"))
+    assert len(summaries) == 4
+    names = {p.parent.parent.name for p in summaries}            # <overrides>/<run_id>
+    assert names == {f"certifier.n={n},smoothing.sigma={s}" for n in (50, 100) for s in (0.05, 0.1)}
+    res = subprocess.run([sys.executable, "scripts/make_table.py", str(sweep), "--out", str(tables),
+                          "--name", "grid"], cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = (tables / "grid.md").read_text()
+    assert table.count("\n|") >= 5 and "±" in table and "certifier.n" in table and "smoothing.sigma" in table
+    for ext in ("tex", "csv"):
+        assert (tables / f"grid.{ext}").exists()
+    res = subprocess.run([sys.executable, "scripts/plot.py", str(sweep), "--out", str(tables), "--name", "grid"],
+                         cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert {"grid_certified_accuracy.png", "grid_radius_vs_n.png", "grid_time_vs_n.png"} <= \
+        {p.name for p in tables.iterdir()}
+    # the same multirun again: every job is complete and skipped, nothing is rewritten
+    mtimes = [p.stat().st_mtime for p in summaries]
+    again = cli("-m", "smoothing.sigma=0.05,0.1", "certifier.n=50,100", "debug=smoke", f"cache_dir={CACHE}",
+                f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("already complete") == 4
+    assert [p.stat().st_mtime for p in summaries] == mtimes
+
+
+def test_glob_over_experiments_with_debug_smoke(tmp_path, t2i):
+    res = cli("-m", "experiment=glob(*)", "debug=smoke", f"cache_dir={CACHE}", f"hydra.sweep.dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    launched = [line for line in (res.stdout + res.stderr).splitlines() if "experiment=" in line and "#" in line]
+    assert len(launched) >= 3
+    assert list(tmp_path.rglob("summary.json"))
+
+
+def test_run_dir_is_deterministic_and_holds_provenance(tmp_path, t2i):
+    args = ["debug=smoke", f"cache_dir={CACHE}"]
+    first = cli(*args, "seed=11", f"hydra.run.dir={tmp_path}/${{sg.run_id:}}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    for key in ("run_id", "config_hash", "git_sha", "git_dirty", "overrides", "packages", "device", "world_size"):
+        assert key in prov, key
+    assert prov["run_id"] == run_dir.name and "seed=11" in prov["overrides"]
+    assert {"torch", "transformers", "diffusers", "hydra-core"} <= set(prov["packages"])
+    assert (run_dir / "resolved_config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
+    again = cli(*args, "seed=11", f"hydra.run.dir={tmp_path}/${{sg.run_id:}}")
+    assert "already complete" in again.stdout + again.stderr
+    other = cli(*args, "seed=12", f"hydra.run.dir={tmp_path}/${{sg.run_id:}}")
+    assert other.returncode == 0 and len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+def test_two_processes_give_the_rows_of_one(tmp_path, t2i):
+    common = ["dataset.limit=6", "certifier.n=200", "certifier.n0=20", "aggregator.n=20", "progress=false",
+              f"cache_dir={CACHE}"]
+    single = cli(*common, f"hydra.run.dir={tmp_path / 'one'}")
+    assert single.returncode == 0, single.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "HYDRA_FULL_ERROR")}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "smoothgen_exp", *common, f"hydra.run.dir={tmp_path / 'two'}"]
+    res = subprocess.run(torchrun, cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]          # one run dir, not one per rank
+    parts = sorted(p.name for p in (tmp_path / "two" / "records").glob("part-*.parquet"))
+    assert {p.split("-")[1] for p in parts} == {"000", "001"}                     # each rank its own parts
+    two = rows(tmp_path / "two")
+    assert not two.duplicated(["item_id", "variant"]).any()
+    pd.testing.assert_frame_equal(rows(tmp_path / "one"), two)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["items"] == 6
+
+
+KILL_AFTER_PARTS = [0, 1, 3, 5]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, t2i):
+    run_dir = tmp_path_factory.mktemp("kill") / "reference"
+    res = cli(*KILL_ARGS, f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    return rows(run_dir)
+
+
+KILL_ARGS = ["dataset.limit=8", "certifier.n=4000", "certifier.n0=50", "aggregator.n=50", "flush_every=1",
+             "metrics=none", "progress=false", f"cache_dir={CACHE}"]
+
+
+@pytest.mark.parametrize("parts_before_kill", KILL_AFTER_PARTS)
+def test_kill_9_then_resume_gives_exactly_the_uninterrupted_rows(tmp_path, uninterrupted, parts_before_kill):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "smoothgen_exp", *KILL_ARGS, f"hydra.run.dir={run_dir}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "HYDRA_FULL_ERROR")}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((run_dir / "records").glob("part-*.parquet"))) >= parts_before_kill and \
+                (parts_before_kill > 0 or (run_dir / "provenance.json").exists()):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = cli(*KILL_ARGS, f"hydra.run.dir={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got = rows(run_dir)
+    assert not got.duplicated(["item_id", "variant"]).any()
+    pd.testing.assert_frame_equal(got, uninterrupted)
