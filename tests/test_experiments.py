@@ -11,7 +11,8 @@ def test_scaling_laws_experiment_smoke(tmp_path, t2i):
     res = cli("experiment=scaling_laws", "certifier.n=30,100", "dataset.limit=3", "aggregator.n=20",
               "progress=false", f"cache_dir={CACHE}", f"hydra.sweep.dir={sweep}")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["n=100", "n=30"]
+    runs = sorted(p.parent.parent.name for p in sweep.rglob("summary.json"))      # <overrides>/<run_id>
+    assert runs == ["aggregator.n=20,certifier.n=100,dataset.limit=3", "aggregator.n=20,certifier.n=30,dataset.limit=3"]
     res = subprocess.run([sys.executable, "scripts/scaling_laws.py", str(sweep), "--out", str(out)], cwd=REPO,
                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
