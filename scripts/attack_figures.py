@@ -11,7 +11,6 @@ can only succeed on items whose certified radius is below eps (or with probabili
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from smoothgen_exp.tables import find_run_dirs, formatted, load_records, results_table, write_table  # noqa: E402
+from smoothgen_exp.tables import formatted, load_records, require_runs, results_table, write_table  # noqa: E402
 
 METRICS = ["attack_success_rate_baseline", "attack_success_rate_smoothed", "attack_class_changed_smoothed",
            "certificate_violations", "attack_within_radius", "attack_output_shift_baseline",
@@ -33,9 +32,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--name", default="attacks")
     args = p.parse_args(argv)
-    run_dirs = find_run_dirs(args.sweep)
-    if not run_dirs:
-        sys.exit(f"error: no runs under {args.sweep} (run `make table-attacks` first)")
+    run_dirs = require_runs(args.sweep, hint="run `make table-attacks` first")
     out = Path(args.out)
     table = results_table(run_dirs, METRICS, by=["attack._target_", "attack.eps"])
     table["attack._target_"] = table["attack._target_"].str.rsplit(".", n=1).str[-1]

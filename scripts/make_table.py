@@ -13,10 +13,9 @@ table of the project goes through this script (or its functions in smoothgen_exp
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from smoothgen_exp.tables import find_run_dirs, formatted, load_summaries, results_table, write_table
+from smoothgen_exp.tables import formatted, load_summaries, require_runs, results_table, write_table
 
 DEFAULT_METRICS = ["certified_accuracy/0", "certified_accuracy/0.1", "certified_accuracy/0.25", "abstain_rate",
                    "mean_radius", "seconds_per_item"]
@@ -31,9 +30,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--caption", default="")
     args = p.parse_args(argv)
-    run_dirs = find_run_dirs(*args.paths)
-    if not run_dirs:
-        sys.exit(f"error: no run directories (with summary.json and records/) under {' '.join(args.paths)}")
+    run_dirs = require_runs(*args.paths)
     available = set(load_summaries(run_dirs).columns)
     metrics = [m for m in (args.metrics or DEFAULT_METRICS) if m in available]
     table = results_table(run_dirs, metrics, args.by)

@@ -10,7 +10,6 @@ certifier.n on the x axis and draw one line per value of the other swept keys. W
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from smoothgen_exp.tables import find_run_dirs, load_records, load_summaries, results_table, swept_keys  # noqa: E402
+from smoothgen_exp.tables import load_records, load_summaries, require_runs, results_table, swept_keys  # noqa: E402
 
 
 def main(argv: list[str] | None = None):
@@ -28,9 +27,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--name", default="runs")
     args = p.parse_args(argv)
-    run_dirs = find_run_dirs(*args.paths)
-    if not run_dirs:
-        sys.exit(f"error: no run directories under {' '.join(args.paths)}")
+    run_dirs = require_runs(*args.paths)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keys = swept_keys(run_dirs)

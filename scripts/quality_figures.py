@@ -9,7 +9,6 @@ From an `experiment=smoothgen_quality` sweep: writes quality.{md,tex,csv} and qu
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from smoothgen_exp.tables import find_run_dirs, formatted, results_table, write_table  # noqa: E402
+from smoothgen_exp.tables import formatted, require_runs, results_table, write_table  # noqa: E402
 
 METRICS = ["retention_fid", "retention_digit_prob", "metric_fid_baseline", "metric_fid_smoothed",
            "metric_digit_prob_smoothed", "certified_accuracy/0", "certified_accuracy/0.1",
@@ -30,9 +29,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--name", default="quality")
     args = p.parse_args(argv)
-    run_dirs = find_run_dirs(args.sweep)
-    if not run_dirs:
-        sys.exit(f"error: no runs under {args.sweep} (run `make table-quality` first)")
+    run_dirs = require_runs(args.sweep, hint="run `make table-quality` first")
     out = Path(args.out)
     table = results_table(run_dirs, METRICS, by=["smoothing.sigma", "certifier.n"])
     write_table(formatted(table, METRICS), out / args.name,

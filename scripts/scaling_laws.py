@@ -19,7 +19,6 @@ or n < 30, where the CLT-based forms do not apply.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -30,7 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from smoothgen_exp.stats import accuracy_drop_bound, scaling_in_range, scaling_ratio  # noqa: E402
-from smoothgen_exp.tables import find_run_dirs, load_records, write_table  # noqa: E402
+from smoothgen_exp.tables import load_records, require_runs, write_table  # noqa: E402
 
 
 def per_n(rows: pd.DataFrame, radii: np.ndarray) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
@@ -55,9 +54,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--prefix", default="scaling")
     args = p.parse_args(argv)
 
-    run_dirs = find_run_dirs(args.sweep)
-    if not run_dirs:
-        sys.exit(f"error: no runs under {args.sweep} (run `make table-scaling` first)")
+    run_dirs = require_runs(args.sweep, hint="run `make table-scaling` first")
     rows = load_records(run_dirs)
     sigma = float(rows.sigma.iloc[0])
     radii = np.linspace(0, 3.5 * sigma, 71)

@@ -68,7 +68,8 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
 
 @torch.inference_mode()
 def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: torch.device) -> tuple[list, Any]:
-    """Baseline and smoothed rows of one item, and (baseline, smoothed) outputs for the preview."""
+    """Baseline and smoothed rows of one item, and extras: the preview outputs and, under an attack,
+    the clean and attacked outputs of each variant (for the W2 between output sets)."""
     t0 = time.perf_counter()
     x = parts.model.encode([item.condition])[0].to(device)
     noise = parts.smoothing.at(x, parts.model)
@@ -105,15 +106,16 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     attacked = {}
     if parts.attack.enabled:
         certified = bool(smoothed.get("certified"))
-        reference = smoothed["prediction"] if certified else smoothed.get("smoothed_prediction", -1)
-        if reference == -1:
-            reference = smoothed.get("top_class", -1)
-        for row, variant, ref, radius in ((baseline, "baseline", baseline_pred, None),
-                                          (smoothed, "smoothed", reference,
-                                           smoothed.get("radius") if certified else 0.0)):
+        # the class the smoothed generator stands for: certified, else predicted, else the top vote
+        reference = next((c for c in (smoothed["prediction"] if certified else -1,
+                                      smoothed.get("smoothed_prediction", -1), smoothed.get("top_class", -1))
+                          if c != -1), -1)
+        for target, variant, ref, radius in ((baseline, "baseline", baseline_pred, None),
+                                             (smoothed, "smoothed", reference,
+                                              smoothed.get("radius") if certified else 0.0)):
             result = parts.attack.run(ctx, variant, ref, radius)
             attacked[variant] = (result.pop("clean_output"), result.pop("attacked_output"))
-            row.update(result)
+            target.update(result)
     return [baseline, smoothed], {"preview": (baseline_out.cpu(), smoothed_out), "attacked": attacked}
 
 
@@ -170,7 +172,8 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     records = read_records(run_dir)
     new_items = len(parts.dataset) - len(done)   # the same on every rank: the FID sync is collective
     quality = parts.metrics.summary(records) if parts.metrics.enabled and new_items else {}
-    attacked = {v: [p for rank_pairs in ranks.gather(attacked) for p in rank_pairs[v]] for v in attacked}
+    per_rank = ranks.gather(attacked)
+    attacked = {v: [pair for pairs in per_rank for pair in pairs[v]] for v in attacked}
     loop_s = max(ranks.gather(loop_s))
     if not ranks.is_main:
         return None
@@ -178,7 +181,7 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     summary = {"run_id": run_id, "config_hash": chash, **choices, "sigma": parts.smoothing.sigma,
                "n0": parts.certifier.n0, "n": parts.certifier.n, "alpha": parts.certifier.alpha,
                **summarize(records, list(cfg.summary_radii), parts.certifier),
-               "seconds_per_item": loop_s / max(1, len(parts.dataset) - len(done)),
+               "seconds_per_item": loop_s / max(1, new_items),
                "world_size": ranks.world, **quality}
     if parts.attack.enabled:
         summary.update(output_set_distances(attacked))

@@ -25,6 +25,15 @@ def find_run_dirs(*paths: str | Path) -> list[Path]:
     return sorted(found)
 
 
+def require_runs(*paths: str | Path, hint: str = "") -> list[Path]:
+    """find_run_dirs, or exit with a one-line error (the scripts' shared entry)."""
+    run_dirs = find_run_dirs(*paths)
+    if not run_dirs:
+        raise SystemExit(f"error: no run directories (with summary.json and records/) under "
+                         f"{' '.join(map(str, paths))}{f' ({hint})' if hint else ''}")
+    return run_dirs
+
+
 def run_config(run_dir: Path) -> dict:
     cfg_path = run_dir / ".hydra" / "config.yaml"
     return OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=False) if cfg_path.exists() else {}
