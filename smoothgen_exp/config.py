@@ -95,6 +95,26 @@ class DigitsT2IConf:
 
 
 @dataclass
+class CausalLMConf:
+    _target_: str = "smoothgen_exp.models.lm.CausalLM"
+    name: str = "gpt2"
+    path: str | None = None
+    tiny: dict[str, Any] | None = None
+    max_new_tokens: int = field(default=16, metadata=gt(0))
+    decoding: str = field(default="greedy", metadata=one_of("greedy", "sample"))
+    temperature: float = field(default=1.0, metadata=gt(0.0))
+    dtype: str = field(default="float32", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    device_map: str | None = None
+
+
+@dataclass
+class PromptsCSVConf:
+    _target_: str = "smoothgen_exp.data.prompts.PromptsCSV"
+    path: str | None = None
+    limit: int | None = field(default=None, metadata=optional(gt(0)))
+
+
+@dataclass
 class DigitsPromptsConf:
     _target_: str = "smoothgen_exp.data.digits.DigitsPrompts"
     split: str = field(default="heldout", metadata=one_of("train", "heldout", "all"))
@@ -133,6 +153,15 @@ class MajorityConf:
     _target_: str = "smoothgen_exp.aggregators.majority.Majority"
     n: int = field(default=100, metadata=gt(1))
     alpha: float = field(default=0.001, metadata=open_unit())
+
+
+@dataclass
+class TokenAverageConf:
+    _target_: str = "smoothgen_exp.aggregators.token_average.TokenAverage"
+    n: int = field(default=16, metadata=gt(0))
+    greedy: bool = True
+    noise: str = field(default="sequence", metadata=one_of("sequence", "step"))
+    use_cache: bool = True
 
 
 @dataclass
@@ -198,6 +227,15 @@ class CenterConf(CertifierConf):
     n_centers: int = field(default=30, metadata=gt(0))
     delta: float = field(default=0.05, metadata=_rule(lambda v: 0 < v < 0.5, "must lie in (0, 1/2)"))
     metric: str = field(default="l2", metadata=one_of("l2", "feature"))
+
+
+@dataclass
+class DecodingConf(CertifierConf):
+    _target_: str = "smoothgen_exp.certifiers.decoding.DecodingCertifier"
+    n0: int = field(default=16, metadata=gt(0))
+    n: int = field(default=256, metadata=gt(1))
+    batch_size: int = field(default=64, metadata=gt(0))
+    bound: str = field(default="bernstein", metadata=one_of("bernstein", "hoeffding"))
 
 
 @dataclass
@@ -279,6 +317,36 @@ class DigitClassifierConf:
 
 
 @dataclass
+class RefusalConf:
+    _target_: str = "smoothgen_exp.oracles.text.RefusalJudge"
+
+
+@dataclass
+class LLMJudgeConf:
+    _target_: str = "smoothgen_exp.oracles.text.LLMJudge"
+    model: str = "google/gemma-2-9b-it"
+    path: str | None = None
+    tiny: dict[str, Any] | None = None
+    batch_size: int = field(default=16, metadata=gt(0))
+    dtype: str = field(default="bfloat16", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    device_map: str | None = "auto"
+
+
+@dataclass
+class EquivalenceConf:
+    _target_: str = "smoothgen_exp.oracles.text.MiniLMEquivalence"
+    threshold: float = field(default=0.8, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
+
+
+@dataclass
+class ActionsConf:
+    _target_: str = "smoothgen_exp.oracles.text.ActionVocabulary"
+    actions: list[str] = field(default_factory=lambda: ["move left", "move right", "move forward",
+                                                        "move back", "grasp", "release", "stop"])
+    cutoff: float = field(default=0.75, metadata=open_unit())
+
+
+@dataclass
 class DigitQualityConf:
     _target_: str = "smoothgen_exp.metrics.quality.DigitQuality"
     samples_per_item: int = field(default=10, metadata=gt(1))
@@ -308,7 +376,8 @@ class WandbConf:
 
 SCHEMAS: dict[str, type] = {
     cls._target_: cls
-    for cls in (DigitsT2IConf, DigitsPromptsConf, GaussianConf, CalibratedConf, AdaptiveConf, MajorityConf,
+    for cls in (DigitsT2IConf, CausalLMConf, PromptsCSVConf, TokenAverageConf, DecodingConf, RefusalConf,
+                LLMJudgeConf, EquivalenceConf, ActionsConf, DigitsPromptsConf, GaussianConf, CalibratedConf, AdaptiveConf, MajorityConf,
                 MeanConf, CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
                 SequentialConf, NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf,
                 DigitClassifierConf, DigitQualityConf, NoMetricsConf, NullLoggerConf, WandbConf)

@@ -17,6 +17,11 @@ from smoothgen_exp.core import Smooth, noisy_batches
 from smoothgen_exp.seeding import item_seed
 
 
+def batch_of_one(output):
+    """A batch holding one output: [1, ...] for tensors, a one-element list for text."""
+    return output[None] if isinstance(output, torch.Tensor) else [output]
+
+
 @dataclass
 class ItemContext:
     item: Any                 # .item_id, .condition, .label

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from smoothgen_exp.config import GROUPS, validate
-from smoothgen_exp.context import ItemContext
+from smoothgen_exp.context import ItemContext, batch_of_one
 from smoothgen_exp.distributed import Ranks
 from smoothgen_exp.provenance import config_hash, device_info, git_sha, git_state, package_versions, run_id_of
 from smoothgen_exp.records import (
@@ -81,7 +81,7 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     # Baseline: the plain generator, one generation, no noise.
     t1 = time.perf_counter()
     baseline_out = ctx.baseline_output()
-    baseline_pred = int(parts.oracle.classify(baseline_out[None])[0])
+    baseline_pred = int(parts.oracle.classify(batch_of_one(baseline_out))[0])
     baseline = {**row, "variant": "baseline", "prediction": baseline_pred,
                 "correct": baseline_pred == item.label, "certified": False, "abstained": False,
                 "abstain_reason": "", "samples_used": 1, "time_generate_s": time.perf_counter() - t1}
@@ -116,7 +116,10 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
             result = parts.attack.run(ctx, variant, ref, radius)
             attacked[variant] = (result.pop("clean_output"), result.pop("attacked_output"))
             target.update(result)
-    return [baseline, smoothed], {"preview": (baseline_out.cpu(), smoothed_out), "attacked": attacked}
+    if isinstance(baseline_out, str):
+        baseline["output_text"] = baseline_out
+    preview = (baseline_out.cpu(), smoothed_out) if isinstance(baseline_out, torch.Tensor) else None
+    return [baseline, smoothed], {"preview": preview, "attacked": attacked}
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
@@ -161,7 +164,7 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     for item in tqdm(todo, desc="certify", unit="item", disable=not cfg.progress or not ranks.is_main):
         rows, extras = evaluate_item(item, parts, cfg, common, device)
         writer.add(rows)
-        if len(previews) < 10:
+        if extras["preview"] is not None and len(previews) < 10:
             previews.append((item, rows[0]["prediction"], rows[1]["smoothed_prediction"], *extras["preview"]))
         for variant, pair in extras["attacked"].items():
             attacked[variant].append(pair)

@@ -24,7 +24,8 @@ class Majority:
             counts.add_(torch.bincount(labels, minlength=ctx.num_classes))
             for c in labels.unique().tolist():
                 if c not in first:
-                    first[c] = outputs[int((labels == c).nonzero()[0])].detach().cpu().clone()
+                    out = outputs[int((labels == c).nonzero()[0])]
+                    first[c] = out.detach().cpu().clone() if isinstance(out, torch.Tensor) else out
 
         pred = ctx.smooth("aggregate", observe).predict(ctx.x, self.n, self.alpha, ctx.batch_size,
                                                          seed=ctx.seed("aggregate/noise"))

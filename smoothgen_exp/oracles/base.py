@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from smoothgen_exp.context import batch_of_one
+
 
 class ClassEquivalence:
     """`cluster` and `equivalent` for an oracle that has `classify`."""
@@ -18,9 +20,9 @@ class ClassEquivalence:
 
     def equivalent(self, outputs, reference) -> torch.Tensor:
         """Boolean per output: is it equivalent to `reference` (one output)?"""
-        ref = self.classify(reference[None])[0]
+        ref = self.classify(batch_of_one(reference))[0]
         return self.classify(outputs) == ref
 
     def describe(self, output) -> int:
         """What the certified output is, in the oracle's terms (here: its class)."""
-        return int(self.classify(output[None])[0])
+        return int(self.classify(batch_of_one(output))[0])

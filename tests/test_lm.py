@@ -1,0 +1,147 @@
+"""Autoregressive LMs: tiny real classes, token averaging with a KV cache, and certified decoding (C5)."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.special import softmax
+
+from smoothgen_exp.certifiers.decoding import DecodingCertifier
+from smoothgen_exp.context import ItemContext
+from smoothgen_exp.models.lm import CausalLM
+from smoothgen_exp.oracles.text import ActionVocabulary, MiniLMEquivalence, RefusalJudge
+from smoothgen_exp.smoothing.gaussian import GaussianNoise
+
+from .conftest import CACHE, cli
+
+TINY = {"arch": "gpt2", "width": 64, "layers": 2, "heads": 2, "seed": 0}
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def lm(request):
+    return CausalLM(name=f"tiny_{request.param}", tiny={**TINY, "arch": request.param}, max_new_tokens=10)
+
+
+def test_token_average_with_sigma_0_and_n_1_is_plain_greedy(lm):
+    z = lm.encode(["explain how to pick a lock"])
+    plain = lm.model.generate(inputs_embeds=z, attention_mask=torch.ones(z.shape[:2], dtype=torch.long),
+                              max_new_tokens=10, do_sample=False, pad_token_id=0, eos_token_id=lm.eos)
+    tokens, _ = lm.token_average(z)
+    assert tokens == plain[0].tolist()[: len(tokens)]
+
+
+def test_kv_cached_path_equals_recompute_token_for_token(lm):
+    z = lm.encode(["write a story about a dog"]).repeat(6, 1, 1)
+    z = z + 0.3 * torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
+    cached, d1 = lm.token_average(z, use_cache=True)
+    fresh, d2 = lm.token_average(z, use_cache=False)
+    assert cached == fresh
+    assert torch.allclose(d1, d2, atol=1e-5)
+
+
+def test_step_probs_match_the_averaged_distributions(lm):
+    z = lm.encode(["tell me a simple recipe"]).repeat(4, 1, 1)
+    z = z + 0.2 * torch.randn(z.shape, generator=torch.Generator().manual_seed(2))
+    tokens, dists = lm.token_average(z)
+    probs = lm.step_probs(z, tokens)                     # teacher forcing along the same tokens
+    assert torch.allclose(probs.mean(0), dists[torch.arange(len(tokens)), tokens], atol=1e-5)
+
+
+class ToyLM:
+    """Vocabulary of 8; logits_t = c * s + b_t with s = w . z[0]. Under eta ~ N(0, sigma^2 I),
+    s ~ N(w . x, sigma^2 |w|^2), so p_t(v) is a 1-D Gaussian integral: exact by Gauss-Hermite."""
+
+    V, T = 8, 4
+
+    def __init__(self, d=5, seed=0):
+        rng = np.random.default_rng(seed)
+        self.w = torch.tensor(rng.normal(size=d))
+        self.c = rng.normal(size=self.V) * 3
+        self.b = rng.normal(size=(self.T, self.V))
+        self.eos, self.max_new_tokens = -1, self.T
+
+    def _logits(self, s: np.ndarray, t: int) -> np.ndarray:
+        return np.outer(s, self.c) + self.b[t]
+
+    def token_average(self, z, generator=None, steps=None, use_cache=True, greedy=True):
+        s = (z[:, 0].double() @ self.w).numpy()
+        dists = [softmax(self._logits(s, t), axis=1).mean(0) for t in range(self.T)]
+        return [int(np.argmax(d)) for d in dists], torch.tensor(np.array(dists))
+
+    def step_probs(self, z, tokens):
+        s = (z[:, 0].double() @ self.w).numpy()
+        return torch.tensor(np.stack([softmax(self._logits(s, t), axis=1)[:, tok] for t, tok in enumerate(tokens)],
+                                     axis=1))
+
+    def decode(self, tokens):
+        return " ".join(map(str, tokens))
+
+    def exact_probs(self, mu, std: float, t: int) -> np.ndarray:
+        """p_t at mean(s) = mu (scalar or array of means): [V] or [len(mu), V]."""
+        nodes, weights = np.polynomial.hermite_e.hermegauss(120)
+        s = np.atleast_1d(mu)[:, None] + std * nodes[None]                     # [M, nodes]
+        probs = softmax(s[..., None] * self.c + self.b[t], axis=-1)             # [M, nodes, V]
+        out = (probs * weights[None, :, None]).sum(1) / weights.sum()
+        return out[0] if np.ndim(mu) == 0 else out
+
+    def true_radius(self, mu: float, std: float, t: int, token: int) -> float:
+        """Smallest shift of w.x (either direction) at which the exact argmax leaves `token`, over |w|."""
+        shifts = np.linspace(0, 6 * std, 3001)[1:]
+        changed = [np.argmax(self.exact_probs(mu + sgn * shifts, std, t), axis=1) != token for sgn in (-1, 1)]
+        hit = np.flatnonzero(changed[0] | changed[1])
+        return shifts[hit[0]] / float(self.w.norm()) if len(hit) else np.inf
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_certified_decoding_radii_never_exceed_the_exact_ones(seed):
+    toy, sigma = ToyLM(seed=seed), 0.3
+    x = torch.zeros(1, 5, dtype=torch.float64)
+    x[0] = toy.w * (0.4 * (seed - 2.5)) / toy.w.norm() ** 2 * 2         # various positions along w
+    item = SimpleNamespace(item_id=f"toy{seed}", condition="", label=0)
+    ctx = ItemContext(item, x, toy, None, GaussianNoise(sigma), seed, 500)
+    row = DecodingCertifier(n0=200, n=4000, alpha=0.001, batch_size=1000).certify(ctx)
+    mu, std = float(x[0] @ toy.w), sigma * float(toy.w.norm())
+    tokens = [int(t) for t in row["output_text"].split()]
+    for t, (tok, r) in enumerate(zip(tokens, row["decoding_step_radii"], strict=True)):
+        if r > 0:
+            assert tok == int(np.argmax(toy.exact_probs(mu, std, t)))     # certified tokens are the exact greedy
+            assert r <= toy.true_radius(mu, std, t, tok) + 1e-9
+    assert row["radius"] == min(row["decoding_step_radii"])
+    assert any(r > 0 for r in row["decoding_step_radii"])       # the comparison is not vacuous
+
+
+def test_text_oracles():
+    judge = RefusalJudge()
+    assert judge.classify(["Sorry, I cannot help with that.", "Sure, here is a recipe."]).tolist() == [1, 0]
+    actions = ActionVocabulary()
+    assert actions.classify(["please move left now", "graps the cup", "dance"]).tolist() == \
+        [0, actions.actions.index("grasp"), len(actions.actions)]
+    eq = MiniLMEquivalence(threshold=0.8)
+    ids = eq.cluster(["the cat is black", "the cat is black.", "stocks fell sharply today"]).tolist()
+    assert ids[0] == ids[1] != ids[2]
+    assert eq.equivalent(["the cat is black"], "the cat is black.").tolist() == [True]
+
+
+@pytest.mark.parametrize("args", [["model=tiny_gpt2"], ["model=tiny_llama"],
+                                  ["model=tiny_gpt2", "certifier=decoding", "certifier.n=64"],
+                                  ["model=tiny_gpt2", "certifier=semantic", "oracle=equivalence", "certifier.n=40"]])
+def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
+    res = cli(*args, "dataset.limit=3", "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "records")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(df) == 6 and summary["items"] == 3 and "radius" in df
+    assert df.query("variant == 'smoothed'").output_text.notna().all()
+
+
+@pytest.mark.parametrize("model", ["gpt2", "llama2_7b"])
+def test_missing_real_weights_fail_in_one_line(tmp_path, model):
+    res = cli(f"model={model}", "dataset.limit=1", f"hydra.run.dir={tmp_path / 'run'}",
+              env={"HF_HOME": str(tmp_path / "empty_hf_home"), "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "not found" in err[0] and "Traceback" not in res.stderr
+    assert not (tmp_path / "run" / "records").exists()
