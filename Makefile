@@ -16,7 +16,7 @@ BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-full bench lint clean tables table-scaling table-scaling-smoke \
-	table-attacks table-attacks-smoke table-quality table-quality-smoke
+	table-attacks table-attacks-smoke table-quality table-quality-smoke table-vlm table-vlm-smoke
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -77,3 +77,12 @@ table-quality-smoke: install ## the same at CI size
 	$(BIN)/python -m smoothgen_exp experiment=smoothgen_quality smoothing.sigma=0.1 certifier.n=100,300 \
 		dataset.limit=4 progress=false hydra.sweep.dir=outputs/sweeps/smoothgen_quality_smoke
 	$(BIN)/python scripts/quality_figures.py outputs/sweeps/smoothgen_quality_smoke --out outputs/tables/smoke
+
+table-vlm: install ## RS-for-VLM on LLaVA (local weights + GPU): scaling figures over n
+	$(BIN)/python -m smoothgen_exp experiment=vlm_rs progress=false $(ARGS)
+	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/vlm_rs --out outputs/tables --prefix vlm_scaling
+
+table-vlm-smoke: install ## the same pipeline on tiny_llava at CI size
+	$(BIN)/python -m smoothgen_exp experiment=vlm_rs model=tiny_llava certifier.n=30,100 dataset.limit=3 \
+		progress=false hydra.sweep.dir=outputs/sweeps/vlm_rs_smoke
+	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/vlm_rs_smoke --out outputs/tables/smoke --prefix vlm_scaling

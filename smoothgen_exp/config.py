@@ -108,6 +108,19 @@ class CausalLMConf:
 
 
 @dataclass
+class VLMConf:
+    _target_: str = "smoothgen_exp.models.vlm.VisionLanguageModel"
+    name: str = "llava-hf/llava-1.5-7b-hf"
+    path: str | None = None
+    tiny: dict[str, Any] | None = None
+    prompt_template: str = "USER: <image>\n{prompt} ASSISTANT:"
+    image_size: int = field(default=336, metadata=gt(0))
+    max_new_tokens: int = field(default=32, metadata=gt(0))
+    dtype: str = field(default="float16", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    device_map: str | None = None
+
+
+@dataclass
 class PromptsCSVConf:
     _target_: str = "smoothgen_exp.data.prompts.PromptsCSV"
     path: str | None = None
@@ -376,7 +389,7 @@ class WandbConf:
 
 SCHEMAS: dict[str, type] = {
     cls._target_: cls
-    for cls in (DigitsT2IConf, CausalLMConf, PromptsCSVConf, TokenAverageConf, DecodingConf, RefusalConf,
+    for cls in (DigitsT2IConf, CausalLMConf, VLMConf, PromptsCSVConf, TokenAverageConf, DecodingConf, RefusalConf,
                 LLMJudgeConf, EquivalenceConf, ActionsConf, DigitsPromptsConf, GaussianConf, CalibratedConf, AdaptiveConf, MajorityConf,
                 MeanConf, CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
                 SequentialConf, NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf,

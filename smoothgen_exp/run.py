@@ -66,12 +66,19 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
     return parts
 
 
+def encode_item(model, dataset, item) -> torch.Tensor:
+    """The item's condition in the noised space: an embedding of its prompt, or its image (VLMs)."""
+    if hasattr(model, "encode_items"):
+        return model.encode_items([item], getattr(dataset, "images", None))[0]
+    return model.encode([item.condition])[0]
+
+
 @torch.inference_mode()
 def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: torch.device) -> tuple[list, Any]:
     """Baseline and smoothed rows of one item, and extras: the preview outputs and, under an attack,
     the clean and attacked outputs of each variant (for the W2 between output sets)."""
     t0 = time.perf_counter()
-    x = parts.model.encode([item.condition])[0].to(device)
+    x = encode_item(parts.model, parts.dataset, item).to(device)
     noise = parts.smoothing.at(x, parts.model)
     ctx = ItemContext(item, x, parts.model, parts.oracle, noise, cfg.seed, cfg.certifier.batch_size)
     row = {**common, **noise.columns(), "item_id": item.item_id, "condition": item.condition,

@@ -125,7 +125,7 @@ def test_text_oracles():
     assert eq.equivalent(["the cat is black"], "the cat is black.").tolist() == [True]
 
 
-@pytest.mark.parametrize("args", [["model=tiny_gpt2"], ["model=tiny_llama"],
+@pytest.mark.parametrize("args", [["model=tiny_gpt2"], ["model=tiny_llama"], ["model=tiny_llava"],
                                   ["model=tiny_gpt2", "certifier=decoding", "certifier.n=64"],
                                   ["model=tiny_gpt2", "certifier=semantic", "oracle=equivalence", "certifier.n=40"]])
 def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
@@ -137,7 +137,7 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
     assert df.query("variant == 'smoothed'").output_text.notna().all()
 
 
-@pytest.mark.parametrize("model", ["gpt2", "llama2_7b"])
+@pytest.mark.parametrize("model", ["gpt2", "llama2_7b", "llava", "llava16"])
 def test_missing_real_weights_fail_in_one_line(tmp_path, model):
     res = cli(f"model={model}", "dataset.limit=1", f"hydra.run.dir={tmp_path / 'run'}",
               env={"HF_HOME": str(tmp_path / "empty_hf_home"), "HF_HUB_OFFLINE": "1"})
@@ -145,3 +145,18 @@ def test_missing_real_weights_fail_in_one_line(tmp_path, model):
     err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "not found" in err[0] and "Traceback" not in res.stderr
     assert not (tmp_path / "run" / "records").exists()
+
+
+def test_vlm_noise_lives_on_unit_pixels_and_the_prompt_is_fixed():
+    from smoothgen_exp.data.digits import Item
+    from smoothgen_exp.models.vlm import VisionLanguageModel
+
+    vlm = VisionLanguageModel(name="tiny_llava", tiny={"image_size": 32, "patch_size": 8, "width": 64, "layers": 2,
+                                                       "heads": 2, "seed": 0}, max_new_tokens=4, dtype="float32")
+    x = vlm.encode_items([Item("a", "describe the image", 0)])[0]
+    assert x.shape == (3, 32, 32) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert "describe the image" in vlm.prompt
+    z = (x + 0.5 * torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    answers = vlm.generate(z, torch.Generator())
+    assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
+    assert vlm.generate(z, torch.Generator()) == answers                  # greedy: deterministic

@@ -29,11 +29,14 @@ class Majority:
 
         pred = ctx.smooth("aggregate", observe).predict(ctx.x, self.n, self.alpha, ctx.batch_size,
                                                          seed=ctx.seed("aggregate/noise"))
+        representative = first.get(int(counts.argmax()))
         columns = {"smoothed_prediction": pred.prediction, "smoothed_class": int(counts.argmax()),
                    "predict_n": self.n,
                    "predict_count_a": pred.count_a, "predict_count_b": pred.count_b,
                    "predict_pvalue": pred.p_value}
-        return columns, first.get(int(counts.argmax()))
+        if isinstance(representative, str):      # text generators: the answer the smoothed model gives
+            columns["output_text"] = representative
+        return columns, representative
 
     @torch.inference_mode()
     def samples(self, ctx, k: int, aggregated: dict, max_draws: int = 20_000) -> torch.Tensor:

@@ -1,0 +1,131 @@
+"""Vision-language models (LLaVA-1.5, LLaVA-1.6): noise on the image pixels, the text prompt fixed.
+
+The noised space is the image in [0, 1] at the model's input resolution, before the processor's
+normalisation: the setting of the RS-for-VLM paper (its sigma = 0.5 is on that scale). Each item gives
+the prompt (fixed) and an image; `encode_items` returns the clean image [3, H, W] and remembers the
+item's prompt, and `generate(z, generator)` answers the prompt for every noisy image in z. The
+processor turns [0, 1] images into the model's pixel values (rescaling off) and expands the image token.
+
+    model=llava | llava16     real weights (local files only: HF_HOME or model.path)
+    model=tiny_llava          transformers' LlavaForConditionalGeneration from a small config (CLIP
+                              vision tower + LLaMA), random weights, in-memory tokenizer and the real
+                              LlavaProcessor: CI runs the same processor, forward and generate code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smoothgen_exp.errors import WeightsNotFound
+
+IMAGE_TOKEN = "<image>"
+
+
+def tiny_llava(tiny: dict):
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from smoothgen_exp.models.lm import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    size, patch, width = tiny["image_size"], tiny["patch_size"], tiny["width"]
+    vision = CLIPVisionConfig(image_size=size, patch_size=patch, hidden_size=width, intermediate_size=2 * width,
+                              num_hidden_layers=tiny["layers"], num_attention_heads=tiny["heads"])
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
+                       num_hidden_layers=tiny["layers"], num_attention_heads=tiny["heads"],
+                       num_key_value_heads=tiny["heads"], bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    torch.manual_seed(tiny.get("seed", 0))
+    model = LlavaForConditionalGeneration(LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default", vision_feature_layer=-2))
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+        tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default", image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1)
+    return processor, model
+
+
+def load_vlm(name: str, path: str | None, dtype: str, device_map: str | None):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    source = path or name
+    try:
+        processor = AutoProcessor.from_pretrained(source, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, local_files_only=True, device_map=device_map,
+            torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto")
+    except (OSError, ValueError) as err:
+        hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+        raise WeightsNotFound(f"model weights for {name!r} not found (looked in model.path={path} and "
+                              f"HF_HOME={hf_home}); download them where there is network, e.g. "
+                              f"`huggingface-cli download {name}`, then set HF_HOME or model.path "
+                              f"({type(err).__name__})") from None
+    return processor, model
+
+
+def load_image(path: str | None, size: int) -> torch.Tensor:
+    """An RGB image [3, size, size] in [0, 1]; `None` gives a mid-gray image (for image-free prompts)."""
+    if not path:
+        return torch.full((3, size, size), 0.5)
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+class VisionLanguageModel:
+    condition_kind = "image"
+    output_kind = "text"
+    output_range = (0.0, 1.0)
+
+    def __init__(self, name: str = "llava-hf/llava-1.5-7b-hf", path: str | None = None, tiny: dict | None = None,
+                 prompt_template: str = "USER: <image>\n{prompt} ASSISTANT:", image_size: int = 336,
+                 max_new_tokens: int = 32, dtype: str = "float16", device_map: str | None = None, *,
+                 cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
+        self.name, self.template, self.max_new_tokens = name, prompt_template, int(max_new_tokens)
+        self.device = torch.device(device)
+        if tiny:
+            self.processor, self.model = tiny_llava(tiny)
+            image_size = tiny["image_size"]
+        else:
+            self.processor, self.model = load_vlm(name, path, dtype, device_map)
+        if device_map is None:
+            self.model.to(self.device)
+        self.model.eval().requires_grad_(False)
+        self.image_size = int(image_size)
+        self.output_shape = (3, self.image_size, self.image_size)
+        self.tokenizer = self.processor.tokenizer
+        self.prompt = ""
+
+    def encode_items(self, items, images: dict | None = None) -> torch.Tensor:
+        """The clean images [B, 3, H, W] in [0, 1]; the (single) item's prompt becomes the fixed text."""
+        self.prompt = self.template.format(prompt=items[-1].condition)
+        images = images or {}
+        return torch.stack([load_image(images.get(it.item_id), self.image_size) for it in items]).to(self.device)
+
+    def encode(self, prompts) -> torch.Tensor:
+        from types import SimpleNamespace
+
+        return self.encode_items([SimpleNamespace(item_id=str(i), condition=p) for i, p in enumerate(prompts)])
+
+    @torch.inference_mode()
+    def generate(self, z: torch.Tensor, generator: torch.Generator) -> list[str]:
+        """Answer the fixed prompt for each (noisy) image; pixels are clipped to [0, 1] first."""
+        images = list(z.clamp(0, 1).float().cpu())
+        batch = self.processor(images=images, text=[self.prompt] * len(images), return_tensors="pt",
+                               do_rescale=False).to(self.model.device)
+        batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        out = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
