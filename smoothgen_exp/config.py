@@ -121,6 +121,36 @@ class VLMConf:
 
 
 @dataclass
+class CLIPVisionConf:
+    _target_: str = "smoothgen_exp.models.clip.CLIPVisionEncoder"
+    name: str = "openai/clip-vit-base-patch32"
+    path: str | None = None
+    tiny: dict[str, Any] | None = None
+    image_size: int = field(default=224, metadata=gt(0))
+    dtype: str = field(default="float32", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+
+
+@dataclass
+class CLIPZeroShotConf:
+    _target_: str = "smoothgen_exp.models.clip.CLIPZeroShot"
+    classes: list[str] = field(default_factory=lambda: ["zero", "one", "two", "three", "four", "five", "six",
+                                                        "seven", "eight", "nine"])
+    template: str = "a photo of the digit {}"
+    name: str = "openai/clip-vit-base-patch32"
+    path: str | None = None
+    tiny: dict[str, Any] | None = None
+    image_size: int = field(default=224, metadata=gt(0))
+    dtype: str = field(default="float32", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+
+
+@dataclass
+class DigitImagesConf:
+    _target_: str = "smoothgen_exp.data.images.DigitImages"
+    split: str = field(default="heldout", metadata=one_of("train", "heldout"))
+    limit: int | None = field(default=None, metadata=optional(gt(0)))
+
+
+@dataclass
 class PromptsCSVConf:
     _target_: str = "smoothgen_exp.data.prompts.PromptsCSV"
     path: str | None = None
@@ -389,7 +419,7 @@ class WandbConf:
 
 SCHEMAS: dict[str, type] = {
     cls._target_: cls
-    for cls in (DigitsT2IConf, CausalLMConf, VLMConf, PromptsCSVConf, TokenAverageConf, DecodingConf, RefusalConf,
+    for cls in (DigitsT2IConf, CausalLMConf, VLMConf, CLIPVisionConf, CLIPZeroShotConf, DigitImagesConf, PromptsCSVConf, TokenAverageConf, DecodingConf, RefusalConf,
                 LLMJudgeConf, EquivalenceConf, ActionsConf, DigitsPromptsConf, GaussianConf, CalibratedConf, AdaptiveConf, MajorityConf,
                 MeanConf, CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
                 SequentialConf, NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf,

@@ -114,7 +114,7 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     if parts.attack.enabled:
         certified = bool(smoothed.get("certified"))
         # the class the smoothed generator stands for: certified, else predicted, else the top vote
-        reference = next((c for c in (smoothed["prediction"] if certified else -1,
+        reference = next((c for c in (smoothed.get("prediction", -1) if certified else -1,
                                       smoothed.get("smoothed_prediction", -1), smoothed.get("top_class", -1))
                           if c != -1), -1)
         for target, variant, ref, radius in ((baseline, "baseline", baseline_pred, None),
@@ -125,7 +125,8 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
             target.update(result)
     if isinstance(baseline_out, str):
         baseline["output_text"] = baseline_out
-    preview = (baseline_out.cpu(), smoothed_out) if isinstance(baseline_out, torch.Tensor) else None
+    is_image = isinstance(baseline_out, torch.Tensor) and baseline_out.dim() == 3
+    preview = (baseline_out.cpu(), smoothed_out) if is_image else None
     return [baseline, smoothed], {"preview": preview, "attacked": attacked}
 
 

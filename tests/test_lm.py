@@ -126,6 +126,8 @@ def test_text_oracles():
 
 
 @pytest.mark.parametrize("args", [["model=tiny_gpt2"], ["model=tiny_llama"], ["model=tiny_llava"],
+                                  ["model=tiny_clip_vision", "attack=pgd", "attack.objective=feature",
+                                   "attack.steps=2", "attack.eval_n=50"],
                                   ["model=tiny_gpt2", "certifier=decoding", "certifier.n=64"],
                                   ["model=tiny_gpt2", "certifier=semantic", "oracle=equivalence", "certifier.n=40"]])
 def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
@@ -134,10 +136,15 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
     df = pd.read_parquet(tmp_path / "records")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(df) == 6 and summary["items"] == 3 and "radius" in df
-    assert df.query("variant == 'smoothed'").output_text.notna().all()
+    sm = df.query("variant == 'smoothed'")
+    if "model=tiny_clip_vision" in args:                          # a feature encoder: FCSB and the feature attack
+        assert sm["bound_fcsb_eps0.1"].notna().all() and (sm.attack_objective == "feature").all()
+        assert summary["certificate_violations"] == 0
+    else:
+        assert sm.output_text.notna().all()
 
 
-@pytest.mark.parametrize("model", ["gpt2", "llama2_7b", "llava", "llava16"])
+@pytest.mark.parametrize("model", ["gpt2", "llama2_7b", "llava", "llava16", "clip_vision"])
 def test_missing_real_weights_fail_in_one_line(tmp_path, model):
     res = cli(f"model={model}", "dataset.limit=1", f"hydra.run.dir={tmp_path / 'run'}",
               env={"HF_HOME": str(tmp_path / "empty_hf_home"), "HF_HUB_OFFLINE": "1"})
@@ -160,3 +167,19 @@ def test_vlm_noise_lives_on_unit_pixels_and_the_prompt_is_fixed():
     answers = vlm.generate(z, torch.Generator())
     assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
     assert vlm.generate(z, torch.Generator()) == answers                  # greedy: deterministic
+
+
+def test_clip_embeddings_from_transformers_5_output_objects():
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from smoothgen_exp.models.clip import CLIPVisionEncoder, CLIPZeroShot, embeds
+
+    t = torch.randn(2, 4)
+    assert embeds(t) is t and embeds(BaseModelOutputWithPooling(pooler_output=t)) is t
+    tiny = {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "heads": 2, "projection_dim": 32, "seed": 0}
+    enc = CLIPVisionEncoder(name="tiny_clip", tiny=tiny)
+    oracle = CLIPZeroShot(classes=["zero", "one", "two"], name="tiny_clip", tiny=tiny)
+    images = torch.rand(3, 3, 32, 32)
+    feats = enc.generate(images, torch.Generator())
+    assert feats.shape == (3, 32) and torch.allclose(feats.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.equal(oracle.classify(feats), oracle.classify(images))       # features or images alike

@@ -1,0 +1,34 @@
+"""dataset=digits_images: scikit-learn's real held-out digit images as items (image-conditioned models).
+
+Each item is one 8x8 digit in [0, 1] (label: its digit); the model resizes it to its own resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from smoothgen_exp.data.digits import Item, digit_images
+from smoothgen_exp.errors import SmoothgenError
+
+
+class DigitImages:
+    num_classes = 10
+
+    def __init__(self, split: str = "heldout", limit: int | None = None):
+        x, y = digit_images(split)
+        items = [Item(f"img{i:04d}", f"{split} digit image {i}", int(y[i])) for i in range(len(x))]
+        self.items = items[:limit] if limit is not None else items
+        self.images = {it.item_id: torch.from_numpy(x[i]) for i, it in enumerate(self.items)}
+
+    def calibration_conditions(self) -> list[str]:
+        raise SmoothgenError("smoothing=calibrated and adaptive fit on text conditions; dataset=digits_images "
+                             "holds images: use smoothing=gaussian")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Item:
+        return self.items[i]
+
+    def __iter__(self):
+        return iter(self.items)

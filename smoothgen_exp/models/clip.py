@@ -1,0 +1,150 @@
+"""CLIP: a smoothed image-feature encoder (`model=clip_vision`) and a zero-shot class oracle.
+
+The encoder's "generation" is the unit-normalised CLIP image embedding of the (noisy) image, so the
+smoothed encoder is F(x) = E[f(x + eta)] and `certifier=feature` gives its FCSB cosine certificate;
+the `feature` attack objective works against it. Noise is on the image pixels in [0, 1] before CLIP's
+normalisation. `oracle=clip_zero_shot` classifies images or CLIP image features by cosine to the text
+embeddings of "a photo of the digit {class}"-style prompts, from the same CLIP model.
+
+In transformers 5, `get_image_features` / `get_text_features` return an output object (the projected
+embedding is its `pooler_output`), not a tensor; `embeds` handles both.
+
+    model=clip_vision        openai/clip-vit-base-patch32 from local weights (HF_HOME or model.path)
+    model=tiny_clip_vision   transformers' CLIPModel from a small config, random weights, in-memory tokenizer
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from smoothgen_exp.errors import WeightsNotFound
+from smoothgen_exp.oracles.base import ClassEquivalence
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def embeds(out) -> torch.Tensor:
+    """A projected CLIP embedding from a tensor or from transformers 5's output object."""
+    if torch.is_tensor(out):
+        return out
+    for key in ("image_embeds", "text_embeds", "pooler_output"):
+        value = getattr(out, key, None)
+        if value is not None:
+            return value
+    raise TypeError(f"cannot read a CLIP embedding from {type(out).__name__}")
+
+
+def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "float32"):
+    """(tokenizer, CLIPModel): tiny from a config in code, or real from local files only."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    if tiny:
+        from smoothgen_exp.models.lm import tiny_tokenizer
+
+        tok = tiny_tokenizer()
+        w, layers, heads = tiny["width"], tiny["layers"], tiny["heads"]
+        cfg = CLIPConfig(
+            text_config=CLIPTextConfig(vocab_size=len(tok), hidden_size=w, intermediate_size=2 * w,
+                                       num_hidden_layers=layers, num_attention_heads=heads,
+                                       max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
+                                       pad_token_id=0).to_dict(),
+            vision_config=CLIPVisionConfig(image_size=tiny["image_size"], patch_size=tiny["patch_size"],
+                                           hidden_size=w, intermediate_size=2 * w, num_hidden_layers=layers,
+                                           num_attention_heads=heads).to_dict(),
+            projection_dim=tiny.get("projection_dim", 32))
+        torch.manual_seed(tiny.get("seed", 0))
+        return tok, CLIPModel(cfg)
+    source = path or name
+    try:
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = CLIPModel.from_pretrained(source, local_files_only=True,
+                                          torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto")
+    except (OSError, ValueError) as err:
+        hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+        raise WeightsNotFound(f"model weights for {name!r} not found (looked in model.path={path} and "
+                              f"HF_HOME={hf_home}); download them where there is network, e.g. "
+                              f"`huggingface-cli download {name}`, then set HF_HOME or model.path "
+                              f"({type(err).__name__})") from None
+    return tok, model
+
+
+def image_features(model, images: torch.Tensor, size: int) -> torch.Tensor:
+    """Unit CLIP embeddings of images [B, 3, H, W] in [0, 1] (clipped, resized, normalised)."""
+    x = images.clamp(0, 1).float()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
+    pixels = ((x - mean) / std).to(model.dtype)
+    return F.normalize(embeds(model.get_image_features(pixel_values=pixels)).float(), dim=-1)
+
+
+def as_rgb(image: torch.Tensor, size: int) -> torch.Tensor:
+    """[C, H, W] (C = 1 or 3) in [0, 1] to [3, size, size]."""
+    image = image.float()
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    return F.interpolate(image[None], size=(size, size), mode="nearest")[0]
+
+
+class CLIPVisionEncoder:
+    condition_kind = "image"
+    output_kind = "features"
+
+    def __init__(self, name: str = "openai/clip-vit-base-patch32", path: str | None = None, tiny: dict | None = None,
+                 image_size: int = 224, dtype: str = "float32", *, cache_dir: str = "outputs/cache",
+                 device: str | torch.device = "cpu"):
+        _, self.model = build_clip(name, path, tiny, dtype)
+        self.model.to(torch.device(device)).eval().requires_grad_(False)
+        self.device = torch.device(device)
+        self.image_size = int(tiny["image_size"] if tiny else image_size)
+        dim = self.model.config.projection_dim
+        self.output_shape, self.output_range = (dim,), (-1.0, 1.0)
+
+    def encode_items(self, items, images: dict | None = None) -> torch.Tensor:
+        """Item images [B, 3, S, S] in [0, 1] at the encoder's resolution."""
+        from smoothgen_exp.models.vlm import load_image
+
+        out = []
+        for it in items:
+            img = (images or {}).get(it.item_id)
+            out.append(as_rgb(img, self.image_size) if torch.is_tensor(img) else load_image(img, self.image_size))
+        return torch.stack(out).to(self.device)
+
+    def generate(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Differentiable (white-box attacks take gradients through it); callers pick inference mode."""
+        return image_features(self.model, z, self.image_size)
+
+
+class CLIPZeroShot(ClassEquivalence):
+    """Zero-shot classes by cosine to CLIP text embeddings of `template.format(class)`."""
+
+    def __init__(self, classes: list[str], template: str = "a photo of the digit {}", name: str = "openai/clip-vit-base-patch32",
+                 path: str | None = None, tiny: dict | None = None, image_size: int = 224, dtype: str = "float32",
+                 *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
+        tok, self.model = build_clip(name, path, tiny, dtype)
+        self.model.to(torch.device(device)).eval().requires_grad_(False)
+        self.image_size = int(tiny["image_size"] if tiny else image_size)
+        self.classes, self.num_classes = list(classes), len(classes)
+        prompts = [template.format(c) for c in self.classes]
+        batch = tok(prompts, return_tensors="pt", padding=True).to(torch.device(device))
+        with torch.no_grad():
+            text = embeds(self.model.get_text_features(**batch)).float()
+        self.text = F.normalize(text, dim=-1)
+
+    def features(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Unit CLIP features: images are embedded, feature vectors pass through."""
+        if outputs.dim() == 2:
+            return F.normalize(outputs.float(), dim=-1)
+        return image_features(self.model, outputs, self.image_size)
+
+    def logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        return 100.0 * self.features(outputs) @ self.text.T
+
+    def classify(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.logits(outputs).argmax(-1)
