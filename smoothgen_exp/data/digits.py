@@ -7,10 +7,11 @@ generator; templates 10-15 are paraphrases it never saw and are the default eval
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from smoothgen_exp.data.base import Item, ItemList
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -68,14 +69,7 @@ def digit_images(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[idx], labels[idx]
 
 
-@dataclass(frozen=True)
-class Item:
-    item_id: str       # stable across runs, processes and resumes: seeds derive from it
-    condition: str     # the prompt
-    label: int         # the digit the prompt asks for
-
-
-class DigitsPrompts:
+class DigitsPrompts(ItemList):
     """Evaluation items: one prompt per (template, digit) in the chosen template split."""
 
     num_classes = 10
@@ -87,12 +81,3 @@ class DigitsPrompts:
     def calibration_conditions(self) -> list[str]:
         """Prompts for fitting noise laws: the training templates, never the evaluation items."""
         return [prompt(t, d) for t in SPLITS["train"] for d in range(10)]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Item:
-        return self.items[i]
-
-    def __iter__(self):
-        return iter(self.items)

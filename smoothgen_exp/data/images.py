@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from smoothgen_exp.data.digits import Item, digit_images
+from smoothgen_exp.data.base import Item, ItemList
+from smoothgen_exp.data.digits import digit_images
 from smoothgen_exp.errors import SmoothgenError
 
 
-class DigitImages:
+class DigitImages(ItemList):
     num_classes = 10
 
     def __init__(self, split: str = "heldout", limit: int | None = None):
@@ -23,12 +24,3 @@ class DigitImages:
     def calibration_conditions(self) -> list[str]:
         raise SmoothgenError("smoothing=calibrated and adaptive fit on text conditions; dataset=digits_images "
                              "holds images: use smoothing=gaussian")
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Item:
-        return self.items[i]
-
-    def __iter__(self):
-        return iter(self.items)

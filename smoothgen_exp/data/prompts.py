@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from smoothgen_exp.data.digits import Item
+from smoothgen_exp.data.base import Item, ItemList
 from smoothgen_exp.errors import SmoothgenError
 
 SAMPLE = Path(__file__).with_name("harmful_prompts_sample.csv")
 
 
-class PromptsCSV:
+class PromptsCSV(ItemList):
     num_classes = 2
 
     def __init__(self, path: str | None = None, limit: int | None = None, calibration_fraction: float = 0.0):
@@ -35,12 +35,3 @@ class PromptsCSV:
 
     def calibration_conditions(self) -> list[str]:
         return [it.condition for it in self.items]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Item:
-        return self.items[i]
-
-    def __iter__(self):
-        return iter(self.items)

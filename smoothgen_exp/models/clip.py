@@ -15,13 +15,10 @@ embedding is its `pooler_output`), not a tensor; `embeds` handles both.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.errors import WeightsNotFound
+from smoothgen_exp.errors import missing_weights
 from smoothgen_exp.oracles.base import ClassEquivalence
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -65,11 +62,7 @@ def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "flo
         model = CLIPModel.from_pretrained(source, local_files_only=True,
                                           torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto")
     except (OSError, ValueError) as err:
-        hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-        raise WeightsNotFound(f"model weights for {name!r} not found (looked in model.path={path} and "
-                              f"HF_HOME={hf_home}); download them where there is network, e.g. "
-                              f"`huggingface-cli download {name}`, then set HF_HOME or model.path "
-                              f"({type(err).__name__})") from None
+        raise missing_weights(name, path, err) from None
     return tok, model
 
 

@@ -16,14 +16,12 @@ forcing (used by certified decoding).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.errors import WeightsNotFound
+from smoothgen_exp.errors import missing_weights
 
 # Words of the tiny models' in-memory vocabulary: the shipped prompt sets, refusal / compliance phrases.
 TINY_WORDS = """i cannot can can't help with that sorry but here is how to a the sure step one two three
@@ -69,17 +67,13 @@ def load_pretrained(name: str, path: str | None, dtype: str, device_map: str | N
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = path or name
-    hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
             source, local_files_only=True, device_map=device_map,
             torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto")
     except (OSError, ValueError) as err:
-        raise WeightsNotFound(f"model weights for {name!r} not found (looked in model.path={path} and "
-                              f"HF_HOME={hf_home}); download them where there is network, e.g. "
-                              f"`huggingface-cli download {name}`, then set HF_HOME or model.path "
-                              f"({type(err).__name__})") from None
+        raise missing_weights(name, path, err) from None
     return tokenizer, model
 
 

@@ -14,13 +14,10 @@ processor turns [0, 1] images into the model's pixel values (rescaling off) and 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from smoothgen_exp.errors import WeightsNotFound
+from smoothgen_exp.errors import missing_weights
 
 IMAGE_TOKEN = "<image>"
 
@@ -66,11 +63,7 @@ def load_vlm(name: str, path: str | None, dtype: str, device_map: str | None):
             source, local_files_only=True, device_map=device_map,
             torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto")
     except (OSError, ValueError) as err:
-        hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-        raise WeightsNotFound(f"model weights for {name!r} not found (looked in model.path={path} and "
-                              f"HF_HOME={hf_home}); download them where there is network, e.g. "
-                              f"`huggingface-cli download {name}`, then set HF_HOME or model.path "
-                              f"({type(err).__name__})") from None
+        raise missing_weights(name, path, err) from None
     return processor, model
 
 
