@@ -19,7 +19,7 @@ BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 	table-attacks table-attacks-smoke table-quality table-quality-smoke table-vlm table-vlm-smoke
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-20s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ test: install ## run the fast test suite
 test-full: install ## run every test, the slow statistical and end-to-end ones included
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
-bench: install ## certify-vs-raw-forward benchmark; writes outputs/bench/latest.json
+bench: install ## certify vs raw forward, sequential vs fixed n, KV-cached LLM decoding; outputs/bench/latest.json
 	$(BENCH_ENV) $(BIN)/python -m smoothgen_exp.bench $(ARGS)
 
 lint: install ## ruff
