@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.errors import missing_weights
+from smoothgen_exp.models.hub import from_local
 from smoothgen_exp.oracles.base import ClassEquivalence
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -56,14 +56,7 @@ def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "flo
             projection_dim=tiny.get("projection_dim", 32))
         torch.manual_seed(tiny.get("seed", 0))
         return tok, CLIPModel(cfg)
-    source = path or name
-    try:
-        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = CLIPModel.from_pretrained(source, local_files_only=True,
-                                          torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto")
-    except (OSError, ValueError) as err:
-        raise missing_weights(name, path, err) from None
-    return tok, model
+    return from_local(name, path, AutoTokenizer, CLIPModel, dtype)
 
 
 def image_features(model, images: torch.Tensor, size: int) -> torch.Tensor:

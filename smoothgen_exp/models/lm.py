@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.errors import missing_weights
+from smoothgen_exp.models.hub import from_local
 
 # Words of the tiny models' in-memory vocabulary: the shipped prompt sets, refusal / compliance phrases.
 TINY_WORDS = """i cannot can can't help with that sorry but here is how to a the sure step one two three
@@ -66,15 +66,7 @@ def load_pretrained(name: str, path: str | None, dtype: str, device_map: str | N
     """Tokenizer and model from local files only; one-line WeightsNotFound when they are absent."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = path or name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, local_files_only=True, device_map=device_map,
-            torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto")
-    except (OSError, ValueError) as err:
-        raise missing_weights(name, path, err) from None
-    return tokenizer, model
+    return from_local(name, path, AutoTokenizer, AutoModelForCausalLM, dtype, device_map=device_map)
 
 
 class CausalLM:

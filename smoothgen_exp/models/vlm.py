@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from smoothgen_exp.errors import missing_weights
+from smoothgen_exp.models.hub import from_local
 
 IMAGE_TOKEN = "<image>"
 
@@ -56,15 +56,7 @@ def tiny_llava(tiny: dict):
 def load_vlm(name: str, path: str | None, dtype: str, device_map: str | None):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    source = path or name
-    try:
-        processor = AutoProcessor.from_pretrained(source, local_files_only=True)
-        model = AutoModelForImageTextToText.from_pretrained(
-            source, local_files_only=True, device_map=device_map,
-            torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto")
-    except (OSError, ValueError) as err:
-        raise missing_weights(name, path, err) from None
-    return processor, model
+    return from_local(name, path, AutoProcessor, AutoModelForImageTextToText, dtype, device_map=device_map)
 
 
 def load_image(path: str | None, size: int) -> torch.Tensor:
