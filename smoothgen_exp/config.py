@@ -307,7 +307,6 @@ class AttackConf:
     space: str = field(default="output", metadata=one_of("output", "feature"))
     shift_threshold: float = field(default=2.0, metadata=gt(0.0))
     cos_threshold: float = field(default=0.5, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
-    seed: int = field(default=0, metadata=ge(0))
 
 
 @dataclass

@@ -180,13 +180,13 @@ class Attack:
 
     def __init__(self, eps: float = 0.1, norm: str = "l2", objective: str = "flip", target: int | None = None,
                  m: int = 16, eval_n: int = 500, eval_alpha: float = 0.001, space: str = "output",
-                 shift_threshold: float = 2.0, cos_threshold: float = 0.5, seed: int = 0):
+                 shift_threshold: float = 2.0, cos_threshold: float = 0.5):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}")
         self.budget = Budget(float(eps), norm)
         self.objective, self.target, self.m = objective, target, int(m)
         self.eval_n, self.eval_alpha, self.space = int(eval_n), float(eval_alpha), space
-        self.shift_threshold, self.cos_threshold, self.seed = float(shift_threshold), float(cos_threshold), seed
+        self.shift_threshold, self.cos_threshold = float(shift_threshold), float(cos_threshold)
 
     def search(self, victim: Victim, budget: Budget) -> torch.Tensor:
         raise NotImplementedError
