@@ -58,13 +58,18 @@ class SemanticAttack(Attack):
         self.min_similarity, self.word_min_similarity = float(min_similarity), float(word_min_similarity)
         self.similar_words = int(similar_words)
         self.lexicon = load_lexicon(lexicon or str(LEXICON))
+        self._vocab: list[str] | None = None
+        self._vocab_emb: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ candidates
     def _similar_words(self, word: str) -> list[str]:
         """Lexicon-vocabulary words closest to `word` by MiniLM cosine (the general mechanism)."""
-        vocab = sorted({w for w in self.lexicon["words"] if w not in self.lexicon["protected"]})
         enc = shared_minilm()
-        sims = (enc.encode([word]) @ enc.encode(vocab).T)[0]
+        if self._vocab is None:          # the vocabulary's embeddings, once per attack
+            self._vocab = sorted({w for w in self.lexicon["words"] if w not in self.lexicon["protected"]})
+            self._vocab_emb = enc.encode(self._vocab)
+        vocab = self._vocab
+        sims = (enc.encode([word]) @ self._vocab_emb.T)[0]
         order = torch.argsort(sims, descending=True).tolist()
         return [vocab[i] for i in order if vocab[i] != word and float(sims[i]) >= self.word_min_similarity
                 ][: self.similar_words]
