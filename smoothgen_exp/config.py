@@ -60,6 +60,12 @@ def one_of(*choices):
     return _rule(lambda v: v in choices, f"must be one of {', '.join(map(str, choices))}")
 
 
+def batch_size_rule():
+    """A positive integer, or `auto` (back off on out-of-memory; smoothgen_exp.batching)."""
+    return _rule(lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
+                 "must be a positive integer or auto")
+
+
 def each(rule):
     return _rule(lambda v: all(rule["check"](x) for x in v), "every entry " + rule["text"])
 
@@ -118,6 +124,23 @@ class VLMConf:
     max_new_tokens: int = field(default=32, metadata=gt(0))
     dtype: str = field(default="float16", metadata=one_of("auto", "float32", "float16", "bfloat16"))
     device_map: str | None = None
+
+
+@dataclass
+class StableDiffusionConf:
+    _target_: str = "smoothgen_exp.models.diffusion.StableDiffusion"
+    name: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    path: str | None = None
+    tiny: dict[str, Any] | None = None
+    height: int = field(default=512, metadata=gt(0))
+    width: int = field(default=512, metadata=gt(0))
+    steps: int = field(default=25, metadata=gt(0))
+    guidance_scale: float = field(default=7.5, metadata=ge(0.0))
+    negative_prompt: str = ""
+    scheduler: str = field(default="ddim", metadata=one_of("ddim", "pndm", "euler", "dpm", "default"))
+    dtype: str = field(default="float16", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    device_map: str | None = None
+    safety_checker: bool = False
 
 
 @dataclass
@@ -213,6 +236,18 @@ class MeanConf:
     n: int = field(default=100, metadata=gt(0))
 
 
+@dataclass
+class OTBlendConf:
+    _target_: str = "smoothgen_exp.aggregators.ot_blend.OTBlend"
+    n: int = field(default=32, metadata=gt(0))
+    resolution: int = field(default=32, metadata=gt(1))
+    reg: float = field(default=0.002, metadata=gt(0.0))
+    floor: float = field(default=1e-3, metadata=gt(0.0))
+    method: str = field(default="sinkhorn", metadata=one_of("sinkhorn", "sinkhorn_log"))
+    iters: int = field(default=1000, metadata=gt(0))
+    tol: float = field(default=1e-5, metadata=gt(0.0))
+
+
 def _eps_grid() -> list[float]:
     return [0.1, 0.25, 0.5, 1.0]
 
@@ -223,7 +258,7 @@ class CertifierConf:
     n0: int = field(default=100, metadata=gt(0))
     n: int = field(default=10_000, metadata=gt(0))
     alpha: float = field(default=0.001, metadata=open_unit())
-    batch_size: int = field(default=1000, metadata=gt(0))
+    batch_size: int | str = field(default=1000, metadata=batch_size_rule())
 
 
 @dataclass
@@ -277,14 +312,14 @@ class DecodingConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.decoding.DecodingCertifier"
     n0: int = field(default=16, metadata=gt(0))
     n: int = field(default=256, metadata=gt(1))
-    batch_size: int = field(default=64, metadata=gt(0))
+    batch_size: int | str = field(default=64, metadata=batch_size_rule())
     bound: str = field(default="bernstein", metadata=one_of("bernstein", "hoeffding"))
 
 
 @dataclass
 class SequentialConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.sequential.SequentialCertifier"
-    batch_size: int = field(default=100, metadata=gt(0))
+    batch_size: int | str = field(default=100, metadata=batch_size_rule())
     target_radius: float = field(default=0.1, metadata=gt(0.0))
     give_up_alpha: float = field(default=0.01, metadata=open_unit())
 
@@ -397,6 +432,17 @@ class DigitQualityConf:
 
 
 @dataclass
+class T2IQualityConf:
+    _target_: str = "smoothgen_exp.metrics.clip_score.T2IQuality"
+    samples_per_item: int = field(default=4, metadata=gt(1))
+    name: str = "openai/clip-vit-base-patch32"
+    path: str | None = None
+    tiny: dict[str, Any] | None = None
+    image_size: int = field(default=224, metadata=gt(0))
+    dtype: str = field(default="float32", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+
+
+@dataclass
 class NoMetricsConf:
     _target_: str = "smoothgen_exp.metrics.quality.NoMetrics"
 
@@ -418,11 +464,11 @@ class WandbConf:
 
 SCHEMAS: dict[str, type] = {
     cls._target_: cls
-    for cls in (DigitsT2IConf, CausalLMConf, VLMConf, CLIPVisionConf, CLIPZeroShotConf, DigitImagesConf, PromptsCSVConf, TokenAverageConf, DecodingConf, RefusalConf,
+    for cls in (DigitsT2IConf, StableDiffusionConf, OTBlendConf, CausalLMConf, VLMConf, CLIPVisionConf, CLIPZeroShotConf, DigitImagesConf, PromptsCSVConf, TokenAverageConf, DecodingConf, RefusalConf,
                 LLMJudgeConf, EquivalenceConf, ActionsConf, DigitsPromptsConf, GaussianConf, CalibratedConf, AdaptiveConf, MajorityConf,
                 MeanConf, CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
                 SequentialConf, NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf,
-                DigitClassifierConf, DigitQualityConf, NoMetricsConf, NullLoggerConf, WandbConf)
+                DigitClassifierConf, DigitQualityConf, T2IQualityConf, NoMetricsConf, NullLoggerConf, WandbConf)
 }
 
 

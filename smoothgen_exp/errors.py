@@ -13,13 +13,14 @@ class WeightsNotFound(SmoothgenError):
     """A real-model config whose weights are not present locally."""
 
 
-def missing_weights(name: str, path: str | None, err: BaseException) -> WeightsNotFound:
-    """The one-line error of a real model whose weights are not on this machine."""
+def missing_weights(name: str, path: str | None, err: BaseException, key: str = "model.path") -> WeightsNotFound:
+    """The one-line error of a real model whose weights are not on this machine; `key` is the config key
+    of its local path (model.path, oracle.path, metrics.path)."""
     import os
     from pathlib import Path
 
     hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-    return WeightsNotFound(f"model weights for {name!r} not found (looked in model.path={path} and "
+    return WeightsNotFound(f"model weights for {name!r} not found (looked in {key}={path} and "
                            f"HF_HOME={hf_home}); download them where there is network, e.g. "
-                           f"`huggingface-cli download {name}`, then set HF_HOME or model.path "
+                           f"`huggingface-cli download {name}`, then set HF_HOME or {key} "
                            f"({type(err).__name__})")

@@ -23,7 +23,9 @@ def preview_grid(previews: list, path: Path) -> None:
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
-            if img is not None:
+            if img is not None and img.shape[0] == 3:      # RGB [3, H, W]
+                ax.imshow(img.permute(1, 2, 0).float().clamp(0, 1).numpy())
+            elif img is not None:                          # grey [1, H, W]: ink on paper
                 ax.imshow(img.squeeze().float().numpy(), cmap="gray_r", vmin=0, vmax=1)
             shown = "abstain" if cls == -1 else cls
             ax.set_xlabel(f"{name}: {shown}", fontsize=7, color="k" if cls == item.label else "r")

@@ -36,7 +36,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "certified": pa.bool_(), "abstained": pa.bool_(), "abstain_reason": pa.string(),
     "smoothed_prediction": pa.int64(), "smoothed_correct": pa.bool_(), "predict_n": pa.int64(),
     "predict_count_a": pa.int64(), "predict_count_b": pa.int64(), "predict_pvalue": pa.float64(),
-    "samples_used": pa.int64(),
+    "samples_used": pa.int64(), "batch_size": pa.int64(),
     "time_encode_s": pa.float64(), "time_generate_s": pa.float64(), "time_predict_s": pa.float64(),
     "time_certify_s": pa.float64(), "time_total_s": pa.float64(),
 }

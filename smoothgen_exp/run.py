@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from smoothgen_exp.batching import Batcher, OOMGuard
 from smoothgen_exp.config import GROUPS, validate
 from smoothgen_exp.context import ItemContext, batch_of_one
 from smoothgen_exp.distributed import Ranks
@@ -55,7 +56,9 @@ class Parts:
 def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> Parts:
     runtime = {"cache_dir": cfg.cache_dir, "device": device}
     oracle = instantiate(cfg.oracle, **runtime)   # first: the default model trains against it
-    parts = Parts(model=instantiate(cfg.model, **runtime), dataset=instantiate(cfg.dataset),
+    # every generation runs in chunks that fit: `certifier.batch_size=auto` backs off on out-of-memory
+    model = OOMGuard(instantiate(cfg.model, **runtime), Batcher(cfg.certifier.batch_size))
+    parts = Parts(model=model, dataset=instantiate(cfg.dataset),
                   smoothing=instantiate(cfg.smoothing), aggregator=instantiate(cfg.aggregator),
                   certifier=instantiate(cfg.certifier), attack=instantiate(cfg.attack), oracle=oracle,
                   metrics=instantiate(cfg.metrics), logger=instantiate(cfg.logger))
@@ -80,7 +83,7 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     t0 = time.perf_counter()
     x = encode_item(parts.model, parts.dataset, item).to(device)
     noise = parts.smoothing.at(x, parts.model)
-    ctx = ItemContext(item, x, parts.model, parts.oracle, noise, cfg.seed, cfg.certifier.batch_size)
+    ctx = ItemContext(item, x, parts.model, parts.oracle, noise, cfg.seed, parts.certifier.batch_size)
     row = {**common, **noise.columns(), "item_id": item.item_id, "condition": item.condition,
            "seed": cfg.seed, "label": item.label, "n0": parts.certifier.n0, "n": parts.certifier.n,
            "alpha": parts.certifier.alpha, "time_encode_s": time.perf_counter() - t0}
@@ -108,6 +111,7 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     if "prediction" in smoothed:
         smoothed["correct"] = smoothed["prediction"] == item.label
     smoothed["time_total_s"] = time.perf_counter() - t0 - baseline["time_generate_s"]
+    smoothed["batch_size"] = parts.model.batcher.size   # the generation batch size in effect (after back-off)
 
     # Attacks: the same budget against both variants; the smoothed one is checked against its radius.
     attacked = {}

@@ -114,7 +114,9 @@ class Victim:
 
     # ---------------------------------------------------------------- objective
     def objective(self, z: torch.Tensor) -> torch.Tensor:
-        """[B] values to maximise at candidate conditions z [B, d]; differentiable under grad mode."""
+        """[B] values to maximise at candidate conditions z [B, *x.shape] or flattened [B, x.numel()]
+        (the search space of the black-box attacks); differentiable under grad mode."""
+        z = z.reshape(len(z), *self.x.shape)
         self.queries += len(z)
         if self.objective_name == "flip":
             probs = self._probs(z).clamp_min(1e-12)

@@ -12,6 +12,8 @@ import time
 
 import pandas as pd
 
+from smoothgen_exp.batching import start_size
+
 DEFAULT_EPS_GRID = (0.1, 0.25, 0.5, 1.0)
 
 
@@ -24,8 +26,11 @@ class Certifier:
     name = "certifier"
     classifies = True
 
-    def __init__(self, n0: int, n: int, alpha: float, batch_size: int):
-        self.n0, self.n, self.alpha, self.batch_size = int(n0), int(n), float(alpha), int(batch_size)
+    def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str):
+        # batch_size: noise draws per batch; `auto` starts at batching.AUTO_START and the model's
+        # OOMGuard backs off on out-of-memory (see smoothgen_exp.batching)
+        self.n0, self.n, self.alpha = int(n0), int(n), float(alpha)
+        self.batch_size = start_size(batch_size)
 
     def certify(self, ctx) -> dict:
         t0 = time.perf_counter()
@@ -53,7 +58,7 @@ class BoundCertifier(Certifier):
 
     classifies = False
 
-    def __init__(self, n0: int = 0, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+    def __init__(self, n0: int = 0, n: int = 1000, alpha: float = 0.001, batch_size: int | str = 1000,
                  eps_grid: tuple = DEFAULT_EPS_GRID):
         super().__init__(n0, n, alpha, batch_size)
         self.eps_grid = tuple(float(e) for e in eps_grid)

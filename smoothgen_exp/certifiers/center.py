@@ -31,7 +31,7 @@ RADIUS_COEFF = 3.0
 class CenterCertifier(BoundCertifier):
     name = "center"
 
-    def __init__(self, n0: int = 10_000, n: int = 10_000, alpha: float = 0.01, batch_size: int = 1000,
+    def __init__(self, n0: int = 10_000, n: int = 10_000, alpha: float = 0.01, batch_size: int | str = 1000,
                  eps_grid: tuple = DEFAULT_EPS_GRID, n_centers: int = 30, delta: float = 0.05,
                  metric: str = "l2"):
         super().__init__(n0, n, alpha, batch_size, eps_grid)

@@ -23,7 +23,7 @@ from smoothgen_exp.stats import expected_radius
 class CohenCertifier(Certifier):
     name = "cohen"
 
-    def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int = 1000,
+    def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int | str = 1000,
                  oracle_error: float | None = None, oracle_error_model: str = "bounded", pilot: int = 0):
         super().__init__(n0, n, alpha, batch_size)
         self.oracle_error, self.oracle_error_model, self.pilot = oracle_error, oracle_error_model, int(pilot)

@@ -27,7 +27,7 @@ class DecodingCertifier(Certifier):
     name = "decoding"
     classifies = False
 
-    def __init__(self, n0: int = 16, n: int = 256, alpha: float = 0.001, batch_size: int = 64,
+    def __init__(self, n0: int = 16, n: int = 256, alpha: float = 0.001, batch_size: int | str = 64,
                  bound: str = "bernstein"):
         super().__init__(n0, n, alpha, batch_size)
         self.bound = bound

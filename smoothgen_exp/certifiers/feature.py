@@ -24,7 +24,7 @@ from smoothgen_exp.stats import empirical_bernstein_lower, fcsb, fcsb_radius, ho
 class FeatureCertifier(BoundCertifier):
     name = "feature"
 
-    def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+    def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int | str = 1000,
                  eps_grid: tuple = DEFAULT_EPS_GRID, bound: str = "bernstein", cos_min: float = 0.5):
         super().__init__(n0, n, alpha, batch_size, eps_grid)
         self.bound, self.cos_min = bound, float(cos_min)

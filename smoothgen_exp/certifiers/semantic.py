@@ -28,7 +28,7 @@ def collect(batches) -> torch.Tensor | list:
 class SemanticCertifier(Certifier):
     name = "semantic"
 
-    def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+    def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int | str = 1000,
                  oracle_error: float | None = None, oracle_error_model: str = "bounded"):
         super().__init__(n0, n, alpha, batch_size)
         self.oracle_error, self.oracle_error_model = oracle_error, oracle_error_model

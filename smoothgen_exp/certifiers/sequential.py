@@ -45,7 +45,7 @@ def kl_bernoulli(p: float, q: float) -> float:
 class SequentialCertifier(Certifier):
     name = "sequential"
 
-    def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int = 100,
+    def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int | str = 100,
                  target_radius: float = 0.1, give_up_alpha: float = 0.01):
         super().__init__(n0, n, alpha, batch_size)
         self.target_radius, self.give_up_alpha = float(target_radius), float(give_up_alpha)

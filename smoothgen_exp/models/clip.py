@@ -15,6 +15,8 @@ embedding is its `pooler_output`), not a tensor; `embeds` handles both.
 
 from __future__ import annotations
 
+import json
+
 import torch
 from torch.nn import functional as F
 
@@ -36,7 +38,22 @@ def embeds(out) -> torch.Tensor:
     raise TypeError(f"cannot read a CLIP embedding from {type(out).__name__}")
 
 
-def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "float32"):
+def shared_clip(name: str, path: str | None, tiny: dict | None, dtype: str, device: str | torch.device,
+                key: str = "model.path"):
+    """(tokenizer, CLIPModel) in eval mode on `device`, loaded once per process for the same arguments
+    (the zero-shot oracle and the CLIP metrics share it)."""
+    cache_key = (name, path, json.dumps(dict(tiny) if tiny else None, sort_keys=True, default=str), dtype,
+                 str(device))
+    if cache_key not in _LOADED:
+        tok, model = build_clip(name, path, tiny, dtype, key)
+        _LOADED[cache_key] = tok, model.to(torch.device(device)).eval().requires_grad_(False)
+    return _LOADED[cache_key]
+
+
+_LOADED: dict[tuple, tuple] = {}
+
+
+def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "float32", key: str = "model.path"):
     """(tokenizer, CLIPModel): tiny from a config in code, or real from local files only."""
     from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
@@ -56,7 +73,7 @@ def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "flo
             projection_dim=tiny.get("projection_dim", 32))
         torch.manual_seed(tiny.get("seed", 0))
         return tok, CLIPModel(cfg)
-    return from_local(name, path, AutoTokenizer, CLIPModel, dtype)
+    return from_local(name, path, AutoTokenizer, CLIPModel, dtype, key=key)
 
 
 def image_features(model, images: torch.Tensor, size: int) -> torch.Tensor:
@@ -113,8 +130,7 @@ class CLIPZeroShot(ClassEquivalence):
     def __init__(self, classes: list[str], template: str = "a photo of the digit {}", name: str = "openai/clip-vit-base-patch32",
                  path: str | None = None, tiny: dict | None = None, image_size: int = 224, dtype: str = "float32",
                  *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
-        tok, self.model = build_clip(name, path, tiny, dtype)
-        self.model.to(torch.device(device)).eval().requires_grad_(False)
+        tok, self.model = shared_clip(name, path, tiny, dtype, device, key="oracle.path")
         self.image_size = int(tiny["image_size"] if tiny else image_size)
         self.classes, self.num_classes = list(classes), len(classes)
         prompts = [template.format(c) for c in self.classes]

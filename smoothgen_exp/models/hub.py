@@ -7,7 +7,8 @@ import torch
 from smoothgen_exp.errors import missing_weights
 
 
-def from_local(name: str, path: str | None, processor_cls, model_cls, dtype: str = "auto", **model_kwargs):
+def from_local(name: str, path: str | None, processor_cls, model_cls, dtype: str = "auto", *,
+               key: str = "model.path", **model_kwargs):
     """(processor or tokenizer, model) through `from_pretrained(local_files_only=True)`.
 
     Absent weights raise the one-line WeightsNotFound; `dtype` is a torch dtype name or "auto".
@@ -19,5 +20,5 @@ def from_local(name: str, path: str | None, processor_cls, model_cls, dtype: str
                                           torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
                                           **model_kwargs)
     except (OSError, ValueError) as err:
-        raise missing_weights(name, path, err) from None
+        raise missing_weights(name, path, err, key) from None
     return processor, model

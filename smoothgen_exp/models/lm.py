@@ -62,11 +62,11 @@ def tiny_model(arch: str, vocab_size: int, width: int, layers: int, heads: int, 
     raise ValueError(f"unknown tiny architecture {arch!r} (gpt2 | llama)")
 
 
-def load_pretrained(name: str, path: str | None, dtype: str, device_map: str | None):
+def load_pretrained(name: str, path: str | None, dtype: str, device_map: str | None, key: str = "model.path"):
     """Tokenizer and model from local files only; one-line WeightsNotFound when they are absent."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return from_local(name, path, AutoTokenizer, AutoModelForCausalLM, dtype, device_map=device_map)
+    return from_local(name, path, AutoTokenizer, AutoModelForCausalLM, dtype, key=key, device_map=device_map)
 
 
 class CausalLM:
@@ -76,7 +76,7 @@ class CausalLM:
     def __init__(self, name: str = "gpt2", path: str | None = None, tiny: dict | None = None,
                  max_new_tokens: int = 16, decoding: str = "greedy", temperature: float = 1.0,
                  dtype: str = "float32", device_map: str | None = None, *, cache_dir: str = "outputs/cache",
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", weights_key: str = "model.path"):
         self.name, self.max_new_tokens, self.decoding = name, int(max_new_tokens), decoding
         self.temperature = float(temperature)
         self.device = torch.device(device)
@@ -85,7 +85,7 @@ class CausalLM:
             self.model = tiny_model(tiny["arch"], len(self.tokenizer), tiny["width"], tiny["layers"],
                                     tiny["heads"], tiny.get("seed", 0))
         else:
-            self.tokenizer, self.model = load_pretrained(name, path, dtype, device_map)
+            self.tokenizer, self.model = load_pretrained(name, path, dtype, device_map, weights_key)
         if device_map is None:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)

@@ -49,7 +49,8 @@ class LLMJudge(ClassEquivalence):
         from smoothgen_exp.models.lm import CausalLM
 
         self.lm = CausalLM(name=model, path=path, tiny=tiny, max_new_tokens=2, dtype=dtype,
-                           device_map=None if tiny else device_map, cache_dir=cache_dir, device=device)
+                           device_map=None if tiny else device_map, cache_dir=cache_dir, device=device,
+                           weights_key="oracle.path")
         self.template, self.batch_size = template, int(batch_size)
 
     @torch.inference_mode()

@@ -1,0 +1,198 @@
+"""Text-to-image diffusion (tiny_sd, sd15), the ot_blend aggregator, the CLIP score, and batch_size=auto."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from smoothgen_exp.batching import AUTO_START, Batcher, OOMGuard
+from smoothgen_exp.errors import SmoothgenError
+from tests.conftest import CACHE, cli
+
+TINY_SD = {"image_size": 32, "width": 32, "layers": 2, "heads": 2, "seed": 0}
+TINY_CLIP = {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "heads": 2, "projection_dim": 32, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def sd():
+    from smoothgen_exp.models.diffusion import StableDiffusion
+
+    return StableDiffusion(name="tiny_sd", tiny=TINY_SD, steps=3, guidance_scale=2.0, dtype="float32")
+
+
+# ----------------------------------------------------------------------------- the tiny pipeline
+def test_noise_goes_on_the_prompt_embeddings_and_each_sample_has_its_own_seed(sd):
+    z = sd.encode(["a photo of the digit seven", "the number 3"])
+    assert z.shape == (2, 77, 32) and z.dtype == torch.float32
+    assert not torch.equal(z[0], z[1])                                 # the byte-level tokenizer works
+    batch = z[:1].expand(4, -1, -1)
+    images = sd.generate(batch, torch.Generator().manual_seed(0))
+    assert images.shape == (4, 3, 32, 32) and 0 <= float(images.min()) and float(images.max()) <= 1
+    assert all(not torch.equal(images[0], images[i]) for i in range(1, 4))    # one seed per sample
+    again = sd.generate(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(images, again)                                  # seeds come from the stream
+    shared = sd.generate(batch, torch.Generator().manual_seed(0), shared=True)
+    assert all(torch.equal(shared[0], shared[i]) for i in range(4))    # one deterministic G(., u)
+    noisy = sd.generate(batch + 0.5 * torch.randn(batch.shape, generator=torch.Generator().manual_seed(1)),
+                        torch.Generator().manual_seed(0))
+    assert not torch.allclose(noisy, images)                           # the condition reaches the UNet
+
+
+def test_a_sample_does_not_depend_on_the_batch_it_lands_in(sd):
+    z = sd.encode(["a handwritten digit five"]).expand(6, -1, -1)
+    whole = sd.generate(z, torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(4)
+    parts = torch.cat([sd.generate(z[:2], gen), sd.generate(z[2:], gen)])
+    torch.testing.assert_close(parts, whole, rtol=0, atol=1e-5)
+
+
+def test_tiny_sd_runs_end_to_end_with_one_override(tmp_path):
+    res = cli("model=tiny_sd", "dataset.limit=2", "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "records")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    sm = df.query("variant == 'smoothed'")
+    assert len(df) == 4 and summary["items"] == 2
+    assert sm.radius.notna().all() and sm.p_lower.between(0, 1).all() and (sm.samples_used == 16 + 64).all()
+    assert (df.metric_clip_score >= 0).all() and np.isfinite(summary["metric_fid_smoothed_vs_baseline"])
+    assert {"metric_clip_score_baseline", "retention_clip_score"} <= summary.keys()
+    assert (tmp_path / "samples.png").exists()
+
+
+@pytest.mark.parametrize("args", [["aggregator=ot_blend", "certifier=output_bound", "certifier.batch_size=auto"],
+                                  ["certifier=distribution", "attack=random_search", "attack.queries=4",
+                                   "attack.eval_n=16"]])
+def test_output_and_distribution_certificates_work_unchanged(tmp_path, args):
+    res = cli("model=tiny_sd", *args, "metrics=none", "dataset.limit=1", "certifier.n=32", "aggregator.n=4",
+              "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    sm = pd.read_parquet(tmp_path / "records").query("variant == 'smoothed'")
+    m = 3 * 32 * 32                                                     # outputs in [0, 1]^m
+    if "aggregator=ot_blend" in args:
+        assert np.allclose(sm.bound_rho, np.sqrt(m) / 2) and (sm.batch_size == AUTO_START).all()
+    else:
+        assert (sm.bound_diameter == np.sqrt(m)).all() and sm.bound_event_p_upper.between(0, 1).all()
+        assert "attack_success" in sm
+
+
+def test_missing_sd15_weights_fail_in_one_line_naming_the_key(tmp_path):
+    env = {"HF_HOME": str(tmp_path / "empty_hf_home"), "HF_HUB_OFFLINE": "1"}
+    for args, key in ((["model=sd15"], "oracle.path"), (["model=sd15", "oracle=tiny_clip_zero_shot"], "model.path")):
+        res = cli(*args, "dataset.limit=1", f"hydra.run.dir={tmp_path / 'run'}", env=env)
+        err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+        assert res.returncode == 2 and len(err) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert "not found" in err[0] and key in err[0]
+
+
+# ----------------------------------------------------------------------------- ot_blend
+def _blob(cx: float, r: int = 32, width: float = 0.05) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, r, dtype=torch.float64), torch.linspace(0, 1, r, dtype=torch.float64),
+                            indexing="ij")
+    return torch.exp(-((xx - cx) ** 2 + (yy - 0.5) ** 2) / (2 * width**2))
+
+
+def test_the_barycenter_of_two_shifted_blobs_is_one_blob_halfway():
+    from smoothgen_exp.aggregators.ot_blend import channel_barycenter
+
+    stack = torch.stack([_blob(0.25), _blob(0.75)])[:, None]          # [2, 1, 32, 32]
+    bary = channel_barycenter(stack, reg=0.002, floor=1e-6, iters=2000, tol=1e-9)[0]
+    mean = stack.mean(0)[0]
+    profile, mean_profile = bary.sum(0), mean.sum(0)                   # mass per column
+    x = torch.linspace(0, 1, 32, dtype=torch.float64)
+    assert abs(float((profile * x).sum() / profile.sum()) - 0.5) < 0.01       # centred
+    assert abs(float(bary.sum() - mean.sum())) < 1e-3 * float(mean.sum())      # mass kept
+    assert int(profile.argmax()) in (15, 16)                           # one mode, in the middle ...
+    assert float(profile[8]) < 0.05 * float(profile.max())            # ... and nothing left at the ends
+    assert float(mean_profile[15]) < 0.05 * float(mean_profile.max())  # where the mean has a hole
+
+
+class _Ctx:
+    """The slice of ItemContext an aggregator uses: outputs(num, stream) in batches, x, oracle."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images, self.x, self.calls = images, torch.zeros(3), []
+        self.oracle = type("O", (), {"classify": staticmethod(lambda out: torch.zeros(len(out), dtype=torch.long))})
+
+    def outputs(self, num, stream, batch_size=2):
+        self.calls.append(stream)
+        for i in range(0, num, batch_size):
+            yield self.images[i:i + batch_size]
+
+
+def test_ot_blend_streams_reduced_outputs_and_blends_per_channel():
+    from smoothgen_exp.aggregators.ot_blend import OTBlend
+
+    red = torch.zeros(3, 64, 64, dtype=torch.float64)
+    images = torch.stack([red.clone(), red.clone()])
+    images[0, 0] = torch.nn.functional.interpolate(_blob(0.25, 64)[None, None], size=64)[0, 0]
+    images[1, 0] = torch.nn.functional.interpolate(_blob(0.75, 64)[None, None], size=64)[0, 0]
+    agg = OTBlend(n=2, resolution=32, floor=1e-6, iters=2000, tol=1e-9)
+    row, image = agg.aggregate(_Ctx(images.float()))
+    assert row == {"smoothed_prediction": 0, "predict_n": 2} and image.shape == (3, 64, 64)
+    assert float(image[1:].abs().max()) < 1e-3                        # empty channels stay empty
+    profile = image[0].sum(0)
+    assert 28 <= int(profile.argmax()) <= 35 and float(profile[16]) < 0.1 * float(profile.max())
+
+
+# ----------------------------------------------------------------------------- CLIP score
+def test_clip_score_through_torchmetrics_equals_the_cosine_of_our_clip():
+    from torchmetrics.functional.multimodal import clip_score
+
+    from smoothgen_exp.metrics.clip_score import CLIPForTorchmetrics
+    from smoothgen_exp.models.clip import embeds, image_features, shared_clip
+
+    tok, clip = shared_clip("tiny_clip", None, TINY_CLIP, "float32", "cpu")
+    images, prompts = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)), ["a photo"] * 3
+    score = clip_score(list(images), prompts, CLIPForTorchmetrics(clip, tok, 32).pair)
+    text = embeds(clip.get_text_features(**tok(prompts, return_tensors="pt", padding=True)))
+    cos = (image_features(clip, images, 32) * torch.nn.functional.normalize(text, dim=-1)).sum(1)
+    assert torch.isclose(score, (100 * cos.mean()).clamp_min(0), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- batch_size=auto
+class _Fits:
+    """A generator that runs out of memory above `limit` rows, in the way CUDA reports it."""
+
+    def __init__(self, limit: int):
+        self.limit, self.seen = limit, []
+
+    def generate(self, z, generator, shared=False):
+        if len(z) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self.seen.append(len(z))
+        draws = torch.rand((1 if shared else len(z), 1), generator=generator).expand(len(z), 1)
+        return z[:, :1] * 0 + draws
+
+
+def test_auto_batch_size_backs_off_on_out_of_memory_and_keeps_the_size():
+    model = OOMGuard(_Fits(limit=100), Batcher("auto"))
+    z = torch.zeros(300, 4)
+    out = model.generate(z, torch.Generator().manual_seed(0))
+    assert out.shape == (300, 1) and model.batcher.size == 75 and model.batcher.backoffs == 2
+    assert model.seen == [75] * 4                                      # 1024 -> 300 rows fail -> 150 fail -> 75
+    model.generate(z[:10], torch.Generator())                          # the size found is kept
+    assert model.batcher.backoffs == 2
+    shared = model.generate(z, torch.Generator().manual_seed(0), shared=True)
+    assert torch.all(shared == shared[0])                              # one draw, whatever the chunks
+
+
+def test_a_fixed_batch_size_reports_out_of_memory_in_one_line_and_other_errors_pass():
+    with pytest.raises(SmoothgenError, match="certifier.batch_size=auto"):
+        OOMGuard(_Fits(limit=10), Batcher(50)).generate(torch.zeros(50, 2), torch.Generator())
+    with pytest.raises(SmoothgenError, match="batch size 1"):
+        OOMGuard(_Fits(limit=0), Batcher("auto")).generate(torch.zeros(5, 2), torch.Generator())
+    with pytest.raises(TypeError):
+        OOMGuard(_Fits(limit=10), Batcher("auto")).generate(torch.zeros(5, 2), torch.Generator(), bad=1)
+    for bad in (0, -3, "big", True):
+        with pytest.raises(SmoothgenError):
+            Batcher(bad)
+
+
+@pytest.mark.parametrize("value,ok", [("auto", True), ("64", True), ("0", False), ("many", False)])
+def test_batch_size_config_accepts_integers_and_auto(value, ok):
+    res = cli(f"certifier.batch_size={value}", "dry_run=true")
+    assert (res.returncode == 0) == ok, res.stderr
+    if not ok:
+        assert res.stderr.strip().splitlines()[-1].startswith("error: certifier.batch_size=")
