@@ -16,7 +16,8 @@ BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-full bench lint clean tables table-scaling table-scaling-smoke \
-	table-attacks table-attacks-smoke table-quality table-quality-smoke table-vlm table-vlm-smoke
+	table-attacks table-attacks-smoke table-quality table-quality-smoke table-vlm table-vlm-smoke \
+	table-t2i table-t2i-smoke
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-20s %s\n", $$1, $$2}'
@@ -81,6 +82,19 @@ table-quality-smoke: install ## the same at CI size
 table-vlm: install ## RS-for-VLM on LLaVA (local weights + GPU): scaling figures over n
 	$(BIN)/python -m smoothgen_exp experiment=vlm_rs progress=false $(ARGS)
 	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/vlm_rs --out outputs/tables --prefix vlm_scaling
+
+T2I_METRICS := metric_clip_score_baseline metric_clip_score_smoothed retention_clip_score \
+	metric_fid_smoothed_vs_baseline certified_accuracy/0 certified_accuracy/0.1 seconds_per_item
+
+table-t2i: install ## SmoothGen text-to-image on SD 1.5 (local weights + GPU): sigma x {mean, ot_blend}
+	$(BIN)/python -m smoothgen_exp experiment=t2i_quality progress=false $(ARGS)
+	$(BIN)/python scripts/make_table.py outputs/sweeps/t2i_quality --name t2i_quality --metrics $(T2I_METRICS)
+
+table-t2i-smoke: install ## the same pipeline on tiny_sd at CI size
+	$(BIN)/python -m smoothgen_exp experiment=t2i_quality model=tiny_sd smoothing.sigma=0.1,0.5 \
+		dataset.limit=2 progress=false hydra.sweep.dir=outputs/sweeps/t2i_quality_smoke $(ARGS)
+	$(BIN)/python scripts/make_table.py outputs/sweeps/t2i_quality_smoke --out outputs/tables/smoke \
+		--name t2i_quality --metrics $(T2I_METRICS)
 
 table-vlm-smoke: install ## the same pipeline on tiny_llava at CI size
 	$(BIN)/python -m smoothgen_exp experiment=vlm_rs model=tiny_llava certifier.n=30,100 dataset.limit=3 \

@@ -9,10 +9,13 @@ embedding, and the smoothed generator's outputs (`aggregator.samples`).
 - `metric_fid_smoothed_vs_baseline`: torchmetrics' FrechetInceptionDistance with CLIP image features,
   smoothed samples against baseline samples of the same prompts: how far smoothing moves the output
   distribution (0 = indistinguishable to CLIP). Few samples make it biased upwards; compare like with like.
-- `retention_clip_score`: smoothed / baseline CLIP score.
+- `retention_clip_score`: smoothed / baseline CLIP score (NaN when the baseline score is 0, as with
+  random tiny models whose cosines are clipped at 0).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -97,7 +100,7 @@ class T2IQuality:
     def summary(self, records) -> dict[str, float]:
         result = {f"metric_clip_score_{v}": float(records[records.variant == v].metric_clip_score.astype(float).mean())
                   for v in ("baseline", "smoothed")}
-        result["retention_clip_score"] = (result["metric_clip_score_smoothed"]
-                                          / max(result["metric_clip_score_baseline"], 1e-12))
+        base = result["metric_clip_score_baseline"]      # 0 when clipped at 0: retention is undefined
+        result["retention_clip_score"] = result["metric_clip_score_smoothed"] / base if base > 0 else math.nan
         result["metric_fid_smoothed_vs_baseline"] = float(self.fid.compute())
         return result
