@@ -138,7 +138,7 @@ class StableDiffusionConf:
     guidance_scale: float = field(default=7.5, metadata=ge(0.0))
     negative_prompt: str = ""
     scheduler: str = field(default="ddim", metadata=one_of("ddim", "pndm", "euler", "dpm", "default"))
-    dtype: str = field(default="float16", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    dtype: str = field(default="float16", metadata=one_of("float32", "float16", "bfloat16"))
     device_map: str | None = None
     safety_checker: bool = False
 

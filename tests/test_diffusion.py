@@ -197,3 +197,78 @@ def test_batch_size_config_accepts_integers_and_auto(value, ok):
     assert (res.returncode == 0) == ok, res.stderr
     if not ok:
         assert res.stderr.strip().splitlines()[-1].startswith("error: certifier.batch_size=")
+
+
+# ----------------------------------------------------------------------------- real loading code
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Tiny models written with save_pretrained: the real configs load them through from_pretrained."""
+    from smoothgen_exp.models.clip import build_clip
+    from smoothgen_exp.models.diffusion import tiny_pipeline
+    from smoothgen_exp.models.lm import tiny_model, tiny_tokenizer
+    from smoothgen_exp.models.vlm import tiny_llava
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    tiny_pipeline(TINY_SD).save_pretrained(root / "sd")
+    for name, (processor, model) in {"clip": build_clip("tiny", None, TINY_CLIP),
+                                     "llava": tiny_llava({**TINY_CLIP, "seed": 0}),
+                                     "gpt2": (tiny_tokenizer(), None)}.items():
+        if model is None:
+            model = tiny_model("gpt2", len(processor), 64, 2, 2, 0)
+        processor.save_pretrained(root / name)
+        model.save_pretrained(root / name)
+    processor, model = _tiny_llava_next()
+    processor.save_pretrained(root / "llava16")
+    model.save_pretrained(root / "llava16")
+    return root
+
+
+def _tiny_llava_next():
+    """LLaVA-1.6's classes (LlavaNext: any-resolution tiling) at toy size, for model=llava16's loader."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
+
+    from smoothgen_exp.models.lm import tiny_tokenizer
+    from smoothgen_exp.models.vlm import IMAGE_TOKEN
+
+    tok = tiny_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    pinpoints = [[32, 32], [32, 64], [64, 32]]
+    vision = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=2)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=2, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    torch.manual_seed(0)
+    model = LlavaNextForConditionalGeneration(LlavaNextConfig(
+        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_grid_pinpoints=pinpoints, vision_feature_select_strategy="default", vision_feature_layer=-2))
+    processor = LlavaNextProcessor(
+        image_processor=LlavaNextImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                                image_grid_pinpoints=pinpoints),
+        tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1)
+    return processor, model
+
+
+@pytest.mark.parametrize("name,args", [
+    ("sd", ["model=sd15", "model.height=32", "model.width=32", "model.steps=2", "model.dtype=float32",
+            "oracle.path={root}/clip", "oracle.image_size=32", "certifier.batch_size=auto"]),
+    ("gpt2", ["model=gpt2"]),
+    ("llava", ["model=llava", "model.image_size=32", "model.dtype=float32", "model.max_new_tokens=4"]),
+    ("llava16", ["model=llava16", "model.image_size=32", "model.dtype=float32", "model.max_new_tokens=4"]),
+    ("clip", ["model=clip_vision", "model.image_size=32", "oracle.image_size=32"]),
+])
+def test_real_configs_load_local_checkpoints_through_from_pretrained(tmp_path, checkpoints, name, args):
+    res = cli(*(a.format(root=checkpoints) for a in args), f"model.path={checkpoints / name}", "dataset.limit=1",
+              "certifier.n0=8", "certifier.n=16", "aggregator.n=4", "progress=false", f"cache_dir={CACHE}",
+              f"hydra.run.dir={tmp_path}", env={"HF_HOME": str(tmp_path / "empty_hf_home"), "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["items"] == 1 and summary["n"] == 16
+

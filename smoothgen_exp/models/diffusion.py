@@ -87,9 +87,8 @@ def load_pipeline(name: str, path: str | None, dtype: str, device_map: str | Non
     if device_map:
         kwargs["device_map"] = device_map
     try:
-        return StableDiffusionPipeline.from_pretrained(
-            path or name, local_files_only=True, torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
-            **kwargs)
+        return StableDiffusionPipeline.from_pretrained(path or name, local_files_only=True,
+                                                       dtype=getattr(torch, dtype), **kwargs)
     except (OSError, ValueError) as err:
         raise missing_weights(name, path, err) from None
 

@@ -17,7 +17,7 @@ def from_local(name: str, path: str | None, processor_cls, model_cls, dtype: str
     try:
         processor = processor_cls.from_pretrained(source, local_files_only=True)
         model = model_cls.from_pretrained(source, local_files_only=True,
-                                          torch_dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
+                                          dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
                                           **model_kwargs)
     except (OSError, ValueError) as err:
         raise missing_weights(name, path, err, key) from None
