@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -25,6 +25,7 @@ from smoothgen_exp.batching import Batcher, OOMGuard
 from smoothgen_exp.config import GROUPS, validate
 from smoothgen_exp.context import ItemContext, batch_of_one
 from smoothgen_exp.distributed import Ranks
+from smoothgen_exp.errors import ConfigError
 from smoothgen_exp.provenance import config_hash, device_info, git_sha, git_state, package_versions, run_id_of
 from smoothgen_exp.records import (
     RecordWriter,
@@ -54,6 +55,7 @@ class Parts:
 
 
 def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> Parts:
+    check_attack_fits_model(cfg)                 # before any weights are loaded
     runtime = {"cache_dir": cfg.cache_dir, "device": device}
     oracle = instantiate(cfg.oracle, **runtime)   # first: the default model trains against it
     # every generation runs in chunks that fit: `certifier.batch_size=auto` backs off on out-of-memory
@@ -67,6 +69,14 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
     if parts.metrics.enabled:                 # reference statistics (e.g. real images for FID)
         parts.metrics.setup(parts.oracle, parts.dataset, parts.model, reference=is_main)
     return parts
+
+
+def check_attack_fits_model(cfg: DictConfig) -> None:
+    """White-box attacks (PGD) need gradients through the generator: refuse models without them."""
+    attack, model = get_class(cfg.attack._target_), get_class(cfg.model._target_)
+    if getattr(attack, "white_box", False) and not getattr(model, "differentiable", True):
+        raise ConfigError(f"attack={attack.name}: needs gradients through the generator, and {model.__name__} "
+                          "has none; use attack=nes or attack=random_search")
 
 
 def encode_item(model, dataset, item) -> torch.Tensor:

@@ -86,6 +86,14 @@ def test_missing_sd15_weights_fail_in_one_line_naming_the_key(tmp_path):
         assert "not found" in err[0] and key in err[0]
 
 
+@pytest.mark.parametrize("model", ["tiny_sd", "tiny_gpt2", "tiny_llava"])
+def test_white_box_attacks_are_refused_before_loading_a_model_without_gradients(tmp_path, model):
+    res = cli(f"model={model}", "attack=pgd", f"hydra.run.dir={tmp_path}")
+    err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == 2 and err == [err[0]] and "attack=nes" in err[0], res.stderr[-2000:]
+    assert "setup (weights" not in res.stderr                          # nothing was loaded
+
+
 # ----------------------------------------------------------------------------- ot_blend
 def _blob(cx: float, r: int = 32, width: float = 0.05) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.linspace(0, 1, r, dtype=torch.float64), torch.linspace(0, 1, r, dtype=torch.float64),

@@ -15,6 +15,7 @@ from smoothgen_exp.attacks.base import Attack, Budget, Victim, project, random_i
 
 class PGD(Attack):
     name = "pgd"
+    white_box = True          # needs gradients through the generator and the oracle
 
     def __init__(self, steps: int = 20, restarts: int = 1, step_size: float | None = None,
                  random_start: bool = True, **kwargs):

@@ -95,6 +95,7 @@ def load_pipeline(name: str, path: str | None, dtype: str, device_map: str | Non
 
 class StableDiffusion:
     condition_kind = "text"
+    differentiable = False    # no gradients through sampling: black-box attacks only
     output_range = (0.0, 1.0)
 
     def __init__(self, name: str = "stable-diffusion-v1-5/stable-diffusion-v1-5", path: str | None = None,

@@ -71,6 +71,7 @@ def load_pretrained(name: str, path: str | None, dtype: str, device_map: str | N
 
 class CausalLM:
     condition_kind = "text"
+    differentiable = False    # no gradients through sampling: black-box attacks only
     output_kind = "text"
 
     def __init__(self, name: str = "gpt2", path: str | None = None, tiny: dict | None = None,

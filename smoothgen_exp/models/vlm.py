@@ -71,6 +71,7 @@ def load_image(path: str | None, size: int) -> torch.Tensor:
 
 class VisionLanguageModel:
     condition_kind = "image"
+    differentiable = False    # no gradients through sampling: black-box attacks only
     output_kind = "text"
     output_range = (0.0, 1.0)
 
