@@ -60,6 +60,11 @@ def one_of(*choices):
     return _rule(lambda v: v in choices, f"must be one of {', '.join(map(str, choices))}")
 
 
+def dtype_rule(auto: bool = True):
+    """A torch dtype name; `auto` is the checkpoint's own (transformers' from_pretrained)."""
+    return one_of(*(("auto",) if auto else ()), "float32", "float16", "bfloat16")
+
+
 def batch_size_rule():
     """A positive integer, or `auto` (back off on out-of-memory; smoothgen_exp.batching)."""
     return _rule(lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
@@ -101,69 +106,68 @@ class DigitsT2IConf:
 
 
 @dataclass
-class CausalLMConf:
-    _target_: str = "smoothgen_exp.models.lm.CausalLM"
-    name: str = "gpt2"
+class LocalWeightsConf:
+    """Fields of every part with real weights: the hub name, a local path that overrides it, and the
+    small config of its tiny twin (random weights built in code; null for the real model)."""
+    name: str = ""
     path: str | None = None
     tiny: dict[str, Any] | None = None
+
+
+@dataclass
+class CausalLMConf(LocalWeightsConf):
+    _target_: str = "smoothgen_exp.models.lm.CausalLM"
+    name: str = "gpt2"
     max_new_tokens: int = field(default=16, metadata=gt(0))
     decoding: str = field(default="greedy", metadata=one_of("greedy", "sample"))
     temperature: float = field(default=1.0, metadata=gt(0.0))
-    dtype: str = field(default="float32", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    dtype: str = field(default="float32", metadata=dtype_rule())
     device_map: str | None = None
 
 
 @dataclass
-class VLMConf:
+class VLMConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.models.vlm.VisionLanguageModel"
     name: str = "llava-hf/llava-1.5-7b-hf"
-    path: str | None = None
-    tiny: dict[str, Any] | None = None
     prompt_template: str = "USER: <image>\n{prompt} ASSISTANT:"
     image_size: int = field(default=336, metadata=gt(0))
     max_new_tokens: int = field(default=32, metadata=gt(0))
-    dtype: str = field(default="float16", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    dtype: str = field(default="float16", metadata=dtype_rule())
     device_map: str | None = None
 
 
 @dataclass
-class StableDiffusionConf:
+class StableDiffusionConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.models.diffusion.StableDiffusion"
     name: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    path: str | None = None
-    tiny: dict[str, Any] | None = None
     height: int = field(default=512, metadata=gt(0))
     width: int = field(default=512, metadata=gt(0))
     steps: int = field(default=25, metadata=gt(0))
     guidance_scale: float = field(default=7.5, metadata=ge(0.0))
     negative_prompt: str = ""
     scheduler: str = field(default="ddim", metadata=one_of("ddim", "pndm", "euler", "dpm", "default"))
-    dtype: str = field(default="float16", metadata=one_of("float32", "float16", "bfloat16"))
+    dtype: str = field(default="float16", metadata=dtype_rule(auto=False))
     device_map: str | None = None
     safety_checker: bool = False
 
 
 @dataclass
-class CLIPVisionConf:
+class CLIPVisionConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.models.clip.CLIPVisionEncoder"
     name: str = "openai/clip-vit-base-patch32"
-    path: str | None = None
-    tiny: dict[str, Any] | None = None
     image_size: int = field(default=224, metadata=gt(0))
-    dtype: str = field(default="float32", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    dtype: str = field(default="float32", metadata=dtype_rule())
 
 
 @dataclass
-class CLIPZeroShotConf:
+class CLIPZeroShotConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.models.clip.CLIPZeroShot"
     classes: list[str] = field(default_factory=lambda: ["zero", "one", "two", "three", "four", "five", "six",
                                                         "seven", "eight", "nine"])
     template: str = "a photo of the digit {}"
     name: str = "openai/clip-vit-base-patch32"
-    path: str | None = None
-    tiny: dict[str, Any] | None = None
     image_size: int = field(default=224, metadata=gt(0))
-    dtype: str = field(default="float32", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    dtype: str = field(default="float32", metadata=dtype_rule())
 
 
 @dataclass
@@ -405,7 +409,7 @@ class LLMJudgeConf:
     path: str | None = None
     tiny: dict[str, Any] | None = None
     batch_size: int = field(default=16, metadata=gt(0))
-    dtype: str = field(default="bfloat16", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    dtype: str = field(default="bfloat16", metadata=dtype_rule())
     device_map: str | None = "auto"
 
 
@@ -432,14 +436,12 @@ class DigitQualityConf:
 
 
 @dataclass
-class T2IQualityConf:
+class T2IQualityConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.metrics.clip_score.T2IQuality"
     samples_per_item: int = field(default=4, metadata=gt(1))
     name: str = "openai/clip-vit-base-patch32"
-    path: str | None = None
-    tiny: dict[str, Any] | None = None
     image_size: int = field(default=224, metadata=gt(0))
-    dtype: str = field(default="float32", metadata=one_of("auto", "float32", "float16", "bfloat16"))
+    dtype: str = field(default="float32", metadata=dtype_rule())
 
 
 @dataclass
