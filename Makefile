@@ -3,9 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The exact torch build. On these machines the CPU wheel is already on disk; a GPU user overrides it,
-# e.g. `make install TORCH_SPEC=torch==2.13.0`.
-TORCH_SPEC ?= torch==2.13.0+cpu
+# The exact torch build, remembered in .venv/constraints.txt. On these machines the CPU wheel is already
+# on disk; a GPU user installs the CUDA build once with `make install TORCH_SPEC=torch==2.13.0`, and
+# later targets keep it. A different TORCH_SPEC reinstalls.
+TORCH_SPEC ?= $(or $(shell cat $(VENV)/constraints.txt 2>/dev/null),torch==2.13.0+cpu)
 PIP_ARGS ?=
 # Extra Hydra overrides for `make run`, e.g. `make run ARGS="smoothing.sigma=0.2 dataset.limit=10"`.
 ARGS ?=
@@ -15,16 +16,19 @@ PYTEST_ARGS ?=
 BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-full bench lint clean tables table-scaling table-scaling-smoke \
+.PHONY: FORCE help install run test test-full bench lint clean tables table-scaling table-scaling-smoke \
 	table-attacks table-attacks-smoke table-quality table-quality-smoke table-vlm table-vlm-smoke \
 	table-t2i table-t2i-smoke
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-20s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/constraints.txt: FORCE
+	@mkdir -p $(VENV)
+	@echo "$(TORCH_SPEC)" | cmp -s - $@ || echo "$(TORCH_SPEC)" > $@
+
+$(VENV)/.installed: pyproject.toml Makefile $(VENV)/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	echo "$(TORCH_SPEC)" > $(VENV)/constraints.txt
 	$(BIN)/pip install --quiet $(PIP_ARGS) -c $(VENV)/constraints.txt "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet $(PIP_ARGS) -c $(VENV)/constraints.txt -e '.[dev]'
 	touch $@

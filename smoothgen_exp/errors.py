@@ -22,5 +22,5 @@ def missing_weights(name: str, path: str | None, err: BaseException, key: str = 
     hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
     return WeightsNotFound(f"model weights for {name!r} not found (looked in {key}={path} and "
                            f"HF_HOME={hf_home}); download them where there is network, e.g. "
-                           f"`huggingface-cli download {name}`, then set HF_HOME or {key} "
+                           f"`hf download {name}` (huggingface_hub's CLI), then set HF_HOME or {key} "
                            f"({type(err).__name__})")
