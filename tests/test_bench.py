@@ -10,8 +10,11 @@ def test_bench_smoke(tmp_path, oracle):
 
     out = tmp_path / "latest.json"
     result = main(["--n", "300", "--n0", "20", "--points", "2", "--batch-size", "100", "--repeats", "1",
+                   "--seq-points", "5", "--seq-max-n", "2000", "--lm-width", "64", "--lm-layers", "2",
+                   "--lm-heads", "2", "--lm-tokens", "8", "--lm-prompt", "8",
                    "--cache-dir", str(CACHE), "--out", str(out)])
     saved = json.loads(out.read_text())
-    for key in ("certify_over_raw", "n", "batch_size", "points", "malloc_env"):
+    for key in ("certify_over_raw", "n", "batch_size", "points", "malloc_env", "seq_samples_ratio", "kv_speedup",
+                "smoothed_over_plain"):
         assert key in saved
     assert saved["n"] == 300 and saved["points"] == 2 and result["certify_over_raw"] > 0

@@ -86,12 +86,24 @@ def test_missing_sd15_weights_fail_in_one_line_naming_the_key(tmp_path):
         assert "not found" in err[0] and key in err[0]
 
 
-@pytest.mark.parametrize("model", ["tiny_sd", "tiny_gpt2", "tiny_llava"])
-def test_white_box_attacks_are_refused_before_loading_a_model_without_gradients(tmp_path, model):
-    res = cli(f"model={model}", "attack=pgd", f"hydra.run.dir={tmp_path}")
+def test_white_box_attacks_are_refused_before_loading_a_model_without_gradients(tmp_path):
+    from omegaconf import OmegaConf
+
+    from smoothgen_exp.run import check_attack_fits_model
+
+    res = cli("model=tiny_sd", "attack=pgd", f"hydra.run.dir={tmp_path}")
     err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert res.returncode == 2 and err == [err[0]] and "attack=nes" in err[0], res.stderr[-2000:]
     assert "setup (weights" not in res.stderr                          # nothing was loaded
+    for target, differentiable in (("models.lm.CausalLM", False), ("models.vlm.VisionLanguageModel", False),
+                                   ("models.digits.DigitsT2I", True), ("models.clip.CLIPVisionEncoder", True)):
+        cfg = OmegaConf.create({"attack": {"_target_": "smoothgen_exp.attacks.pgd.PGD"},
+                                "model": {"_target_": f"smoothgen_exp.{target}"}})
+        if differentiable:
+            check_attack_fits_model(cfg)
+        else:
+            with pytest.raises(SmoothgenError, match="attack=pgd"):
+                check_attack_fits_model(cfg)
 
 
 # ----------------------------------------------------------------------------- ot_blend
