@@ -38,19 +38,19 @@ def embeds(out) -> torch.Tensor:
     raise TypeError(f"cannot read a CLIP embedding from {type(out).__name__}")
 
 
+_LOADED: dict[tuple, tuple] = {}
+
+
 def shared_clip(name: str, path: str | None, tiny: dict | None, dtype: str, device: str | torch.device,
                 key: str = "model.path"):
     """(tokenizer, CLIPModel) in eval mode on `device`, loaded once per process for the same arguments
-    (the zero-shot oracle and the CLIP metrics share it)."""
+    (the encoder, the zero-shot oracle and the CLIP metrics share it)."""
     cache_key = (name, path, json.dumps(dict(tiny) if tiny else None, sort_keys=True, default=str), dtype,
                  str(device))
     if cache_key not in _LOADED:
         tok, model = build_clip(name, path, tiny, dtype, key)
         _LOADED[cache_key] = tok, model.to(torch.device(device)).eval().requires_grad_(False)
     return _LOADED[cache_key]
-
-
-_LOADED: dict[tuple, tuple] = {}
 
 
 def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "float32", key: str = "model.path"):
@@ -102,8 +102,7 @@ class CLIPVisionEncoder:
     def __init__(self, name: str = "openai/clip-vit-base-patch32", path: str | None = None, tiny: dict | None = None,
                  image_size: int = 224, dtype: str = "float32", *, cache_dir: str = "outputs/cache",
                  device: str | torch.device = "cpu"):
-        _, self.model = build_clip(name, path, tiny, dtype)
-        self.model.to(torch.device(device)).eval().requires_grad_(False)
+        _, self.model = shared_clip(name, path, tiny, dtype, device)
         self.device = torch.device(device)
         self.image_size = int(tiny["image_size"] if tiny else image_size)
         dim = self.model.config.projection_dim
