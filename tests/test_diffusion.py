@@ -237,43 +237,10 @@ def checkpoints(tmp_path_factory):
             model = tiny_model("gpt2", len(processor), 64, 2, 2, 0)
         processor.save_pretrained(root / name)
         model.save_pretrained(root / name)
-    processor, model = _tiny_llava_next()
+    processor, model = tiny_llava({**TINY_CLIP, "next": True})          # LLaVA-1.6's classes
     processor.save_pretrained(root / "llava16")
     model.save_pretrained(root / "llava16")
     return root
-
-
-def _tiny_llava_next():
-    """LLaVA-1.6's classes (LlavaNext: any-resolution tiling) at toy size, for model=llava16's loader."""
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessor,
-        LlavaNextProcessor,
-    )
-
-    from smoothgen_exp.models.lm import tiny_tokenizer
-    from smoothgen_exp.models.vlm import IMAGE_TOKEN
-
-    tok = tiny_tokenizer()
-    tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    pinpoints = [[32, 32], [32, 64], [64, 32]]
-    vision = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=2)
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=2, bos_token_id=2, eos_token_id=3, pad_token_id=0)
-    torch.manual_seed(0)
-    model = LlavaNextForConditionalGeneration(LlavaNextConfig(
-        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_grid_pinpoints=pinpoints, vision_feature_select_strategy="default", vision_feature_layer=-2))
-    processor = LlavaNextProcessor(
-        image_processor=LlavaNextImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-                                                image_grid_pinpoints=pinpoints),
-        tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", image_token=IMAGE_TOKEN,
-        num_additional_image_tokens=1)
-    return processor, model
 
 
 @pytest.mark.parametrize("name,args", [

@@ -23,16 +23,17 @@ IMAGE_TOKEN = "<image>"
 
 
 def tiny_llava(tiny: dict):
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    """(processor, model) of LLaVA-1.5's classes at toy size; `tiny["next"]` builds LLaVA-1.6's instead
+    (LlavaNext: any-resolution tiling over the pinpoints size x {1, 2})."""
+    import transformers
+    from transformers import CLIPVisionConfig, LlamaConfig
 
     from smoothgen_exp.models.lm import tiny_tokenizer
+
+    family = "LlavaNext" if tiny.get("next") else "Llava"
+    config_cls, model_cls, processor_cls = (getattr(transformers, family + suffix)
+                                            for suffix in ("Config", "ForConditionalGeneration", "Processor"))
+    image_processor_cls = transformers.LlavaNextImageProcessor if tiny.get("next") else transformers.CLIPImageProcessor
 
     tok = tiny_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
@@ -42,12 +43,14 @@ def tiny_llava(tiny: dict):
     text = LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
                        num_hidden_layers=tiny["layers"], num_attention_heads=tiny["heads"],
                        num_key_value_heads=tiny["heads"], bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    tiling = {"image_grid_pinpoints": [[size, size], [size, 2 * size], [2 * size, size]]} if tiny.get("next") else {}
     torch.manual_seed(tiny.get("seed", 0))
-    model = LlavaForConditionalGeneration(LlavaConfig(
+    model = model_cls(config_cls(
         vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
-        vision_feature_select_strategy="default", vision_feature_layer=-2))
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+        vision_feature_select_strategy="default", vision_feature_layer=-2, **tiling))
+    processor = processor_cls(
+        image_processor=image_processor_cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                            **tiling),
         tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default", image_token=IMAGE_TOKEN,
         num_additional_image_tokens=1)
     return processor, model
