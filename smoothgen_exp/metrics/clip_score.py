@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from smoothgen_exp.models.clip import embeds, image_features, shared_clip
+from smoothgen_exp.models.clip import embeds, image_features, pixel_values, shared_clip
 
 
 class CLIPForTorchmetrics(nn.Module):
@@ -39,16 +39,10 @@ class CLIPForTorchmetrics(nn.Module):
         return embeds(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
     def process(self, images=None, text=None, **kwargs) -> dict:
-        """The processor: [0, 1] images are resized and normalised as in `clip.image_features`."""
+        """The processor: [0, 1] images get the zero-shot oracle's preprocessing (`clip.pixel_values`)."""
         if text is not None:
             return self.tokenizer(text, return_tensors="pt", padding=True, truncation=True)
-        from smoothgen_exp.models.clip import CLIP_MEAN, CLIP_STD
-
-        x = torch.stack([i.float() for i in images]).clamp(0, 1)
-        x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                                      align_corners=False)
-        mean, std = (torch.tensor(v)[:, None, None] for v in (CLIP_MEAN, CLIP_STD))
-        return {"pixel_values": ((x - mean) / std).to(self.model.dtype)}
+        return {"pixel_values": pixel_values(torch.stack(list(images)), self.image_size, self.model.dtype)}
 
     def pair(self):
         return self, self.process

@@ -76,14 +76,19 @@ def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "flo
     return from_local(name, path, AutoTokenizer, CLIPModel, dtype, key=key)
 
 
-def image_features(model, images: torch.Tensor, size: int) -> torch.Tensor:
-    """Unit CLIP embeddings of images [B, 3, H, W] in [0, 1] (clipped, resized, normalised)."""
+def pixel_values(images: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """CLIP's input from images [B, 3, H, W] in [0, 1]: clipped, resized to size x size, normalised."""
     x = images.clamp(0, 1).float()
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
     std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
-    pixels = ((x - mean) / std).to(model.dtype)
+    return ((x - mean) / std).to(dtype)
+
+
+def image_features(model, images: torch.Tensor, size: int) -> torch.Tensor:
+    """Unit CLIP embeddings of images [B, 3, H, W] in [0, 1]."""
+    pixels = pixel_values(images, size, model.dtype)
     return F.normalize(embeds(model.get_image_features(pixel_values=pixels)).float(), dim=-1)
 
 
