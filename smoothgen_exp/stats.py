@@ -21,7 +21,8 @@ __all__ = [
     "radius_drop", "accuracy_drop_bound",
     # output, distribution and feature certificates (SPEC C2-C4)
     "tv_bound", "wp_bound", "harm_upper", "fcsb", "fcsb_radius", "output_tv_bound", "output_lipschitz_bound",
-    "mcdiarmid_mean_bound", "coordinate_interval", "hoeffding_lower", "empirical_bernstein_lower",
+    "mcdiarmid_mean_bound", "coordinate_interval", "hoeffding_lower", "hoeffding_upper", "empirical_bernstein_lower",
+    "betting_stakes", "betting_lower", "betting_max_lower", "order_statistic_rank",
 ]
 
 
@@ -211,6 +212,11 @@ def hoeffding_lower(mean, n, alpha):
     return float(max(0.0, mean - np.sqrt(np.log(1.0 / alpha) / (2.0 * n))))
 
 
+def hoeffding_upper(mean, n, alpha):
+    """Upper confidence bound for the mean of [0,1]-valued variables (Hoeffding)."""
+    return float(min(1.0, mean + np.sqrt(np.log(1.0 / alpha) / (2.0 * n))))
+
+
 def empirical_bernstein_lower(mean, var, n, alpha):
     """Maurer & Pontil (2009, Thm 4) lower bound for the mean of [0,1]-valued variables.
 
@@ -225,14 +231,131 @@ def empirical_bernstein_lower(mean, var, n, alpha):
 
 # ------------------------------------------------------------------------------ feature certificate
 def fcsb(s_lower, eps, sigma):
-    """C4: <F(x+delta), u> >= 2 Phi(Phi^-1(s_lower) - eps/sigma) - 1 (a cosine bound where positive)."""
+    """C4: <F(x+delta), u> >= 2 Phi(Phi^-1(s_lower) - eps/sigma) - 1: an inner-product bound, and a cosine
+    bound only where it is positive (||F|| <= 1); a value <= 0 says nothing about the cosine."""
     s = np.clip(np.asarray(s_lower, dtype=float), 0.0, 1.0)
     return _out(2.0 * _st.norm.cdf(_st.norm.ppf(s) - np.asarray(eps, dtype=float) / np.asarray(sigma, dtype=float)) - 1.0)
 
 
 def fcsb_radius(s_lower, sigma, cos_min=0.5):
-    """Largest eps with fcsb(s_lower, eps, sigma) >= cos_min: sigma (Phi^-1(s_lower) - Phi^-1((1 + cos_min)/2))."""
+    """Largest eps with fcsb(s_lower, eps, sigma) >= cos_min: sigma (Phi^-1(s_lower) - Phi^-1((1 + cos_min)/2)).
+
+    A radius for the cosine: cos_min must lie in [0, 1), since the FCSB bounds <F, u>, which bounds
+    cos(F, u) only where it is positive (F = -0.4 u has <F, u> = -0.4 and cosine -1).
+    """
+    if not 0.0 <= float(cos_min) < 1.0:
+        raise ValueError(f"cos_min={cos_min} must lie in [0, 1)")
     s = np.clip(np.asarray(s_lower, dtype=float), 0.0, 1.0)
     with np.errstate(divide="ignore"):
         r = np.asarray(sigma, dtype=float) * (_st.norm.ppf(s) - _st.norm.ppf((1.0 + cos_min) / 2.0))
     return _out(np.maximum(r, 0.0))
+
+
+# ------------------------------------------------------------------ betting bound (Waudby-Smith & Ramdas)
+BETTING_C = 0.75     # the stake on a candidate mean m is capped at c/m, so every factor is >= 1 - c > 0
+
+
+def betting_stakes(values, alpha) -> np.ndarray:
+    """Predictable plug-in stakes lam_t of Waudby-Smith & Ramdas (2023, eqs. 26-27), tuned for a fixed n.
+
+    mu_t = (1/2 + sum_{i<=t} X_i) / (t + 1),  s2_t = (1/4 + sum_{i<=t} (X_i - mu_i)^2) / (t + 1),
+    lam_t = sqrt(2 ln(1/alpha) / (n s2_{t-1})) with s2_0 = 1/4: lam_t uses X_1..X_{t-1} only, and not
+    the candidate mean (`betting_lower` caps it at c/m). `values` is [n] or [n, k] (k independent
+    columns); the result has its shape.
+    """
+    x = np.asarray(values, dtype=float)
+    n = x.shape[0]
+    t = np.arange(1, n + 1, dtype=float).reshape((n,) + (1,) * (x.ndim - 1))
+    mu = (0.5 + np.cumsum(x, axis=0)) / (t + 1.0)
+    s2 = (0.25 + np.cumsum((x - mu) ** 2, axis=0)) / (t + 1.0)
+    s2_prev = np.concatenate([np.full((1,) + x.shape[1:], 0.25), s2[:-1]], axis=0)
+    return np.sqrt(2.0 * np.log(1.0 / alpha) / (n * s2_prev))
+
+
+def betting_lower(values, alpha, c: float = BETTING_C, tol: float = 1e-10):
+    """Betting lower confidence bound for the mean of [0, 1]-valued i.i.d. variables (Waudby-Smith &
+    Ramdas 2023, "Estimating means of bounded random variables by betting", JRSS-B; fixed-n form).
+
+    `values`: the n observations in the order they were drawn, a 1-D array (float out), or [n, k] for k
+    independent means at once (array of k out). With probability >= 1 - alpha, mean >= the result.
+
+    Derivation. For a candidate mean m in (0, 1] the capital K_t(m) = prod_{i<=t} (1 + b_i(m) (X_i - m))
+    bets on "the mean is above m" with the stake b_i(m) = min(lam_i, c/m), c < 1, where lam_i >= 0
+    depends on X_1..X_{i-1} only (`betting_stakes`). Then:
+    - every factor is >= 1 - b_i(m) m >= 1 - c > 0 (X_i >= 0), so K_t(m) > 0;
+    - at the true mean mu, b_i(mu) is fixed given X_<i and E[1 + b_i(mu) (X_i - mu) | X_<i] = 1, so
+      K_t(mu) is a nonnegative martingale with K_0 = 1, and Ville's inequality gives
+      P(max_{t<=n} K_t(mu) >= 1/alpha) <= alpha;
+    - each factor f(m) = 1 + min(lam, c/m) (x - m) is continuous and non-increasing in m for x >= 0:
+      it is 1 + lam (x - m) for m <= c/lam and 1 + c x/m - c beyond, both non-increasing and equal at
+      m = c/lam. A product of positive non-increasing functions is non-increasing, so are K_t(m) and
+      max_t K_t(m).
+    The rejected set R = {m : max_{t<=n} K_t(m) >= 1/alpha} is therefore a down-set [0, L] (closed, by
+    continuity), and mu lies outside R, i.e. mu > L, with probability >= 1 - alpha.
+    L is found by bisection on the monotone max_t log K_t(m) to `tol`; the returned value is the
+    bisection's lower end, a point of R (so never above L), with the threshold raised by 1e-9 to absorb
+    rounding in the sum of logs. The bound is then capped at the sample mean and floored at 0, which
+    only lowers it. The stakes are the paper's predictable plug-in with its regularised running mean and
+    variance, and the cap c/m is its truncation (c = 1/2 or 3/4 in the paper; 3/4 here).
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim not in (1, 2) or x.shape[0] < 1:
+        raise ValueError("values must be a non-empty [n] or [n, k] array")
+    if not np.all(np.isfinite(x)) or np.any((x < -1e-9) | (x > 1.0 + 1e-9)):
+        raise ValueError("values must lie in [0, 1]")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError("alpha must lie in (0, 1)")
+    if not 0.0 < c < 1.0:
+        raise ValueError("the stake cap c must lie in (0, 1)")
+    x = np.clip(x, 0.0, 1.0)
+    cols = x.reshape(x.shape[0], -1)
+    lam = betting_stakes(cols, alpha)
+    threshold = np.log(1.0 / alpha) + 1e-9
+
+    def rejected(m):                 # m: [k] in (0, 1]; True where max_t K_t(m) >= 1/alpha
+        stake = np.minimum(lam, c / m)
+        return np.max(np.cumsum(np.log1p(stake * (cols - m)), axis=0), axis=0) >= threshold
+
+    mean = cols.mean(axis=0)
+    out = np.zeros_like(mean)
+    live = mean > 0.0                # a zero mean gives the bound 0
+    if np.any(live):
+        cols, lam, mean_l = cols[:, live], lam[:, live], mean[live]
+        hi = mean_l.copy()
+        top = rejected(hi)           # all of [0, mean] rejected: the cap at the mean binds
+        lo = np.where(top, hi, 0.0)
+        active = ~top
+        while np.any(active & (hi - lo > tol)):
+            mid = (lo + hi) / 2.0
+            rej = rejected(np.maximum(mid, 1e-300))
+            lo = np.where(active & rej, mid, lo)
+            hi = np.where(active & ~rej, mid, hi)
+        out[live] = lo
+    out = np.clip(np.minimum(out, mean), 0.0, 1.0)
+    return float(out[0]) if x.ndim == 1 else out
+
+
+def betting_max_lower(n, alpha, c: float = BETTING_C) -> float:
+    """The largest value `betting_lower` can return from n observations (a ceiling, known before sampling).
+
+    Every factor is at most 1 + (c/m)(1 - m), so no m above c / (c + (1/alpha)^(1/n) - 1) is ever
+    rejected; n observations all equal to 1 come close once the stakes reach c/m.
+    """
+    return float(c / (c + np.expm1(np.log(1.0 / alpha) / n)))
+
+
+def order_statistic_rank(n: int, q: float, alpha: float) -> int | None:
+    """Smallest k with P(Binom(n, q) >= k) <= alpha, or None when no k <= n has it.
+
+    The k-th smallest of n i.i.d. draws D_(k) is then an upper confidence bound on the q-quantile
+    Q = inf{r : P(D <= r) >= q}: D_(k) < Q needs at least k draws below Q, and their number is
+    Binom(n, P(D < Q)) with P(D < Q) <= q, so P(D_(k) < Q) <= P(Binom(n, q) >= k) <= alpha. This holds
+    with ties and atoms (no continuity assumed), and with probability >= 1 - alpha, P(D <= D_(k)) >= q.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError("alpha must lie in (0, 1)")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must lie in [0, 1]")
+    sf = _st.binom.sf(np.arange(n), n, q)          # sf[k - 1] = P(Binom(n, q) >= k), k = 1..n
+    ok = np.flatnonzero(sf <= alpha)
+    return int(ok[0]) + 1 if ok.size else None

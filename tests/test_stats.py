@@ -134,3 +134,112 @@ def test_oracle_error_bound_covers_known_error_rates():
     assert res["eps"] < 0.15 and len(res["per_class"]) == 3
     perfect = oracle_error_bound(labels, labels, 3, alpha=0.01)
     assert 0 < perfect["eps"] < 0.01
+
+
+# ------------------------------------------------------- betting bound (Waudby-Smith & Ramdas, issue 11.8)
+from smoothgen_exp.stats import (  # noqa: E402
+    BETTING_C,
+    betting_lower,
+    betting_max_lower,
+    betting_stakes,
+    empirical_bernstein_lower,
+    hoeffding_lower,
+)
+
+BOUNDED_LAWS = {
+    "bernoulli(0.6)": (lambda rng, size: (rng.random(size) < 0.6).astype(float), 0.6),
+    "beta(2,5)": (lambda rng, size: rng.beta(2.0, 5.0, size), 2.0 / 7.0),
+    "uniform": (lambda rng, size: rng.random(size), 0.5),
+    "bernoulli(0.97)": (lambda rng, size: (rng.random(size) < 0.97).astype(float), 0.97),
+}
+
+
+def betting_miss_rate(law: str, n: int, alpha: float, trials: int, seed: int) -> float:
+    """Fraction of `trials` samples of size n whose betting lower bound exceeds the true mean."""
+    draw, mu = BOUNDED_LAWS[law]
+    x = draw(np.random.default_rng(seed), (n, trials))          # one column per trial, bounded together
+    return float(np.mean(betting_lower(x, alpha) > mu))
+
+
+@pytest.mark.parametrize("law", ["bernoulli(0.6)", "beta(2,5)", "uniform"])
+@pytest.mark.parametrize("n", [30, 100])
+def test_betting_lower_coverage_by_simulation(law, n):
+    alpha, trials = 0.05, 3000
+    assert betting_miss_rate(law, n, alpha, trials, seed=n) <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / trials)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("law", list(BOUNDED_LAWS))
+@pytest.mark.parametrize("n", [30, 100, 1000])
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+def test_betting_lower_coverage_high_resolution(law, n, alpha):
+    trials = 100_000 if n < 1000 else 20_000
+    miss = sum(betting_miss_rate(law, n, alpha, trials // 10, seed=1000 * n + s) for s in range(10)) / 10
+    assert miss <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / trials)
+
+
+def test_betting_capital_is_non_increasing_in_the_candidate_mean():
+    """The derivation's key step: with stakes min(lam, c/m), max_t K_t(m) is non-increasing in m."""
+    rng = np.random.default_rng(3)
+    for x in (rng.random(50), (rng.random(50) < 0.8).astype(float), rng.beta(0.3, 0.3, 50)):
+        lam = betting_stakes(x, 0.01)
+        m = np.linspace(1e-6, 1.0, 2001)[:, None]
+        log_k = np.cumsum(np.log1p(np.minimum(lam, BETTING_C / m) * (x - m)), axis=1).max(axis=1)
+        assert np.all(np.diff(log_k) <= 1e-12)
+        assert np.all(1.0 + np.minimum(lam, BETTING_C / m) * (x - m) >= 1.0 - BETTING_C - 1e-12)
+
+
+def test_betting_stakes_are_predictable():
+    x = np.random.default_rng(4).random(40)
+    lam = betting_stakes(x, 0.01)
+    for t in (0, 1, 17, 39):                                  # lam_t ignores X_t and everything after it
+        y = x.copy()
+        y[t:] = 1.0 - y[t:]
+        assert lam[t] == betting_stakes(y, 0.01)[t]
+
+
+def test_betting_tighter_than_hoeffding_and_empirical_bernstein():
+    alpha, n, trials = 0.001, 100, 400
+    x = (np.random.default_rng(5).random((n, trials)) < 0.6).astype(float)
+    mean, var = x.mean(0), x.var(0, ddof=1)
+    bet = betting_lower(x, alpha)
+    hoef = np.array([hoeffding_lower(m, n, alpha) for m in mean])
+    bern = np.array([empirical_bernstein_lower(m, v, n, alpha) for m, v in zip(mean, var, strict=True)])
+    assert np.mean(mean - bet) < np.mean(mean - hoef) < np.mean(mean - bern)
+
+
+def test_betting_never_above_the_mean_nor_below_zero():
+    rng = np.random.default_rng(6)
+    for x in (rng.random((20, 300)), (rng.random((5, 300)) < 0.5).astype(float), rng.beta(0.2, 3, (200, 50))):
+        b = betting_lower(x, 0.05)
+        assert np.all(b <= x.mean(0)) and np.all(b >= 0)
+    assert betting_lower(np.zeros(50), 0.01) == 0.0
+    assert betting_lower(np.array([1.0]), 0.5) <= 1.0
+
+
+def test_betting_known_answers():
+    alpha, n = 0.001, 100
+    ones = betting_lower(np.ones(n), alpha)
+    # the ceiling c / (c + (1/alpha)^(1/n) - 1) is below Clopper-Pearson's alpha^(1/n) for c < 1
+    assert betting_max_lower(n, alpha) <= alpha ** (1 / n)
+    assert ones <= betting_max_lower(n, alpha) and ones == pytest.approx(betting_max_lower(n, alpha), abs=1e-3)
+    assert ones > 0.9
+    flat = betting_lower(np.full(n, 0.7), alpha)
+    assert 0.6 < flat < 0.7
+    assert isinstance(ones, float)
+
+
+def test_betting_columns_are_independent_bounds():
+    x = np.random.default_rng(7).random((60, 4))
+    together = betting_lower(x, 0.01)
+    assert together.shape == (4,)
+    for j in range(4):
+        assert together[j] == pytest.approx(betting_lower(x[:, j], 0.01), abs=1e-9)
+
+
+def test_betting_rejects_bad_input():
+    for bad in (np.array([0.5, 1.2]), np.array([-0.1, 0.5]), np.array([np.nan]), np.array([])):
+        with pytest.raises(ValueError):
+            betting_lower(bad, 0.05)
+    with pytest.raises(ValueError):
+        betting_lower(np.ones(3), 1.5)
