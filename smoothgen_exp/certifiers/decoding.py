@@ -7,12 +7,15 @@ induction on the prefix the whole greedy sequence stays for ||delta|| < min_t R_
 
 1. selection: token-averaged greedy decoding with n0 noisy copies fixes the sequence y (T tokens);
 2. estimation: n fresh copies score y by teacher forcing; for each step a lower bound pA_lower,t on the
-   mean of the [0, 1]-valued probabilities of y_t (empirical Bernstein, or Hoeffding) at level alpha/T
+   mean of the [0, 1]-valued probabilities of y_t (`bound`: betting, Waudby-Smith & Ramdas, the default;
+   empirical Bernstein, Maurer & Pontil; or Hoeffding) at level alpha/T
    (union bound over steps); pB_upper,t = 1 - pA_lower,t (all other tokens share the remaining mass),
    so R_t = sigma Phi^-1(pA_lower,t) when pA_lower,t > 1/2, else 0.
 Noise is drawn once per copy for the whole sequence. Selection and estimation samples are disjoint, so
 the bounds are not conditioned on data they were chosen from. Records: per-step radii, the sequence
-radius (`radius`), the certified text (`output_text`).
+radius (`radius`), the certified text and its length (`certified_text`, `certified_tokens`). These
+are kept apart from the aggregator's `output_text`, `noise_per` and `tv_shift_factor`, which describe
+the aggregator's decoder: one row never mixes two decoders.
 """
 
 from __future__ import annotations
@@ -20,17 +23,28 @@ from __future__ import annotations
 import torch
 
 from smoothgen_exp.certifiers.base import Certifier
-from smoothgen_exp.stats import empirical_bernstein_lower, hoeffding_lower
+from smoothgen_exp.stats import betting_lower, betting_max_lower, empirical_bernstein_lower, hoeffding_lower
 
 
 class DecodingCertifier(Certifier):
     name = "decoding"
     classifies = False
+    certifies = "sequence"
 
     def __init__(self, n0: int = 16, n: int = 256, alpha: float = 0.001, batch_size: int | str = 64,
-                 bound: str = "bernstein"):
+                 bound: str = "betting"):
         super().__init__(n0, n, alpha, batch_size)
+        if bound not in ("betting", "bernstein", "hoeffding"):
+            raise ValueError(f"certifier.bound={bound!r} must be one of betting, bernstein, hoeffding")
         self.bound = bound
+
+    def max_lower_bound(self, n: int) -> float:
+        """Ceiling of pA_lower,t at the level alpha (one step; T steps at alpha/T give less)."""
+        if self.bound == "betting":
+            return betting_max_lower(n, self.alpha)
+        if self.bound == "bernstein":
+            return empirical_bernstein_lower(1.0, 0.0, n, self.alpha)
+        return hoeffding_lower(1.0, n, self.alpha)
 
     @torch.inference_mode()
     def _certify(self, ctx) -> dict:
@@ -38,9 +52,11 @@ class DecodingCertifier(Certifier):
 
         decoder = TokenAverage(n=self.n0)
         tokens, _ = decoder.decode(ctx, "decoding/select", self.n0)
+        ctx.evidence["tokens"] = tokens
         steps = len(tokens)
         total = torch.zeros(steps, dtype=torch.float64)
         total_sq = torch.zeros(steps, dtype=torch.float64)
+        kept = []                    # [n, T] per-copy probabilities, in draw order (the betting bound's input)
         done = 0
         while done < self.n:
             b = min(self.batch_size, self.n - done)
@@ -48,15 +64,20 @@ class DecodingCertifier(Certifier):
             probs = ctx.model.step_probs(z, tokens).double().cpu()
             total += probs.sum(0)
             total_sq += (probs * probs).sum(0)
+            kept.append(probs)
             done += b
         mean = total / self.n
         var = ((total_sq - self.n * mean * mean) / max(1, self.n - 1)).clamp_min(0.0)
-        level = self.alpha / steps
-        lower = [empirical_bernstein_lower(float(m), float(v), self.n, level) if self.bound == "bernstein"
-                 else hoeffding_lower(float(m), self.n, level) for m, v in zip(mean, var, strict=True)]
+        level = self.alpha / max(steps, 1)
+        if self.bound == "betting":
+            lower = [float(b) for b in betting_lower(torch.cat(kept).numpy().reshape(self.n, steps), level)] \
+                if steps else []
+        else:
+            lower = [empirical_bernstein_lower(float(m), float(v), self.n, level) if self.bound == "bernstein"
+                     else hoeffding_lower(float(m), self.n, level) for m, v in zip(mean, var, strict=True)]
         radii = [ctx.noise.radius(p) if p > 0.5 else 0.0 for p in lower]
         radius = min(radii) if radii else 0.0
-        return {"output_text": ctx.model.decode(tokens), "output_tokens": steps,
+        return {"certified_text": ctx.model.decode(tokens), "certified_tokens": steps,
                 "decoding_step_p_hat": [float(m) for m in mean], "decoding_step_p_lower": lower,
                 "decoding_step_radii": radii, "radius": radius, "certified": radius > 0,
                 "abstained": radius <= 0,

@@ -3,31 +3,87 @@
 f = unit-normalised features of a generation (default: the digit oracle's penultimate layer; MiniLM for
 text); F(x) = E[f(G(x + eta))]. The direction u is the normalised mean of f over the n0 selection
 samples. The score s(x') = (1 + <F(x'), u>)/2 is a smoothed [0, 1]-valued function, so
-Phi^-1(s) is (1/sigma)-Lipschitz; a lower bound s_lower from n fresh samples (empirical Bernstein,
-Maurer & Pontil, or Hoeffding) gives for ||delta|| <= eps
+Phi^-1(s) is (1/sigma)-Lipschitz; a lower bound s_lower from the n fresh per-sample scores (`bound`:
+`betting`, Waudby-Smith & Ramdas, the default and the tightest; `bernstein`, Maurer & Pontil; or
+`hoeffding`) gives, with probability >= 1 - alpha, for every ||delta|| <= eps
 
-    cos(F(x + delta), u) >= <F(x + delta), u> >= 2 Phi(Phi^-1(s_lower) - eps/sigma) - 1   (FCSB)
+    <F(x + delta), u> >= b(eps) = 2 Phi(Phi^-1(s_lower) - eps/sigma) - 1.
 
-(the first step needs the right side to be positive, since ||F|| <= 1). `radius` is the largest eps
-for which the bound is >= cos_min (0.5 by default).
+b(eps) bounds an inner product. It bounds the cosine only where it is positive: since ||F|| <= 1,
+b > 0 gives cos(F, u) = <F, u>/||F|| >= <F, u> >= b, while b <= 0 says nothing about the cosine (the
+smoothed feature F = -0.4 u meets <F, u> >= -0.5 with cosine -1). So the cosine columns
+`bound_cos_lower` (eps = 0) and `bound_fcsb_eps*` hold b where b > 0 and NaN ("no cosine certified at
+this eps") elsewhere: clamping at 0 would print "cos >= 0", which nothing supports. `bound_s_lower`
+keeps the inner-product information (b = 2 s_lower - 1 at eps = 0). `radius` is the largest eps for
+which b >= cos_min, and cos_min must lie in [0, 1) for the same reason.
+Only the n scalar scores are kept (float64), never the n features or outputs.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, BoundCertifier, eps_col
-from smoothgen_exp.stats import empirical_bernstein_lower, fcsb, fcsb_radius, hoeffding_lower
+from smoothgen_exp.stats import (
+    betting_lower,
+    betting_max_lower,
+    empirical_bernstein_lower,
+    fcsb,
+    fcsb_radius,
+    hoeffding_lower,
+)
+
+BOUNDS = ("betting", "bernstein", "hoeffding")
+
+
+def mean_lower(scores: np.ndarray, alpha: float, bound: str) -> float:
+    """Lower confidence bound (level alpha) on the mean of the [0, 1]-valued `scores` by `bound`."""
+    n, mean = len(scores), float(np.mean(scores))
+    if bound == "betting":
+        return betting_lower(scores, alpha)
+    if bound == "bernstein":
+        var = float(np.var(scores, ddof=1)) if n > 1 else 0.0
+        return empirical_bernstein_lower(mean, var, n, alpha)
+    if bound == "hoeffding":
+        return hoeffding_lower(mean, n, alpha)
+    raise ValueError(f"unknown bound {bound!r} ({' | '.join(BOUNDS)})")
+
+
+def max_mean_lower(n: int, alpha: float, bound: str) -> float:
+    """The largest value `mean_lower` can give from n scores (a ceiling known before sampling)."""
+    if bound == "betting":
+        return betting_max_lower(n, alpha)
+    if bound == "bernstein":
+        return empirical_bernstein_lower(1.0, 0.0, n, alpha)
+    return hoeffding_lower(1.0, n, alpha)
+
+
+def cosine_or_nan(inner_lower: float) -> float:
+    """A lower bound b on <F, u> (||F|| <= 1) as a cosine bound: b where b > 0, NaN (nothing certified) else."""
+    return float(inner_lower) if inner_lower > 0 else math.nan
 
 
 class FeatureCertifier(BoundCertifier):
     name = "feature"
+    certifies = "cosine"
 
     def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int | str = 1000,
-                 eps_grid: tuple = DEFAULT_EPS_GRID, bound: str = "bernstein", cos_min: float = 0.5):
+                 eps_grid: tuple = DEFAULT_EPS_GRID, bound: str = "betting", cos_min: float = 0.5):
         super().__init__(n0, n, alpha, batch_size, eps_grid)
+        if bound not in BOUNDS:
+            raise ValueError(f"certifier.bound={bound!r} must be one of {', '.join(BOUNDS)}")
+        if not 0.0 <= float(cos_min) < 1.0:
+            raise ValueError(f"certifier.cos_min={cos_min} must lie in [0, 1): the FCSB bounds <F, u>, which "
+                             "bounds the cosine only where it is positive")
         self.bound, self.cos_min = bound, float(cos_min)
+        self.required_lower = (1.0 + self.cos_min) / 2.0      # s_lower above this gives radius > 0
+
+    def max_lower_bound(self, n: int) -> float:
+        return max_mean_lower(n, self.alpha, self.bound)
 
     @staticmethod
     def features(ctx, outputs) -> torch.Tensor:
@@ -37,23 +93,18 @@ class FeatureCertifier(BoundCertifier):
     def _certify(self, ctx) -> dict:
         direction = sum(self.features(ctx, out).sum(0) for out in ctx.outputs(self.n0, "select"))
         u = F.normalize(direction, dim=0)
-        s_sum = s_sq = 0.0
-        for out in ctx.outputs(self.n, "estimate"):
-            s = (1.0 + self.features(ctx, out) @ u) / 2.0
-            s_sum += float(s.sum())
-            s_sq += float((s * s).sum())
-        mean = s_sum / self.n
-        var = max(0.0, (s_sq - self.n * mean * mean) / max(1, self.n - 1))
-        if self.bound == "bernstein":
-            s_lower = empirical_bernstein_lower(mean, var, self.n, self.alpha)
-        else:
-            s_lower = hoeffding_lower(mean, self.n, self.alpha)
+        ctx.evidence["direction"] = u
+        scores = np.concatenate([((1.0 + self.features(ctx, out) @ u) / 2.0).cpu().numpy()
+                                 for out in ctx.outputs(self.n, "estimate")]).astype(np.float64)
+        scores = np.clip(scores, 0.0, 1.0)             # |<f, u>| <= 1 up to rounding
+        mean = float(scores.mean())
+        s_lower = mean_lower(scores, self.alpha, self.bound)
         sigma = ctx.noise.l2_scale
         radius = fcsb_radius(s_lower, sigma, self.cos_min)
-        row = {"bound_s_hat": mean, "bound_s_lower": s_lower, "bound_cos_lower": 2 * s_lower - 1,
+        row = {"bound_s_hat": mean, "bound_s_lower": s_lower, "bound_cos_lower": cosine_or_nan(2 * s_lower - 1),
                "radius": radius, "certified": radius > 0, "abstained": radius <= 0,
                "abstain_reason": "" if radius > 0 else f"cosine bound below {self.cos_min}",
-               "samples_used": self.n0 + self.n}
+               "samples_used": self.n0 + len(scores)}
         for eps in self.eps_grid:
-            row[eps_col("bound_fcsb", eps)] = fcsb(s_lower, eps, sigma)
+            row[eps_col("bound_fcsb", eps)] = cosine_or_nan(fcsb(s_lower, eps, sigma))
         return row
