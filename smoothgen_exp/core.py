@@ -64,7 +64,7 @@ def noisy_batches(x: torch.Tensor, num: int, batch_size: int, noise, gen: torch.
     remaining = num
     while remaining > 0:
         b = min(batch_size, remaining)
-        yield noise.sample_(buf[:b], gen).add_(x)
+        yield noise.sample_(buf[:b], gen, add=x)      # x + eta formed in float64, rounded once
         remaining -= b
 
 

@@ -21,6 +21,10 @@ class DigitImages(ItemList):
         self.items = items[:limit] if limit is not None else items
         self.images = {it.item_id: torch.from_numpy(x[i]) for i, it in enumerate(self.items)}
 
-    def calibration_conditions(self) -> list[str]:
+    def calibration_items(self) -> list[Item]:
+        """No calibration split: the noise laws fitted on data encode text conditions."""
         raise SmoothgenError("smoothing=calibrated and adaptive fit on text conditions; dataset=digits_images "
                              "holds images: use smoothing=gaussian")
+
+    def calibration_conditions(self) -> list[str]:
+        return [it.condition for it in self.calibration_items()]

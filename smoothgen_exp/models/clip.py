@@ -103,6 +103,9 @@ def as_rgb(image: torch.Tensor, size: int) -> torch.Tensor:
 class CLIPVisionEncoder:
     condition_kind = "image"
     output_kind = "features"
+    # outputs are unit vectors: the ball ||y|| <= 1 (radius 1, diameter 2) is far tighter than the box
+    # [-1, 1]^dim (radius sqrt(dim)); certifiers.output_bound.output_ball uses the tighter of the two
+    output_norm = 1.0
 
     def __init__(self, name: str = "openai/clip-vit-base-patch32", path: str | None = None, tiny: dict | None = None,
                  image_size: int = 224, dtype: str = "float32", *, cache_dir: str = "outputs/cache",

@@ -7,12 +7,16 @@ Input-dependent noise voids the certificates (Sukenik et al. 2022): the smoothed
 different noise law than at x, and the Lipschitz argument no longer holds. Every row this option
 produces carries `certificate_valid=false`, and the summary reports its radii as nominal only. It stays
 available as an empirical defense (attacks measure it).
+
+The items that set s_ref are recorded as for `calibrated`: `calibration_ids`, and the row columns
+`noise_calibration_items` / `noise_calibration_hash`.
 """
 
 from __future__ import annotations
 
 import math
 
+from smoothgen_exp.smoothing.calibrated import calibration_columns, calibration_set
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from smoothgen_exp.smoothing.sensitivity import jtj_estimate
 
@@ -26,22 +30,25 @@ class AdaptiveNoise:
         self.sigma, self.min_scale, self.max_scale = float(sigma), float(min_scale), float(max_scale)
         self.calibration_items, self.probes, self.seed = int(calibration_items), int(probes), int(seed)
         self.reference: float | None = None
+        self.calibration_ids: list[str] | None = None      # the items that set s_ref (after setup)
 
     def sensitivity(self, model, z) -> float:
         return math.sqrt(float(jtj_estimate(model, z, self.seed, self.probes, draws=2).trace()))
 
     def setup(self, model, dataset) -> None:
-        z = model.encode(dataset.calibration_conditions()[: self.calibration_items])
+        self.calibration_ids, conditions = calibration_set(dataset, self.calibration_items)
+        z = model.encode(conditions)
         self.reference = sum(self.sensitivity(model, zi) for zi in z) / len(z)
 
     def at(self, x, model) -> GaussianNoise:
         scale = min(self.max_scale, max(self.min_scale, self.reference / max(self.sensitivity(model, x), 1e-12)))
         return GaussianNoise(self.sigma * scale, certificate_valid=False, name="adaptive",
-                             extra={"sigma_base": self.sigma})
+                             extra={"sigma_base": self.sigma, **calibration_columns(self.calibration_ids)})
 
     @property
     def l2_scale(self) -> float:
         return self.sigma
 
     def columns(self) -> dict:
-        return {"noise": "adaptive", "sigma": self.sigma, "certificate_valid": False}
+        return {"noise": "adaptive", "sigma": self.sigma, "certificate_valid": False,
+                **calibration_columns(self.calibration_ids)}
