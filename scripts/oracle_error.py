@@ -3,13 +3,14 @@
     python scripts/oracle_error.py [--alpha 0.001] [--cache-dir outputs/cache]
 
 Prints the per-class false-negative / false-positive bounds and the override to pass on, e.g.
-`python -m smoothgen_exp certifier.oracle_error=0.05`; writes outputs/oracle_error.json.
+`python -m smoothgen_exp certifier.oracle_error=0.05 certifier.oracle_error_alpha=0.001`; writes outputs/oracle_error.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +35,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(pd.DataFrame(result["per_class"]).to_markdown(index=False, floatfmt=".4f"))
     print(f"held-out accuracy {result['accuracy']:.4f} on {result['n']} real digits; simultaneous "
           f"{1 - args.alpha:.3%} upper bound on every one-directional error rate: eps = {result['eps']:.4f}")
-    print(f"use: python -m smoothgen_exp certifier.oracle_error={result['eps']:.4f}")
+    # eps bounds each one-directional error rate, the premise of the sound `bounded` model only; printed
+    # rounded *up*, since a rounded-down eps would understate the bound
+    eps_up = math.ceil(result["eps"] * 1e4) / 1e4
+    print(f"use: python -m smoothgen_exp certifier.oracle_error={eps_up:.4f} "
+          f"certifier.oracle_error_alpha={args.alpha:g} certifier.oracle_error_model=bounded")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -2,8 +2,10 @@
 
     python scripts/plot.py outputs/sweeps/<sweep> [--out outputs/tables] [--name NAME]
 
-One curve per run in the first figure, labelled by its swept keys (sigma, n, ...). The n-figures put
-certifier.n on the x axis and draw one line per value of the other swept keys. Writes
+One curve per run in the first figure, labelled by its swept keys (sigma, n, ...). Rows whose
+certificate is invalid (`certificate_valid=false`) are drawn dashed and labelled NOMINAL: they are not
+certified accuracy. The n-figures put certifier.n on the x axis and draw one line per value of the other
+swept keys (their metrics fall back to the `nominal_*` keys, labelled so). Writes
 <name>_certified_accuracy.png, <name>_radius_vs_n.png and <name>_time_vs_n.png.
 """
 
@@ -17,8 +19,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from smoothgen_exp.tables import load_records, load_summaries, require_runs, results_table, swept_keys  # noqa: E402
+from smoothgen_exp.tables import (  # noqa: E402
+    by_validity,
+    load_records,
+    load_summaries,
+    require_runs,
+    results_table,
+    swept_keys,
+)
 
 
 def main(argv: list[str] | None = None):
@@ -41,11 +51,11 @@ def main(argv: list[str] | None = None):
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     radii = np.linspace(0, max(float(sm.radius.astype(float).max()), 1e-6) * 1.05, 120)
     for d in run_dirs:
-        g = sm[sm.run_dir == str(d)]
-        r = g.radius.astype(float).where(g.certified.astype(bool), 0.0)
-        good = g.certified.astype(bool) & g.correct.astype(bool)
-        label = labels.get(str(d), d.name)
-        ax.plot(radii, [(good & (r >= x)).mean() for x in radii], label=label)
+        for g, nominal in by_validity(sm[sm.run_dir == str(d)]):
+            r = g.radius.astype(float).where(g.certified.astype(bool), 0.0)
+            good = g.certified.astype(bool) & g.correct.fillna(True).astype(bool)
+            label = labels.get(str(d), d.name) + (" — NOMINAL, not certified" if nominal else "")
+            ax.plot(radii, [(good & (r >= x)).mean() for x in radii], "--" if nominal else "-", label=label)
     ax.set(xlabel="radius", ylabel="certified accuracy", title="Certified accuracy vs radius")
     ax.legend(fontsize=6)
     fig.tight_layout()
@@ -62,7 +72,10 @@ def main(argv: list[str] | None = None):
             groups = table.groupby(others) if others else [((), table)]
             for key, g in groups:
                 g = g.sort_values("n")
-                ax.plot(g.n, g[metric], "o-", label=", ".join(f"{k}={v}" for k, v in zip(others, key, strict=True)) or "runs")
+                label = ", ".join(f"{k}={v}" for k, v in zip(others, key, strict=True)) or "runs"
+                nominal = bool(g.get(f"{metric} nominal", pd.Series(False)).any())
+                ax.plot(g.n, g[metric], "o--" if nominal else "o-",
+                        label=label + (" — NOMINAL, not certified" if nominal else ""))
             ax.set(xscale="log", xlabel="n", ylabel=ylabel, title=f"{ylabel} vs n")
             if metric == "seconds_per_item":
                 ax.set_yscale("log")

@@ -182,6 +182,8 @@ class PromptsCSVConf:
     _target_: str = "smoothgen_exp.data.prompts.PromptsCSV"
     path: str | None = None
     limit: int | None = field(default=None, metadata=optional(gt(0)))
+    # prompts held out of the evaluation items to fit smoothing=calibrated|adaptive on
+    calibration_fraction: float = field(default=0.0, metadata=_rule(lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)"))
 
 
 @dataclass
@@ -189,6 +191,8 @@ class DigitsPromptsConf:
     _target_: str = "smoothgen_exp.data.digits.DigitsPrompts"
     split: str = field(default="heldout", metadata=one_of("train", "heldout", "all"))
     limit: int | None = field(default=None, metadata=optional(gt(0)))
+    # split=train|all: training templates held out of the evaluation items to fit noise laws on
+    calibration_fraction: float = field(default=0.0, metadata=_rule(lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)"))
 
 
 @dataclass
@@ -270,6 +274,7 @@ class CohenConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.cohen.CohenCertifier"
     oracle_error: float | None = field(default=None, metadata=optional(half_open_half()))
     oracle_error_model: str = field(default="bounded", metadata=one_of("bounded", "symmetric"))
+    oracle_error_alpha: float | None = field(default=None, metadata=optional(open_unit()))
     pilot: int = field(default=0, metadata=ge(0))
 
 
@@ -278,6 +283,7 @@ class SemanticConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.semantic.SemanticCertifier"
     oracle_error: float | None = field(default=None, metadata=optional(half_open_half()))
     oracle_error_model: str = field(default="bounded", metadata=one_of("bounded", "symmetric"))
+    oracle_error_alpha: float | None = field(default=None, metadata=optional(open_unit()))
 
 
 @dataclass
@@ -298,8 +304,9 @@ class DistributionConf(CertifierConf):
 class FeatureConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.feature.FeatureCertifier"
     eps_grid: list[float] = field(default_factory=_eps_grid, metadata=each(gt(0.0)))
-    bound: str = field(default="bernstein", metadata=one_of("bernstein", "hoeffding"))
-    cos_min: float = field(default=0.5, metadata=_rule(lambda v: -1 < v < 1, "must lie in (-1, 1)"))
+    bound: str = field(default="betting", metadata=one_of("betting", "bernstein", "hoeffding"))
+    # the FCSB bounds <F, u>, a cosine bound only where positive: cos_min < 0 would certify nothing
+    cos_min: float = field(default=0.5, metadata=_rule(lambda v: 0 <= v < 1, "must lie in [0, 1)"))
 
 
 @dataclass
@@ -317,7 +324,7 @@ class DecodingConf(CertifierConf):
     n0: int = field(default=16, metadata=gt(0))
     n: int = field(default=256, metadata=gt(1))
     batch_size: int | str = field(default=64, metadata=batch_size_rule())
-    bound: str = field(default="bernstein", metadata=one_of("bernstein", "hoeffding"))
+    bound: str = field(default="betting", metadata=one_of("betting", "bernstein", "hoeffding"))
 
 
 @dataclass

@@ -8,7 +8,7 @@ loop (`core.noisy_batches`): a preallocated buffer, outputs streamed batch by ba
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +31,10 @@ class ItemContext:
     noise: Any                # the noise law at this item (smoothing protocol)
     run_seed: int
     batch_size: int
+    aggregator: Any = None    # the run's aggregator (what the smoothed row shows), where a certifier needs it
+    # what a certificate was issued for (the representative answer, the feature direction u, the
+    # certified tokens), kept by the certifier so that an attacked point can be checked against it
+    evidence: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -66,10 +70,12 @@ class ItemContext:
         return Smooth(self.base(stream, observe), noise=self.noise, num_classes=self.num_classes)
 
     @torch.inference_mode()
-    def outputs(self, num: int, stream: str, batch_size: int | None = None) -> Iterator[torch.Tensor]:
-        """Generations G(x + eta) for `num` fresh draws of stream `stream`, batch by batch."""
+    def outputs(self, num: int, stream: str, batch_size: int | None = None,
+                at: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """Generations G(x + eta) (or G(at + eta)) for `num` fresh draws of stream `stream`, batch by batch."""
         noise_gen, model_gen = self.generator(f"{stream}/noise"), self.generator(f"{stream}/model")
-        for z in noisy_batches(self.x, num, batch_size or self.batch_size, self.noise, noise_gen):
+        centre = self.x if at is None else at
+        for z in noisy_batches(centre, num, batch_size or self.batch_size, self.noise, noise_gen):
             yield self.model.generate(z, model_gen)
 
     @torch.inference_mode()

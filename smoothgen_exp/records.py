@@ -127,31 +127,23 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
     """The run summary: accuracies, certified accuracy at each radius, abstain rate, timing, and the
     certifier's own lines (`certifier.summarize`).
 
-    Rows whose noise law voids the certificate (`certificate_valid` false) never produce a certified
-    accuracy: the same numbers are reported under `nominal_*` keys and `certificate_valid` is false.
+    One rule, applied here and nowhere else: a row with `certificate_valid` false (input-dependent
+    noise, the symmetric oracle-error model: SPEC 4) never contributes to a certified key. Every key
+    that states a guarantee (those of `_certificate_summary`: certified accuracy or fraction, radii,
+    confidence, the violation counts, the certifier's `mean_bound_*` lines) is computed over the valid
+    rows only; the invalid rows get the same keys prefixed `nominal_`.
+    `certificate_valid` is true when every row is valid.
     """
     smoothed = df[df.variant == "smoothed"]
     baseline = df[df.variant == "baseline"]
     summary: dict[str, Any] = {
         "items": int(smoothed.item_id.nunique()),
-        "baseline_accuracy": _mean(baseline.correct.astype(float)),
+        "baseline_accuracy": _accuracy(baseline.get("correct")),
         "time_baseline_s": _mean(baseline.time_total_s),
         "time_smoothed_s": _mean(smoothed.time_total_s),
     }
     if "smoothed_correct" in smoothed:
-        summary["smoothed_accuracy"] = _mean(smoothed.smoothed_correct.astype(float))
-    if "radius" in smoothed and "certified" in smoothed:
-        certified = smoothed.certified.fillna(False).astype(bool)
-        has_class = "correct" in smoothed and smoothed.correct.notna().any()
-        good = certified & smoothed.correct.fillna(False).astype(bool) if has_class else certified
-        radius = smoothed.radius.astype(float)
-        key = "certified_accuracy" if has_class else "certified_fraction"
-        summary.update({
-            key: {f"{r:g}": _mean(good & (radius >= r)) for r in radii},
-            "abstain_rate": _mean(smoothed.abstained.astype(float)),
-            "mean_radius": _mean(radius[certified]),                   # over certified items
-            "average_certified_radius": _mean(radius.where(good, 0.0)),  # 0 if wrong or abstained
-        })
+        summary["smoothed_accuracy"] = _accuracy(smoothed.smoothed_correct)
     if "samples_used" in smoothed:
         summary["mean_samples_used"] = _mean(smoothed.samples_used.astype(float))
     if "attack_success" in df:
@@ -159,17 +151,50 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
             summary[f"attack_success_rate_{variant}"] = _mean(rows.attack_success.astype(float))
             summary[f"attack_output_shift_{variant}"] = _mean(rows.attack_output_shift.astype(float))
             summary[f"attack_class_changed_{variant}"] = _mean(rows.attack_class_changed.astype(float))
-        summary["attack_within_radius"] = int(smoothed.attack_within_radius.fillna(False).astype(bool).sum())
-        summary["certificate_violations"] = int(smoothed.certificate_violation.fillna(False).astype(bool).sum())
-    if certifier is not None:
-        summary.update(certifier.summarize(smoothed))
-    valid = bool(smoothed.certificate_valid.fillna(False).all()) if "certificate_valid" in smoothed else True
-    summary["certificate_valid"] = valid
-    if not valid:
-        for key in ("certified_accuracy", "certified_fraction", "mean_radius", "average_certified_radius"):
-            if key in summary:
-                summary[f"nominal_{key}"] = summary.pop(key)
+    valid = (smoothed.certificate_valid.fillna(False).astype(bool) if "certificate_valid" in smoothed
+             else pd.Series(True, index=smoothed.index))
+    if valid.any() or not len(smoothed):
+        summary.update(_certificate_summary(smoothed[valid], radii, certifier))
+    if (~valid).any():
+        summary.update({f"nominal_{k}": v for k, v in
+                        _certificate_summary(smoothed[~valid], radii, certifier).items()})
+    summary["certificate_valid"] = bool(valid.all())
     return summary
+
+
+def _accuracy(correct: pd.Series | None) -> float:
+    """Mean of a boolean column; NaN where the oracle has no ground truth (the column is all null)."""
+    if correct is None or not correct.notna().any():
+        return math.nan
+    return _mean(correct.dropna().astype(float))
+
+
+def _certificate_summary(smoothed: pd.DataFrame, radii: list[float], certifier) -> dict[str, Any]:
+    """The keys that state guarantees, over rows whose certificate is valid (or, for `nominal_*`, not)."""
+    out: dict[str, Any] = {}
+    if "radius" in smoothed and "certified" in smoothed:
+        certified = smoothed.certified.fillna(False).astype(bool)
+        # "accuracy" needs ground truth; an answer certified up to equivalence has none (issue 11.5)
+        has_class = "correct" in smoothed and smoothed.correct.notna().any()
+        good = certified & smoothed.correct.fillna(False).astype(bool) if has_class else certified
+        radius = smoothed.radius.astype(float)
+        key = "certified_accuracy" if has_class else "certified_fraction"
+        out.update({
+            key: {f"{r:g}": _mean(good & (radius >= r)) for r in radii},
+            "abstain_rate": _mean(smoothed.abstained.astype(float)),
+            "mean_radius": _mean(radius[certified]),                   # over certified items
+            "average_certified_radius": _mean(radius.where(good, 0.0)),  # 0 if wrong or abstained
+        })
+    if "confidence" in smoothed and smoothed.confidence.notna().any():
+        out["confidence"] = float(smoothed.confidence.astype(float).min())
+    if "certificate_violation" in smoothed:
+        out["attack_within_radius"] = int(smoothed.attack_within_radius.fillna(False).astype(bool).sum())
+        out["certificate_checked"] = int(smoothed.get("certificate_checked", pd.Series(dtype=bool))
+                                         .fillna(False).astype(bool).sum())
+        out["certificate_violations"] = int(smoothed.certificate_violation.fillna(False).astype(bool).sum())
+    if certifier is not None:
+        out.update(certifier.summarize(smoothed))
+    return out
 
 
 def write_summary(run_dir: str | os.PathLike, summary: dict) -> None:
@@ -212,8 +237,9 @@ def print_summary(summary: dict, title: str) -> None:
                 table.add_row(r, f"{acc:.3f}")
             console.print(table)
     if not summary.get("certificate_valid", True):
-        console.print("[bold red]WARNING: the noise depends on the input, so these radii are NOT "
-                      "certificates (Sukenik et al. 2022). Reported as nominal_* only.[/]")
+        console.print("[bold red]WARNING: some rows rest on assumptions that fail (input-dependent noise, "
+                      "Sukenik et al. 2022; or the symmetric oracle-error model), so their radii and bounds are "
+                      "NOT certificates. They are reported only as nominal_*.[/]")
     table = Table(show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")

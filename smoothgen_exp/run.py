@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from smoothgen_exp.batching import Batcher, OOMGuard
+from smoothgen_exp.certifiers.check import check_certificate
 from smoothgen_exp.config import GROUPS, validate
 from smoothgen_exp.context import ItemContext, batch_of_one
 from smoothgen_exp.distributed import Ranks
@@ -52,23 +53,61 @@ class Parts:
     oracle: Any
     metrics: Any
     logger: Any
+    ceiling: float | None = None      # max_certifiable_radius of this configuration (None: no radius)
 
 
 def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> Parts:
     check_attack_fits_model(cfg)                 # before any weights are loaded
+    certifier, smoothing = instantiate(cfg.certifier), instantiate(cfg.smoothing)
+    check_certifiable(certifier)                 # likewise: a configuration that can certify nothing fails
+    needs_setup = hasattr(smoothing, "setup")    # noise laws fitted on the calibration split
+    ceiling = None if needs_setup else certified_ceiling(certifier, smoothing, cfg.summary_radii)
     runtime = {"cache_dir": cfg.cache_dir, "device": device}
     oracle = instantiate(cfg.oracle, **runtime)   # first: the default model trains against it
     # every generation runs in chunks that fit: `certifier.batch_size=auto` backs off on out-of-memory
     model = OOMGuard(instantiate(cfg.model, **runtime), Batcher(cfg.certifier.batch_size))
-    parts = Parts(model=model, dataset=instantiate(cfg.dataset),
-                  smoothing=instantiate(cfg.smoothing), aggregator=instantiate(cfg.aggregator),
-                  certifier=instantiate(cfg.certifier), attack=instantiate(cfg.attack), oracle=oracle,
-                  metrics=instantiate(cfg.metrics), logger=instantiate(cfg.logger))
-    if hasattr(parts.smoothing, "setup"):     # noise laws fitted on the calibration split
+    parts = Parts(model=model, dataset=instantiate(cfg.dataset), smoothing=smoothing,
+                  aggregator=instantiate(cfg.aggregator), certifier=certifier, attack=instantiate(cfg.attack),
+                  oracle=oracle, metrics=instantiate(cfg.metrics), logger=instantiate(cfg.logger))
+    if needs_setup:
         parts.smoothing.setup(parts.model, parts.dataset)
+        ceiling = certified_ceiling(certifier, parts.smoothing, cfg.summary_radii)
+    parts.ceiling = ceiling
     if parts.metrics.enabled:                 # reference statistics (e.g. real images for FID)
         parts.metrics.setup(parts.oracle, parts.dataset, parts.model, reference=is_main)
     return parts
+
+
+def check_certifiable(certifier) -> None:
+    """Fail in one line when no item could certify any radius: even with all n estimation samples
+    agreeing the lower bound stays at or below what a radius needs (alpha^(1/n) <= 1/2 for CERTIFY)."""
+    best = certifier.max_lower_bound(certifier.n)
+    if best is None or best > certifier.required_lower:
+        return
+    need = certifier.smallest_n()
+    raise ConfigError(f"certifier.n={certifier.n}: at alpha={certifier.alpha:g} no item can certify any radius "
+                      f"(all {certifier.n} samples agreeing give a lower bound of {best:.4g} <= "
+                      f"{certifier.required_lower:g}); use certifier.n >= {need}")
+
+
+def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
+    """The largest radius any item can reach (`max_certifiable_radius`). A sequential target above it
+    fails in one line; summary radii above it only warn (their certified accuracy is 0 by arithmetic)."""
+    scale = smoothing.l2_scale
+    ceiling = certifier.max_certifiable_radius(scale)
+    if ceiling is None:
+        return None
+    target = getattr(certifier, "target_radius", None)
+    if target is not None and target > ceiling:
+        need = certifier.smallest_n(target, scale)
+        raise ConfigError(f"certifier.target_radius={target:g}: above the largest radius n={certifier.n} samples "
+                          f"can certify at alpha={certifier.alpha:g} and noise scale {scale:g} ({ceiling:.4g}); "
+                          f"lower it or use certifier.n >= {need}")
+    above = [r for r in summary_radii if r > ceiling]
+    if above:
+        log.warning("summary_radii %s lie above the largest certifiable radius %.4g (n=%d, alpha=%g): their "
+                    "certified accuracy is 0 by arithmetic", above, ceiling, certifier.n, certifier.alpha)
+    return ceiling
 
 
 def check_attack_fits_model(cfg: DictConfig) -> None:
@@ -93,17 +132,24 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     t0 = time.perf_counter()
     x = encode_item(parts.model, parts.dataset, item).to(device)
     noise = parts.smoothing.at(x, parts.model)
-    ctx = ItemContext(item, x, parts.model, parts.oracle, noise, cfg.seed, parts.certifier.batch_size)
+    ctx = ItemContext(item, x, parts.model, parts.oracle, noise, cfg.seed, parts.certifier.batch_size,
+                      parts.aggregator)
     row = {**common, **noise.columns(), "item_id": item.item_id, "condition": item.condition,
            "seed": cfg.seed, "label": item.label, "n0": parts.certifier.n0, "n": parts.certifier.n,
            "alpha": parts.certifier.alpha, "time_encode_s": time.perf_counter() - t0}
+
+    # "correct" needs ground truth: an oracle without classes (answer equivalence) has none
+    has_classes = getattr(parts.oracle, "has_classes", True)
+
+    def correct(prediction):
+        return prediction == item.label if has_classes else None
 
     # Baseline: the plain generator, one generation, no noise.
     t1 = time.perf_counter()
     baseline_out = ctx.baseline_output()
     baseline_pred = int(parts.oracle.classify(batch_of_one(baseline_out))[0])
     baseline = {**row, "variant": "baseline", "prediction": baseline_pred,
-                "correct": baseline_pred == item.label, "certified": False, "abstained": False,
+                "correct": correct(baseline_pred), "certified": False, "abstained": False,
                 "abstain_reason": "", "samples_used": 1, "time_generate_s": time.perf_counter() - t1}
     baseline["time_total_s"] = baseline["time_encode_s"] + baseline["time_generate_s"]
 
@@ -111,15 +157,18 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     t2 = time.perf_counter()
     aggregated, smoothed_out = parts.aggregator.aggregate(ctx)
     smoothed = {**row, "variant": "smoothed", **aggregated, "time_aggregate_s": time.perf_counter() - t2}
-    smoothed["smoothed_correct"] = smoothed["smoothed_prediction"] == item.label
+    smoothed["smoothed_correct"] = correct(smoothed["smoothed_prediction"])
     if parts.metrics.enabled:
         t3 = time.perf_counter()
         quality = parts.metrics.item(ctx, parts.aggregator, aggregated)
         baseline.update(quality["baseline"])
         smoothed.update(quality["smoothed"], time_metrics_s=time.perf_counter() - t3)
-    smoothed.update(parts.certifier.certify(ctx))
+    certificate = parts.certifier.certify(ctx)
+    # valid only if both the noise law's and the certifier's assumptions hold (SPEC 4, validity flag)
+    certificate["certificate_valid"] = bool(row["certificate_valid"] and certificate.get("certificate_valid", True))
+    smoothed.update(certificate)
     if "prediction" in smoothed:
-        smoothed["correct"] = smoothed["prediction"] == item.label
+        smoothed["correct"] = correct(smoothed["prediction"])
     smoothed["time_total_s"] = time.perf_counter() - t0 - baseline["time_generate_s"]
     smoothed["batch_size"] = parts.model.batcher.size   # the generation batch size in effect (after back-off)
 
@@ -131,11 +180,13 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
         reference = next((c for c in (smoothed.get("prediction", -1) if certified else -1,
                                       smoothed.get("smoothed_prediction", -1), smoothed.get("top_class", -1))
                           if c != -1), -1)
-        for target, variant, ref, radius in ((baseline, "baseline", baseline_pred, None),
-                                             (smoothed, "smoothed", reference,
-                                              smoothed.get("radius") if certified else 0.0)):
-            result = parts.attack.run(ctx, variant, ref, radius)
+        for target, variant, ref in ((baseline, "baseline", baseline_pred), (smoothed, "smoothed", reference)):
+            result = parts.attack.run(ctx, variant, ref)
             attacked[variant] = (result.pop("clean_output"), result.pop("attacked_output"))
+            z = result.pop("attacked_condition")
+            if variant == "smoothed":          # a sound test of the certificate at z (certifiers.check)
+                result.update(check_certificate(parts.certifier, ctx, smoothed, z, parts.attack.eval_n,
+                                                parts.attack.eval_alpha))
             target.update(result)
     if isinstance(baseline_out, str):
         baseline["output_text"] = baseline_out
@@ -169,6 +220,9 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     with ranks.main_process_first():             # rank 0 trains cached weights, the others load them
         parts = build_parts(cfg, device, ranks.is_main)
     log.info("setup (weights, encoders) %.1fs", time.perf_counter() - t_setup)
+    if parts.ceiling is not None:
+        log.info("largest certifiable radius at n=%d, alpha=%g: %.4g (all samples agreeing)",
+                 parts.certifier.n, parts.certifier.alpha, parts.ceiling)
 
     done = recorded_items(run_dir, chash, cfg.resume)
     if done:
@@ -205,6 +259,7 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
 
     summary = {"run_id": run_id, "config_hash": chash, **choices, "sigma": parts.smoothing.sigma,
                "n0": parts.certifier.n0, "n": parts.certifier.n, "alpha": parts.certifier.alpha,
+               "max_certifiable_radius": parts.ceiling,
                **summarize(records, list(cfg.summary_radii), parts.certifier),
                "seconds_per_item": loop_s / max(1, new_items),
                "world_size": ranks.world, **quality}
@@ -273,9 +328,9 @@ def output_set_distances(attacked: dict[str, list]) -> dict[str, float]:
 def warn_violations(count: int, run_dir: Path) -> None:
     from rich.console import Console
 
-    msg = (f"CERTIFICATE VIOLATIONS: {count} attacked item(s) changed the smoothed class within their "
-           f"certified radius. That is a bug or a probability-alpha event; inspect rows with "
-           f"certificate_violation=true in {run_dir / 'records'}.")
+    msg = (f"CERTIFICATE VIOLATIONS: at {count} attacked item(s) a fresh upper confidence bound fell below "
+           f"what the certificate promises within its radius. That is a bug or a probability-alpha event; "
+           f"inspect rows with certificate_violation=true in {run_dir / 'records'}.")
     log.warning(msg)
     Console(stderr=True).print(f"[bold red]{msg}[/]")
 

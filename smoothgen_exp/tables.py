@@ -48,6 +48,16 @@ def load_summaries(run_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def by_validity(rows: pd.DataFrame) -> list[tuple[pd.DataFrame, bool]]:
+    """Split rows into (rows with a valid certificate, False) and (the others, True = nominal only).
+
+    Tables and figures draw a certified quantity from the first part only, and label the second part
+    NOMINAL (SPEC 4: input-dependent noise, the symmetric oracle-error model)."""
+    valid = (rows.certificate_valid.fillna(False).astype(bool) if "certificate_valid" in rows
+             else pd.Series(True, index=rows.index))
+    return [(part, nominal) for part, nominal in ((rows[valid], False), (rows[~valid], True)) if len(part)]
+
+
 def load_records(run_dirs: list[Path]) -> pd.DataFrame:
     """All rows of all runs, with a `run_dir` column."""
     frames = [read_records(d).assign(run_dir=str(d)) for d in run_dirs]
@@ -103,22 +113,28 @@ def results_table(run_dirs: list[Path], metrics: list[str], by: list[str] | None
                 node = node.get(part, {}) if isinstance(node, dict) else {}
             row[key] = node if not isinstance(node, dict) else s.get(key.split(".")[-1], "")
         for m in metrics:
-            value = float(s[m]) if m in s and pd.notna(s[m]) else float("nan")
+            key = m if m in s and pd.notna(s[m]) else f"nominal_{m}"    # an invalid certificate: nominal
+            value = float(s[key]) if key in s and pd.notna(s[key]) else float("nan")
             row[m] = value
             row[f"{m} stderr"] = stderr_of(m, value, int(s.get("items", 0)))
+            row[f"{m} nominal"] = key != m and not pd.isna(value)
         rows.append(row)
     return pd.DataFrame(rows).sort_values(by).reset_index(drop=True) if by else pd.DataFrame(rows)
 
 
 def formatted(df: pd.DataFrame, metrics: list[str], digits: int = 3) -> pd.DataFrame:
-    """lm-evaluation-harness style: "value ± stderr" cells, arrows in the metric headers."""
+    """lm-evaluation-harness style: "value ± stderr" cells, arrows in the metric headers. A value that
+    comes from rows whose certificate is invalid (`nominal_*` keys) says "(nominal)"."""
     from smoothgen_exp.records import metric_arrow
 
-    out = df[[c for c in df.columns if c not in metrics and not c.endswith(" stderr") and c != "run_dir"]].copy()
+    out = df[[c for c in df.columns if c not in metrics and not c.endswith((" stderr", " nominal"))
+              and c != "run_dir"]].copy()
     for m in metrics:
         cells = []
-        for v, e in zip(df[m], df[f"{m} stderr"], strict=True):
+        nominal = df[f"{m} nominal"] if f"{m} nominal" in df else [False] * len(df)
+        for v, e, nom in zip(df[m], df[f"{m} stderr"], nominal, strict=True):
             cell = "–" if pd.isna(v) else f"{v:.{digits}f}"
-            cells.append(cell if pd.isna(e) or pd.isna(v) else f"{cell} ± {e:.{digits}f}")
+            cell = cell if pd.isna(e) or pd.isna(v) else f"{cell} ± {e:.{digits}f}"
+            cells.append(f"{cell} (nominal)" if nom else cell)
         out[f"{m} {metric_arrow(m.split('/')[0])}".strip()] = cells
     return out

@@ -14,6 +14,8 @@ from smoothgen_exp.attacks.nes import NES
 from smoothgen_exp.attacks.pgd import PGD
 from smoothgen_exp.attacks.random_search import RandomSearch
 from smoothgen_exp.attacks.semantic import SemanticAttack, load_lexicon
+from smoothgen_exp.certifiers.check import check_certificate
+from smoothgen_exp.certifiers.cohen import CohenCertifier
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.data.digits import WORDS
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
@@ -113,14 +115,19 @@ def test_no_success_inside_a_known_robust_radius(attack):
     """Smoothed class 1 is robust within |w.x| = 0.6 (true radius); attacks at eps = 0.4 must fail."""
     x = torch.zeros(D, dtype=torch.float64)
     x[0] = 0.6
-    row = attack.run(ctx_for(StepModel(), x, sigma=0.5), "smoothed", reference=1, radius=0.5)
+    ctx = ctx_for(StepModel(), x, sigma=0.5)
+    row = attack.run(ctx, "smoothed", reference=1)
     assert not row["attack_success"] and not row["attack_class_changed"]
-    assert row["attack_within_radius"] and not row["certificate_violation"]
+    # a sound certificate of radius 0.5 (p_lower = Phi(1) < the true Phi(1.2)) is checked, not violated
+    certificate = {"certified": True, "abstained": False, "radius": 0.5, "prediction": 1, "p_lower": 0.8413}
+    check = check_certificate(CohenCertifier(), ctx, certificate, row["attacked_condition"], 2000, 0.001)
+    assert check["attack_within_radius"] and check["certificate_checked"] and not check["certificate_violation"]
     # and outside it (eps = 1.0 > 0.6), PGD does flip the smoothed class
     if isinstance(attack, PGD):
-        far = PGD(eps=1.0, steps=20, m=16, eval_n=2000).run(ctx_for(StepModel(), x, sigma=0.5), "smoothed", 1,
-                                                            radius=0.5)
-        assert far["attack_success"] and not far["attack_within_radius"]
+        far = PGD(eps=1.0, steps=20, m=16, eval_n=2000).run(ctx, "smoothed", 1)
+        assert far["attack_success"]
+        assert not check_certificate(CohenCertifier(), ctx, certificate, far["attacked_condition"], 2000,
+                                     0.001)["attack_within_radius"]
 
 
 def test_semantic_attack_only_makes_approved_edits_within_budget(t2i, oracle):
@@ -181,8 +188,10 @@ def test_zero_certificate_violations_on_the_default(attack_runs):
                     "attack_output_shift", "attack_time_s"):
             assert col in df, (name, col)
         assert "attack_w2_smoothed" in summary and "attack_success_rate_baseline" in summary
-    # perturbations inside the radii were tried, and large ones outside them succeeded on the baseline
-    assert attack_runs["pgd-in"][0].query("variant == 'smoothed'").attack_within_radius.any()
+    # perturbations inside the radii were tried and checked, and large ones outside them succeeded on the baseline
+    inside = attack_runs["pgd-in"][0].query("variant == 'smoothed' and attack_within_radius")
+    assert len(inside) and inside.certificate_checked.all()
+    assert (inside.certificate_check_upper >= inside.certificate_promise).all()
     assert attack_runs["pgd-out"][1]["attack_success_rate_baseline"] > 0
     assert all(d <= 0.05 * (1 + 1e-6) for d in attack_runs["pgd-in"][0].attack_distance)  # float32
     assert not math.isnan(attack_runs["semantic"][0].attack_distance.iloc[0])

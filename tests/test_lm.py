@@ -104,7 +104,7 @@ def test_certified_decoding_radii_never_exceed_the_exact_ones(seed):
     ctx = ItemContext(item, x, toy, None, GaussianNoise(sigma), seed, 500)
     row = DecodingCertifier(n0=200, n=4000, alpha=0.001, batch_size=1000).certify(ctx)
     mu, std = float(x[0] @ toy.w), sigma * float(toy.w.norm())
-    tokens = [int(t) for t in row["output_text"].split()]
+    tokens = [int(t) for t in row["certified_text"].split()]
     for t, (tok, r) in enumerate(zip(tokens, row["decoding_step_radii"], strict=True)):
         if r > 0:
             assert tok == int(np.argmax(toy.exact_probs(mu, std, t)))     # certified tokens are the exact greedy
@@ -138,10 +138,16 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
     assert len(df) == 6 and summary["items"] == 3 and "radius" in df
     sm = df.query("variant == 'smoothed'")
     if "model=tiny_clip_vision" in args:                          # a feature encoder: FCSB and the feature attack
-        assert sm["bound_fcsb_eps0.1"].notna().all() and (sm.attack_objective == "feature").all()
+        assert sm.bound_s_lower.notna().all() and (sm.attack_objective == "feature").all()
+        fcsb = sm["bound_fcsb_eps0.1"]
+        assert (fcsb.isna() | (fcsb > 0)).all()                   # a cosine bound, or none (issue 11.2)
         assert summary["certificate_violations"] == 0
     else:
         assert sm.output_text.notna().all()
+    if "certifier=decoding" in args:                              # one row, one decoder (issue 11.14)
+        assert sm.certified_text.notna().all() and (sm.certified_tokens >= 0).all()
+    if "oracle=equivalence" in args:                              # answers without ground truth (issue 11.5)
+        assert "certified_fraction" in summary and "certified_accuracy" not in summary
 
 
 @pytest.mark.parametrize("model", ["gpt2", "llama2_7b", "llava", "llava16", "clip_vision"])

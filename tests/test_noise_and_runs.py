@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -62,7 +63,9 @@ def option_runs(tmp_path_factory, t2i):
         "feature": ["certifier=feature"],
         "center": ["certifier=center", "certifier.n0=1200", "certifier.n=300"],
         "sequential": ["certifier=sequential", "certifier.n=400", "certifier.batch_size=50"],
-        "pilot": ["certifier.pilot=30", "certifier.oracle_error=0.02"],
+        "pilot": ["certifier.pilot=30", "certifier.oracle_error=0.02", "certifier.oracle_error_alpha=0.001"],
+        "symmetric": ["certifier.oracle_error=0.02", "certifier.oracle_error_alpha=0.001",
+                      "certifier.oracle_error_model=symmetric"],
         "calibrated": ["smoothing=calibrated", "smoothing.calibration_items=5", "smoothing.probes=8"],
         "adaptive": ["smoothing=adaptive", "smoothing.calibration_items=3", "smoothing.probes=4"],
     }
@@ -115,6 +118,17 @@ def test_pilot_and_oracle_error_are_recorded(option_runs):
     assert (sm.oracle_error == 0.02).all() and (sm.oracle_error_model == "bounded").all()
     done = sm[sm.q_lower.notna()]
     assert (done.p_lower <= done.q_lower).all()          # the correction only ever lowers the bound
+    assert np.allclose(sm.confidence, 1 - 0.001 - 0.001) and sm.certificate_valid.all()
+
+
+def test_symmetric_oracle_error_rows_are_nominal_only(option_runs):
+    """Issue 11.1: the symmetric model reproduces a paper's number; it is never reported as certified."""
+    df, summary = option_runs["symmetric"]
+    sm = smoothed(df)
+    assert (sm.oracle_error_model == "symmetric").all() and not sm.certificate_valid.astype(bool).any()
+    assert summary["certificate_valid"] is False
+    assert not [k for k in summary if k.startswith(("certified_", "mean_radius", "acr", "mean_bound_"))]
+    assert "nominal_certified_accuracy" in summary
 
 
 def test_calibrated_runs_record_both_radii(option_runs):

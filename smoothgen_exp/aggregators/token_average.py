@@ -2,10 +2,13 @@
 
 n noisy copies of the prompt embedding run as one batch with one KV cache; at every step their
 next-token distributions are averaged and one token (greedy, or sampled) is appended to all copies.
-`noise: sequence` draws the prompt noise once per copy for the whole sequence (the distribution
-certificate keeps its single-shift TV); `noise: step` draws fresh noise at every step, which costs a
-prompt recomputation per step and makes a shift act T times (TV <= 2 Phi(sqrt(T) eps / (2 sigma)) - 1):
-the row records `tv_shift_factor` = 1 or sqrt(T).
+`noise: sequence` draws the prompt noise once per copy for the whole sequence; `noise: step` draws
+fresh noise at every step, which costs a prompt recomputation per step.
+
+The text is a function of every noise draw behind it, so a shift of the condition acts once per draw
+(SPEC C5): TV(law at x, law at x + delta) <= 2 Phi(f ||delta|| / (2 sigma)) - 1 with the factor
+f = sqrt(n) for `sequence` (n copies) and f = sqrt(n * max_new_tokens) for `step`. The number of steps a
+run happens to take is random (EOS) and cannot be used. The row records f as `tv_shift_factor`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ import math
 import torch
 
 
+def tv_shift_factor(noise_mode: str, n: int, max_new_tokens: int) -> float:
+    """How many times a condition shift acts on one token-averaged output: sqrt(number of noise draws)."""
+    return math.sqrt(n if noise_mode == "sequence" else n * max_new_tokens)
+
+
 class TokenAverage:
     def __init__(self, n: int = 16, greedy: bool = True, noise: str = "sequence", use_cache: bool = True):
         if noise not in ("sequence", "step"):
@@ -22,9 +30,8 @@ class TokenAverage:
         self.n, self.greedy, self.noise_mode, self.use_cache = int(n), bool(greedy), noise, bool(use_cache)
 
     def noisy_copies(self, ctx, stream: str, n: int) -> torch.Tensor:
-        z = ctx.x.expand(n, *ctx.x.shape).clone()
-        eta = torch.empty_like(z)
-        return z + ctx.noise.sample_(eta, ctx.generator(f"{stream}/noise"))
+        out = torch.empty((n, *ctx.x.shape), dtype=ctx.x.dtype, device=ctx.x.device)
+        return ctx.noise.sample_(out, ctx.generator(f"{stream}/noise"), add=ctx.x)
 
     @torch.inference_mode()
     def decode(self, ctx, stream: str, n: int) -> tuple[list[int], torch.Tensor]:
@@ -49,6 +56,6 @@ class TokenAverage:
         tokens, dists = self.decode(ctx, "aggregate", self.n)
         text = ctx.model.decode(tokens)
         pred = int(ctx.oracle.classify([text])[0])
-        factor = 1.0 if self.noise_mode == "sequence" else math.sqrt(len(tokens))
+        factor = tv_shift_factor(self.noise_mode, self.n, ctx.model.max_new_tokens)
         return {"smoothed_prediction": pred, "smoothed_class": pred, "predict_n": self.n, "output_text": text,
                 "output_tokens": len(tokens), "noise_per": self.noise_mode, "tv_shift_factor": factor}, text

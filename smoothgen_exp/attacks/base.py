@@ -18,8 +18,9 @@ Objectives (all maximised by the attacker):
 Success: flip/event: the variant's class at x' leaves the reference (or hits the target) / the event
 happens (baseline) or has probability >= 1/2 (smoothed); distance: output shift >= shift_threshold;
 feature: cosine <= cos_threshold. Whatever the objective, `attack_class_changed` says whether the
-class moved, and for the smoothed variant `certificate_violation` is: class changed while the
-perturbation's L2 norm is within the item's certified radius (a bug, or a probability-alpha event).
+class moved. The attacked condition comes back as `attacked_condition`; whether it violates the
+smoothed row's certificate is judged by a sound test against what the certificate promises
+(`smoothgen_exp.certifiers.check`), not by the class change, which is a noisy estimate.
 """
 
 from __future__ import annotations
@@ -194,8 +195,9 @@ class Attack:
         raise NotImplementedError
 
     @torch.inference_mode(False)
-    def run(self, ctx, variant: str, reference: int, radius: float | None = None) -> dict:
-        """Attack one variant of one item; returns its attack_* columns (+ clean/attacked outputs)."""
+    def run(self, ctx, variant: str, reference: int) -> dict:
+        """Attack one variant of one item; returns its attack_* columns, plus the clean and attacked
+        outputs and the attacked condition (`clean_output`, `attacked_output`, `attacked_condition`)."""
         t0 = time.perf_counter()
         victim = Victim(ctx, variant, self.objective, reference, self.target, self.m, self.eval_n,
                         self.eval_alpha, self.space)
@@ -206,10 +208,7 @@ class Attack:
                "attack_eps": self.budget.eps if math.isfinite(self.budget.eps) else math.nan,
                "attack_norm": self.budget.norm, "attack_distance": distance,
                "attack_distance_linf": float((z - victim.x).abs().max()), "attack_reference_class": reference,
-               "attack_queries": victim.queries, "attack_generations": victim.generations, **verdict}
-        if variant == "smoothed":
-            within = radius is not None and not math.isnan(radius) and distance <= radius
-            row["attack_within_radius"] = within
-            row["certificate_violation"] = bool(within and verdict["attack_class_changed"])
+               "attack_queries": victim.queries, "attack_generations": victim.generations, **verdict,
+               "attacked_condition": z}
         row["attack_time_s"] = time.perf_counter() - t0
         return row

@@ -3,6 +3,12 @@
 A certifier's `certify(ctx)` returns the columns of the item's smoothed row. Those that certify a class
 (`classifies = True`) fill prediction / radius / certified and the run summary reports certified
 accuracy; the others fill `bound_*` columns, summarised by their means.
+
+Every row also carries `confidence` (the probability with which all of the row's guarantees hold
+together) and, where a certifier's assumptions fail, `certificate_valid=false`. `certifies` names what
+an attacked point is checked against (`certifiers.check`). `max_lower_bound(n)` is the largest lower
+bound n estimation samples can give (all of them agreeing), so `max_certifiable_radius` is the ceiling
+of the configuration, known before any sample is drawn (issue 11, point 11).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import math
 import time
 
 import pandas as pd
+from scipy.stats import norm
 
 from smoothgen_exp.batching import start_size
 
@@ -25,6 +32,8 @@ def eps_col(prefix: str, eps: float) -> str:
 class Certifier:
     name = "certifier"
     classifies = True
+    certifies: str | None = None       # class | answer | cosine | sequence (certifiers.check), or None
+    required_lower = 0.5               # the lower bound a radius > 0 needs
 
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str):
         # batch_size: noise draws per batch; `auto` starts at batching.AUTO_START and the model's
@@ -35,12 +44,48 @@ class Certifier:
     def certify(self, ctx) -> dict:
         t0 = time.perf_counter()
         row = {"certifier": self.name, "n0": self.n0, "n": self.n, "alpha": self.alpha,
-               **self._certify(ctx)}
+               "confidence": self.confidence, **self._certify(ctx)}
         row["time_certify_s"] = time.perf_counter() - t0
         return row
 
     def _certify(self, ctx) -> dict:
         raise NotImplementedError
+
+    @property
+    def confidence(self) -> float:
+        """With this probability every guarantee of a row holds (over the certifier's own sampling)."""
+        return 1.0 - self.alpha
+
+    def max_lower_bound(self, n: int) -> float | None:
+        """The largest lower bound n estimation samples can give; None where no radius is certified."""
+        return None
+
+    def max_certifiable_radius(self, scale: float) -> float | None:
+        """The largest radius any item can reach at this n and alpha, for noise of L2 scale `scale`."""
+        p = self.max_lower_bound(self.n)
+        if p is None:
+            return None
+        if p <= self.required_lower:
+            return 0.0
+        return float(scale * (norm.ppf(p) - norm.ppf(self.required_lower)))
+
+    def smallest_n(self, radius: float = 0.0, scale: float = 1.0, limit: int = 10**9) -> int | None:
+        """The smallest n whose ceiling exceeds `radius` (reaches it, for radius > 0); None past `limit`."""
+        def ok(n):
+            p = self.max_lower_bound(n)
+            if radius <= 0:
+                return p > self.required_lower
+            return p > self.required_lower and scale * (norm.ppf(p) - norm.ppf(self.required_lower)) >= radius
+        hi = 1
+        while not ok(hi):
+            hi *= 2
+            if hi > limit:
+                return None
+        lo = hi // 2            # fails (or 0)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+        return hi
 
     def summarize(self, smoothed: pd.DataFrame) -> dict:
         """Means of the bound_* columns over items (NaN where a bound was not available)."""

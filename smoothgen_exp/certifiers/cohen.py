@@ -8,6 +8,13 @@ true-class probability is (q - eps)/(1 - eps) ("bounded", sound when each one-di
 is at most eps) or the paper's (q - eps)/(1 - 2 eps) ("symmetric", only when both rates equal eps).
 The radius is the noise law's radius at p_lower when p_lower > 1/2; else the item abstains.
 
+eps is itself an estimate (scripts/oracle_error.py) that holds with probability 1 - oracle_error_alpha,
+so a corrected certificate holds with probability 1 - alpha - oracle_error_alpha (union bound): the
+`confidence` column. The symmetric model's premise (both error rates *equal* eps) is not what a measured
+eps establishes (it bounds them), and it can certify a class the smoothed classifier does not predict:
+its rows carry `certificate_valid=false` and are reported only as `nominal_*` (kept to reproduce the
+paper's numbers).
+
 `pilot` > 0 first draws that many samples, predicts the radius at the full n with the paper's Eq. 6,
 and skips (abstains on) items predicted not to certify. Skipping only ever adds abstentions, so it
 cannot make a certificate unsound.
@@ -17,19 +24,52 @@ from __future__ import annotations
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.core import ABSTAIN
-from smoothgen_exp.stats import expected_radius
+from smoothgen_exp.errors import ConfigError
+from smoothgen_exp.stats import cp_lower, expected_radius, oracle_corrected_lower
 
 
-class CohenCertifier(Certifier):
+class OracleErrorModel:
+    """The oracle-error correction shared by the class and answer certificates (SPEC C1)."""
+
+    def _init_oracle_error(self, oracle_error: float | None, oracle_error_model: str,
+                           oracle_error_alpha: float | None) -> None:
+        if oracle_error is not None and oracle_error_alpha is None:
+            raise ConfigError("certifier.oracle_error_alpha=null: required with certifier.oracle_error "
+                              "(the confidence of the eps estimate; scripts/oracle_error.py prints both)")
+        self.oracle_error, self.oracle_error_model = oracle_error, oracle_error_model
+        self.oracle_error_alpha = oracle_error_alpha if oracle_error is not None else None
+
+    @property
+    def confidence(self) -> float:
+        return 1.0 - self.alpha - (self.oracle_error_alpha or 0.0)
+
+    @property
+    def oracle_error_valid(self) -> bool:
+        """False under the symmetric model: its premise is not what a measured eps establishes."""
+        return self.oracle_error is None or self.oracle_error_model == "bounded"
+
+    def oracle_error_columns(self) -> dict:
+        return {"oracle_error": self.oracle_error, "oracle_error_model": self.oracle_error_model,
+                "oracle_error_alpha": self.oracle_error_alpha, "certificate_valid": self.oracle_error_valid}
+
+    def max_lower_bound(self, n: int) -> float:
+        """All n estimation samples agree: q_lower = alpha^(1/n), then the oracle-error correction."""
+        return oracle_corrected_lower(cp_lower(n, n, self.alpha), self.oracle_error, self.oracle_error_model)
+
+
+class CohenCertifier(OracleErrorModel, Certifier):
     name = "cohen"
+    certifies = "class"
 
     def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int | str = 1000,
-                 oracle_error: float | None = None, oracle_error_model: str = "bounded", pilot: int = 0):
+                 oracle_error: float | None = None, oracle_error_model: str = "bounded",
+                 oracle_error_alpha: float | None = None, pilot: int = 0):
         super().__init__(n0, n, alpha, batch_size)
-        self.oracle_error, self.oracle_error_model, self.pilot = oracle_error, oracle_error_model, int(pilot)
+        self._init_oracle_error(oracle_error, oracle_error_model, oracle_error_alpha)
+        self.pilot = int(pilot)
 
     def _certify(self, ctx) -> dict:
-        row = {"oracle_error": self.oracle_error, "oracle_error_model": self.oracle_error_model}
+        row = self.oracle_error_columns()
         if self.pilot:
             pilot = self._pilot(ctx)
             row.update(pilot)

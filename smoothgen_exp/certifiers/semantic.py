@@ -7,7 +7,9 @@
 3. If p_lower > 1/2 the representative's equivalence class is certified with the noise law's radius.
 
 The paper counts on the same samples it selects from; here selection and estimation are disjoint, which
-is what makes the Clopper-Pearson bound valid.
+is what makes the Clopper-Pearson bound valid. The oracle-error model, its confidence and the
+validity flag are those of `cohen`. The certified object is an answer: `prediction` is the oracle's
+class of it where the oracle has classes (else 0), and it counts as "correct" only then.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from smoothgen_exp.certifiers.base import Certifier
+from smoothgen_exp.certifiers.cohen import OracleErrorModel
 from smoothgen_exp.core import ABSTAIN
 from smoothgen_exp.stats import cp_lower, oracle_corrected_lower
 
@@ -25,13 +28,15 @@ def collect(batches) -> torch.Tensor | list:
     return torch.cat(batches) if isinstance(batches[0], torch.Tensor) else [o for b in batches for o in b]
 
 
-class SemanticCertifier(Certifier):
+class SemanticCertifier(OracleErrorModel, Certifier):
     name = "semantic"
+    certifies = "answer"
 
     def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int | str = 1000,
-                 oracle_error: float | None = None, oracle_error_model: str = "bounded"):
+                 oracle_error: float | None = None, oracle_error_model: str = "bounded",
+                 oracle_error_alpha: float | None = None):
         super().__init__(n0, n, alpha, batch_size)
-        self.oracle_error, self.oracle_error_model = oracle_error, oracle_error_model
+        self._init_oracle_error(oracle_error, oracle_error_model, oracle_error_alpha)
 
     def _certify(self, ctx) -> dict:
         selection = collect(ctx.outputs(self.n0, "select"))
@@ -39,6 +44,7 @@ class SemanticCertifier(Certifier):
         ids, sizes = torch.unique(clusters, return_counts=True)
         top = ids[sizes.argmax()]
         representative = selection[int((clusters == top).nonzero()[0, 0])]
+        ctx.evidence["representative"] = representative
         with torch.inference_mode():
             k = sum(int(ctx.oracle.equivalent(batch, representative).sum())
                     for batch in ctx.outputs(self.n, "estimate"))
@@ -51,5 +57,4 @@ class SemanticCertifier(Certifier):
                 "p_lower": p_lower, **ctx.noise.radius_columns(p_lower, certified),
                 "certified": certified, "abstained": not certified,
                 "abstain_reason": "" if certified else "p_lower<=0.5",
-                "oracle_error": self.oracle_error, "oracle_error_model": self.oracle_error_model,
-                "samples_used": self.n0 + self.n}
+                **self.oracle_error_columns(), "samples_used": self.n0 + self.n}

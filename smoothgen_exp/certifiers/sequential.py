@@ -44,11 +44,19 @@ def kl_bernoulli(p: float, q: float) -> float:
 
 class SequentialCertifier(Certifier):
     name = "sequential"
+    certifies = "class"
 
     def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int | str = 100,
                  target_radius: float = 0.1, give_up_alpha: float = 0.01):
         super().__init__(n0, n, alpha, batch_size)
         self.target_radius, self.give_up_alpha = float(target_radius), float(give_up_alpha)
+
+    def max_lower_bound(self, n: int) -> float:
+        """The largest p* that n estimation samples can certify: every one a hit, each at the largest
+        stake MAX_FRACTION / p*, so log K_n = n log(1 + MAX_FRACTION (1 - p*) / p*) must reach log(1/alpha).
+        (Optimistic: the stakes of the first batches are smaller. A ceiling, not a prediction.)"""
+        g = (self.alpha ** (-1.0 / n) - 1.0) / MAX_FRACTION
+        return 1.0 / (1.0 + g)
 
     @torch.inference_mode()
     def _certify(self, ctx) -> dict:

@@ -14,6 +14,8 @@ from smoothgen_exp.context import batch_of_one
 class ClassEquivalence:
     """`cluster` and `equivalent` for an oracle that has `classify`."""
 
+    has_classes = True        # its classes are ground truth that items' labels can be compared with
+
     def cluster(self, outputs) -> torch.Tensor:
         """An equivalence-class id per output."""
         return self.classify(outputs)

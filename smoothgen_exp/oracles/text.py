@@ -68,9 +68,11 @@ class LLMJudge(ClassEquivalence):
 
 
 class MiniLMEquivalence:
-    """Equivalence of answers by MiniLM cosine similarity."""
+    """Equivalence of answers by MiniLM cosine similarity. It has no classes: an answer is certified up
+    to equivalence, with no ground truth to be "correct" against, so runs report a certified fraction."""
 
     num_classes = 2
+    has_classes = False
 
     def __init__(self, threshold: float = 0.8, **_):
         from smoothgen_exp.models.text_encoder import shared_minilm

@@ -1,0 +1,107 @@
+"""Is a certificate violated at an attacked point? A sound test, not a noisy estimate (SPEC 4).
+
+Only certified items (radius > 0, not abstained, `certificate_valid`) within their radius can be
+checked: an abstained item promises nothing, so an attack that leaves it unchanged is no violation.
+At an attacked condition z with d = ||z - x|| <= R, each kind of certificate promises a value:
+
+- class (`cohen`, `sequential`) and answer (`semantic`) certificates promise
+  p_A(z) >= Phi(Phi^-1(p_lower) - d / s) > 1/2, s the noise law's L2 scale (sigma; sqrt(lambda_min)
+  for a fixed covariance, whose Mahalanobis distance is at most d / s). p_A(z) is the probability of
+  the certified class (or of an output equivalent to the certified answer). With an oracle-error
+  correction (bounded model, false-negative rate <= eps) the vote rate q satisfies q >= p (1 - eps), so
+  p_A(z) <= q_upper / (1 - eps);
+- feature certificates (`feature`, C4) promise s(z) = (1 + <F(z), u>)/2 >= Phi(Phi^-1(s_lower) - d/sigma);
+- decoding certificates (`decoding`, C5) promise, at every step t of the certified sequence y,
+  p_t(y_t | z, y_<t) >= Phi(Phi^-1(pA_lower,t) - d/sigma).
+
+A violation is reported only when a one-sided upper confidence bound on the promised quantity at z,
+from `n` fresh samples at level `alpha` (Clopper-Pearson for counts, Hoeffding for [0, 1] means, split
+over the steps of a sequence), falls below the promise. A sound certificate is then reported violated
+with probability at most alpha (plus the certificate's own alpha), so a reported violation is evidence
+of a bug, not Monte Carlo noise. PREDICT, which abstains near ties, is not used as the judge.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy.stats import norm
+
+from smoothgen_exp.stats import cp_upper, hoeffding_upper
+
+
+def promised(p_lower: float, distance: float, scale: float) -> float:
+    """The least value a certificate with lower bound p_lower promises at distance `distance`."""
+    return float(norm.cdf(norm.ppf(p_lower) - distance / scale))
+
+
+def checkable(row: dict) -> bool:
+    """Certified (radius > 0, not abstained) under a valid certificate."""
+    radius = row.get("radius")
+    return (bool(row.get("certified")) and not bool(row.get("abstained"))
+            and radius is not None and not math.isnan(radius) and radius > 0
+            and bool(row.get("certificate_valid", True)))
+
+
+def check_certificate(certifier, ctx, row: dict, z: torch.Tensor, n: int, alpha: float) -> dict:
+    """The `certificate_*` columns of a smoothed row attacked to condition z."""
+    distance = float((z.to(ctx.x) - ctx.x).norm())
+    radius = row.get("radius")
+    within = checkable(row) and distance <= radius
+    out = {"attack_within_radius": within, "certificate_checked": False, "certificate_violation": False}
+    kind = getattr(certifier, "certifies", None)
+    if not within or kind not in CHECKS:
+        return out
+    test = CHECKS[kind](certifier, ctx, row, z.to(ctx.x), distance, n, alpha)
+    return {**out, "certificate_checked": True, "certificate_check_n": n, "certificate_check_alpha": alpha,
+            **test, "certificate_violation": bool(test["certificate_check_upper"] < test["certificate_promise"])}
+
+
+def _class_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
+    p_lower = row.get("p_lower")
+    if p_lower is None or (isinstance(p_lower, float) and math.isnan(p_lower)):
+        p_lower = row["p_required"]              # sequential: p_A(x) > p_required was certified
+    promise = promised(p_lower, distance, ctx.noise.l2_scale)
+    if certifier.certifies == "answer":
+        reference = ctx.evidence["representative"]
+        k = sum(int(ctx.oracle.equivalent(batch, reference).sum()) for batch in ctx.outputs(n, "check", at=z))
+    else:
+        counts = ctx.smooth("check").sample_counts(z, n, ctx.batch_size, ctx.generator("check/noise"))
+        k = int(counts[int(row["prediction"])])
+    upper = cp_upper(k, n, alpha)
+    eps = getattr(certifier, "oracle_error", None)
+    if eps is not None:
+        upper = min(1.0, upper / (1.0 - eps))
+    return {"certificate_promise": promise, "certificate_check_upper": upper, "certificate_check_count": k}
+
+
+def _feature_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
+    u = ctx.evidence["direction"]
+    total = 0.0
+    for out in ctx.outputs(n, "check", at=z):
+        total += float(((1.0 + certifier.features(ctx, out) @ u) / 2.0).sum())
+    promise = promised(row["bound_s_lower"], distance, ctx.noise.l2_scale)
+    return {"certificate_promise": promise, "certificate_check_upper": hoeffding_upper(total / n, n, alpha)}
+
+
+def _decoding_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
+    tokens = ctx.evidence["tokens"]
+    total, done = None, 0
+    while done < n:
+        b = min(certifier.batch_size, n - done)
+        noisy = torch.empty((b, *z.shape), dtype=z.dtype, device=z.device)
+        ctx.noise.sample_(noisy, ctx.generator(f"check/noise/{done}"), add=z)
+        part = ctx.model.step_probs(noisy, tokens).double().sum(0).cpu()
+        total = part if total is None else total + part
+        done += b
+    level = alpha / len(tokens)
+    uppers = [hoeffding_upper(float(m), n, level) for m in total / n]
+    promises = [promised(p, distance, ctx.noise.l2_scale) for p in row["decoding_step_p_lower"]]
+    worst = min(range(len(tokens)), key=lambda t: uppers[t] - promises[t])
+    return {"certificate_promise": promises[worst], "certificate_check_upper": uppers[worst],
+            "certificate_check_step": worst}
+
+
+CHECKS = {"class": _class_check, "answer": _class_check, "cosine": _feature_check,
+          "sequence": _decoding_check}
