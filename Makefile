@@ -38,11 +38,16 @@ install: $(VENV)/.installed ## create .venv and install the package (editable, d
 run: install ## run the embedded default experiment (offline, CPU); ARGS= adds overrides
 	$(BIN)/python -m smoothgen_exp $(ARGS)
 
-test: install ## run the fast test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# pytest-xdist: one worker per core, each test file on one worker (module fixtures run once); trained
+# weights are shared through the cache under a file lock. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= auto
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
+
+test: install ## run the fast test suite (on every core; prints the ten slowest tests)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-full: install ## run every test, the slow statistical and end-to-end ones included
-	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m '' $(XDIST) $(PYTEST_ARGS)
 
 bench: install ## certify vs raw forward, sequential vs fixed n, KV-cached LLM decoding; outputs/bench/latest.json
 	$(BENCH_ENV) $(BIN)/python -m smoothgen_exp.bench $(ARGS)

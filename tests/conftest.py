@@ -1,11 +1,13 @@
 """Shared fixtures. Trained weights of the embedded default are cached where `make run` finds them."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SMOOTHGEN_TEST_CACHE", REPO / "outputs" / "cache"))
@@ -39,8 +41,21 @@ def t2i(oracle):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, t2i):
-    """One tiny end-to-end CLI run of the default, shared by the tests that inspect its outputs."""
-    run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    res = cli(*TINY, f"hydra.run.dir={run_dir}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    return run_dir, res
+    """One tiny end-to-end CLI run of the default, shared by the tests that inspect its outputs (and, under
+    pytest-xdist, by every worker of the session: the first one runs it, the others wait and read it)."""
+    shared = shared_dir(tmp_path_factory)
+    run_dir = shared / "tiny" / "run"
+    with FileLock(str(shared / "tiny.lock")):
+        done = run_dir / "cli.json"
+        if not done.exists():
+            res = cli(*TINY, f"hydra.run.dir={run_dir}")
+            assert res.returncode == 0, res.stderr[-3000:]
+            done.write_text(json.dumps({"stdout": res.stdout, "stderr": res.stderr, "returncode": res.returncode}))
+    saved = json.loads((run_dir / "cli.json").read_text())
+    return run_dir, subprocess.CompletedProcess([], saved["returncode"], saved["stdout"], saved["stderr"])
+
+
+def shared_dir(tmp_path_factory) -> Path:
+    """A directory every pytest-xdist worker of this session sees (this process's own without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
