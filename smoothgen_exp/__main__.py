@@ -15,15 +15,16 @@ from smoothgen_exp.config import exit_on_user_error, preflight, print_config, va
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the run's headline metric (`objective`, for Hydra sweepers such as optuna)."""
     try:
         validate(cfg)
         if cfg.dry_run:
             print_config(cfg)
             return None
-        from smoothgen_exp.run import run
+        from smoothgen_exp.run import objective_value, run
 
-        run(cfg)
+        return objective_value(run(cfg), cfg.objective, cfg.objective_constraints)
     except Exception as err:
         exit_on_user_error(err)
         raise

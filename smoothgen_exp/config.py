@@ -60,9 +60,9 @@ def one_of(*choices):
     return _rule(lambda v: v in choices, f"must be one of {', '.join(map(str, choices))}")
 
 
-def dtype_rule(auto: bool = True):
-    """A torch dtype name; `auto` is the checkpoint's own (transformers' from_pretrained)."""
-    return one_of(*(("auto",) if auto else ()), "float32", "float16", "bfloat16")
+def dtype_rule():
+    """A torch dtype name, or `auto`: the checkpoint's own on an accelerator, float32 on CPU (models.hub)."""
+    return one_of("auto", "float32", "float16", "bfloat16")
 
 
 def batch_size_rule():
@@ -86,8 +86,12 @@ class RunConf:
     progress: bool = True
     resume: bool = True
     flush_every: int = field(default=10, metadata=gt(0))
-    summary_radii: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
+    summary_radii: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 0.75, 1.0],
                                        metadata=each(ge(0.0)))
+    # what `python -m smoothgen_exp` returns to a Hydra sweeper: a summary key, and minimums other summary
+    # keys must reach (a trial that misses one returns -inf)
+    objective: str = "average_certified_radius"
+    objective_constraints: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------- groups
@@ -121,7 +125,7 @@ class CausalLMConf(LocalWeightsConf):
     max_new_tokens: int = field(default=16, metadata=gt(0))
     decoding: str = field(default="greedy", metadata=one_of("greedy", "sample"))
     temperature: float = field(default=1.0, metadata=gt(0.0))
-    dtype: str = field(default="float32", metadata=dtype_rule())
+    dtype: str = field(default="auto", metadata=dtype_rule())
     device_map: str | None = None
 
 
@@ -132,7 +136,7 @@ class VLMConf(LocalWeightsConf):
     prompt_template: str = "USER: <image>\n{prompt} ASSISTANT:"
     image_size: int = field(default=336, metadata=gt(0))
     max_new_tokens: int = field(default=32, metadata=gt(0))
-    dtype: str = field(default="float16", metadata=dtype_rule())
+    dtype: str = field(default="auto", metadata=dtype_rule())
     device_map: str | None = None
 
 
@@ -146,7 +150,7 @@ class StableDiffusionConf(LocalWeightsConf):
     guidance_scale: float = field(default=7.5, metadata=ge(0.0))
     negative_prompt: str = ""
     scheduler: str = field(default="ddim", metadata=one_of("ddim", "pndm", "euler", "dpm", "default"))
-    dtype: str = field(default="float16", metadata=dtype_rule(auto=False))
+    dtype: str = field(default="auto", metadata=dtype_rule())
     device_map: str | None = None
     safety_checker: bool = False
 
@@ -156,7 +160,7 @@ class CLIPVisionConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.models.clip.CLIPVisionEncoder"
     name: str = "openai/clip-vit-base-patch32"
     image_size: int = field(default=224, metadata=gt(0))
-    dtype: str = field(default="float32", metadata=dtype_rule())
+    dtype: str = field(default="auto", metadata=dtype_rule())
 
 
 @dataclass
@@ -167,7 +171,7 @@ class CLIPZeroShotConf(LocalWeightsConf):
     template: str = "a photo of the digit {}"
     name: str = "openai/clip-vit-base-patch32"
     image_size: int = field(default=224, metadata=gt(0))
-    dtype: str = field(default="float32", metadata=dtype_rule())
+    dtype: str = field(default="auto", metadata=dtype_rule())
 
 
 @dataclass
@@ -416,7 +420,7 @@ class LLMJudgeConf:
     path: str | None = None
     tiny: dict[str, Any] | None = None
     batch_size: int = field(default=16, metadata=gt(0))
-    dtype: str = field(default="bfloat16", metadata=dtype_rule())
+    dtype: str = field(default="auto", metadata=dtype_rule())
     device_map: str | None = "auto"
 
 
@@ -448,7 +452,7 @@ class T2IQualityConf(LocalWeightsConf):
     samples_per_item: int = field(default=4, metadata=gt(1))
     name: str = "openai/clip-vit-base-patch32"
     image_size: int = field(default=224, metadata=gt(0))
-    dtype: str = field(default="float32", metadata=dtype_rule())
+    dtype: str = field(default="auto", metadata=dtype_rule())
 
 
 @dataclass

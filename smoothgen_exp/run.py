@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -193,6 +194,36 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     is_image = isinstance(baseline_out, torch.Tensor) and baseline_out.dim() == 3
     preview = (baseline_out.cpu(), smoothed_out) if is_image else None
     return [baseline, smoothed], {"preview": preview, "attacked": attacked}
+
+
+def summary_value(summary: dict, key: str):
+    """A summary value by key; `a/b` reads nested keys (`certified_accuracy/0.25`), as the tables do."""
+    if key in summary:
+        return summary[key]
+    value = summary
+    for part in key.split("/"):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def objective_value(summary: dict | None, objective: str, constraints) -> float | None:
+    """summary[objective] for a sweeper; -inf when a constraint (summary key: minimum) is missed, NaN
+    (with a warning) when the summary has no such key (e.g. only `nominal_*` keys); None off rank 0."""
+    if summary is None:
+        return None
+    value = summary_value(summary, objective)
+    if not isinstance(value, int | float):
+        log.warning("objective %s is not a number in the summary (keys like it: %s): returning NaN", objective,
+                    ", ".join(k for k in summary if objective.split("/")[0] in k) or "none")
+        return math.nan
+    for key, minimum in dict(constraints or {}).items():
+        got = summary_value(summary, key)
+        if not isinstance(got, int | float) or not got >= minimum:     # NaN or missing: not met
+            log.info("constraint %s >= %s not met (%s): objective -inf", key, minimum, got)
+            return -math.inf
+    return float(value)
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:

@@ -91,3 +91,19 @@ def test_dry_run_prints_the_config_without_importing_torch(tmp_path):
     imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if "import time:" in line}
     assert "torch" not in imported and "transformers" not in imported
     assert not run_dir.exists()
+
+
+def test_dtype_auto_means_float32_on_cpu_and_the_checkpoints_on_an_accelerator():
+    """Issue 12.4: `sd15` (and every real model) defaults to dtype=auto, never float16 on a CPU."""
+    from omegaconf import OmegaConf
+
+    from smoothgen_exp.config import CONF_DIR
+    from smoothgen_exp.models.hub import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("auto", "cuda:0") == "auto"
+    assert resolve_dtype("auto", "cpu", device_map="auto") == "auto"
+    assert resolve_dtype("auto", "cuda", accelerator_auto="float16") == "float16"
+    assert resolve_dtype("bfloat16", "cpu") == "bfloat16"                  # an explicit choice is kept
+    for name in ("sd15", "llava", "llava16", "llama2_7b", "gpt2", "clip_vision"):
+        assert OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml").model.dtype == "auto", name

@@ -47,3 +47,44 @@ def test_attacks_experiment_smoke(tmp_path, t2i):
     assert (out / "attacks.png").stat().st_size > 1000
     text = (out / "attacks.md").read_text()
     assert "attack_success_rate_smoothed" in text and "±" in text
+
+
+def test_sigma_search_with_optuna_returns_the_objective(tmp_path, t2i):
+    """Issue 12.4: `main` returns the summary's objective, and an optuna sweep over sigma maximises it
+    subject to the quality constraint (infeasible trials score -inf)."""
+    import yaml
+
+    sweep = tmp_path / "sweep"
+    res = cli("experiment=sigma_search", "hydra.sweeper.n_trials=2", "dataset.limit=2", "certifier.n0=20",
+              "certifier.n=100", "aggregator.n=20", "metrics.samples_per_item=4", "progress=false",
+              f"cache_dir={CACHE}", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summaries = sorted(sweep.rglob("summary.json"))
+    assert len(summaries) == 2
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert result["name"] == "optuna" and "smoothing.sigma" in result["best_params"]
+    import json
+
+    values = []
+    for path in summaries:
+        s = json.loads(path.read_text())
+        ok = s.get("retention_digit_prob", float("nan")) >= 0.8
+        values.append(s["average_certified_radius"] if ok else float("-inf"))
+    assert result["best_value"] == max(values)
+
+
+def test_objective_value_applies_the_constraints():
+    import math
+
+    from smoothgen_exp.run import objective_value
+
+    summary = {"average_certified_radius": 0.3, "retention_digit_prob": 0.85, "acc": math.nan}
+    assert objective_value(summary, "average_certified_radius", {}) == 0.3
+    assert objective_value(summary, "average_certified_radius", {"retention_digit_prob": 0.8}) == 0.3
+    assert objective_value(summary, "average_certified_radius", {"retention_digit_prob": 0.9}) == -math.inf
+    assert objective_value(summary, "average_certified_radius", {"acc": 0.1}) == -math.inf   # NaN misses
+    assert math.isnan(objective_value({"nominal_average_certified_radius": 1.0}, "average_certified_radius", {}))
+    assert objective_value(None, "average_certified_radius", {}) is None
+    nested = {"certified_accuracy": {"0.25": 0.5}}
+    assert objective_value(nested, "certified_accuracy/0.25", {}) == 0.5
+    assert math.isnan(objective_value(nested, "certified_accuracy", {}))               # a dict, not a number

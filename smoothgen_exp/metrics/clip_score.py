@@ -65,7 +65,7 @@ class T2IQuality:
     enabled = True
 
     def __init__(self, samples_per_item: int = 4, name: str = "openai/clip-vit-base-patch32",
-                 path: str | None = None, tiny: dict | None = None, image_size: int = 224, dtype: str = "float32"):
+                 path: str | None = None, tiny: dict | None = None, image_size: int = 224, dtype: str = "auto"):
         self.k, self.clip_args = int(samples_per_item), (name, path, tiny, dtype)
         self.image_size = int(tiny["image_size"] if tiny else image_size)
 

@@ -20,7 +20,7 @@ import json
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.models.hub import from_local
+from smoothgen_exp.models.hub import from_local, resolve_dtype
 from smoothgen_exp.oracles.base import ClassEquivalence
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -44,7 +44,8 @@ _LOADED: dict[tuple, tuple] = {}
 def shared_clip(name: str, path: str | None, tiny: dict | None, dtype: str, device: str | torch.device,
                 key: str = "model.path"):
     """(tokenizer, CLIPModel) in eval mode on `device`, loaded once per process for the same arguments
-    (the encoder, the zero-shot oracle and the CLIP metrics share it)."""
+    (the encoder, the zero-shot oracle and the CLIP metrics share it). `dtype=auto`: float32 on CPU."""
+    dtype = resolve_dtype(dtype, device)
     cache_key = (name, path, json.dumps(dict(tiny) if tiny else None, sort_keys=True, default=str), dtype,
                  str(device))
     if cache_key not in _LOADED:
@@ -108,7 +109,7 @@ class CLIPVisionEncoder:
     output_norm = 1.0
 
     def __init__(self, name: str = "openai/clip-vit-base-patch32", path: str | None = None, tiny: dict | None = None,
-                 image_size: int = 224, dtype: str = "float32", *, cache_dir: str = "outputs/cache",
+                 image_size: int = 224, dtype: str = "auto", *, cache_dir: str = "outputs/cache",
                  device: str | torch.device = "cpu"):
         _, self.model = shared_clip(name, path, tiny, dtype, device)
         self.device = torch.device(device)
@@ -135,7 +136,7 @@ class CLIPZeroShot(ClassEquivalence):
     """Zero-shot classes by cosine to CLIP text embeddings of `template.format(class)`."""
 
     def __init__(self, classes: list[str], template: str = "a photo of the digit {}", name: str = "openai/clip-vit-base-patch32",
-                 path: str | None = None, tiny: dict | None = None, image_size: int = 224, dtype: str = "float32",
+                 path: str | None = None, tiny: dict | None = None, image_size: int = 224, dtype: str = "auto",
                  *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         tok, self.model = shared_clip(name, path, tiny, dtype, device, key="oracle.path")
         self.image_size = int(tiny["image_size"] if tiny else image_size)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from smoothgen_exp.errors import missing_weights
+from smoothgen_exp.models.hub import resolve_dtype
 
 
 class _TorchvisionNotice(logging.Filter):
@@ -101,12 +102,14 @@ class StableDiffusion:
     def __init__(self, name: str = "stable-diffusion-v1-5/stable-diffusion-v1-5", path: str | None = None,
                  tiny: dict | None = None, height: int = 512, width: int = 512, steps: int = 25,
                  guidance_scale: float = 7.5, negative_prompt: str = "", scheduler: str = "ddim",
-                 dtype: str = "float16", device_map: str | None = None, safety_checker: bool = False, *,
+                 dtype: str = "auto", device_map: str | None = None, safety_checker: bool = False, *,
                  cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         if tiny:
             self.pipe = tiny_pipeline(tiny)
             height = width = int(tiny["image_size"])
         else:
+            # auto: float16 on an accelerator (SD's usual inference dtype), float32 on CPU
+            dtype = resolve_dtype(dtype, device, device_map, accelerator_auto="float16")
             self.pipe = load_pipeline(name, path, dtype, device_map, safety_checker)
         if scheduler != "default":
             import diffusers

@@ -7,6 +7,15 @@ import torch
 from smoothgen_exp.errors import missing_weights
 
 
+def resolve_dtype(dtype: str, device, device_map: str | None = None, accelerator_auto: str = "auto") -> str:
+    """`dtype=auto`: the checkpoint's own dtype (`accelerator_auto`) on an accelerator or with a device map,
+    and float32 on CPU, where half precision crawls or fails. Any other name is kept."""
+    if dtype != "auto":
+        return dtype
+    on_cpu = device_map is None and torch.device(device).type == "cpu"
+    return "float32" if on_cpu else accelerator_auto
+
+
 def from_local(name: str, path: str | None, processor_cls, model_cls, dtype: str = "auto", *,
                key: str = "model.path", **model_kwargs):
     """(processor or tokenizer, model) through `from_pretrained(local_files_only=True)`.

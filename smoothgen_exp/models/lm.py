@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.models.hub import from_local
+from smoothgen_exp.models.hub import from_local, resolve_dtype
 
 # Words of the tiny models' in-memory vocabulary: the shipped prompt sets, refusal / compliance phrases.
 TINY_WORDS = """i cannot can can't help with that sorry but here is how to a the sure step one two three
@@ -76,7 +76,7 @@ class CausalLM:
 
     def __init__(self, name: str = "gpt2", path: str | None = None, tiny: dict | None = None,
                  max_new_tokens: int = 16, decoding: str = "greedy", temperature: float = 1.0,
-                 dtype: str = "float32", device_map: str | None = None, *, cache_dir: str = "outputs/cache",
+                 dtype: str = "auto", device_map: str | None = None, *, cache_dir: str = "outputs/cache",
                  device: str | torch.device = "cpu", weights_key: str = "model.path"):
         self.name, self.max_new_tokens, self.decoding = name, int(max_new_tokens), decoding
         self.temperature = float(temperature)
@@ -86,7 +86,8 @@ class CausalLM:
             self.model = tiny_model(tiny["arch"], len(self.tokenizer), tiny["width"], tiny["layers"],
                                     tiny["heads"], tiny.get("seed", 0))
         else:
-            self.tokenizer, self.model = load_pretrained(name, path, dtype, device_map, weights_key)
+            self.tokenizer, self.model = load_pretrained(name, path, resolve_dtype(dtype, device, device_map),
+                                                         device_map, weights_key)
         if device_map is None:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from smoothgen_exp.models.hub import from_local
+from smoothgen_exp.models.hub import from_local, resolve_dtype
 
 IMAGE_TOKEN = "<image>"
 
@@ -80,7 +80,7 @@ class VisionLanguageModel:
 
     def __init__(self, name: str = "llava-hf/llava-1.5-7b-hf", path: str | None = None, tiny: dict | None = None,
                  prompt_template: str = "USER: <image>\n{prompt} ASSISTANT:", image_size: int = 336,
-                 max_new_tokens: int = 32, dtype: str = "float16", device_map: str | None = None, *,
+                 max_new_tokens: int = 32, dtype: str = "auto", device_map: str | None = None, *,
                  cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         self.name, self.template, self.max_new_tokens = name, prompt_template, int(max_new_tokens)
         self.device = torch.device(device)
@@ -88,7 +88,7 @@ class VisionLanguageModel:
             self.processor, self.model = tiny_llava(tiny)
             image_size = tiny["image_size"]
         else:
-            self.processor, self.model = load_vlm(name, path, dtype, device_map)
+            self.processor, self.model = load_vlm(name, path, resolve_dtype(dtype, device, device_map), device_map)
         if device_map is None:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)

@@ -44,7 +44,7 @@ class LLMJudge(ClassEquivalence):
     num_classes = 2
 
     def __init__(self, model: str = "google/gemma-2-9b-it", path: str | None = None, tiny: dict | None = None,
-                 template: str = JUDGE_TEMPLATE, batch_size: int = 16, dtype: str = "bfloat16",
+                 template: str = JUDGE_TEMPLATE, batch_size: int = 16, dtype: str = "auto",
                  device_map: str | None = "auto", *, cache_dir: str = "outputs/cache", device="cpu"):
         from smoothgen_exp.models.lm import CausalLM
 
