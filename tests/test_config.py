@@ -95,7 +95,7 @@ def test_dry_run_prints_the_config_without_importing_torch(tmp_path):
 
 def test_dtype_auto_means_float32_on_cpu_and_the_checkpoints_on_an_accelerator():
     """Issue 12.4: `sd15` (and every real model) defaults to dtype=auto, never float16 on a CPU."""
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
     from smoothgen_exp.config import CONF_DIR
     from smoothgen_exp.models.hub import resolve_dtype
@@ -106,4 +106,5 @@ def test_dtype_auto_means_float32_on_cpu_and_the_checkpoints_on_an_accelerator()
     assert resolve_dtype("auto", "cuda", accelerator_auto="float16") == "float16"
     assert resolve_dtype("bfloat16", "cpu") == "bfloat16"                  # an explicit choice is kept
     for name in ("sd15", "llava", "llava16", "llama2_7b", "gpt2", "clip_vision"):
-        assert OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml").model.dtype == "auto", name
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            assert compose("config", overrides=[f"model={name}"]).model.dtype == "auto", name

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from smoothgen_exp.config import configured
 
+
+@configured
 class Majority:
-    def __init__(self, n: int = 100, alpha: float = 0.001):
+    def __init__(self, n: int, alpha: float):
         self.n, self.alpha = int(n), float(alpha)
 
     def aggregate(self, ctx) -> tuple[dict, torch.Tensor | None]:

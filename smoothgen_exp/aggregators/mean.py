@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import torch
 
+from smoothgen_exp.config import configured
 
+
+@configured
 class Mean:
-    def __init__(self, n: int = 100):
+    def __init__(self, n: int):
         self.n = int(n)
 
     def aggregate(self, ctx, stream: str = "aggregate") -> tuple[dict, torch.Tensor]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from smoothgen_exp.config import configured
+
 
 def channel_barycenter(stack: torch.Tensor, reg: float, floor: float, iters: int, tol: float,
                        method: str = "sinkhorn") -> torch.Tensor:
@@ -39,9 +41,10 @@ def channel_barycenter(stack: torch.Tensor, reg: float, floor: float, iters: int
     return out
 
 
+@configured
 class OTBlend:
-    def __init__(self, n: int = 32, resolution: int = 32, reg: float = 0.002, floor: float = 1e-3,
-                 method: str = "sinkhorn", iters: int = 1000, tol: float = 1e-5):
+    def __init__(self, n: int, resolution: int, reg: float, floor: float,
+                 method: str, iters: int, tol: float):
         self.n, self.resolution, self.reg, self.floor = int(n), int(resolution), float(reg), float(floor)
         self.method, self.iters, self.tol = method, int(iters), float(tol)
 

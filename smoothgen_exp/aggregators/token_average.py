@@ -17,14 +17,17 @@ import math
 
 import torch
 
+from smoothgen_exp.config import configured
+
 
 def tv_shift_factor(noise_mode: str, n: int, max_new_tokens: int) -> float:
     """How many times a condition shift acts on one token-averaged output: sqrt(number of noise draws)."""
     return math.sqrt(n if noise_mode == "sequence" else n * max_new_tokens)
 
 
+@configured
 class TokenAverage:
-    def __init__(self, n: int = 16, greedy: bool = True, noise: str = "sequence", use_cache: bool = True):
+    def __init__(self, n: int, greedy: bool, noise: str, use_cache: bool):
         if noise not in ("sequence", "step"):
             raise ValueError("noise must be sequence | step")
         self.n, self.greedy, self.noise_mode, self.use_cache = int(n), bool(greedy), noise, bool(use_cache)

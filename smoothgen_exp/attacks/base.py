@@ -181,9 +181,9 @@ class Attack:
     enabled = True
     name = "attack"
 
-    def __init__(self, eps: float = 0.1, norm: str = "l2", objective: str = "flip", target: int | None = None,
-                 m: int = 16, eval_n: int = 500, eval_alpha: float = 0.001, space: str = "output",
-                 shift_threshold: float = 2.0, cos_threshold: float = 0.5):
+    def __init__(self, *, eps: float, norm: str, objective: str, target: int | None, m: int, eval_n: int,
+                 eval_alpha: float, space: str, shift_threshold: float, cos_threshold: float):
+        # defaults: the attack's schema in smoothgen_exp.config (AttackConf), filled in by @configured
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}")
         self.budget = Budget(float(eps), norm)

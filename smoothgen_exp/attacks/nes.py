@@ -19,13 +19,15 @@ import math
 import torch
 
 from smoothgen_exp.attacks.base import Attack, Budget, Victim, project, random_in_ball
+from smoothgen_exp.config import configured
 
 
+@configured
 class NES(Attack):
     name = "nes"
 
-    def __init__(self, queries: int = 1000, population: int = 10, fd_scale: float = 0.25, lr: float = 0.2,
-                 momentum: float = 0.9, random_start: bool = True, **kwargs):
+    def __init__(self, queries: int, population: int, fd_scale: float, lr: float,
+                 momentum: float, random_start: bool, **kwargs):
         super().__init__(**kwargs)
         self.queries, self.population, self.random_start = int(queries), int(population), bool(random_start)
         self.fd_scale, self.lr, self.momentum = float(fd_scale), float(lr), float(momentum)

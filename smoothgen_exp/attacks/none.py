@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from smoothgen_exp.config import configured
 
+
+@configured
 class NoAttack:
     enabled = False

@@ -11,14 +11,16 @@ from __future__ import annotations
 import torch
 
 from smoothgen_exp.attacks.base import Attack, Budget, Victim, project, random_in_ball
+from smoothgen_exp.config import configured
 
 
+@configured
 class PGD(Attack):
     name = "pgd"
     white_box = True          # needs gradients through the generator and the oracle
 
-    def __init__(self, steps: int = 20, restarts: int = 1, step_size: float | None = None,
-                 random_start: bool = True, **kwargs):
+    def __init__(self, steps: int, restarts: int, step_size: float | None,
+                 random_start: bool, **kwargs):
         super().__init__(**kwargs)
         self.steps, self.restarts, self.random_start = int(steps), int(restarts), bool(random_start)
         self.step_size = float(step_size) if step_size is not None else 2.5 / self.steps

@@ -8,12 +8,14 @@ import torch
 from torch.nn import functional as F
 
 from smoothgen_exp.attacks.base import Attack, Budget, Victim
+from smoothgen_exp.config import configured
 
 
+@configured
 class RandomSearch(Attack):
     name = "random_search"
 
-    def __init__(self, queries: int = 1000, batch: int = 50, **kwargs):
+    def __init__(self, queries: int, batch: int, **kwargs):
         super().__init__(**kwargs)
         self.queries, self.batch = int(queries), int(batch)
 

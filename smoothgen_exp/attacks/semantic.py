@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from smoothgen_exp.attacks.base import Attack, Budget, Victim
+from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.models.text_encoder import shared_minilm
 
@@ -47,12 +48,13 @@ def detokenize(tokens: list[str]) -> str:
     return re.sub(r"\s+([^\w\s'-])", r"\1", " ".join(tokens))
 
 
+@configured
 class SemanticAttack(Attack):
     name = "semantic"
 
-    def __init__(self, queries: int = 200, max_edits: int = 4, min_similarity: float = 0.75,
-                 word_min_similarity: float = 0.6, similar_words: int = 3, lexicon: str | None = None,
-                 eps: float | None = None, **kwargs):
+    def __init__(self, queries: int, max_edits: int, min_similarity: float,
+                 word_min_similarity: float, similar_words: int, lexicon: str | None,
+                 eps: float | None, **kwargs):
         super().__init__(eps=math.inf if eps is None else eps, **kwargs)
         self.queries, self.max_edits = int(queries), int(max_edits)
         self.min_similarity, self.word_min_similarity = float(min_similarity), float(word_min_similarity)

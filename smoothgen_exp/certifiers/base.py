@@ -21,8 +21,6 @@ from scipy.stats import norm
 
 from smoothgen_exp.batching import start_size
 
-DEFAULT_EPS_GRID = (0.1, 0.25, 0.5, 1.0)
-
 
 def eps_col(prefix: str, eps: float) -> str:
     """Column name of a bound evaluated at input distance eps, e.g. bound_tv_eps0.25."""
@@ -103,7 +101,6 @@ class BoundCertifier(Certifier):
 
     classifies = False
 
-    def __init__(self, n0: int = 0, n: int = 1000, alpha: float = 0.001, batch_size: int | str = 1000,
-                 eps_grid: tuple = DEFAULT_EPS_GRID):
+    def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str, eps_grid: tuple):
         super().__init__(n0, n, alpha, batch_size)
         self.eps_grid = tuple(float(e) for e in eps_grid)

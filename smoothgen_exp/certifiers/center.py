@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, BoundCertifier, eps_col
+from smoothgen_exp.certifiers.base import BoundCertifier, eps_col
 from smoothgen_exp.certifiers.semantic import collect
+from smoothgen_exp.config import configured
 from smoothgen_exp.stats import order_statistic_rank
 
 RADIUS_COEFF = 3.0
@@ -43,12 +44,13 @@ def quantile_upper(values: np.ndarray, q: float, alpha: float) -> float:
     return float(np.partition(np.asarray(values, dtype=float), k - 1)[k - 1])
 
 
+@configured
 class CenterCertifier(BoundCertifier):
     name = "center"
 
-    def __init__(self, n0: int = 10_000, n: int = 10_000, alpha: float = 0.01, batch_size: int | str = 1000,
-                 eps_grid: tuple = DEFAULT_EPS_GRID, n_centers: int = 30, delta: float = 0.05,
-                 metric: str = "l2"):
+    def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
+                 eps_grid: tuple, n_centers: int, delta: float,
+                 metric: str):
         super().__init__(n0, n, alpha, batch_size, eps_grid)
         self.n_centers = int(n_centers)
         self.delta, self.metric = float(delta), metric

@@ -23,6 +23,7 @@ cannot make a certificate unsound.
 from __future__ import annotations
 
 from smoothgen_exp.certifiers.base import Certifier
+from smoothgen_exp.config import configured
 from smoothgen_exp.core import ABSTAIN
 from smoothgen_exp.errors import ConfigError
 from smoothgen_exp.stats import cp_lower, expected_radius, oracle_corrected_lower
@@ -57,13 +58,14 @@ class OracleErrorModel:
         return oracle_corrected_lower(cp_lower(n, n, self.alpha), self.oracle_error, self.oracle_error_model)
 
 
+@configured
 class CohenCertifier(OracleErrorModel, Certifier):
     name = "cohen"
     certifies = "class"
 
-    def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int | str = 1000,
-                 oracle_error: float | None = None, oracle_error_model: str = "bounded",
-                 oracle_error_alpha: float | None = None, pilot: int = 0):
+    def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
+                 oracle_error: float | None, oracle_error_model: str,
+                 oracle_error_alpha: float | None, pilot: int):
         super().__init__(n0, n, alpha, batch_size)
         self._init_oracle_error(oracle_error, oracle_error_model, oracle_error_alpha)
         self.pilot = int(pilot)

@@ -23,16 +23,18 @@ from __future__ import annotations
 import torch
 
 from smoothgen_exp.certifiers.base import Certifier
+from smoothgen_exp.config import configured
 from smoothgen_exp.stats import betting_lower, betting_max_lower, empirical_bernstein_lower, hoeffding_lower
 
 
+@configured
 class DecodingCertifier(Certifier):
     name = "decoding"
     classifies = False
     certifies = "sequence"
 
-    def __init__(self, n0: int = 16, n: int = 256, alpha: float = 0.001, batch_size: int | str = 64,
-                 bound: str = "betting"):
+    def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
+                 bound: str):
         super().__init__(n0, n, alpha, batch_size)
         if bound not in ("betting", "bernstein", "hoeffding"):
             raise ValueError(f"certifier.bound={bound!r} must be one of betting, bernstein, hoeffding")

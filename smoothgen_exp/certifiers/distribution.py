@@ -19,10 +19,12 @@ import torch
 
 from smoothgen_exp.certifiers.base import BoundCertifier, eps_col
 from smoothgen_exp.certifiers.output_bound import output_ball
+from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.stats import cp_upper, harm_upper, tv_bound, wp_bound
 
 
+@configured
 class DistributionCertifier(BoundCertifier):
     name = "distribution"
 

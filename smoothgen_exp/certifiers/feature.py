@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.certifiers.base import DEFAULT_EPS_GRID, BoundCertifier, eps_col
+from smoothgen_exp.certifiers.base import BoundCertifier, eps_col
+from smoothgen_exp.config import configured
 from smoothgen_exp.stats import (
     betting_lower,
     betting_max_lower,
@@ -67,12 +68,13 @@ def cosine_or_nan(inner_lower: float) -> float:
     return float(inner_lower) if inner_lower > 0 else math.nan
 
 
+@configured
 class FeatureCertifier(BoundCertifier):
     name = "feature"
     certifies = "cosine"
 
-    def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int | str = 1000,
-                 eps_grid: tuple = DEFAULT_EPS_GRID, bound: str = "betting", cos_min: float = 0.5):
+    def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
+                 eps_grid: tuple, bound: str, cos_min: float):
         super().__init__(n0, n, alpha, batch_size, eps_grid)
         if bound not in BOUNDS:
             raise ValueError(f"certifier.bound={bound!r} must be one of {', '.join(BOUNDS)}")

@@ -28,6 +28,7 @@ import torch
 
 from smoothgen_exp.aggregators.mean import Mean
 from smoothgen_exp.certifiers.base import BoundCertifier, eps_col
+from smoothgen_exp.config import configured
 from smoothgen_exp.stats import (
     coordinate_interval,
     mcdiarmid_mean_bound,
@@ -63,6 +64,7 @@ def output_ball(model) -> OutputBall:
     return OutputBall(box_rho, 2.0 * box_rho, "box", (a + b) / 2.0)
 
 
+@configured
 class OutputBoundCertifier(BoundCertifier):
     name = "output_bound"
 

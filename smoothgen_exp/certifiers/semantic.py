@@ -18,6 +18,7 @@ import torch
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.certifiers.cohen import OracleErrorModel
+from smoothgen_exp.config import configured
 from smoothgen_exp.core import ABSTAIN
 from smoothgen_exp.stats import cp_lower, oracle_corrected_lower
 
@@ -28,13 +29,14 @@ def collect(batches) -> torch.Tensor | list:
     return torch.cat(batches) if isinstance(batches[0], torch.Tensor) else [o for b in batches for o in b]
 
 
+@configured
 class SemanticCertifier(OracleErrorModel, Certifier):
     name = "semantic"
     certifies = "answer"
 
-    def __init__(self, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch_size: int | str = 1000,
-                 oracle_error: float | None = None, oracle_error_model: str = "bounded",
-                 oracle_error_alpha: float | None = None):
+    def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
+                 oracle_error: float | None, oracle_error_model: str,
+                 oracle_error_alpha: float | None):
         super().__init__(n0, n, alpha, batch_size)
         self._init_oracle_error(oracle_error, oracle_error_model, oracle_error_alpha)
 

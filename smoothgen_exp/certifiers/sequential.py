@@ -25,6 +25,7 @@ import math
 import torch
 
 from smoothgen_exp.certifiers.base import Certifier
+from smoothgen_exp.config import configured
 from smoothgen_exp.core import ABSTAIN, noisy_batches
 from smoothgen_exp.stats import cp_upper
 
@@ -42,12 +43,13 @@ def kl_bernoulli(p: float, q: float) -> float:
     return sum(terms)
 
 
+@configured
 class SequentialCertifier(Certifier):
     name = "sequential"
     certifies = "class"
 
-    def __init__(self, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch_size: int | str = 100,
-                 target_radius: float = 0.1, give_up_alpha: float = 0.01):
+    def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
+                 target_radius: float, give_up_alpha: float):
         super().__init__(n0, n, alpha, batch_size)
         self.target_radius, self.give_up_alpha = float(target_radius), float(give_up_alpha)
 

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.data.base import Item, ItemList
 from smoothgen_exp.errors import SmoothgenError
 
@@ -91,13 +92,14 @@ def template_item(template: int, digit: int) -> Item:
     return Item(f"t{template:02d}-d{digit}", prompt(template, digit), digit)
 
 
+@configured
 class DigitsPrompts(ItemList):
     """Evaluation items: one prompt per (template, digit) in the chosen template split, less the
     calibration templates (split=train|all with calibration_fraction > 0)."""
 
     num_classes = 10
 
-    def __init__(self, split: str = "heldout", limit: int | None = None, calibration_fraction: float = 0.0):
+    def __init__(self, split: str, limit: int | None, calibration_fraction: float):
         if split not in SPLITS:
             raise SmoothgenError(f"dataset.split={split}: must be one of {', '.join(SPLITS)}")
         if not 0.0 <= calibration_fraction < 1.0:

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import torch
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.data.base import Item, ItemList
 from smoothgen_exp.data.digits import digit_images
 from smoothgen_exp.errors import SmoothgenError
 
 
+@configured
 class DigitImages(ItemList):
     num_classes = 10
 
-    def __init__(self, split: str = "heldout", limit: int | None = None):
+    def __init__(self, split: str, limit: int | None):
         x, y = digit_images(split)
         items = [Item(f"img{i:04d}", f"{split} digit image {i}", int(y[i])) for i in range(len(x))]
         self.items = items[:limit] if limit is not None else items

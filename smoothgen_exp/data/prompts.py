@@ -22,6 +22,7 @@ import hashlib
 import math
 from pathlib import Path
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.data.base import Item, ItemList
 from smoothgen_exp.errors import SmoothgenError
 
@@ -32,10 +33,11 @@ def prompt_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@configured
 class PromptsCSV(ItemList):
     num_classes = 2
 
-    def __init__(self, path: str | None = None, limit: int | None = None, calibration_fraction: float = 0.0):
+    def __init__(self, path: str | None, limit: int | None, calibration_fraction: float):
         if not 0.0 <= calibration_fraction < 1.0:
             raise SmoothgenError(f"dataset.calibration_fraction={calibration_fraction}: must lie in [0, 1)")
         path = Path(path) if path else SAMPLE

@@ -20,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.models.clip import embeds, image_features, pixel_values, shared_clip
 
 
@@ -61,11 +62,12 @@ class CLIPImageFeatures(nn.Module):
         return image_features(self.model, images, self.image_size).double()
 
 
+@configured
 class T2IQuality:
     enabled = True
 
-    def __init__(self, samples_per_item: int = 4, name: str = "openai/clip-vit-base-patch32",
-                 path: str | None = None, tiny: dict | None = None, image_size: int = 224, dtype: str = "auto"):
+    def __init__(self, samples_per_item: int, name: str,
+                 path: str | None, tiny: dict | None, image_size: int, dtype: str):
         self.k, self.clip_args = int(samples_per_item), (name, path, tiny, dtype)
         self.image_size = int(tiny["image_size"] if tiny else image_size)
 

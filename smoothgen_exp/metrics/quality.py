@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.errors import WeightsNotFound
 
 
@@ -50,10 +51,11 @@ def make_fid(features: str, oracle, image_shape: tuple, weights: str | None):
                           "the CLIP models of issue 6)")
 
 
+@configured
 class DigitQuality:
     enabled = True
 
-    def __init__(self, samples_per_item: int = 10, fid_features: str = "oracle", fid_weights: str | None = None):
+    def __init__(self, samples_per_item: int, fid_features: str, fid_weights: str | None):
         self.k, self.fid_features, self.fid_weights = int(samples_per_item), fid_features, fid_weights
         self.fid = None
 
@@ -99,5 +101,6 @@ class DigitQuality:
         return result
 
 
+@configured
 class NoMetrics:
     enabled = False

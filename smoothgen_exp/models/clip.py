@@ -20,6 +20,7 @@ import json
 import torch
 from torch.nn import functional as F
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.models.hub import from_local, resolve_dtype
 from smoothgen_exp.oracles.base import ClassEquivalence
 
@@ -101,6 +102,7 @@ def as_rgb(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(image[None], size=(size, size), mode="nearest")[0]
 
 
+@configured
 class CLIPVisionEncoder:
     condition_kind = "image"
     output_kind = "features"
@@ -108,8 +110,8 @@ class CLIPVisionEncoder:
     # [-1, 1]^dim (radius sqrt(dim)); certifiers.output_bound.output_ball uses the tighter of the two
     output_norm = 1.0
 
-    def __init__(self, name: str = "openai/clip-vit-base-patch32", path: str | None = None, tiny: dict | None = None,
-                 image_size: int = 224, dtype: str = "auto", *, cache_dir: str = "outputs/cache",
+    def __init__(self, name: str, path: str | None, tiny: dict | None,
+                 image_size: int, dtype: str, *, cache_dir: str = "outputs/cache",
                  device: str | torch.device = "cpu"):
         _, self.model = shared_clip(name, path, tiny, dtype, device)
         self.device = torch.device(device)
@@ -132,11 +134,12 @@ class CLIPVisionEncoder:
         return image_features(self.model, z, self.image_size)
 
 
+@configured
 class CLIPZeroShot(ClassEquivalence):
     """Zero-shot classes by cosine to CLIP text embeddings of `template.format(class)`."""
 
-    def __init__(self, classes: list[str], template: str = "a photo of the digit {}", name: str = "openai/clip-vit-base-patch32",
-                 path: str | None = None, tiny: dict | None = None, image_size: int = 224, dtype: str = "auto",
+    def __init__(self, classes: list[str], template: str, name: str,
+                 path: str | None, tiny: dict | None, image_size: int, dtype: str,
                  *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         tok, self.model = shared_clip(name, path, tiny, dtype, device, key="oracle.path")
         self.image_size = int(tiny["image_size"] if tiny else image_size)

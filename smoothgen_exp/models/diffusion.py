@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.errors import missing_weights
 from smoothgen_exp.models.hub import resolve_dtype
 
@@ -94,15 +95,16 @@ def load_pipeline(name: str, path: str | None, dtype: str, device_map: str | Non
         raise missing_weights(name, path, err) from None
 
 
+@configured
 class StableDiffusion:
     condition_kind = "text"
     differentiable = False    # no gradients through sampling: black-box attacks only
     output_range = (0.0, 1.0)
 
-    def __init__(self, name: str = "stable-diffusion-v1-5/stable-diffusion-v1-5", path: str | None = None,
-                 tiny: dict | None = None, height: int = 512, width: int = 512, steps: int = 25,
-                 guidance_scale: float = 7.5, negative_prompt: str = "", scheduler: str = "ddim",
-                 dtype: str = "auto", device_map: str | None = None, safety_checker: bool = False, *,
+    def __init__(self, name: str, path: str | None,
+                 tiny: dict | None, height: int, width: int, steps: int,
+                 guidance_scale: float, negative_prompt: str, scheduler: str,
+                 dtype: str, device_map: str | None, safety_checker: bool, *,
                  cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         if tiny:
             self.pipe = tiny_pipeline(tiny)

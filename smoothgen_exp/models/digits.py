@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import trange
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.data.digits import N_TRAIN_TEMPLATES, SPLITS, digit_images, prompt
 from smoothgen_exp.models.text_encoder import MiniLMEncoder, shared_minilm
 from smoothgen_exp.oracles.digits import DigitClassifier
@@ -86,6 +87,7 @@ def train_cvae(embeddings: torch.Tensor, oracle: DigitClassifier, *, latent_dim:
     return cvae.eval()
 
 
+@configured
 class DigitsT2I:
     """Generator protocol: `encode(prompts) -> [B, 384]`, `generate(z, generator) -> [B, 1, 8, 8]`."""
 
@@ -93,9 +95,9 @@ class DigitsT2I:
     output_shape = IMAGE_SHAPE
     output_range = (0.0, 1.0)
 
-    def __init__(self, latent_dim: int = 8, hidden: int = 256, train_sigma: float = 0.1, epochs: int = 80,
-                 lr: float = 2e-3, kl_weight: float = 0.2, oracle_weight: float = 1.0, train_seed: int = 0,
-                 encoder_path: str | None = None, *, cache_dir: str = "outputs/cache",
+    def __init__(self, latent_dim: int, hidden: int, train_sigma: float, epochs: int,
+                 lr: float, kl_weight: float, oracle_weight: float, train_seed: int,
+                 encoder_path: str | None, *, cache_dir: str = "outputs/cache",
                  device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.encoder: MiniLMEncoder = shared_minilm(encoder_path, str(self.device))

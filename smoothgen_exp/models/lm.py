@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.models.hub import from_local, resolve_dtype
 
 # Words of the tiny models' in-memory vocabulary: the shipped prompt sets, refusal / compliance phrases.
@@ -69,14 +70,15 @@ def load_pretrained(name: str, path: str | None, dtype: str, device_map: str | N
     return from_local(name, path, AutoTokenizer, AutoModelForCausalLM, dtype, key=key, device_map=device_map)
 
 
+@configured
 class CausalLM:
     condition_kind = "text"
     differentiable = False    # no gradients through sampling: black-box attacks only
     output_kind = "text"
 
-    def __init__(self, name: str = "gpt2", path: str | None = None, tiny: dict | None = None,
-                 max_new_tokens: int = 16, decoding: str = "greedy", temperature: float = 1.0,
-                 dtype: str = "auto", device_map: str | None = None, *, cache_dir: str = "outputs/cache",
+    def __init__(self, name: str, path: str | None, tiny: dict | None,
+                 max_new_tokens: int, decoding: str, temperature: float,
+                 dtype: str, device_map: str | None, *, cache_dir: str = "outputs/cache",
                  device: str | torch.device = "cpu", weights_key: str = "model.path"):
         self.name, self.max_new_tokens, self.decoding = name, int(max_new_tokens), decoding
         self.temperature = float(temperature)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.models.hub import from_local, resolve_dtype
 
 IMAGE_TOKEN = "<image>"
@@ -72,15 +73,16 @@ def load_image(path: str | None, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
+@configured
 class VisionLanguageModel:
     condition_kind = "image"
     differentiable = False    # no gradients through sampling: black-box attacks only
     output_kind = "text"
     output_range = (0.0, 1.0)
 
-    def __init__(self, name: str = "llava-hf/llava-1.5-7b-hf", path: str | None = None, tiny: dict | None = None,
-                 prompt_template: str = "USER: <image>\n{prompt} ASSISTANT:", image_size: int = 336,
-                 max_new_tokens: int = 32, dtype: str = "auto", device_map: str | None = None, *,
+    def __init__(self, name: str, path: str | None, tiny: dict | None,
+                 prompt_template: str, image_size: int,
+                 max_new_tokens: int, dtype: str, device_map: str | None, *,
                  cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         self.name, self.template, self.max_new_tokens = name, prompt_template, int(max_new_tokens)
         self.device = torch.device(device)

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import trange
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.data.digits import digit_images
 from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.oracles.base import ClassEquivalence
@@ -87,13 +88,14 @@ def heldout_accuracy(net: nn.Module) -> float:
     return float(np.mean(pred == y))
 
 
+@configured
 class DigitClassifier(ClassEquivalence):
     """Oracle protocol: `classify(images) -> class indices`, `num_classes`, plus `features`."""
 
     num_classes = 10
 
-    def __init__(self, epochs: int = 40, lr: float = 3e-3, train_noise: float = 0.25, train_seed: int = 0,
-                 min_accuracy: float = 0.97, *, cache_dir: str = "outputs/cache",
+    def __init__(self, epochs: int, lr: float, train_noise: float, train_seed: int,
+                 min_accuracy: float, *, cache_dir: str = "outputs/cache",
                  device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.params = params = {"arch": "DigitCNN-v1", "data": "sklearn-digits-v1", "epochs": epochs, "lr": lr,

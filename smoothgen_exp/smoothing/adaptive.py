@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import math
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.smoothing.calibrated import calibration_columns, calibration_set
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from smoothgen_exp.smoothing.sensitivity import jtj_estimate
 
 
+class InputDependentGaussian(GaussianNoise):
+    """The isotropic law AdaptiveNoise picks for one input: its rows can certify nothing."""
+
+    name = "adaptive"
+    certificate_valid = False
+
+
+@configured
 class AdaptiveNoise:
     norm = "l2"
     certificate_valid = False
 
-    def __init__(self, sigma: float, min_scale: float = 0.5, max_scale: float = 2.0,
-                 calibration_items: int = 20, probes: int = 16, seed: int = 0):
+    def __init__(self, sigma: float, min_scale: float, max_scale: float,
+                 calibration_items: int, probes: int, seed: int):
         self.sigma, self.min_scale, self.max_scale = float(sigma), float(min_scale), float(max_scale)
         self.calibration_items, self.probes, self.seed = int(calibration_items), int(probes), int(seed)
         self.reference: float | None = None
@@ -42,8 +51,9 @@ class AdaptiveNoise:
 
     def at(self, x, model) -> GaussianNoise:
         scale = min(self.max_scale, max(self.min_scale, self.reference / max(self.sensitivity(model, x), 1e-12)))
-        return GaussianNoise(self.sigma * scale, certificate_valid=False, name="adaptive",
-                             extra={"sigma_base": self.sigma, **calibration_columns(self.calibration_ids)})
+        law = InputDependentGaussian(self.sigma * scale)
+        law.extra = {"sigma_base": self.sigma, **calibration_columns(self.calibration_ids)}
+        return law
 
     @property
     def l2_scale(self) -> float:

@@ -20,6 +20,7 @@ import torch
 from scipy.stats import norm
 from tqdm.auto import tqdm
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.smoothing.gaussian import float64_draw
 from smoothgen_exp.smoothing.sensitivity import jtj_estimate
@@ -53,12 +54,13 @@ def calibration_columns(ids: list[str] | None) -> dict:
     return {"noise_calibration_items": len(ids), "noise_calibration_hash": digest}
 
 
+@configured
 class CalibratedNoise:
     norm = "mahalanobis"
     certificate_valid = True
 
-    def __init__(self, sigma: float, reg: float = 1.0, calibration_items: int = 50, probes: int = 32,
-                 seed: int = 0):
+    def __init__(self, sigma: float, reg: float, calibration_items: int, probes: int,
+                 seed: int):
         self.sigma, self.reg = float(sigma), float(reg)
         self.calibration_items, self.probes, self.seed = int(calibration_items), int(probes), int(seed)
         self.chol: torch.Tensor | None = None

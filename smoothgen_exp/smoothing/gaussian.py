@@ -12,20 +12,22 @@ from __future__ import annotations
 import torch
 from scipy.stats import norm
 
+from smoothgen_exp.config import configured
 from smoothgen_exp.stats import cohen_radius
 
 
+@configured
 class GaussianNoise:
     norm = "l2"
+    name = "gaussian"
+    # False when sigma was chosen from the input itself (SPEC 4: Sukenik et al. 2022; smoothing.adaptive)
+    certificate_valid = True
 
-    def __init__(self, sigma: float, certificate_valid: bool = True, name: str = "gaussian",
-                 extra: dict | None = None):
+    def __init__(self, sigma: float):
         if sigma < 0:
             raise ValueError("sigma must be >= 0")
         self.sigma = float(sigma)
-        # False when sigma was chosen from the input itself (SPEC 4: Sukenik et al. 2022)
-        self.certificate_valid = certificate_valid
-        self.name, self.extra = name, extra or {}
+        self.extra: dict = {}
 
     @property
     def l2_scale(self) -> float:
