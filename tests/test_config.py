@@ -108,3 +108,13 @@ def test_dtype_auto_means_float32_on_cpu_and_the_checkpoints_on_an_accelerator()
     for name in ("sd15", "llava", "llava16", "llama2_7b", "gpt2", "clip_vision"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             assert compose("config", overrides=[f"model={name}"]).model.dtype == "auto", name
+
+
+def test_an_unknown_key_of_a_group_fails_in_one_line(tmp_path):
+    """Issue 12.4: Hydra's multi-line "Could not override" becomes one line naming the keys that exist."""
+    res = cli("model.bogus=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: model.bogus: unknown key")
+    assert "latent_dim" in lines[0] and "+model.bogus" in lines[0]
+    assert not (tmp_path / "run").exists()
