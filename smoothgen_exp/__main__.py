@@ -22,7 +22,8 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.dry_run:
             print_config(cfg)
             return None
-        from smoothgen_exp.run import objective_value, run
+        from smoothgen_exp.checks import objective_value
+        from smoothgen_exp.run import run
 
         return objective_value(run(cfg), cfg.objective, cfg.objective_constraints)
     except Exception as err:

@@ -1,5 +1,8 @@
 """Config schemas and validation. Light on purpose: importing this module never imports torch.
 
+Over 300 lines: it is the one source of every option's defaults, types and ranges (39 schemas); split
+by group it would scatter what a reviewer compares side by side, and each part would import the rules.
+
 Every `conf/<group>/<option>.yaml` names its class with `_target_`; the schema for that class is the
 dataclass below whose `_target_` default matches. `validate(cfg)` merges each group node into its
 schema (type errors, unknown keys) and applies the range rules in the field metadata, so a bad value
@@ -62,7 +65,7 @@ def one_of(*choices):
 
 
 def dtype_rule():
-    """A torch dtype name, or `auto`: the checkpoint's own on an accelerator, float32 on CPU (models.hub)."""
+    """A torch dtype name, or `auto`: the checkpoint's own on an accelerator, float32 on CPU (backbones.hub)."""
     return one_of("auto", "float32", "float16", "bfloat16")
 
 
@@ -174,7 +177,7 @@ class CLIPVisionConf(LocalWeightsConf):
 
 @dataclass
 class CLIPZeroShotConf(LocalWeightsConf):
-    _target_: str = "smoothgen_exp.models.clip.CLIPZeroShot"
+    _target_: str = "smoothgen_exp.oracles.clip.CLIPZeroShot"
     classes: list[str] = field(default_factory=lambda: ["zero", "one", "two", "three", "four", "five", "six",
                                                         "seven", "eight", "nine"])
     template: str = "a photo of the digit {}"
@@ -510,12 +513,12 @@ class NoMetricsConf:
 
 @dataclass
 class NullLoggerConf:
-    _target_: str = "smoothgen_exp.records.NullLogger"
+    _target_: str = "smoothgen_exp.loggers.base.NullLogger"
 
 
 @dataclass
 class WandbConf:
-    _target_: str = "smoothgen_exp.records.WandbLogger"
+    _target_: str = "smoothgen_exp.loggers.wandb.WandbLogger"
     project: str = "smoothgen_exp"
     entity: str | None = None
     mode: str = field(default="auto", metadata=one_of("auto", "online", "offline", "disabled"))

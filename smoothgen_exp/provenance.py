@@ -1,11 +1,15 @@
-"""Where a run came from: config hash and git state of the code."""
+"""Where a run came from: config hash, git state of the code, and the run directory's provenance files."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,3 +71,25 @@ def device_info(device) -> dict:
     if torch.cuda.is_available():
         info.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(), gpu_count=torch.cuda.device_count())
     return info
+
+
+def completed(run_dir: Path, chash: str) -> bool:
+    """summary.json of this very configuration exists: the job finished (it is written last)."""
+    path = run_dir / "summary.json"
+    return path.exists() and json.loads(path.read_text()).get("config_hash") == chash
+
+
+def write_provenance(run_dir: Path, cfg: DictConfig, run_id: str, chash: str, device, world: int,
+                     resumed_items: int) -> dict:
+    """provenance.json and resolved_config.yaml: what ran, from which code, where."""
+    sha, dirty = git_state()
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    provenance = {"run_id": run_id, "config_hash": chash, "git_sha": sha, "git_dirty": dirty,
+                  "overrides": overrides, "argv": sys.argv, "packages": package_versions(),
+                  **device_info(device), "world_size": world, "resumed_items": resumed_items,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True))
+    return provenance

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +16,19 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from smoothgen_exp.attacks.output_sets import output_set_distances
 from smoothgen_exp.batching import Batcher, OOMGuard
 from smoothgen_exp.certifiers.check import check_certificate
+from smoothgen_exp.checks import certified_ceiling, check_attack_fits_model, check_certifiable
 from smoothgen_exp.config import GROUPS, validate
 from smoothgen_exp.context import ItemContext, batch_of_one
 from smoothgen_exp.distributed import Ranks
-from smoothgen_exp.errors import ConfigError
-from smoothgen_exp.provenance import config_hash, device_info, git_sha, git_state, package_versions, run_id_of
+from smoothgen_exp.models.protocol import EncodesItems
+from smoothgen_exp.provenance import completed, config_hash, git_sha, run_id_of, write_provenance
 from smoothgen_exp.records import (
     RecordWriter,
     print_summary,
@@ -37,6 +37,7 @@ from smoothgen_exp.records import (
     summarize,
     write_summary,
 )
+from smoothgen_exp.smoothing.protocol import FittedNoiseLaw
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
     check_attack_fits_model(cfg)                 # before any weights are loaded
     certifier, smoothing = instantiate(cfg.certifier), instantiate(cfg.smoothing)
     check_certifiable(certifier)                 # likewise: a configuration that can certify nothing fails
-    needs_setup = hasattr(smoothing, "setup")    # noise laws fitted on the calibration split
+    needs_setup = isinstance(smoothing, FittedNoiseLaw)    # fitted on the calibration split
     ceiling = None if needs_setup else certified_ceiling(certifier, smoothing, cfg.summary_radii)
     runtime = {"cache_dir": cfg.cache_dir, "device": device}
     oracle = instantiate(cfg.oracle, **runtime)   # first: the default model trains against it
@@ -79,49 +80,9 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
     return parts
 
 
-def check_certifiable(certifier) -> None:
-    """Fail in one line when no item could certify any radius: even with all n estimation samples
-    agreeing the lower bound stays at or below what a radius needs (alpha^(1/n) <= 1/2 for CERTIFY)."""
-    best = certifier.max_lower_bound(certifier.n)
-    if best is None or best > certifier.required_lower:
-        return
-    need = certifier.smallest_n()
-    raise ConfigError(f"certifier.n={certifier.n}: at alpha={certifier.alpha:g} no item can certify any radius "
-                      f"(all {certifier.n} samples agreeing give a lower bound of {best:.4g} <= "
-                      f"{certifier.required_lower:g}); use certifier.n >= {need}")
-
-
-def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
-    """The largest radius any item can reach (`max_certifiable_radius`). A sequential target above it
-    fails in one line; summary radii above it only warn (their certified accuracy is 0 by arithmetic)."""
-    scale = smoothing.l2_scale
-    ceiling = certifier.max_certifiable_radius(scale)
-    if ceiling is None:
-        return None
-    target = getattr(certifier, "target_radius", None)
-    if target is not None and target > ceiling:
-        need = certifier.smallest_n(target, scale)
-        raise ConfigError(f"certifier.target_radius={target:g}: above the largest radius n={certifier.n} samples "
-                          f"can certify at alpha={certifier.alpha:g} and noise scale {scale:g} ({ceiling:.4g}); "
-                          f"lower it or use certifier.n >= {need}")
-    above = [r for r in summary_radii if r > ceiling]
-    if above:
-        log.warning("summary_radii %s lie above the largest certifiable radius %.4g (n=%d, alpha=%g): their "
-                    "certified accuracy is 0 by arithmetic", above, ceiling, certifier.n, certifier.alpha)
-    return ceiling
-
-
-def check_attack_fits_model(cfg: DictConfig) -> None:
-    """White-box attacks (PGD) need gradients through the generator: refuse models without them."""
-    attack, model = get_class(cfg.attack._target_), get_class(cfg.model._target_)
-    if getattr(attack, "white_box", False) and not getattr(model, "differentiable", True):
-        raise ConfigError(f"attack={attack.name}: needs gradients through the generator, and {model.__name__} "
-                          "has none; use attack=nes or attack=random_search")
-
-
 def encode_item(model, dataset, item) -> torch.Tensor:
     """The item's condition in the noised space: an embedding of its prompt, or its image (VLMs)."""
-    if hasattr(model, "encode_items"):
+    if isinstance(model, EncodesItems):
         return model.encode_items([item], getattr(dataset, "images", None))[0]
     return model.encode([item.condition])[0]
 
@@ -135,26 +96,43 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     noise = parts.smoothing.at(x, parts.model)
     ctx = ItemContext(item, x, parts.model, parts.oracle, noise, cfg.seed, parts.certifier.batch_size,
                       parts.aggregator)
+    # columns every row of the item shares; the certifier owns n0, n and alpha (Certifier.columns)
     row = {**common, **noise.columns(), "item_id": item.item_id, "condition": item.condition,
-           "seed": cfg.seed, "label": item.label, "n0": parts.certifier.n0, "n": parts.certifier.n,
-           "alpha": parts.certifier.alpha, "time_encode_s": time.perf_counter() - t0}
+           "seed": cfg.seed, "label": item.label, **parts.certifier.run_columns(),
+           "time_encode_s": time.perf_counter() - t0}
+    correct = correctness(item, parts.oracle)
+    baseline, baseline_out, baseline_pred = baseline_row(ctx, parts, row, correct)
+    smoothed, smoothed_out = smoothed_row(ctx, parts, row, correct, baseline)
+    smoothed["time_total_s"] = time.perf_counter() - t0 - baseline["time_generate_s"]
+    smoothed["batch_size"] = parts.model.batcher.size   # the generation batch size in effect (after back-off)
+    attacked = attack_rows(ctx, parts, baseline, smoothed, baseline_pred) if parts.attack.enabled else {}
+    if isinstance(baseline_out, str):
+        baseline["output_text"] = baseline_out
+    is_image = isinstance(baseline_out, torch.Tensor) and baseline_out.dim() == 3
+    preview = (baseline_out.cpu(), smoothed_out) if is_image else None
+    return [baseline, smoothed], {"preview": preview, "attacked": attacked}
 
-    # "correct" needs ground truth: an oracle without classes (answer equivalence) has none
-    has_classes = getattr(parts.oracle, "has_classes", True)
 
-    def correct(prediction):
-        return prediction == item.label if has_classes else None
+def correctness(item, oracle):
+    """`correct` needs ground truth: an oracle without classes (answer equivalence) has none (None)."""
+    has_classes = getattr(oracle, "has_classes", True)
+    return lambda prediction: prediction == item.label if has_classes else None
 
-    # Baseline: the plain generator, one generation, no noise.
+
+def baseline_row(ctx, parts: Parts, row: dict, correct) -> tuple[dict, Any, int]:
+    """The plain generator: one generation, no noise."""
     t1 = time.perf_counter()
-    baseline_out = ctx.baseline_output()
-    baseline_pred = int(parts.oracle.classify(batch_of_one(baseline_out))[0])
-    baseline = {**row, "variant": "baseline", "prediction": baseline_pred,
-                "correct": correct(baseline_pred), "certified": False, "abstained": False,
-                "abstain_reason": "", "samples_used": 1, "time_generate_s": time.perf_counter() - t1}
+    out = ctx.baseline_output()
+    pred = int(parts.oracle.classify(batch_of_one(out))[0])
+    baseline = {**row, "variant": "baseline", "prediction": pred, "correct": correct(pred), "certified": False,
+                "abstained": False, "abstain_reason": "", "samples_used": 1,
+                "time_generate_s": time.perf_counter() - t1}
     baseline["time_total_s"] = baseline["time_encode_s"] + baseline["time_generate_s"]
+    return baseline, out, pred
 
-    # Smoothed: the aggregated output (and its prediction), then the certificate.
+
+def smoothed_row(ctx, parts: Parts, row: dict, correct, baseline: dict) -> tuple[dict, Any]:
+    """The aggregated output (and its prediction), quality metrics of both variants, then the certificate."""
     t2 = time.perf_counter()
     aggregated, smoothed_out = parts.aggregator.aggregate(ctx)
     smoothed = {**row, "variant": "smoothed", **aggregated, "time_aggregate_s": time.perf_counter() - t2}
@@ -170,60 +148,30 @@ def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: tor
     smoothed.update(certificate)
     if "prediction" in smoothed:
         smoothed["correct"] = correct(smoothed["prediction"])
-    smoothed["time_total_s"] = time.perf_counter() - t0 - baseline["time_generate_s"]
-    smoothed["batch_size"] = parts.model.batcher.size   # the generation batch size in effect (after back-off)
+    return smoothed, smoothed_out
 
-    # Attacks: the same budget against both variants; the smoothed one is checked against its radius.
+
+def attack_reference(smoothed: dict) -> int:
+    """The class the smoothed generator stands for: certified, else predicted, else the top vote (-1: none)."""
+    certified = bool(smoothed.get("certified"))
+    return next((c for c in (smoothed.get("prediction", -1) if certified else -1,
+                             smoothed.get("smoothed_prediction", -1), smoothed.get("top_class", -1))
+                 if c != -1), -1)
+
+
+def attack_rows(ctx, parts: Parts, baseline: dict, smoothed: dict, baseline_pred: int) -> dict:
+    """The same budget against both variants; the smoothed one gets a sound test of its certificate at the
+    attacked point (certifiers.check). Returns {variant: (clean output, attacked output)}."""
     attacked = {}
-    if parts.attack.enabled:
-        certified = bool(smoothed.get("certified"))
-        # the class the smoothed generator stands for: certified, else predicted, else the top vote
-        reference = next((c for c in (smoothed.get("prediction", -1) if certified else -1,
-                                      smoothed.get("smoothed_prediction", -1), smoothed.get("top_class", -1))
-                          if c != -1), -1)
-        for target, variant, ref in ((baseline, "baseline", baseline_pred), (smoothed, "smoothed", reference)):
-            result = parts.attack.run(ctx, variant, ref)
-            attacked[variant] = (result.pop("clean_output"), result.pop("attacked_output"))
-            z = result.pop("attacked_condition")
-            if variant == "smoothed":          # a sound test of the certificate at z (certifiers.check)
-                result.update(check_certificate(parts.certifier, ctx, smoothed, z, parts.attack.eval_n,
-                                                parts.attack.eval_alpha))
-            target.update(result)
-    if isinstance(baseline_out, str):
-        baseline["output_text"] = baseline_out
-    is_image = isinstance(baseline_out, torch.Tensor) and baseline_out.dim() == 3
-    preview = (baseline_out.cpu(), smoothed_out) if is_image else None
-    return [baseline, smoothed], {"preview": preview, "attacked": attacked}
-
-
-def summary_value(summary: dict, key: str):
-    """A summary value by key; `a/b` reads nested keys (`certified_accuracy/0.25`), as the tables do."""
-    if key in summary:
-        return summary[key]
-    value = summary
-    for part in key.split("/"):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def objective_value(summary: dict | None, objective: str, constraints) -> float | None:
-    """summary[objective] for a sweeper; -inf when a constraint (summary key: minimum) is missed, NaN
-    (with a warning) when the summary has no such key (e.g. only `nominal_*` keys); None off rank 0."""
-    if summary is None:
-        return None
-    value = summary_value(summary, objective)
-    if not isinstance(value, int | float):
-        log.warning("objective %s is not a number in the summary (keys like it: %s): returning NaN", objective,
-                    ", ".join(k for k in summary if objective.split("/")[0] in k) or "none")
-        return math.nan
-    for key, minimum in dict(constraints or {}).items():
-        got = summary_value(summary, key)
-        if not isinstance(got, int | float) or not got >= minimum:     # NaN or missing: not met
-            log.info("constraint %s >= %s not met (%s): objective -inf", key, minimum, got)
-            return -math.inf
-    return float(value)
+    for target, variant, ref in ((baseline, "baseline", baseline_pred), (smoothed, "smoothed", attack_reference(smoothed))):
+        result = parts.attack.run(ctx, variant, ref)
+        attacked[variant] = (result.pop("clean_output"), result.pop("attacked_output"))
+        z = result.pop("attacked_condition")
+        if variant == "smoothed":
+            result.update(check_certificate(parts.certifier, ctx, smoothed, z, parts.attack.eval_n,
+                                            parts.attack.eval_alpha))
+        target.update(result)
+    return attacked
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
@@ -309,51 +257,6 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     parts.logger.log_summary(summary)
     parts.logger.finish()
     return summary
-
-
-def completed(run_dir: Path, chash: str) -> bool:
-    """summary.json of this very configuration exists: the job finished (it is written last)."""
-    path = run_dir / "summary.json"
-    return path.exists() and json.loads(path.read_text()).get("config_hash") == chash
-
-
-def write_provenance(run_dir: Path, cfg: DictConfig, run_id: str, chash: str, device, world: int,
-                     resumed_items: int) -> dict:
-    """provenance.json and resolved_config.yaml: what ran, from which code, where."""
-    sha, dirty = git_state()
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    provenance = {"run_id": run_id, "config_hash": chash, "git_sha": sha, "git_dirty": dirty,
-                  "overrides": overrides, "argv": sys.argv, "packages": package_versions(),
-                  **device_info(device), "world_size": world, "resumed_items": resumed_items,
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(
-        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True))
-    return provenance
-
-
-def output_set_distances(attacked: dict[str, list]) -> dict[str, float]:
-    """Empirical W2 between the clean and the attacked output sets of each variant (POT).
-
-    Exact optimal transport (uniform weights, squared L2 cost) up to 2000 items, sliced beyond.
-    Covers the items attacked by this process (a resumed run attacks only the new ones).
-    """
-    import ot
-
-    out = {}
-    for variant, pairs in attacked.items():
-        if not pairs:
-            continue
-        clean = torch.stack([c.reshape(-1) for c, _ in pairs]).double().numpy()
-        adv = torch.stack([a.reshape(-1) for _, a in pairs]).double().numpy()
-        if len(pairs) <= 2000:
-            w2 = float(ot.emd2(ot.unif(len(clean)), ot.unif(len(adv)), ot.dist(clean, adv))) ** 0.5
-        else:
-            w2 = float(ot.sliced_wasserstein_distance(clean, adv, n_projections=500, seed=0))
-        out[f"attack_w2_{variant}"] = w2
-    out["attack_w2_items"] = max((len(p) for p in attacked.values()), default=0)
-    return out
 
 
 def warn_violations(count: int, run_dir: Path) -> None:

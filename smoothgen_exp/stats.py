@@ -7,6 +7,9 @@ Conventions (SPEC section 4, C1):
 - Radii are in the norm of the noised space (L2 for isotropic Gaussian noise).
 
 Scalars in give Python floats out; arrays in give arrays out.
+
+Over 300 lines: every bound behind a printed certificate lives here, next to its derivation, so that a
+soundness review reads the mathematics of SPEC 4 in one torch-free file and tests it in one place.
 """
 
 from __future__ import annotations

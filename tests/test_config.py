@@ -97,8 +97,8 @@ def test_dtype_auto_means_float32_on_cpu_and_the_checkpoints_on_an_accelerator()
     """Issue 12.4: `sd15` (and every real model) defaults to dtype=auto, never float16 on a CPU."""
     from hydra import compose, initialize_config_dir
 
+    from smoothgen_exp.backbones.hub import resolve_dtype
     from smoothgen_exp.config import CONF_DIR
-    from smoothgen_exp.models.hub import resolve_dtype
 
     assert resolve_dtype("auto", "cpu") == "float32"
     assert resolve_dtype("auto", "cuda:0") == "auto"

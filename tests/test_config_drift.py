@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from smoothgen_exp.config import CONF_DIR, GROUPS, SCHEMAS, RunConf, schema_node_name
 
 # Constructor parameters the runner passes itself (never user options): see run.build_parts.
-RUNTIME = {"device", "cache_dir", "weights_key"}
+RUNTIME = {"device", "cache_dir"}
 
 
 def options():

@@ -89,7 +89,7 @@ def test_missing_sd15_weights_fail_in_one_line_naming_the_key(tmp_path):
 def test_white_box_attacks_are_refused_before_loading_a_model_without_gradients(tmp_path):
     from omegaconf import OmegaConf
 
-    from smoothgen_exp.run import check_attack_fits_model
+    from smoothgen_exp.checks import check_attack_fits_model
 
     res = cli("model=tiny_sd", "attack=pgd", f"hydra.run.dir={tmp_path}")
     err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
@@ -160,8 +160,8 @@ def test_ot_blend_streams_reduced_outputs_and_blends_per_channel():
 def test_clip_score_through_torchmetrics_equals_the_cosine_of_our_clip():
     from torchmetrics.functional.multimodal import clip_score
 
+    from smoothgen_exp.backbones.clip import embeds, image_features, shared_clip
     from smoothgen_exp.metrics.clip_score import CLIPForTorchmetrics
-    from smoothgen_exp.models.clip import embeds, image_features, shared_clip
 
     tok, clip = shared_clip("tiny_clip", None, TINY_CLIP, "float32", "cpu")
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -223,9 +223,9 @@ def test_batch_size_config_accepts_integers_and_auto(value, ok):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """Tiny models written with save_pretrained: the real configs load them through from_pretrained."""
-    from smoothgen_exp.models.clip import build_clip
+    from smoothgen_exp.backbones.clip import build_clip
+    from smoothgen_exp.backbones.lm import tiny_model, tiny_tokenizer
     from smoothgen_exp.models.diffusion import tiny_pipeline
-    from smoothgen_exp.models.lm import tiny_model, tiny_tokenizer
     from smoothgen_exp.models.vlm import tiny_llava
 
     root = tmp_path_factory.mktemp("checkpoints")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from smoothgen_exp.backbones.text_encoder import minilm_path
 from smoothgen_exp.data.digits import SPLITS, TEMPLATES, DigitsPrompts, digit_images, prompt
 from smoothgen_exp.errors import WeightsNotFound
-from smoothgen_exp.models.text_encoder import minilm_path
 from smoothgen_exp.oracles.digits import heldout_accuracy
 
 

@@ -76,7 +76,7 @@ def test_sigma_search_with_optuna_returns_the_objective(tmp_path, t2i):
 def test_objective_value_applies_the_constraints():
     import math
 
-    from smoothgen_exp.run import objective_value
+    from smoothgen_exp.checks import objective_value
 
     summary = {"average_certified_radius": 0.3, "retention_digit_prob": 0.85, "acc": math.nan}
     assert objective_value(summary, "average_certified_radius", {}) == 0.3

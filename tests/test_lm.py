@@ -178,7 +178,9 @@ def test_vlm_noise_lives_on_unit_pixels_and_the_prompt_is_fixed():
 def test_clip_embeddings_from_transformers_5_output_objects():
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    from smoothgen_exp.models.clip import CLIPVisionEncoder, CLIPZeroShot, embeds
+    from smoothgen_exp.backbones.clip import embeds
+    from smoothgen_exp.models.clip import CLIPVisionEncoder
+    from smoothgen_exp.oracles.clip import CLIPZeroShot
 
     t = torch.randn(2, 4)
     assert embeds(t) is t and embeds(BaseModelOutputWithPooling(pooler_output=t)) is t

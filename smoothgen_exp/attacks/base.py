@@ -180,6 +180,7 @@ class Attack:
 
     enabled = True
     name = "attack"
+    white_box = False         # True: needs gradients through the generator (pgd)
 
     def __init__(self, *, eps: float, norm: str, objective: str, target: int | None, m: int, eval_n: int,
                  eval_alpha: float, space: str, shift_threshold: float, cos_threshold: float):

@@ -25,9 +25,9 @@ import torch
 import yaml
 
 from smoothgen_exp.attacks.base import Attack, Budget, Victim
+from smoothgen_exp.backbones.text_encoder import shared_minilm
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
-from smoothgen_exp.models.text_encoder import shared_minilm
 
 LEXICON = Path(__file__).with_name("lexicon.yaml")
 

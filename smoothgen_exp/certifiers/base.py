@@ -41,13 +41,16 @@ class Certifier:
 
     def certify(self, ctx) -> dict:
         t0 = time.perf_counter()
-        row = {"certifier": self.name, "n0": self.n0, "n": self.n, "alpha": self.alpha,
-               "confidence": self.confidence, **self._certify(ctx)}
+        row = {"certifier": self.name, **self.run_columns(), "confidence": self.confidence, **self._certify(ctx)}
         row["time_certify_s"] = time.perf_counter() - t0
         return row
 
     def _certify(self, ctx) -> dict:
         raise NotImplementedError
+
+    def run_columns(self) -> dict:
+        """n0, n and alpha: run-level columns of every row of an item, the baseline's included (their owner)."""
+        return {"n0": self.n0, "n": self.n, "alpha": self.alpha}
 
     @property
     def confidence(self) -> float:

@@ -20,8 +20,8 @@ import math
 import torch
 from torch import nn
 
+from smoothgen_exp.backbones.clip import embeds, image_features, pixel_values, shared_clip
 from smoothgen_exp.config import configured
-from smoothgen_exp.models.clip import embeds, image_features, pixel_values, shared_clip
 
 
 class CLIPForTorchmetrics(nn.Module):

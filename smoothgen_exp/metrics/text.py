@@ -33,7 +33,7 @@ def rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, flo
 
 def minilm_similarity(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Mean cosine between all-MiniLM-L6-v2 embeddings of each hypothesis and its reference."""
-    from smoothgen_exp.models.text_encoder import shared_minilm
+    from smoothgen_exp.backbones.text_encoder import shared_minilm
 
     enc = shared_minilm()
     return float((enc.encode(list(hypotheses)) * enc.encode(list(references))).sum(1).mean())

@@ -1,4 +1,4 @@
-"""CLIP: a smoothed image-feature encoder (`model=clip_vision`) and a zero-shot class oracle.
+"""CLIP as a smoothed image-feature encoder (`model=clip_vision`); the zero-shot oracle is oracles.clip.
 
 The encoder's "generation" is the unit-normalised CLIP image embedding of the (noisy) image, so the
 smoothed encoder is F(x) = E[f(x + eta)] and `certifier=feature` gives its FCSB cosine certificate;
@@ -6,100 +6,16 @@ the `feature` attack objective works against it. Noise is on the image pixels in
 normalisation. `oracle=clip_zero_shot` classifies images or CLIP image features by cosine to the text
 embeddings of "a photo of the digit {class}"-style prompts, from the same CLIP model.
 
-In transformers 5, `get_image_features` / `get_text_features` return an output object (the projected
-embedding is its `pooler_output`), not a tensor; `embeds` handles both.
-
     model=clip_vision        openai/clip-vit-base-patch32 from local weights (HF_HOME or model.path)
     model=tiny_clip_vision   transformers' CLIPModel from a small config, random weights, in-memory tokenizer
 """
 
 from __future__ import annotations
 
-import json
-
 import torch
-from torch.nn import functional as F
 
+from smoothgen_exp.backbones.clip import as_rgb, image_features, shared_clip
 from smoothgen_exp.config import configured
-from smoothgen_exp.models.hub import from_local, resolve_dtype
-from smoothgen_exp.oracles.base import ClassEquivalence
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def embeds(out) -> torch.Tensor:
-    """A projected CLIP embedding from a tensor or from transformers 5's output object."""
-    if torch.is_tensor(out):
-        return out
-    for key in ("image_embeds", "text_embeds", "pooler_output"):
-        value = getattr(out, key, None)
-        if value is not None:
-            return value
-    raise TypeError(f"cannot read a CLIP embedding from {type(out).__name__}")
-
-
-_LOADED: dict[tuple, tuple] = {}
-
-
-def shared_clip(name: str, path: str | None, tiny: dict | None, dtype: str, device: str | torch.device,
-                key: str = "model.path"):
-    """(tokenizer, CLIPModel) in eval mode on `device`, loaded once per process for the same arguments
-    (the encoder, the zero-shot oracle and the CLIP metrics share it). `dtype=auto`: float32 on CPU."""
-    dtype = resolve_dtype(dtype, device)
-    cache_key = (name, path, json.dumps(dict(tiny) if tiny else None, sort_keys=True, default=str), dtype,
-                 str(device))
-    if cache_key not in _LOADED:
-        tok, model = build_clip(name, path, tiny, dtype, key)
-        _LOADED[cache_key] = tok, model.to(torch.device(device)).eval().requires_grad_(False)
-    return _LOADED[cache_key]
-
-
-def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "float32", key: str = "model.path"):
-    """(tokenizer, CLIPModel): tiny from a config in code, or real from local files only."""
-    from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
-
-    if tiny:
-        from smoothgen_exp.models.lm import tiny_tokenizer
-
-        tok = tiny_tokenizer()
-        w, layers, heads = tiny["width"], tiny["layers"], tiny["heads"]
-        cfg = CLIPConfig(
-            text_config=CLIPTextConfig(vocab_size=len(tok), hidden_size=w, intermediate_size=2 * w,
-                                       num_hidden_layers=layers, num_attention_heads=heads,
-                                       max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
-                                       pad_token_id=0).to_dict(),
-            vision_config=CLIPVisionConfig(image_size=tiny["image_size"], patch_size=tiny["patch_size"],
-                                           hidden_size=w, intermediate_size=2 * w, num_hidden_layers=layers,
-                                           num_attention_heads=heads).to_dict(),
-            projection_dim=tiny.get("projection_dim", 32))
-        torch.manual_seed(tiny.get("seed", 0))
-        return tok, CLIPModel(cfg)
-    return from_local(name, path, AutoTokenizer, CLIPModel, dtype, key=key)
-
-
-def pixel_values(images: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
-    """CLIP's input from images [B, 3, H, W] in [0, 1]: clipped, resized to size x size, normalised."""
-    x = images.clamp(0, 1).float()
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
-    std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
-    return ((x - mean) / std).to(dtype)
-
-
-def image_features(model, images: torch.Tensor, size: int) -> torch.Tensor:
-    """Unit CLIP embeddings of images [B, 3, H, W] in [0, 1]."""
-    pixels = pixel_values(images, size, model.dtype)
-    return F.normalize(embeds(model.get_image_features(pixel_values=pixels)).float(), dim=-1)
-
-
-def as_rgb(image: torch.Tensor, size: int) -> torch.Tensor:
-    """[C, H, W] (C = 1 or 3) in [0, 1] to [3, size, size]."""
-    image = image.float()
-    if image.shape[0] == 1:
-        image = image.expand(3, -1, -1)
-    return F.interpolate(image[None], size=(size, size), mode="nearest")[0]
 
 
 @configured
@@ -132,32 +48,3 @@ class CLIPVisionEncoder:
     def generate(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Differentiable (white-box attacks take gradients through it); callers pick inference mode."""
         return image_features(self.model, z, self.image_size)
-
-
-@configured
-class CLIPZeroShot(ClassEquivalence):
-    """Zero-shot classes by cosine to CLIP text embeddings of `template.format(class)`."""
-
-    def __init__(self, classes: list[str], template: str, name: str,
-                 path: str | None, tiny: dict | None, image_size: int, dtype: str,
-                 *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
-        tok, self.model = shared_clip(name, path, tiny, dtype, device, key="oracle.path")
-        self.image_size = int(tiny["image_size"] if tiny else image_size)
-        self.classes, self.num_classes = list(classes), len(classes)
-        prompts = [template.format(c) for c in self.classes]
-        batch = tok(prompts, return_tensors="pt", padding=True).to(torch.device(device))
-        with torch.no_grad():
-            text = embeds(self.model.get_text_features(**batch)).float()
-        self.text = F.normalize(text, dim=-1)
-
-    def features(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Unit CLIP features: images are embedded, feature vectors pass through."""
-        if outputs.dim() == 2:
-            return F.normalize(outputs.float(), dim=-1)
-        return image_features(self.model, outputs, self.image_size)
-
-    def logits(self, outputs: torch.Tensor) -> torch.Tensor:
-        return 100.0 * self.features(outputs) @ self.text.T
-
-    def classify(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.logits(outputs).argmax(-1)

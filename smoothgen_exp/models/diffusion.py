@@ -25,9 +25,9 @@ from collections.abc import Sequence
 
 import torch
 
+from smoothgen_exp.backbones.hub import resolve_dtype
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import missing_weights
-from smoothgen_exp.models.hub import resolve_dtype
 
 
 class _TorchvisionNotice(logging.Filter):

@@ -20,9 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import trange
 
+from smoothgen_exp.backbones.text_encoder import MiniLMEncoder, shared_minilm
 from smoothgen_exp.config import configured
 from smoothgen_exp.data.digits import N_TRAIN_TEMPLATES, SPLITS, digit_images, prompt
-from smoothgen_exp.models.text_encoder import MiniLMEncoder, shared_minilm
 from smoothgen_exp.oracles.digits import DigitClassifier
 from smoothgen_exp.weights import load_or_train, params_key
 

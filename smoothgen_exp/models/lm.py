@@ -21,53 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from smoothgen_exp.backbones.hub import resolve_dtype
+from smoothgen_exp.backbones.lm import load_causal_lm
 from smoothgen_exp.config import configured
-from smoothgen_exp.models.hub import from_local, resolve_dtype
-
-# Words of the tiny models' in-memory vocabulary: the shipped prompt sets, refusal / compliance phrases.
-TINY_WORDS = """i cannot can can't help with that sorry but here is how to a the sure step one two three
-first then write explain describe make build pick lock open door get into account password phone
-bypass filter cook recipe story about dog cat car house what why who when where this it you me my
-and or of in on for is are be do not no yes please tell show give list way ways best some simple
-computer network system security safely legal tips image picture photo see shown task move robot arm
-left right forward back stop grasp release up down""".split()
-SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
-
-
-def tiny_tokenizer():
-    """A word-level tokenizer built in memory (no files, no hub)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(SPECIALS + sorted(set(TINY_WORDS) | set(".,?!:;'")))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   bos_token="[BOS]", eos_token="[EOS]")
-
-
-def tiny_model(arch: str, vocab_size: int, width: int, layers: int, heads: int, seed: int):
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    if arch == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab_size, n_positions=512, n_embd=width, n_layer=layers, n_head=heads,
-                         bos_token_id=2, eos_token_id=3, pad_token_id=0)
-        return GPT2LMHeadModel(cfg)
-    if arch == "llama":
-        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width,
-                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                          max_position_embeddings=512, bos_token_id=2, eos_token_id=3, pad_token_id=0)
-        return LlamaForCausalLM(cfg)
-    raise ValueError(f"unknown tiny architecture {arch!r} (gpt2 | llama)")
-
-
-def load_pretrained(name: str, path: str | None, dtype: str, device_map: str | None, key: str = "model.path"):
-    """Tokenizer and model from local files only; one-line WeightsNotFound when they are absent."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    return from_local(name, path, AutoTokenizer, AutoModelForCausalLM, dtype, key=key, device_map=device_map)
 
 
 @configured
@@ -79,17 +35,12 @@ class CausalLM:
     def __init__(self, name: str, path: str | None, tiny: dict | None,
                  max_new_tokens: int, decoding: str, temperature: float,
                  dtype: str, device_map: str | None, *, cache_dir: str = "outputs/cache",
-                 device: str | torch.device = "cpu", weights_key: str = "model.path"):
+                 device: str | torch.device = "cpu"):
         self.name, self.max_new_tokens, self.decoding = name, int(max_new_tokens), decoding
         self.temperature = float(temperature)
         self.device = torch.device(device)
-        if tiny:
-            self.tokenizer = tiny_tokenizer()
-            self.model = tiny_model(tiny["arch"], len(self.tokenizer), tiny["width"], tiny["layers"],
-                                    tiny["heads"], tiny.get("seed", 0))
-        else:
-            self.tokenizer, self.model = load_pretrained(name, path, resolve_dtype(dtype, device, device_map),
-                                                         device_map, weights_key)
+        self.tokenizer, self.model = load_causal_lm(name, path, tiny, resolve_dtype(dtype, device, device_map),
+                                                    device_map)
         if device_map is None:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)

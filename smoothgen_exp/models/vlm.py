@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from smoothgen_exp.backbones.hub import from_local, resolve_dtype
 from smoothgen_exp.config import configured
-from smoothgen_exp.models.hub import from_local, resolve_dtype
 
 IMAGE_TOKEN = "<image>"
 
@@ -29,7 +29,7 @@ def tiny_llava(tiny: dict):
     import transformers
     from transformers import CLIPVisionConfig, LlamaConfig
 
-    from smoothgen_exp.models.lm import tiny_tokenizer
+    from smoothgen_exp.backbones.lm import tiny_tokenizer
 
     family = "LlavaNext" if tiny.get("next") else "Llava"
     config_cls, model_cls, processor_cls = (getattr(transformers, family + suffix)

@@ -48,22 +48,26 @@ class LLMJudge(ClassEquivalence):
 
     def __init__(self, model: str, path: str | None, tiny: dict | None, template: str | None, batch_size: int,
                  dtype: str, device_map: str | None, *, cache_dir: str = "outputs/cache", device="cpu"):
-        from smoothgen_exp.models.lm import CausalLM
+        from smoothgen_exp.backbones.hub import resolve_dtype
+        from smoothgen_exp.backbones.lm import load_causal_lm
 
-        self.lm = CausalLM(name=model, path=path, tiny=tiny, max_new_tokens=2, dtype=dtype,
-                           device_map=None if tiny else device_map, cache_dir=cache_dir, device=device,
-                           weights_key="oracle.path")
+        device_map = None if tiny else device_map
+        self.tokenizer, self.model = load_causal_lm(model, path, tiny, resolve_dtype(dtype, device, device_map),
+                                                    device_map, key="oracle.path")
+        if device_map is None:
+            self.model.to(torch.device(device))
+        self.model.eval().requires_grad_(False)
         self.template, self.batch_size = template or JUDGE_TEMPLATE, int(batch_size)
 
     @torch.inference_mode()
     def classify(self, outputs: Sequence[str]) -> torch.Tensor:
-        tok, labels = self.lm.tokenizer, []
+        tok, labels = self.tokenizer, []
         tok.padding_side = "left"
         for i in range(0, len(outputs), self.batch_size):
             prompts = [self.template.format(response=o) for o in outputs[i:i + self.batch_size]]
-            batch = tok(prompts, return_tensors="pt", padding=True).to(self.lm.embed.weight.device)
-            out = self.lm.model.generate(**batch, max_new_tokens=2, do_sample=False,
-                                         pad_token_id=tok.pad_token_id, eos_token_id=self.lm.eos)
+            batch = tok(prompts, return_tensors="pt", padding=True).to(self.model.device)
+            out = self.model.generate(**batch, max_new_tokens=2, do_sample=False,
+                                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             answers = tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             labels += [int(a.strip().lower().startswith("yes")) for a in answers]
         return torch.tensor(labels, dtype=torch.long)
@@ -78,7 +82,7 @@ class MiniLMEquivalence:
     has_classes = False
 
     def __init__(self, threshold: float, **_):
-        from smoothgen_exp.models.text_encoder import shared_minilm
+        from smoothgen_exp.backbones.text_encoder import shared_minilm
 
         self.threshold = float(threshold)
         self.encoder = shared_minilm()

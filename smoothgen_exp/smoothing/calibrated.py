@@ -21,6 +21,7 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from smoothgen_exp.config import configured
+from smoothgen_exp.data.protocol import CalibrationSplit
 from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.smoothing.gaussian import float64_draw
 from smoothgen_exp.smoothing.sensitivity import jtj_estimate
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 def calibration_set(dataset, k: int) -> tuple[list[str], list[str]]:
     """(ids, conditions) of the first k calibration items of `dataset` (disjoint from its evaluation
     items). A dataset with `calibration_conditions` only (no item ids) is identified by the conditions."""
-    if hasattr(dataset, "calibration_items"):
+    if isinstance(dataset, CalibrationSplit):
         items = dataset.calibration_items()[:k]
         ids, conditions = [it.item_id for it in items], [it.condition for it in items]
     else:

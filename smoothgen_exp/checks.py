@@ -1,0 +1,89 @@
+"""What a configuration can do, decided before any weights load, and what a finished run returns.
+
+- `check_attack_fits_model`: white-box attacks need gradients through the generator;
+- `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
+- `certified_ceiling`: the largest radius any item can reach (`max_certifiable_radius`);
+- `objective_value`: the summary key a Hydra sweeper optimises, under minimum constraints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from smoothgen_exp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def check_certifiable(certifier) -> None:
+    """Fail in one line when no item could certify any radius: even with all n estimation samples
+    agreeing the lower bound stays at or below what a radius needs (alpha^(1/n) <= 1/2 for CERTIFY)."""
+    best = certifier.max_lower_bound(certifier.n)
+    if best is None or best > certifier.required_lower:
+        return
+    need = certifier.smallest_n()
+    raise ConfigError(f"certifier.n={certifier.n}: at alpha={certifier.alpha:g} no item can certify any radius "
+                      f"(all {certifier.n} samples agreeing give a lower bound of {best:.4g} <= "
+                      f"{certifier.required_lower:g}); use certifier.n >= {need}")
+
+
+def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
+    """The largest radius any item can reach (`max_certifiable_radius`). A sequential target above it
+    fails in one line; summary radii above it only warn (their certified accuracy is 0 by arithmetic)."""
+    scale = smoothing.l2_scale
+    ceiling = certifier.max_certifiable_radius(scale)
+    if ceiling is None:
+        return None
+    target = getattr(certifier, "target_radius", None)
+    if target is not None and target > ceiling:
+        need = certifier.smallest_n(target, scale)
+        raise ConfigError(f"certifier.target_radius={target:g}: above the largest radius n={certifier.n} samples "
+                          f"can certify at alpha={certifier.alpha:g} and noise scale {scale:g} ({ceiling:.4g}); "
+                          f"lower it or use certifier.n >= {need}")
+    above = [r for r in summary_radii if r > ceiling]
+    if above:
+        log.warning("summary_radii %s lie above the largest certifiable radius %.4g (n=%d, alpha=%g): their "
+                    "certified accuracy is 0 by arithmetic", above, ceiling, certifier.n, certifier.alpha)
+    return ceiling
+
+
+def check_attack_fits_model(cfg: DictConfig) -> None:
+    """White-box attacks (PGD) need gradients through the generator: refuse models without them."""
+    attack, model = get_class(cfg.attack._target_), get_class(cfg.model._target_)
+    if getattr(attack, "white_box", False) and not getattr(model, "differentiable", True):
+        raise ConfigError(f"attack={attack.name}: needs gradients through the generator, and {model.__name__} "
+                          "has none; use attack=nes or attack=random_search")
+
+
+def summary_value(summary: dict, key: str):
+    """A summary value by key; `a/b` reads nested keys (`certified_accuracy/0.25`), as the tables do."""
+    if key in summary:
+        return summary[key]
+    value = summary
+    for part in key.split("/"):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def objective_value(summary: dict | None, objective: str, constraints) -> float | None:
+    """summary[objective] for a sweeper; -inf when a constraint (summary key: minimum) is missed, NaN
+    (with a warning) when the summary has no such key (e.g. only `nominal_*` keys); None off rank 0."""
+    if summary is None:
+        return None
+    value = summary_value(summary, objective)
+    if not isinstance(value, int | float):
+        log.warning("objective %s is not a number in the summary (keys like it: %s): returning NaN", objective,
+                    ", ".join(k for k in summary if objective.split("/")[0] in k) or "none")
+        return math.nan
+    for key, minimum in dict(constraints or {}).items():
+        got = summary_value(summary, key)
+        if not isinstance(got, int | float) or not got >= minimum:     # NaN or missing: not met
+            log.info("constraint %s >= %s not met (%s): objective -inf", key, minimum, got)
+            return -math.inf
+    return float(value)

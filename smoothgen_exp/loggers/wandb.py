@@ -1,0 +1,69 @@
+"""logger=wandb: Weights & Biases, offline unless an API key is set; never prompts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from smoothgen_exp.config import configured
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@configured
+class WandbLogger:
+    """logger=wandb: config, rows (as a table) and summary. Offline unless an API key is set.
+
+    W&B's run, cache, config and artifact dirs all live under `<run_dir>/wandb`, and it never prompts.
+    """
+
+    def __init__(self, project: str, entity: str | None, mode: str,
+                 tags: list[str] | tuple, log_rows: bool):
+        self.project, self.entity, self.mode = project, entity, mode
+        self.tags, self.rows = list(tags), log_rows
+        self.run = None
+
+    def start(self, run_dir: Path, run_id: str, config: dict) -> None:
+        root = Path(run_dir).resolve() / "wandb"
+        for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
+                         ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            os.environ[var] = str(root / sub)
+        mode = self.mode
+        if mode == "auto":
+            mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self.run = wandb.init(project=self.project, entity=self.entity, mode=mode, dir=str(root),
+                              id=run_id, resume="allow", config=config, tags=self.tags,
+                              settings=wandb.Settings(console="off", quiet=True))
+
+    def log_rows(self, df: pd.DataFrame) -> None:
+        if self.run is not None and self.rows and len(df):
+            import wandb
+
+            plain = df.reset_index(drop=True).astype(object)
+            plain = plain.where(plain.notna(), None)      # W&B tables take None, not pandas' NA
+            self.run.log({"records": wandb.Table(dataframe=plain)})
+
+    def log_summary(self, summary: dict) -> None:
+        if self.run is not None:
+            flat = _flatten(summary)
+            self.run.summary.update(flat)
+            self.run.log({f"summary/{k}": v for k, v in flat.items() if isinstance(v, int | float)})
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
