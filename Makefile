@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: FORCE help install run test test-full bench lint clean tables table-scaling table-scaling-smoke \
+.PHONY: FORCE help install run train test test-full bench lint clean tables table-scaling table-scaling-smoke \
 	table-attacks table-attacks-smoke table-quality table-quality-smoke table-vlm table-vlm-smoke \
 	table-t2i table-t2i-smoke
 
@@ -37,6 +37,9 @@ install: $(VENV)/.installed ## create .venv and install the package (editable, d
 
 run: install ## run the embedded default experiment (offline, CPU); ARGS= adds overrides
 	$(BIN)/python -m smoothgen_exp $(ARGS)
+
+train: install ## train the embedded default's networks ahead of time (they otherwise train on first use)
+	$(BIN)/python -m smoothgen_exp.train task=digits_t2i $(ARGS)
 
 # pytest-xdist: one worker per core, each test file on one worker (module fixtures run once); trained
 # weights are shared through the cache under a file lock. PYTEST_WORKERS=0 runs in one process.

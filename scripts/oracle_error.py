@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache-dir", default="outputs/cache")
     p.add_argument("--out", default="outputs/oracle_error.json")
     args = p.parse_args(argv)
+    import smoothgen_exp.training  # noqa: F401  (trains the oracle on first use)
+
     oracle = DigitClassifier(cache_dir=args.cache_dir)
     x, y = digit_images("heldout")
     with torch.inference_mode():

@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
+    import smoothgen_exp.training  # noqa: F401  (trains the oracle on first use)
+
     oracle = DigitClassifier(cache_dir=args.cache_dir, device=device)
     result = {
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),

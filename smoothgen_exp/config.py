@@ -526,6 +526,16 @@ class WandbConf:
     log_rows: bool = True
 
 
+@dataclass
+class TrainDigitOracleConf:
+    _target_: str = "smoothgen_exp.training.tasks.TrainDigitOracle"
+
+
+@dataclass
+class TrainDigitsT2IConf:
+    _target_: str = "smoothgen_exp.training.tasks.TrainDigitsT2I"
+
+
 # The schemas of each config group. Each is registered in Hydra's ConfigStore as `<group>/_schema_<Name>`
 # (a plain node of its defaults, types checked by `validate`), and every `conf/<group>/<option>.yaml`
 # starts from it through its defaults list: the YAML states only what differs, the schema every default.
@@ -540,6 +550,7 @@ GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "oracle": (DigitClassifierConf, CLIPZeroShotConf, RefusalConf, LLMJudgeConf, EquivalenceConf, ActionsConf),
     "metrics": (DigitQualityConf, T2IQualityConf, NoMetricsConf),
     "logger": (NullLoggerConf, WandbConf),
+    "task": (TrainDigitOracleConf, TrainDigitsT2IConf),     # python -m smoothgen_exp.train
 }
 SCHEMAS: dict[str, type] = {cls._target_: cls for group in GROUP_SCHEMAS.values() for cls in group}
 

@@ -64,6 +64,8 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
     check_certifiable(certifier)                 # likewise: a configuration that can certify nothing fails
     needs_setup = isinstance(smoothing, FittedNoiseLaw)    # fitted on the calibration split
     ceiling = None if needs_setup else certified_ceiling(certifier, smoothing, cfg.summary_radii)
+    import smoothgen_exp.training  # noqa: F401  (weights missing from the cache train on first use)
+
     runtime = {"cache_dir": cfg.cache_dir, "device": device}
     oracle = instantiate(cfg.oracle, **runtime)   # first: the default model trains against it
     # every generation runs in chunks that fit: `certifier.batch_size=auto` backs off on out-of-memory

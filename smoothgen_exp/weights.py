@@ -9,6 +9,7 @@ workers) train once: the others wait and load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +21,8 @@ import torch
 from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
+from smoothgen_exp.errors import SmoothgenError
+
 log = logging.getLogger(__name__)
 
 
@@ -27,27 +30,67 @@ def params_key(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def load_or_train(cache_dir: str | os.PathLike, name: str, params: dict,
-                  train: Callable[[], tuple[dict[str, torch.Tensor], dict[str, str]]]
-                  ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+TRAINERS: dict[str, Callable[..., tuple[dict[str, torch.Tensor], dict[str, str]]]] = {}
+
+
+def register_trainer(name: str):
+    """Decorator: `fn(params, checkpoint_path, **context) -> (state_dict, metadata)` trains the weights `name`."""
+    def register(fn):
+        TRAINERS[name] = fn
+        return fn
+    return register
+
+
+_RETRAIN: set[str] = set()
+
+
+@contextlib.contextmanager
+def retraining(names: set[str]):
+    """Within the block, `load_or_train` trains the weights in `names` again even when they are cached."""
+    saved = set(_RETRAIN)
+    _RETRAIN.update(names)
+    try:
+        yield
+    finally:
+        _RETRAIN.clear()
+        _RETRAIN.update(saved)
+
+
+def weights_path(cache_dir: str | os.PathLike, name: str, params: dict) -> Path:
+    return Path(cache_dir) / f"{name}-{params_key(params)}.safetensors"
+
+
+def load_or_train(cache_dir: str | os.PathLike, name: str, params: dict, retrain: bool = False,
+                  **context) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return (state_dict, metadata) from `<cache_dir>/<name>-<hash>.safetensors`, training if absent.
 
-    `train()` returns the state dict and string metadata (e.g. held-out accuracy), stored alongside.
+    The trainer registered under `name` (smoothgen_exp.training) gets `params`, a resumable checkpoint
+    (`<file>.ckpt.safetensors`, saved after every epoch and removed at the end) and `context` (objects
+    the training needs, e.g. the frozen oracle). Without a registered trainer, missing weights fail in
+    one line saying how to train them.
     """
-    path = Path(cache_dir) / f"{name}-{params_key(params)}.safetensors"
-    if path.exists():
+    path = weights_path(cache_dir, name, params)
+    retrain = retrain or name in _RETRAIN
+    if path.exists() and not retrain:
         return _load(path)
+    trainer = TRAINERS.get(name)
+    if trainer is None:
+        raise SmoothgenError(f"{name} weights are not in {cache_dir} ({path.name}): train them with "
+                             f"`python -m smoothgen_exp.train task={name}`, or import smoothgen_exp.training "
+                             "to train them on first use")
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if path.exists():                    # another process trained it while this one waited
+        if path.exists() and not retrain:     # another process trained it while this one waited
             return _load(path)
+        checkpoint = path.with_suffix(".ckpt.safetensors")
         log.info("training %s (cached at %s)", name, path)
-        state, meta = train()
+        state, meta = trainer(params, checkpoint, **context)
         meta = {**meta, "params": json.dumps(params, sort_keys=True)}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
         os.replace(tmp, path)
-    return state, meta
+        checkpoint.unlink(missing_ok=True)
+    return state, {**meta, "file": str(path)}
 
 
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -55,4 +98,4 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
-    return load_file(str(path)), meta
+    return load_file(str(path)), {**meta, "file": str(path)}

