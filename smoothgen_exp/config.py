@@ -719,15 +719,27 @@ class ValidateOnStart(Callback):
             sys.exit(0)
 
 
-def group_keys(group: str) -> set[str]:
-    """Every key an option of `conf/<group>/` can have: the fields of the schemas its files name."""
+def group_keys(group: str, option: str | None = None) -> set[str]:
+    """The keys `conf/<group>/<option>.yaml` can have (the fields of the schema it names), or with no
+    option every key some option of the group can have."""
     keys = {"_target_"}
-    for path in (CONF_DIR / group).glob("*.yaml"):
+    paths = [CONF_DIR / group / f"{option}.yaml"] if option else (CONF_DIR / group).glob("*.yaml")
+    for path in paths:
+        if not path.exists():
+            continue
         node = OmegaConf.load(path)
         node = node.get(group, node) if "_target_" not in node else node       # _global_ presets (models)
         schema = SCHEMAS.get(node.get("_target_")) if isinstance(node, DictConfig) else None
         keys |= {f.name for f in fields(schema)} if schema else set(node.keys()) if node else set()
     return keys
+
+
+def default_option(group: str) -> str | None:
+    """The option conf/config.yaml's defaults list picks for `group`."""
+    for entry in OmegaConf.load(CONF_DIR / "config.yaml").get("defaults", []):
+        if isinstance(entry, DictConfig) and group in entry:
+            return entry[group]
+    return None
 
 
 def preflight(argv: list[str]) -> None:
@@ -746,14 +758,21 @@ def preflight(argv: list[str]) -> None:
         overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
     except Exception:  # a malformed override: Hydra reports it itself
         return
+    chosen = {ov.key_or_group: ov.value() for ov in overrides
+              if ov.key_or_group in GROUPS and not ov.is_sweep_override() and isinstance(ov.value(), str)}
+    presets = any(ov.key_or_group in ("experiment", "model", "debug") for ov in overrides)
     for ov in overrides:
         group = ov.key_or_group
         head, _, rest = group.partition(".")
         if rest and head in GROUPS and not (ov.is_delete() or ov.is_add() or ov.is_force_add()):
             key = rest.split(".")[0]
-            known = group_keys(head)
+            # the option in effect: named on the command line, else config.yaml's default unless a preset
+            # (experiment, model) may change it; when unknown, any option's key passes here
+            option = chosen.get(head) or (None if presets else default_option(head))
+            known = group_keys(head, option)
             if key not in known:
-                print(f"error: {head}.{key}: unknown key (known keys of conf/{head}/ options: "
+                where = f"{head}={option}" if option else f"conf/{head}/ options"
+                print(f"error: {head}.{key}: unknown key (known keys of {where}: "
                       f"{', '.join(sorted(known - {'_target_'}))}); `+{group}=...` adds one deliberately",
                       file=sys.stderr)
                 sys.exit(2)

@@ -118,3 +118,12 @@ def test_an_unknown_key_of_a_group_fails_in_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: model.bogus: unknown key")
     assert "latent_dim" in lines[0] and "+model.bogus" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_key_of_another_option_fails_in_one_line_naming_the_option_in_effect(tmp_path):
+    res = cli("certifier.cos_min=0.3", f"hydra.run.dir={tmp_path / 'run'}")        # cos_min is feature's
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1
+    assert lines[0].startswith("error: certifier.cos_min: unknown key (known keys of certifier=cohen:")
+    ok = cli("certifier=feature", "certifier.cos_min=0.3", "dry_run=true")
+    assert ok.returncode == 0 and "cos_min: 0.3" in ok.stdout
