@@ -719,14 +719,10 @@ class ValidateOnStart(Callback):
             sys.exit(0)
 
 
-def group_keys(group: str, option: str | None = None) -> set[str]:
-    """The keys `conf/<group>/<option>.yaml` can have (the fields of the schema it names), or with no
-    option every key some option of the group can have."""
+def group_keys(group: str) -> set[str]:
+    """Every key an option of `conf/<group>/` can have: the fields of the schemas its files name."""
     keys = {"_target_"}
-    paths = [CONF_DIR / group / f"{option}.yaml"] if option else (CONF_DIR / group).glob("*.yaml")
-    for path in paths:
-        if not path.exists():
-            continue
+    for path in (CONF_DIR / group).glob("*.yaml"):
         node = OmegaConf.load(path)
         node = node.get(group, node) if "_target_" not in node else node       # _global_ presets (models)
         schema = SCHEMAS.get(node.get("_target_")) if isinstance(node, DictConfig) else None
@@ -734,12 +730,24 @@ def group_keys(group: str, option: str | None = None) -> set[str]:
     return keys
 
 
-def default_option(group: str) -> str | None:
-    """The option conf/config.yaml's defaults list picks for `group`."""
-    for entry in OmegaConf.load(CONF_DIR / "config.yaml").get("defaults", []):
-        if isinstance(entry, DictConfig) and group in entry:
-            return entry[group]
-    return None
+def schemas_in_effect(argv: list[str], overrides) -> dict[str, tuple[str, type]]:
+    """The schema of the option each group ends up with (command-line choices, experiment and model
+    presets included): the config composed without the `group.key=value` overrides. Empty for sweeps."""
+    if any(ov.is_sweep_override() for ov in overrides):
+        return {}
+    keep = [a for a, ov in zip([a for a in argv if not a.startswith("-")], overrides, strict=False)
+            if not ("." in ov.key_or_group and ov.key_or_group.split(".")[0] in GROUPS) and
+            not ov.key_or_group.startswith("hydra")]
+    try:
+        from hydra import compose, initialize_config_dir
+
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=keep, return_hydra_config=True)
+    except Exception:  # Hydra reports whatever is wrong with the rest itself
+        return {}
+    choices = cfg.hydra.runtime.choices
+    return {g: (str(choices.get(g)), SCHEMAS[cfg[g]._target_]) for g in GROUPS
+            if isinstance(cfg.get(g), DictConfig) and cfg[g].get("_target_") in SCHEMAS}
 
 
 def preflight(argv: list[str]) -> None:
@@ -758,20 +766,18 @@ def preflight(argv: list[str]) -> None:
         overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
     except Exception:  # a malformed override: Hydra reports it itself
         return
-    chosen = {ov.key_or_group: ov.value() for ov in overrides
-              if ov.key_or_group in GROUPS and not ov.is_sweep_override() and isinstance(ov.value(), str)}
-    presets = any(ov.key_or_group in ("experiment", "model", "debug") for ov in overrides)
+    in_effect = None                                   # group -> the schema of the option in effect
     for ov in overrides:
         group = ov.key_or_group
         head, _, rest = group.partition(".")
         if rest and head in GROUPS and not (ov.is_delete() or ov.is_add() or ov.is_force_add()):
             key = rest.split(".")[0]
-            # the option in effect: named on the command line, else config.yaml's default unless a preset
-            # (experiment, model) may change it; when unknown, any option's key passes here
-            option = chosen.get(head) or (None if presets else default_option(head))
-            known = group_keys(head, option)
+            if in_effect is None:
+                in_effect = schemas_in_effect(argv, overrides)
+            option, schema = in_effect.get(head, (None, None))
+            known = {f.name for f in fields(schema)} if schema else group_keys(head)
             if key not in known:
-                where = f"{head}={option}" if option else f"conf/{head}/ options"
+                where = f"{head}={option}" if schema else f"conf/{head}/ options"
                 print(f"error: {head}.{key}: unknown key (known keys of {where}: "
                       f"{', '.join(sorted(known - {'_target_'}))}); `+{group}=...` adds one deliberately",
                       file=sys.stderr)

@@ -125,5 +125,7 @@ def test_a_key_of_another_option_fails_in_one_line_naming_the_option_in_effect(t
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1
     assert lines[0].startswith("error: certifier.cos_min: unknown key (known keys of certifier=cohen:")
+    preset = cli("model=tiny_gpt2", "certifier.bound=betting", f"hydra.run.dir={tmp_path / 'run'}")
+    assert preset.returncode == 2 and "known keys of certifier=cohen" in preset.stderr   # the preset's choice
     ok = cli("certifier=feature", "certifier.cos_min=0.3", "dry_run=true")
     assert ok.returncode == 0 and "cos_min: 0.3" in ok.stdout
