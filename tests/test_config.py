@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from smoothgen_exp.config import CONF_DIR, GROUPS, SCHEMAS, validate
 
-from .conftest import cli
+from .conftest import CACHE, cli
 
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
@@ -75,7 +75,7 @@ def test_full_error_env_gives_the_traceback(tmp_path):
 def test_missing_weights_fail_in_one_line(tmp_path):
     run_dir = tmp_path / "run"
     res = cli(f"model.encoder_path={tmp_path / 'no_weights_here'}", f"hydra.run.dir={run_dir}",
-              f"cache_dir={tmp_path / 'cache'}", "dataset.limit=1")
+              f"cache_dir={CACHE}", "dataset.limit=1")      # the shared cache: the oracle loads, not trains
     assert res.returncode == 2, res.stderr[-2000:]
     err = [line for line in res.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "weights not found" in err[0] and "Traceback" not in res.stderr
