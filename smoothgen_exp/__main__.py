@@ -2,10 +2,13 @@
 
 Nothing heavy is imported here: torch and transformers load inside `run`, after validation.
 Under torchrun / accelerate launch every rank computes the same deterministic run directory; ranks
-other than 0 leave Hydra's .hydra/ and log file to rank 0.
+other than 0 leave Hydra's .hydra/ and log file to rank 0. `distributed.num_processes=N` starts those
+N ranks itself (torch.distributed.run), so one command runs one run on several processes.
 """
 
 import os
+import shutil
+import subprocess
 import sys
 
 import hydra
@@ -31,8 +34,53 @@ def main(cfg: DictConfig) -> float | None:
         raise
 
 
+def requested_processes(argv: list[str]) -> int:
+    """`distributed.num_processes` from the command line (1 when absent); `auto`: the visible GPUs."""
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith("distributed.num_processes=")), "1")
+    if value != "auto":
+        return int(value) if value.isdigit() else 1            # bad values: validation reports them
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return max(1, len([d for d in visible.split(",") if d.strip()]))
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 1
+    out = subprocess.run([smi, "-L"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return max(1, sum(line.startswith("GPU ") for line in out.stdout.splitlines()))
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """Validate once here (one error line, not one per worker), then run `processes` workers of this
+    very command through torch.distributed.run; they split the items of one run directory."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        print("error: distributed.num_processes runs one run on several processes; a sweep runs its jobs "
+              "through hydra/launcher=joblib|submitit_local|slurm instead", file=sys.stderr)
+        return 2
+    from hydra import compose, initialize_config_dir
+
+    from smoothgen_exp.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[a for a in argv if not a.startswith(("hydra.", "-"))])
+    try:
+        validate(cfg)
+    except Exception as err:
+        exit_on_user_error(err)
+        raise
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", f"--nproc_per_node={processes}", "-m", "smoothgen_exp", *argv])
+    except Exception as err:          # ChildFailedError: the workers printed their own errors
+        print(f"error: a worker process failed ({type(err).__name__})", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
     preflight(sys.argv[1:])
+    if "LOCAL_RANK" not in os.environ and (n := requested_processes(sys.argv[1:])) > 1:
+        sys.exit(launch(n, sys.argv[1:]))
     if int(os.environ.get("RANK", "0")) > 0:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
     main()

@@ -94,6 +94,12 @@ class RunConf:
                                        metadata=each(ge(0.0)))
     # what `python -m smoothgen_exp` returns to a Hydra sweeper: a summary key, and minimums other summary
     # keys must reach (a trial that misses one returns -inf)
+    # distributed.num_processes: N > 1 starts N worker processes for this one run (torch.distributed.run,
+    # the launcher accelerate's multi-GPU launch uses); auto: one per visible GPU, else 1
+    distributed: dict[str, Any] = field(default_factory=lambda: {"num_processes": 1}, metadata=_rule(
+        lambda v: set(v) <= {"num_processes"} and (v.get("num_processes", 1) == "auto" or (
+            isinstance(v.get("num_processes", 1), int) and v.get("num_processes", 1) > 0)),
+        "must be {num_processes: a positive integer or auto}"))
     objective: str = "average_certified_radius"
     objective_constraints: dict[str, float] = field(default_factory=dict)
 

@@ -96,6 +96,13 @@ def test_two_processes_give_the_rows_of_one(tmp_path, t2i):
     pd.testing.assert_frame_equal(rows(tmp_path / "one"), two)
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["items"] == 6
+    # one command: distributed.num_processes=2 starts the two workers itself
+    res = cli(*common, "distributed.num_processes=2", f"hydra.run.dir={tmp_path / 'launched'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    pd.testing.assert_frame_equal(rows(tmp_path / "one"), rows(tmp_path / "launched"))
+    assert json.loads((tmp_path / "launched" / "summary.json").read_text())["world_size"] == 2
+    bad = cli(*common, "distributed.num_processes=0", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "distributed" in bad.stderr
 
 
 # a kill before the first part and one in the middle run by default; the other points in `make test-full`
