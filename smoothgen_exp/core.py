@@ -53,36 +53,18 @@ class Prediction:
         return self.prediction == ABSTAIN
 
 
-NOISE_CHUNK = 16   # noise rows are drawn this many at a time from a stream's generator, whatever the batch
-
-
 def noisy_batches(x: torch.Tensor, num: int, batch_size: int, noise, gen: torch.Generator
                   ) -> Iterator[torch.Tensor]:
     """`num` draws of x + eta in batches, written into one preallocated buffer.
 
-    Row j's noise does not depend on `batch_size` (nor on an out-of-memory back-off, nor on how items are
-    packed into calls): the generator only ever fills float64 chunks of NOISE_CHUNK rows, handed out in
-    order, so the j-th row is the same for every batching. x + eta is formed in float64 and rounded once
-    into x's dtype (`smoothing.gaussian.float64_draw`). Each yielded batch is overwritten by the next
-    one: consume it before advancing.
+    Each yielded batch is overwritten by the next one: consume it before advancing.
     """
     batch_size = max(1, min(batch_size, num))
     buf = torch.empty((batch_size, *x.shape), dtype=x.dtype, device=x.device)
-    chunk = torch.empty((NOISE_CHUNK, *x.shape), dtype=torch.float64, device=x.device)
-    left = 0                                   # rows at the end of `chunk` not handed out yet
     remaining = num
     while remaining > 0:
         b = min(batch_size, remaining)
-        filled = 0
-        while filled < b:
-            if left == 0:
-                noise.sample_(chunk, gen)
-                left = NOISE_CHUNK
-            take = min(left, b - filled)
-            start = NOISE_CHUNK - left
-            buf[filled:filled + take].copy_(chunk[start:start + take] + x)
-            filled, left = filled + take, left - take
-        yield buf[:b]
+        yield noise.sample_(buf[:b], gen, add=x)      # x + eta formed in float64, rounded once
         remaining -= b
 
 

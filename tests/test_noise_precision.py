@@ -72,22 +72,3 @@ def test_calibrated_noise_draws_in_float64():
     noise.sample_(out, torch.Generator().manual_seed(5), add=torch.ones(3))
     xi = torch.randn((5, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     assert torch.equal(out, (xi @ noise.chol.T + 1.0).float())
-
-
-@pytest.mark.parametrize("law", ["gaussian", "calibrated"])
-def test_each_rows_noise_is_the_same_whatever_the_batch_size(law):
-    """Issue 13: batch size, an out-of-memory back-off or packing never change a row's noise."""
-    if law == "gaussian":
-        noise = GaussianNoise(0.3)
-    else:
-        noise = CalibratedNoise(sigma=0.3)
-        noise.chol = torch.linalg.cholesky(torch.tensor([[2.0, 0.3, 0.0], [0.3, 1.0, 0.1], [0.0, 0.1, 0.5]],
-                                                        dtype=torch.float64))
-    x = torch.tensor([0.5, -1.0, 2.0])
-    draws = {}
-    for b in (1, 7, 16, 33, 100):
-        draws[b] = torch.cat([batch.clone() for batch in
-                              noisy_batches(x, 100, b, noise, torch.Generator().manual_seed(9))])
-    for b, rows in draws.items():
-        assert torch.equal(rows, draws[100]), b
-    assert rows.shape == (100, 3) and not torch.equal(rows[0], rows[1])

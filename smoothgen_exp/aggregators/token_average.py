@@ -18,7 +18,6 @@ import math
 import torch
 
 from smoothgen_exp.config import configured
-from smoothgen_exp.core import noisy_batches
 
 
 def tv_shift_factor(noise_mode: str, n: int, max_new_tokens: int) -> float:
@@ -34,8 +33,8 @@ class TokenAverage:
         self.n, self.greedy, self.noise_mode, self.use_cache = int(n), bool(greedy), noise, bool(use_cache)
 
     def noisy_copies(self, ctx, stream: str, n: int) -> torch.Tensor:
-        """n noisy copies of the prompt embeddings in one tensor (rows as core.noisy_batches draws them)."""
-        return next(noisy_batches(ctx.x, n, n, ctx.noise, ctx.generator(f"{stream}/noise")))
+        out = torch.empty((n, *ctx.x.shape), dtype=ctx.x.dtype, device=ctx.x.device)
+        return ctx.noise.sample_(out, ctx.generator(f"{stream}/noise"), add=ctx.x)
 
     @torch.inference_mode()
     def decode(self, ctx, stream: str, n: int) -> tuple[list[int], torch.Tensor]:

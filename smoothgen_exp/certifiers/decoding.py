@@ -24,7 +24,6 @@ import torch
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.config import configured
-from smoothgen_exp.core import noisy_batches
 from smoothgen_exp.stats import betting_lower, betting_max_lower, empirical_bernstein_lower, hoeffding_lower
 
 
@@ -60,11 +59,15 @@ class DecodingCertifier(Certifier):
         total = torch.zeros(steps, dtype=torch.float64)
         total_sq = torch.zeros(steps, dtype=torch.float64)
         kept = []                    # [n, T] per-copy probabilities, in draw order (the betting bound's input)
-        for z in noisy_batches(ctx.x, self.n, self.batch_size, ctx.noise, ctx.generator("decoding/estimate/noise")):
+        done = 0
+        while done < self.n:
+            b = min(self.batch_size, self.n - done)
+            z = decoder.noisy_copies(ctx, f"decoding/estimate/{done}", b)
             probs = ctx.model.step_probs(z, tokens).double().cpu()
             total += probs.sum(0)
             total_sq += (probs * probs).sum(0)
             kept.append(probs)
+            done += b
         mean = total / self.n
         var = ((total_sq - self.n * mean * mean) / max(1, self.n - 1)).clamp_min(0.0)
         level = self.alpha / max(steps, 1)
