@@ -46,15 +46,18 @@ def test_certified_radius_never_exceeds_the_true_radius():
 def test_certified_radius_approaches_the_true_radius_at_large_n():
     smooth, xs, true_r, true_c = linear_problem(seed=1, points=200)
     sigma = smooth.sigma
-    ratios = []
+    ratios, misses = [], 0
     for i in range(len(xs)):
         if not 0.5 * sigma <= true_r[i] <= 2.0 * sigma:
             continue
         cert = smooth.certify(xs[i], n0=100, n=100_000, alpha=0.001, batch_size=20_000, seed=i)
         assert cert.prediction == true_c[i]
-        assert cert.radius <= true_r[i]
+        misses += cert.radius > true_r[i]
         ratios.append(cert.radius / true_r[i])
     assert len(ratios) > 50
+    # each certificate may overshoot with probability alpha = 0.001: over ~100 points one miss is a ~10%
+    # event (the seeds give one), three would be ~2e-4 (the bound itself is covered in the tests below)
+    assert misses <= 2
     assert np.mean(ratios) > 0.93 and np.min(ratios) > 0.8
 
 
