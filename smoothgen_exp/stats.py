@@ -25,7 +25,8 @@ __all__ = [
     # output, distribution and feature certificates (SPEC C2-C4)
     "tv_bound", "wp_bound", "harm_upper", "fcsb", "fcsb_radius", "output_tv_bound", "output_lipschitz_bound",
     "mcdiarmid_mean_bound", "coordinate_interval", "hoeffding_lower", "hoeffding_upper", "empirical_bernstein_lower",
-    "betting_stakes", "betting_lower", "betting_max_lower", "order_statistic_rank",
+    "betting_stakes", "betting_lower", "betting_max_lower", "MEAN_BOUNDS", "mean_lower", "max_mean_lower",
+    "order_statistic_rank",
 ]
 
 
@@ -345,6 +346,34 @@ def betting_max_lower(n, alpha, c: float = BETTING_C) -> float:
     rejected; n observations all equal to 1 come close once the stakes reach c/m.
     """
     return float(c / (c + np.expm1(np.log(1.0 / alpha) / n)))
+
+
+MEAN_BOUNDS = ("betting", "bernstein", "hoeffding")
+
+
+def mean_lower(values, alpha, bound: str):
+    """Lower confidence bound (level alpha) on the mean of [0, 1]-valued i.i.d. `values` by `bound`
+    (MEAN_BOUNDS): [n] in, a float out; [n, k] in (k independent means), an array of k out."""
+    x = np.asarray(values, dtype=float)
+    if bound == "betting":
+        return betting_lower(x, alpha)
+    if bound not in MEAN_BOUNDS:
+        raise ValueError(f"unknown bound {bound!r} ({' | '.join(MEAN_BOUNDS)})")
+    cols = x.reshape(x.shape[0], -1)
+    n = cols.shape[0]
+    var = cols.var(axis=0, ddof=1) if n > 1 else np.zeros(cols.shape[1])
+    out = np.array([empirical_bernstein_lower(m, v, n, alpha) if bound == "bernstein" else hoeffding_lower(m, n, alpha)
+                    for m, v in zip(cols.mean(axis=0), var, strict=True)])
+    return float(out[0]) if x.ndim == 1 else out
+
+
+def max_mean_lower(n: int, alpha: float, bound: str) -> float:
+    """The largest value `mean_lower` can give from n values (a ceiling known before sampling)."""
+    if bound == "betting":
+        return betting_max_lower(n, alpha)
+    if bound == "bernstein":
+        return empirical_bernstein_lower(1.0, 0.0, n, alpha)
+    return hoeffding_lower(1.0, n, alpha)
 
 
 def order_statistic_rank(n: int, q: float, alpha: float) -> int | None:

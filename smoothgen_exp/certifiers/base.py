@@ -61,9 +61,10 @@ class Certifier:
         """The largest lower bound n estimation samples can give; None where no radius is certified."""
         return None
 
-    def max_certifiable_radius(self, scale: float) -> float | None:
-        """The largest radius any item can reach at this n and alpha, for noise of L2 scale `scale`."""
-        p = self.max_lower_bound(self.n)
+    def max_certifiable_radius(self, scale: float, n: int | None = None) -> float | None:
+        """The largest radius any item can reach with n (default: this certifier's) estimation samples at
+        this alpha, for noise of L2 scale `scale`; 0 where nothing can certify."""
+        p = self.max_lower_bound(self.n if n is None else n)
         if p is None:
             return None
         if p <= self.required_lower:
@@ -73,10 +74,9 @@ class Certifier:
     def smallest_n(self, radius: float = 0.0, scale: float = 1.0, limit: int = 10**9) -> int | None:
         """The smallest n whose ceiling exceeds `radius` (reaches it, for radius > 0); None past `limit`."""
         def ok(n):
-            p = self.max_lower_bound(n)
             if radius <= 0:
-                return p > self.required_lower
-            return p > self.required_lower and scale * (norm.ppf(p) - norm.ppf(self.required_lower)) >= radius
+                return self.max_lower_bound(n) > self.required_lower
+            return self.max_certifiable_radius(scale, n) >= radius
         hi = 1
         while not ok(hi):
             hi *= 2

@@ -24,7 +24,7 @@ import torch
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.config import configured
-from smoothgen_exp.stats import betting_lower, betting_max_lower, empirical_bernstein_lower, hoeffding_lower
+from smoothgen_exp.stats import MEAN_BOUNDS, max_mean_lower, mean_lower
 
 
 @configured
@@ -36,17 +36,13 @@ class DecodingCertifier(Certifier):
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
                  bound: str):
         super().__init__(n0, n, alpha, batch_size)
-        if bound not in ("betting", "bernstein", "hoeffding"):
-            raise ValueError(f"certifier.bound={bound!r} must be one of betting, bernstein, hoeffding")
+        if bound not in MEAN_BOUNDS:
+            raise ValueError(f"certifier.bound={bound!r} must be one of {', '.join(MEAN_BOUNDS)}")
         self.bound = bound
 
     def max_lower_bound(self, n: int) -> float:
         """Ceiling of pA_lower,t at the level alpha (one step; T steps at alpha/T give less)."""
-        if self.bound == "betting":
-            return betting_max_lower(n, self.alpha)
-        if self.bound == "bernstein":
-            return empirical_bernstein_lower(1.0, 0.0, n, self.alpha)
-        return hoeffding_lower(1.0, n, self.alpha)
+        return max_mean_lower(n, self.alpha, self.bound)
 
     @torch.inference_mode()
     def _certify(self, ctx) -> dict:
@@ -56,27 +52,17 @@ class DecodingCertifier(Certifier):
         tokens, _ = decoder.decode(ctx, "decoding/select", self.n0)
         ctx.evidence["tokens"] = tokens
         steps = len(tokens)
-        total = torch.zeros(steps, dtype=torch.float64)
-        total_sq = torch.zeros(steps, dtype=torch.float64)
         kept = []                    # [n, T] per-copy probabilities, in draw order (the betting bound's input)
         done = 0
         while done < self.n:
             b = min(self.batch_size, self.n - done)
             z = decoder.noisy_copies(ctx, f"decoding/estimate/{done}", b)
-            probs = ctx.model.step_probs(z, tokens).double().cpu()
-            total += probs.sum(0)
-            total_sq += (probs * probs).sum(0)
-            kept.append(probs)
+            kept.append(ctx.model.step_probs(z, tokens).double().cpu())
             done += b
-        mean = total / self.n
-        var = ((total_sq - self.n * mean * mean) / max(1, self.n - 1)).clamp_min(0.0)
-        level = self.alpha / max(steps, 1)
-        if self.bound == "betting":
-            lower = [float(b) for b in betting_lower(torch.cat(kept).numpy().reshape(self.n, steps), level)] \
-                if steps else []
-        else:
-            lower = [empirical_bernstein_lower(float(m), float(v), self.n, level) if self.bound == "bernstein"
-                     else hoeffding_lower(float(m), self.n, level) for m, v in zip(mean, var, strict=True)]
+        probs = torch.cat(kept).numpy().reshape(self.n, steps)
+        mean = probs.mean(axis=0)
+        # one bound per step at alpha / T (a union bound over the steps)
+        lower = [float(p) for p in mean_lower(probs, self.alpha / steps, self.bound)] if steps else []
         radii = [ctx.noise.radius(p) if p > 0.5 else 0.0 for p in lower]
         radius = min(radii) if radii else 0.0
         return {"certified_text": ctx.model.decode(tokens), "certified_tokens": steps,

@@ -29,38 +29,7 @@ from torch.nn import functional as F
 
 from smoothgen_exp.certifiers.base import BoundCertifier, eps_col
 from smoothgen_exp.config import configured
-from smoothgen_exp.stats import (
-    betting_lower,
-    betting_max_lower,
-    empirical_bernstein_lower,
-    fcsb,
-    fcsb_radius,
-    hoeffding_lower,
-)
-
-BOUNDS = ("betting", "bernstein", "hoeffding")
-
-
-def mean_lower(scores: np.ndarray, alpha: float, bound: str) -> float:
-    """Lower confidence bound (level alpha) on the mean of the [0, 1]-valued `scores` by `bound`."""
-    n, mean = len(scores), float(np.mean(scores))
-    if bound == "betting":
-        return betting_lower(scores, alpha)
-    if bound == "bernstein":
-        var = float(np.var(scores, ddof=1)) if n > 1 else 0.0
-        return empirical_bernstein_lower(mean, var, n, alpha)
-    if bound == "hoeffding":
-        return hoeffding_lower(mean, n, alpha)
-    raise ValueError(f"unknown bound {bound!r} ({' | '.join(BOUNDS)})")
-
-
-def max_mean_lower(n: int, alpha: float, bound: str) -> float:
-    """The largest value `mean_lower` can give from n scores (a ceiling known before sampling)."""
-    if bound == "betting":
-        return betting_max_lower(n, alpha)
-    if bound == "bernstein":
-        return empirical_bernstein_lower(1.0, 0.0, n, alpha)
-    return hoeffding_lower(1.0, n, alpha)
+from smoothgen_exp.stats import MEAN_BOUNDS, fcsb, fcsb_radius, max_mean_lower, mean_lower
 
 
 def cosine_or_nan(inner_lower: float) -> float:
@@ -76,8 +45,8 @@ class FeatureCertifier(BoundCertifier):
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
                  eps_grid: tuple, bound: str, cos_min: float):
         super().__init__(n0, n, alpha, batch_size, eps_grid)
-        if bound not in BOUNDS:
-            raise ValueError(f"certifier.bound={bound!r} must be one of {', '.join(BOUNDS)}")
+        if bound not in MEAN_BOUNDS:
+            raise ValueError(f"certifier.bound={bound!r} must be one of {', '.join(MEAN_BOUNDS)}")
         if not 0.0 <= float(cos_min) < 1.0:
             raise ValueError(f"certifier.cos_min={cos_min} must lie in [0, 1): the FCSB bounds <F, u>, which "
                              "bounds the cosine only where it is positive")
