@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from smoothgen_exp.config import exit_on_user_error, preflight, print_config, validate
+from smoothgen_exp.config import compose_overrides, exit_on_user_error, preflight, print_config, validate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -56,14 +56,8 @@ def launch(processes: int, argv: list[str]) -> int:
         print("error: distributed.num_processes runs one run on several processes; a sweep runs its jobs "
               "through hydra/launcher=joblib|submitit_local|slurm instead", file=sys.stderr)
         return 2
-    from hydra import compose, initialize_config_dir
-
-    from smoothgen_exp.config import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[a for a in argv if not a.startswith(("hydra.", "-"))])
     try:
-        validate(cfg)
+        validate(compose_overrides([a for a in argv if not a.startswith(("hydra.", "-"))]))
     except Exception as err:
         exit_on_user_error(err)
         raise

@@ -736,6 +736,14 @@ def group_keys(group: str) -> set[str]:
     return keys
 
 
+def compose_overrides(overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    """The run config composed from command-line overrides, outside a running Hydra app (before one starts)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+
+
 def schemas_in_effect(argv: list[str], overrides) -> dict[str, tuple[str, type]]:
     """The schema of the option each group ends up with (command-line choices, experiment and model
     presets included): the config composed without the `group.key=value` overrides. Empty for sweeps."""
@@ -745,10 +753,7 @@ def schemas_in_effect(argv: list[str], overrides) -> dict[str, tuple[str, type]]
             if not ("." in ov.key_or_group and ov.key_or_group.split(".")[0] in GROUPS) and
             not ov.key_or_group.startswith("hydra")]
     try:
-        from hydra import compose, initialize_config_dir
-
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=keep, return_hydra_config=True)
+        cfg = compose_overrides(keep, hydra_config=True)
     except Exception:  # Hydra reports whatever is wrong with the rest itself
         return {}
     choices = cfg.hydra.runtime.choices

@@ -24,12 +24,13 @@ from smoothgen_exp.attacks.output_sets import output_set_distances
 from smoothgen_exp.batching import Batcher, OOMGuard
 from smoothgen_exp.certifiers.check import check_certificate
 from smoothgen_exp.checks import certified_ceiling, check_attack_fits_model, check_certifiable
-from smoothgen_exp.config import GROUPS, validate
+from smoothgen_exp.config import validate
 from smoothgen_exp.context import ItemContext, batch_of_one
 from smoothgen_exp.distributed import Ranks
 from smoothgen_exp.models.protocol import EncodesItems
 from smoothgen_exp.provenance import completed, config_hash, git_sha, run_id_of, write_provenance
 from smoothgen_exp.records import (
+    CHOICE_GROUPS,
     RecordWriter,
     print_summary,
     read_records,
@@ -274,5 +275,4 @@ def warn_violations(count: int, run_dir: Path) -> None:
 def _choices(cfg: DictConfig) -> dict[str, str]:
     """The option chosen in each group (Hydra's runtime choices, else the target's class name)."""
     hydra_choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    return {g: str(hydra_choices.get(g) or cfg[g]._target_.rsplit(".", 1)[-1])
-            for g in GROUPS if g != "logger"}
+    return {g: str(hydra_choices.get(g) or cfg[g]._target_.rsplit(".", 1)[-1]) for g in CHOICE_GROUPS}

@@ -60,7 +60,7 @@ def weights_path(cache_dir: str | os.PathLike, name: str, params: dict) -> Path:
     return Path(cache_dir) / f"{name}-{params_key(params)}.safetensors"
 
 
-def load_or_train(cache_dir: str | os.PathLike, name: str, params: dict, retrain: bool = False,
+def load_or_train(cache_dir: str | os.PathLike, name: str, params: dict,
                   **context) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return (state_dict, metadata) from `<cache_dir>/<name>-<hash>.safetensors`, training if absent.
 
@@ -70,7 +70,7 @@ def load_or_train(cache_dir: str | os.PathLike, name: str, params: dict, retrain
     one line saying how to train them.
     """
     path = weights_path(cache_dir, name, params)
-    retrain = retrain or name in _RETRAIN
+    retrain = name in _RETRAIN                 # `retraining({...})`: train again even when cached
     if path.exists() and not retrain:
         return _load(path)
     trainer = TRAINERS.get(name)

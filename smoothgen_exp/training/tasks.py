@@ -13,26 +13,29 @@ from smoothgen_exp.config import configured
 from smoothgen_exp.weights import retraining
 
 
+class TrainComponent:
+    """Trains (or, when cached, loads) the weights `weights` of the component configured in `group`, and
+    reports the file and the component's held-out `metric`."""
+
+    group: str
+    weights: str
+    metric: str
+
+    def run(self, cfg, device) -> dict:
+        with retraining({self.weights} if cfg.retrain else set()):
+            part = instantiate(cfg[self.group], cache_dir=cfg.cache_dir, device=device)
+        return {"task": self.weights, "weights": part.weights_file, self.metric: getattr(part, self.metric)}
+
+
 @configured
-class TrainDigitOracle:
+class TrainDigitOracle(TrainComponent):
     """The digit classifier that judges the default's generations (`oracle=digit_classifier`)."""
 
-    weights = "digit_oracle"
-
-    def run(self, cfg, device) -> dict:
-        with retraining({self.weights} if cfg.retrain else set()):
-            oracle = instantiate(cfg.oracle, cache_dir=cfg.cache_dir, device=device)
-        return {"task": "digit_oracle", "weights": oracle.weights_file, "heldout_accuracy": oracle.heldout_accuracy}
+    group, weights, metric = "oracle", "digit_oracle", "heldout_accuracy"
 
 
 @configured
-class TrainDigitsT2I:
+class TrainDigitsT2I(TrainComponent):
     """The default's text-to-image cVAE (`model=digits_t2i`), against the frozen digit oracle."""
 
-    weights = "digits_t2i"
-
-    def run(self, cfg, device) -> dict:
-        with retraining({self.weights} if cfg.retrain else set()):
-            model = instantiate(cfg.model, cache_dir=cfg.cache_dir, device=device)
-        return {"task": "digits_t2i", "weights": model.weights_file,
-                "heldout_prompt_accuracy": model.heldout_prompt_accuracy}
+    group, weights, metric = "model", "digits_t2i", "heldout_prompt_accuracy"
