@@ -191,3 +191,26 @@ def test_clip_embeddings_from_transformers_5_output_objects():
     feats = enc.generate(images, torch.Generator())
     assert feats.shape == (3, 32) and torch.allclose(feats.norm(dim=1), torch.ones(3), atol=1e-5)
     assert torch.equal(oracle.classify(feats), oracle.classify(images))       # features or images alike
+
+
+def test_decoding_certificate_check_holds_inside_the_radius_and_catches_a_planted_violation():
+    """certifiers.check for `sequence` certificates: at a point inside the certified radius the fresh
+    per-step upper bounds stay above the promise; a certificate that claims more than the toy's exact
+    probabilities support is reported violated."""
+    from smoothgen_exp.certifiers.check import check_certificate
+
+    toy, sigma = ToyLM(seed=4), 0.3
+    x = torch.zeros(1, 5, dtype=torch.float64)
+    x[0] = toy.w * 0.6 / toy.w.norm() ** 2 * 2
+    item = SimpleNamespace(item_id="toy-check", condition="", label=0)
+    ctx = ItemContext(item, x, toy, None, GaussianNoise(sigma), 0, 500)
+    cert = DecodingCertifier(n0=200, n=4000, alpha=0.001, batch_size=1000)
+    row = {**cert.certify(ctx), "certificate_valid": True}
+    assert row["certified"]
+    z = x.clone()
+    z[0] += 0.5 * row["radius"] * toy.w / toy.w.norm()                       # inside the radius
+    honest = check_certificate(cert, ctx, row, z, 4000, 0.001)
+    assert honest["certificate_checked"] and not honest["certificate_violation"]
+    planted = {**row, "decoding_step_p_lower": [0.999999] * len(row["decoding_step_p_lower"])}
+    caught = check_certificate(cert, ctx, planted, z, 4000, 0.001)
+    assert caught["certificate_checked"] and caught["certificate_violation"]

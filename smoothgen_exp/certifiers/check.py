@@ -28,6 +28,7 @@ import math
 import torch
 from scipy.stats import norm
 
+from smoothgen_exp.certifiers.decoding import step_prob_batches
 from smoothgen_exp.stats import cp_upper, hoeffding_upper
 
 
@@ -87,14 +88,8 @@ def _feature_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
 
 def _decoding_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
     tokens = ctx.evidence["tokens"]
-    total, done = None, 0
-    while done < n:
-        b = min(certifier.batch_size, n - done)
-        noisy = torch.empty((b, *z.shape), dtype=z.dtype, device=z.device)
-        ctx.noise.sample_(noisy, ctx.generator(f"check/noise/{done}"), add=z)
-        part = ctx.model.step_probs(noisy, tokens).double().sum(0).cpu()
-        total = part if total is None else total + part
-        done += b
+    total = sum(p.sum(0) for p in step_prob_batches(ctx, tokens, n, certifier.batch_size, z,
+                                                     lambda done: f"check/noise/{done}"))
     level = alpha / len(tokens)
     uppers = [hoeffding_upper(float(m), n, level) for m in total / n]
     promises = [promised(p, distance, ctx.noise.l2_scale) for p in row["decoding_step_p_lower"]]

@@ -27,6 +27,18 @@ from smoothgen_exp.config import configured
 from smoothgen_exp.stats import MEAN_BOUNDS, max_mean_lower, mean_lower
 
 
+def step_prob_batches(ctx, tokens, n: int, batch_size: int, centre: torch.Tensor, stream_of):
+    """Teacher-forced probabilities [b, T] of the fixed `tokens` at n noisy copies of `centre`, batch by
+    batch; the batch starting at copy `done` draws its noise from the stream `stream_of(done)`."""
+    done = 0
+    while done < n:
+        b = min(batch_size, n - done)
+        noisy = torch.empty((b, *centre.shape), dtype=centre.dtype, device=centre.device)
+        ctx.noise.sample_(noisy, ctx.generator(stream_of(done)), add=centre)
+        yield ctx.model.step_probs(noisy, tokens).double().cpu()
+        done += b
+
+
 @configured
 class DecodingCertifier(Certifier):
     name = "decoding"
@@ -52,14 +64,10 @@ class DecodingCertifier(Certifier):
         tokens, _ = decoder.decode(ctx, "decoding/select", self.n0)
         ctx.evidence["tokens"] = tokens
         steps = len(tokens)
-        kept = []                    # [n, T] per-copy probabilities, in draw order (the betting bound's input)
-        done = 0
-        while done < self.n:
-            b = min(self.batch_size, self.n - done)
-            z = decoder.noisy_copies(ctx, f"decoding/estimate/{done}", b)
-            kept.append(ctx.model.step_probs(z, tokens).double().cpu())
-            done += b
-        probs = torch.cat(kept).numpy().reshape(self.n, steps)
+        # [n, T] per-copy probabilities, in draw order (the betting bound's input)
+        kept = step_prob_batches(ctx, tokens, self.n, self.batch_size, ctx.x,
+                                 lambda done: f"decoding/estimate/{done}/noise")
+        probs = torch.cat(list(kept)).numpy().reshape(self.n, steps)
         mean = probs.mean(axis=0)
         # one bound per step at alpha / T (a union bound over the steps)
         lower = [float(p) for p in mean_lower(probs, self.alpha / steps, self.bound)] if steps else []
