@@ -22,7 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from smoothgen_exp.tables import (  # noqa: E402
+    NOMINAL_TAG,
     by_validity,
+    certified_and_correct,
     formatted,
     load_records,
     require_runs,
@@ -52,9 +54,9 @@ def main(argv: list[str] | None = None):
     sm = rows[rows.variant == "smoothed"]
     first, nominal = by_validity(sm[sm.run_dir == sm.run_dir.iloc[0]])[0]
     radius = first.radius.astype(float).where(first.certified.astype(bool), 0.0)
-    good = first.certified.astype(bool) & first.correct.fillna(True).astype(bool)
+    good = certified_and_correct(first)
     grid = np.linspace(0, rows.attack_eps.astype(float).max() * 1.05, 100)
-    tag, style = (" — NOMINAL, not certified", "--") if nominal else ("", "-")
+    tag, style = (NOMINAL_TAG, "--") if nominal else ("", "-")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (name, g) in enumerate(rows.groupby("attack")):

@@ -22,7 +22,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from smoothgen_exp.tables import (  # noqa: E402
+    NOMINAL_TAG,
     by_validity,
+    certified_and_correct,
     load_records,
     load_summaries,
     require_runs,
@@ -53,8 +55,8 @@ def main(argv: list[str] | None = None):
     for d in run_dirs:
         for g, nominal in by_validity(sm[sm.run_dir == str(d)]):
             r = g.radius.astype(float).where(g.certified.astype(bool), 0.0)
-            good = g.certified.astype(bool) & g.correct.fillna(True).astype(bool)
-            label = labels.get(str(d), d.name) + (" — NOMINAL, not certified" if nominal else "")
+            good = certified_and_correct(g)
+            label = labels.get(str(d), d.name) + (NOMINAL_TAG if nominal else "")
             ax.plot(radii, [(good & (r >= x)).mean() for x in radii], "--" if nominal else "-", label=label)
     ax.set(xlabel="radius", ylabel="certified accuracy", title="Certified accuracy vs radius")
     ax.legend(fontsize=6)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None):
                 label = ", ".join(f"{k}={v}" for k, v in zip(others, key, strict=True)) or "runs"
                 nominal = bool(g.get(f"{metric} nominal", pd.Series(False)).any())
                 ax.plot(g.n, g[metric], "o--" if nominal else "o-",
-                        label=label + (" — NOMINAL, not certified" if nominal else ""))
+                        label=label + (NOMINAL_TAG if nominal else ""))
             ax.set(xscale="log", xlabel="n", ylabel=ylabel, title=f"{ylabel} vs n")
             if metric == "seconds_per_item":
                 ax.set_yscale("log")

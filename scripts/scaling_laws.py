@@ -29,14 +29,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from smoothgen_exp.stats import accuracy_drop_bound, scaling_in_range, scaling_ratio  # noqa: E402
-from smoothgen_exp.tables import by_validity, load_records, require_runs, write_table  # noqa: E402
+from smoothgen_exp.tables import (  # noqa: E402
+    NOMINAL_TAG,
+    by_validity,
+    certified_and_correct,
+    load_records,
+    require_runs,
+    write_table,
+)
 
 
 def per_n(rows: pd.DataFrame, radii: np.ndarray) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     """Per n: average radius, per-item radii and the certified-accuracy curve on `radii`."""
     sm = rows[rows.variant == "smoothed"].copy()
     sm["r"] = sm.radius.astype(float).where(sm.certified.astype(bool), 0.0)
-    sm["good"] = sm.certified.astype(bool) & sm.correct.fillna(True).astype(bool)   # no label: certified
+    sm["good"] = certified_and_correct(sm)
     curves, stats = {}, []
     for n, g in sm.groupby("n"):
         curves[int(n)] = np.array([(g.good & (g.r >= r)).mean() for r in radii])
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     run_dirs = require_runs(args.sweep, hint="run `make table-scaling` first")
     rows = load_records(run_dirs)
     rows, nominal = by_validity(rows)[0]      # certified curves from valid certificates only
-    tag = " — NOMINAL, not certified" if nominal else ""
+    tag = NOMINAL_TAG if nominal else ""
     sigma = float(rows.sigma.iloc[0])
     radii = np.linspace(0, 3.5 * sigma, 71)
     table, curves = per_n(rows, radii)

@@ -152,8 +152,7 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
             summary[f"attack_success_rate_{variant}"] = _mean(rows.attack_success.astype(float))
             summary[f"attack_output_shift_{variant}"] = _mean(rows.attack_output_shift.astype(float))
             summary[f"attack_class_changed_{variant}"] = _mean(rows.attack_class_changed.astype(float))
-    valid = (smoothed.certificate_valid.fillna(False).astype(bool) if "certificate_valid" in smoothed
-             else pd.Series(True, index=smoothed.index))
+    valid = valid_certificates(smoothed)
     if valid.any() or not len(smoothed):
         summary.update(_certificate_summary(smoothed[valid], radii, certifier))
     if (~valid).any():
@@ -161,6 +160,13 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
                         _certificate_summary(smoothed[~valid], radii, certifier).items()})
     summary["certificate_valid"] = bool(valid.all())
     return summary
+
+
+def valid_certificates(rows: pd.DataFrame) -> pd.Series:
+    """The rows whose certificate is valid (`certificate_valid`, missing = false; all, without the column)."""
+    if "certificate_valid" not in rows:
+        return pd.Series(True, index=rows.index)
+    return rows.certificate_valid.fillna(False).astype(bool)
 
 
 def _accuracy(correct: pd.Series | None) -> float:

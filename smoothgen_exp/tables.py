@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from smoothgen_exp.records import read_records
+from smoothgen_exp.records import read_records, valid_certificates
 
 
 def find_run_dirs(*paths: str | Path) -> list[Path]:
@@ -48,13 +48,20 @@ def load_summaries(run_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+NOMINAL_TAG = " — NOMINAL, not certified"     # how figures label values from invalid certificates
+
+
+def certified_and_correct(rows: pd.DataFrame) -> pd.Series:
+    """Certified, and correct where there is ground truth (an answer without a label counts as certified)."""
+    return rows.certified.astype(bool) & rows.correct.fillna(True).astype(bool)
+
+
 def by_validity(rows: pd.DataFrame) -> list[tuple[pd.DataFrame, bool]]:
     """Split rows into (rows with a valid certificate, False) and (the others, True = nominal only).
 
     Tables and figures draw a certified quantity from the first part only, and label the second part
     NOMINAL (SPEC 4: input-dependent noise, the symmetric oracle-error model)."""
-    valid = (rows.certificate_valid.fillna(False).astype(bool) if "certificate_valid" in rows
-             else pd.Series(True, index=rows.index))
+    valid = valid_certificates(rows)
     return [(part, nominal) for part, nominal in ((rows[valid], False), (rows[~valid], True)) if len(part)]
 
 
