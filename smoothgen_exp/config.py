@@ -671,7 +671,12 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line, naming the key) if the composed config is invalid."""
     top = OmegaConf.create({k: cfg[k] for k in cfg if k not in GROUPS and k != "hydra"})
     _check_node("", RunConf, top)
-    for group in GROUPS:
+    validate_groups(cfg, GROUPS)
+
+
+def validate_groups(cfg: DictConfig, groups) -> None:
+    """Each group node of `cfg` against the schema its `_target_` names (ConfigError, one line)."""
+    for group in groups:
         node = cfg.get(group)
         if not isinstance(node, DictConfig):
             raise ConfigError(f"{group}: missing config group (choose an option from conf/{group}/)")

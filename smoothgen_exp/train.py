@@ -14,23 +14,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from smoothgen_exp.config import SCHEMAS, ConfigError, _check_node, exit_on_user_error
-
-
-def validate_train(cfg: DictConfig) -> None:
-    """One-line errors, before anything trains: the component and task nodes against their schemas."""
-    for group in ("task", "model", "oracle"):
-        node = cfg.get(group)
-        schema = SCHEMAS.get(node.get("_target_")) if isinstance(node, DictConfig) else None
-        if schema is None:
-            raise ConfigError(f"{group}: choose an option with a schema (conf/{group}/)")
-        _check_node(group, schema, node)
+from smoothgen_exp.config import exit_on_user_error, validate_groups
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> dict:
     try:
-        validate_train(cfg)
+        validate_groups(cfg, ("task", "model", "oracle"))   # one-line errors, before anything trains
         import torch
         from hydra.utils import instantiate
 
