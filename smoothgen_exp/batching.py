@@ -4,9 +4,9 @@ Every generation of a run goes through `model.generate` (and, for LLMs, `model.s
 wraps the model in `OOMGuard`, which runs those calls in chunks of at most `Batcher.size` rows. With
 `auto`, an out-of-memory error halves the size, frees the cache and retries the failed chunk; the size
 found is kept for the rest of the run and recorded in every row (`batch_size`). With an integer the
-error is re-raised with a hint. The noise buffer itself is drawn at the configured size (AUTO_START
-under `auto`), so the noise stream does not depend on the back-off; the generator's own random draws
-(latents, seeds) are taken chunk by chunk.
+error is re-raised with a hint. No draw depends on the chunking: noise comes in fixed chunks per stream
+(`core.NoiseStream`), and the generator's own randomness is one seed per row (`seeding.row_seeds`),
+drawn before the rows are split and sliced with them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import torch
 
 from smoothgen_exp.errors import SmoothgenError
+from smoothgen_exp.seeding import row_seeds
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,14 @@ class Batcher:
         self.size = start_size(spec)
         self.backoffs = 0
 
-    def map(self, fn, z: torch.Tensor, generator: torch.Generator | None = None, shared: bool = False):
-        """fn(chunk) over z's rows, outputs concatenated in order.
-
-        shared=True: every chunk starts from the same generator state (one shared draw for all rows).
-        """
-        state = generator.get_state() if shared and generator is not None else None
+    def map(self, fn, z: torch.Tensor, rows: torch.Tensor | None = None):
+        """fn(chunk) over z's rows (fn(chunk, rows chunk) when per-row `rows` are given), outputs
+        concatenated in order."""
         parts, start = [], 0
         while start < len(z):
-            if state is not None:
-                generator.set_state(state)
             chunk = z[start:start + self.size]
             try:
-                parts.append(fn(chunk))
+                parts.append(fn(chunk) if rows is None else fn(chunk, rows[start:start + len(chunk)]))
             except Exception as err:
                 if not is_oom(err):
                     raise
@@ -100,9 +96,10 @@ class OOMGuard:
     def __init__(self, model, batcher: Batcher):
         self.model, self.batcher = model, batcher
 
-    def generate(self, z: torch.Tensor, generator: torch.Generator, **kwargs):
-        return self.batcher.map(lambda c: self.model.generate(c, generator, **kwargs), z, generator,
-                                shared=bool(kwargs.get("shared")))
+    def generate(self, z: torch.Tensor, generator, shared: bool = False):
+        """Per-row seeds are drawn (or taken) first and sliced with z, so chunking changes no draw."""
+        seeds = row_seeds(generator, len(z), shared)
+        return self.batcher.map(lambda c, s: self.model.generate(c, s), z, seeds)
 
     def step_probs(self, z: torch.Tensor, tokens):
         return self.batcher.map(lambda c: self.model.step_probs(c, tokens), z)

@@ -90,6 +90,9 @@ class RunConf:
     progress: bool = True
     resume: bool = True
     flush_every: int = field(default=10, metadata=gt(0))
+    # items whose samples share generator calls (smoothgen_exp.packing); 1: one item at a time. Rows are
+    # identical either way; a larger pool fills more of each batch and holds more items in memory
+    pack_items: int = field(default=64, metadata=gt(0))
     summary_radii: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 0.75, 1.0],
                                        metadata=each(ge(0.0)))
     # what `python -m smoothgen_exp` returns to a Hydra sweeper: a summary key, and minimums other summary

@@ -13,13 +13,19 @@ from typing import Any
 
 import torch
 
-from smoothgen_exp.core import Smooth, noisy_batches
+from smoothgen_exp.core import NoiseStream, Smooth, noisy_batches
 from smoothgen_exp.seeding import item_seed
 
 
 def batch_of_one(output):
     """A batch holding one output: [1, ...] for tensors, a one-element list for text."""
     return output[None] if isinstance(output, torch.Tensor) else [output]
+
+
+@dataclass
+class ItemStream:
+    noise: NoiseStream               # x + eta in fixed chunks (core.NoiseStream)
+    model_gen: torch.Generator       # the generator's per-row seeds (seeding.row_seeds), on the CPU
 
 
 @dataclass
@@ -35,6 +41,12 @@ class ItemContext:
     # what a certificate was issued for (the representative answer, the feature direction u, the
     # certified tokens), kept by the certifier so that an attacked point can be checked against it
     evidence: dict = field(default_factory=dict)
+    # the item's named random streams, continued across requests (packing.run_programs draws from them)
+    streams: dict = field(default_factory=dict)
+    # seconds spent on the item, by phase (baseline | aggregate | certify): under packing, its rows'
+    # share of each shared generator call plus its own programs' work
+    phase: str = "setup"
+    timings: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -47,15 +59,30 @@ class ItemContext:
     def seed(self, stream: str) -> int:
         return item_seed(self.run_seed, self.item.item_id, stream)
 
-    def generator(self, stream: str) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(self.seed(stream))
+    def generator(self, stream: str, device: torch.device | str | None = None) -> torch.Generator:
+        return torch.Generator(device=device or self.device).manual_seed(self.seed(stream))
+
+    def model_generator(self, stream: str) -> torch.Generator:
+        """The source of the generator's per-row seeds for `stream` (on the CPU: `randint` there takes one
+        draw per row, whatever the batch, which a CUDA generator's offsets do not promise)."""
+        return self.generator(f"{stream}/model", "cpu")
+
+    def stream(self, name: str) -> ItemStream:
+        """The stream `name`: noise from generator `<name>/noise`, generator seeds from `<name>/model`."""
+        if name not in self.streams:
+            self.streams[name] = ItemStream(NoiseStream(self.x, self.noise, self.generator(f"{name}/noise")),
+                                            self.model_generator(name))
+        return self.streams[name]
+
+    def add_time(self, seconds: float) -> None:
+        self.timings[self.phase] = self.timings.get(self.phase, 0.0) + seconds
 
     def base(self, stream: str, observe: Callable | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
         """The base classifier O(G(z)); G's own randomness comes from `<stream>/model`.
 
         `observe(outputs, labels)`, if given, sees every batch (aggregators keep what they need).
         """
-        gen = self.generator(f"{stream}/model")
+        gen = self.model_generator(stream)
 
         def classify(z: torch.Tensor) -> torch.Tensor:
             outputs = self.model.generate(z, gen)
@@ -73,7 +100,7 @@ class ItemContext:
     def outputs(self, num: int, stream: str, batch_size: int | None = None,
                 at: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
         """Generations G(x + eta) (or G(at + eta)) for `num` fresh draws of stream `stream`, batch by batch."""
-        noise_gen, model_gen = self.generator(f"{stream}/noise"), self.generator(f"{stream}/model")
+        noise_gen, model_gen = self.generator(f"{stream}/noise"), self.model_generator(stream)
         centre = self.x if at is None else at
         for z in noisy_batches(centre, num, batch_size or self.batch_size, self.noise, noise_gen):
             yield self.model.generate(z, model_gen)
@@ -81,4 +108,4 @@ class ItemContext:
     @torch.inference_mode()
     def baseline_output(self) -> torch.Tensor:
         """One generation from the clean condition (the undefended generator)."""
-        return self.model.generate(self.x[None], self.generator("baseline"))[0]
+        return self.model.generate(self.x[None], self.model_generator("baseline"))[0]

@@ -15,6 +15,7 @@ its `radius(p_lower)` turns the bound into a radius.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -53,18 +54,73 @@ class Prediction:
         return self.prediction == ABSTAIN
 
 
-def noisy_batches(x: torch.Tensor, num: int, batch_size: int, noise, gen: torch.Generator
+CHUNK_ELEMENTS = 2**22      # a noise chunk holds at most this many numbers (and at least one row)
+MAX_CHUNK_ROWS = 64
+
+
+def chunk_rows(shape) -> int:
+    """Rows per noise chunk for conditions of this shape: a power of two in [1, 64], a function of the
+    shape alone, so that no batch size can change it."""
+    numel = max(1, math.prod(shape))
+    rows = MAX_CHUNK_ROWS
+    while rows > 1 and rows * numel > CHUNK_ELEMENTS:
+        rows //= 2
+    return rows
+
+
+class NoiseStream:
+    """The draws x + eta_1, x + eta_2, ... of one named random stream of one item.
+
+    eta is drawn in chunks of `chunk_rows(x.shape)` rows from the stream's own generator, always a whole
+    chunk at a time (a partly used chunk waits in a buffer for the next request), so the k-th draw is the
+    same however the draws are batched: by `batch_size`, by the `auto` back-off, or packed with other
+    items' draws (issue 13). Each chunk is formed in float64 and rounded once (`sample_`, SPEC 4).
+    """
+
+    def __init__(self, x: torch.Tensor, noise, gen: torch.Generator):
+        self.x, self.noise, self.gen = x, noise, gen
+        self.chunk = chunk_rows(x.shape)
+        self.buf = torch.empty((self.chunk, *x.shape), dtype=x.dtype, device=x.device)
+        self.pos = self.chunk            # the buffer's next unused row (chunk: empty)
+        self.drawn = 0                   # draws handed out so far
+
+    def take_(self, out: torch.Tensor) -> torch.Tensor:
+        """Fill `out` ([k, *x.shape]) with the next k draws and return it."""
+        k, i = len(out), 0
+        while i < k:
+            if self.pos == self.chunk and k - i >= self.chunk:      # a whole chunk: draw it in place
+                self.noise.sample_(out[i:i + self.chunk], self.gen, add=self.x)
+                i += self.chunk
+                continue
+            if self.pos == self.chunk:
+                self.noise.sample_(self.buf, self.gen, add=self.x)
+                self.pos = 0
+            m = min(k - i, self.chunk - self.pos)
+            out[i:i + m].copy_(self.buf[self.pos:self.pos + m])
+            self.pos += m
+            i += m
+        self.drawn += k
+        return out
+
+    def take(self, k: int) -> torch.Tensor:
+        return self.take_(torch.empty((k, *self.x.shape), dtype=self.x.dtype, device=self.x.device))
+
+
+def noisy_batches(x: torch.Tensor, num: int, batch_size: int, noise, gen: torch.Generator | NoiseStream
                   ) -> Iterator[torch.Tensor]:
-    """`num` draws of x + eta in batches, written into one preallocated buffer.
+    """`num` draws of x + eta in batches of `batch_size`, written into one preallocated buffer: the next
+    draws of the stream `gen` (a fresh `NoiseStream` when given a torch Generator). The draws do not
+    depend on `batch_size`.
 
     Each yielded batch is overwritten by the next one: consume it before advancing.
     """
     batch_size = max(1, min(batch_size, num))
+    stream = gen if isinstance(gen, NoiseStream) else NoiseStream(x, noise, gen)
     buf = torch.empty((batch_size, *x.shape), dtype=x.dtype, device=x.device)
     remaining = num
     while remaining > 0:
         b = min(batch_size, remaining)
-        yield noise.sample_(buf[:b], gen, add=x)      # x + eta formed in float64, rounded once
+        yield stream.take_(buf[:b])
         remaining -= b
 
 
@@ -75,6 +131,25 @@ def seeded_generator(device: torch.device | str, seed: int | None) -> torch.Gene
     else:
         gen.manual_seed(int(seed))
     return gen
+
+
+def certificate(c_a: int, k: int, n: int, alpha: float, noise, oracle_error: float | None = None,
+                oracle_error_model: str = "bounded") -> Certificate:
+    """CERTIFY's decision once c_A is chosen (on samples disjoint from these): k of n fresh samples voted
+    c_A; one-sided Clopper-Pearson at alpha, the oracle-error correction, and the radius if p_lower > 1/2."""
+    q_lower = cp_lower(k, n, alpha)
+    p_lower = oracle_corrected_lower(q_lower, oracle_error, oracle_error_model)
+    if p_lower > 0.5:
+        return Certificate(c_a, noise.radius(p_lower), p_lower, k, n, c_a, q_lower)
+    return Certificate(ABSTAIN, 0.0, p_lower, k, n, c_a, q_lower)
+
+
+def prediction(counts: torch.Tensor, alpha: float) -> Prediction:
+    """PREDICT's decision from class counts: the top class if the two-sided binomial test of the top two
+    rejects at alpha, else ABSTAIN."""
+    (n_a, n_b), (c_a, _) = (t.tolist() for t in torch.topk(counts, 2))
+    p = binom_pvalue(n_a, n_a + n_b)
+    return Prediction(c_a if p <= alpha else ABSTAIN, n_a, n_b, p)
 
 
 class Smooth:
@@ -102,27 +177,21 @@ class Smooth:
         With `oracle_error` eps, the vote-rate bound q_lower is turned into a bound on the true-class
         probability by `stats.oracle_corrected_lower` (SPEC C1).
         """
-        gen = seeded_generator(x.device, seed)
-        c_a = int(self.sample_counts(x, n0, batch_size, gen).argmax())
-        k = int(self.sample_counts(x, n, batch_size, gen)[c_a])
-        q_lower = cp_lower(k, n, alpha)
-        p_lower = oracle_corrected_lower(q_lower, oracle_error, oracle_error_model)
-        if p_lower > 0.5:
-            return Certificate(c_a, self.noise.radius(p_lower), p_lower, k, n, c_a, q_lower)
-        return Certificate(ABSTAIN, 0.0, p_lower, k, n, c_a, q_lower)
+        stream = NoiseStream(x, self.noise, seeded_generator(x.device, seed))   # n0 draws, then n more
+        c_a = int(self.sample_counts(x, n0, batch_size, stream).argmax())
+        k = int(self.sample_counts(x, n, batch_size, stream)[c_a])
+        return certificate(c_a, k, n, alpha, self.noise, oracle_error, oracle_error_model)
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
                 seed: int | None = None) -> Prediction:
         """PREDICT: the top class if a two-sided binomial test separates it from the runner-up at alpha."""
-        counts = self.sample_counts(x, n, batch_size, seeded_generator(x.device, seed))
-        (n_a, n_b), (c_a, _) = (t.tolist() for t in torch.topk(counts, 2))
-        p = binom_pvalue(n_a, n_a + n_b)
-        return Prediction(c_a if p <= alpha else ABSTAIN, n_a, n_b, p)
+        return prediction(self.sample_counts(x, n, batch_size, seeded_generator(x.device, seed)), alpha)
 
     def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
-                      gen: torch.Generator) -> torch.Tensor:
-        """Class counts of base(x + eta) over `num` draws, streamed in batches (int64, on CPU)."""
+                      gen: torch.Generator | NoiseStream) -> torch.Tensor:
+        """Class counts of base(x + eta) over the next `num` draws of `gen` (a torch Generator or a
+        NoiseStream), streamed in batches (int64, on CPU)."""
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
         for noisy in noisy_batches(x, num, batch_size, self.noise, gen):
             votes = torch.bincount(self.base(noisy).reshape(-1), minlength=self.num_classes)

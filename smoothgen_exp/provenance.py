@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
 # Keys that change how a run is shown, logged or stored, not what it computes.
-NON_SEMANTIC = ("hydra", "dry_run", "progress", "logger", "flush_every", "run_id", "summary_radii", "resume",
+NON_SEMANTIC = ("hydra", "dry_run", "progress", "logger", "flush_every", "pack_items", "run_id", "summary_radii", "resume",
                 "cache_dir", "objective", "objective_constraints", "distributed")
 
 

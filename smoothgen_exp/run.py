@@ -1,8 +1,11 @@
 """The pipeline of one run: items -> generate -> certify -> (attack) -> record.
 
-Read top to bottom: `run` builds the parts from the config, loops over items with `evaluate_item`,
-and writes the records, the summary and the logs. Every random draw of an item comes from a generator
-seeded by (seed, item_id, stream), so rows do not depend on item order, process count or resume point.
+Read top to bottom: `run` builds the parts from the config, takes the items `pack_items` at a time
+through `evaluate_items` (encode them together, run each item's `sample_item` program with their
+samples packed into shared generator calls, then `finish_item`: rows, metrics, attacks), and writes the
+records, the summary and the logs. Every random draw of an item comes from a generator seeded by
+(seed, item_id, stream), so rows do not depend on item order, packing, batch size, process count or
+resume point.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from smoothgen_exp.batching import Batcher, OOMGuard
 from smoothgen_exp.certifiers.check import check_certificate
 from smoothgen_exp.checks import certified_ceiling, check_attack_fits_model, check_certifiable
 from smoothgen_exp.config import validate
-from smoothgen_exp.context import ItemContext, batch_of_one
+from smoothgen_exp.context import ItemContext
 from smoothgen_exp.distributed import Ranks
 from smoothgen_exp.models.protocol import EncodesItems
+from smoothgen_exp.packing import Draw, Program, program_of, run_programs
 from smoothgen_exp.provenance import completed, config_hash, git_sha, run_id_of, write_provenance
 from smoothgen_exp.records import (
     CHOICE_GROUPS,
@@ -83,30 +87,68 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
     return parts
 
 
-def encode_item(model, dataset, item) -> torch.Tensor:
-    """The item's condition in the noised space: an embedding of its prompt, or its image (VLMs)."""
+def encode_items(model, dataset, items) -> torch.Tensor:
+    """The items' conditions in the noised space, in one call: embeddings of their prompts, or their
+    images (VLMs). An item's condition does not depend on the items encoded with it."""
     if isinstance(model, EncodesItems):
-        return model.encode_items([item], getattr(dataset, "images", None))[0]
-    return model.encode([item.condition])[0]
+        return model.encode_items(items, getattr(dataset, "images", None))
+    return model.encode([item.condition for item in items])
+
+
+def sample_item(ctx: ItemContext, parts: Parts) -> Program:
+    """What one item samples, as one program (smoothgen_exp.packing): the baseline generation (one, at
+    the clean condition), the smoothed output, and the certificate."""
+    ctx.phase = "baseline"
+    baseline = yield Draw("baseline", 1, outputs=True, noisy=False)
+    ctx.phase = "aggregate"
+    aggregated, smoothed_out = yield from program_of(parts.aggregator, "aggregate", ctx)
+    ctx.phase = "certify"
+    certificate = yield from parts.certifier.certify_program(ctx)
+    return baseline, aggregated, smoothed_out, certificate
 
 
 @torch.inference_mode()
-def evaluate_item(item, parts: Parts, cfg: DictConfig, common: dict, device: torch.device) -> tuple[list, Any]:
-    """Baseline and smoothed rows of one item, and extras: the preview outputs and, under an attack,
-    the clean and attacked outputs of each variant (for the W2 between output sets)."""
+def evaluate_items(items: list, parts: Parts, cfg: DictConfig, common: dict, device: torch.device) -> list:
+    """Rows and extras of several items, their samples packed into shared generator calls (identical
+    to evaluating them one by one: `pack_items=1`)."""
     t0 = time.perf_counter()
-    x = encode_item(parts.model, parts.dataset, item).to(device)
-    noise = parts.smoothing.at(x, parts.model)
-    ctx = ItemContext(item, x, parts.model, parts.oracle, noise, cfg.seed, parts.certifier.batch_size,
-                      parts.aggregator)
+    xs = encode_items(parts.model, parts.dataset, items).to(device)
+    encode_s = (time.perf_counter() - t0) / len(items)
+    ctxs = [ItemContext(item, x, parts.model, parts.oracle, parts.smoothing.at(x, parts.model), cfg.seed,
+                        parts.certifier.batch_size, parts.aggregator) for item, x in zip(items, xs, strict=True)]
+    sampled = run_programs([(ctx, sample_item(ctx, parts)) for ctx in ctxs])
+    return [finish_item(ctx, parts, cfg, common, encode_s, *got) for ctx, got in zip(ctxs, sampled, strict=True)]
+
+
+def finish_item(ctx: ItemContext, parts: Parts, cfg: DictConfig, common: dict, encode_s: float,
+                baseline_samples, aggregated: dict, smoothed_out, certificate: dict) -> tuple[list, Any]:
+    """Baseline and smoothed rows of one item from its samples, then its quality metrics and attacks.
+    Extras: the preview outputs and, under an attack, the clean and attacked outputs of each variant."""
+    item, noise, seconds = ctx.item, ctx.noise, ctx.timings
     # columns every row of the item shares; the certifier owns n0, n and alpha (Certifier.columns)
     row = {**common, **noise.columns(), "item_id": item.item_id, "condition": item.condition,
-           "seed": cfg.seed, "label": item.label, **parts.certifier.run_columns(),
-           "time_encode_s": time.perf_counter() - t0}
+           "seed": cfg.seed, "label": item.label, **parts.certifier.run_columns(), "time_encode_s": encode_s}
     correct = correctness(item, parts.oracle)
-    baseline, baseline_out, baseline_pred = baseline_row(ctx, parts, row, correct)
-    smoothed, smoothed_out = smoothed_row(ctx, parts, row, correct, baseline)
-    smoothed["time_total_s"] = time.perf_counter() - t0 - baseline["time_generate_s"]
+    baseline_out, baseline_pred = baseline_samples.outputs[0], int(baseline_samples.labels[0])
+    baseline = {**row, "variant": "baseline", "prediction": baseline_pred, "correct": correct(baseline_pred),
+                "certified": False, "abstained": False, "abstain_reason": "", "samples_used": 1,
+                "time_generate_s": seconds.get("baseline", 0.0)}
+    baseline["time_total_s"] = encode_s + baseline["time_generate_s"]
+
+    smoothed = {**row, "variant": "smoothed", **aggregated, "time_aggregate_s": seconds.get("aggregate", 0.0)}
+    smoothed["smoothed_correct"] = correct(smoothed["smoothed_prediction"])
+    if parts.metrics.enabled:
+        t3 = time.perf_counter()
+        quality = parts.metrics.item(ctx, parts.aggregator, aggregated)
+        baseline.update(quality["baseline"])
+        smoothed.update(quality["smoothed"], time_metrics_s=time.perf_counter() - t3)
+    # valid only if both the noise law's and the certifier's assumptions hold (SPEC 4, validity flag)
+    certificate["certificate_valid"] = bool(row["certificate_valid"] and certificate.get("certificate_valid", True))
+    smoothed.update(certificate, time_certify_s=seconds.get("certify", 0.0))
+    if "prediction" in smoothed:
+        smoothed["correct"] = correct(smoothed["prediction"])
+    smoothed["time_total_s"] = encode_s + sum(v for k, v in seconds.items() if k != "baseline") \
+        + smoothed.get("time_metrics_s", 0.0)
     smoothed["batch_size"] = parts.model.batcher.size   # the generation batch size in effect (after back-off)
     attacked = attack_rows(ctx, parts, baseline, smoothed, baseline_pred) if parts.attack.enabled else {}
     if isinstance(baseline_out, str):
@@ -120,38 +162,6 @@ def correctness(item, oracle):
     """`correct` needs ground truth: an oracle without classes (answer equivalence) has none (None)."""
     has_classes = getattr(oracle, "has_classes", True)
     return lambda prediction: prediction == item.label if has_classes else None
-
-
-def baseline_row(ctx, parts: Parts, row: dict, correct) -> tuple[dict, Any, int]:
-    """The plain generator: one generation, no noise."""
-    t1 = time.perf_counter()
-    out = ctx.baseline_output()
-    pred = int(parts.oracle.classify(batch_of_one(out))[0])
-    baseline = {**row, "variant": "baseline", "prediction": pred, "correct": correct(pred), "certified": False,
-                "abstained": False, "abstain_reason": "", "samples_used": 1,
-                "time_generate_s": time.perf_counter() - t1}
-    baseline["time_total_s"] = baseline["time_encode_s"] + baseline["time_generate_s"]
-    return baseline, out, pred
-
-
-def smoothed_row(ctx, parts: Parts, row: dict, correct, baseline: dict) -> tuple[dict, Any]:
-    """The aggregated output (and its prediction), quality metrics of both variants, then the certificate."""
-    t2 = time.perf_counter()
-    aggregated, smoothed_out = parts.aggregator.aggregate(ctx)
-    smoothed = {**row, "variant": "smoothed", **aggregated, "time_aggregate_s": time.perf_counter() - t2}
-    smoothed["smoothed_correct"] = correct(smoothed["smoothed_prediction"])
-    if parts.metrics.enabled:
-        t3 = time.perf_counter()
-        quality = parts.metrics.item(ctx, parts.aggregator, aggregated)
-        baseline.update(quality["baseline"])
-        smoothed.update(quality["smoothed"], time_metrics_s=time.perf_counter() - t3)
-    certificate = parts.certifier.certify(ctx)
-    # valid only if both the noise law's and the certifier's assumptions hold (SPEC 4, validity flag)
-    certificate["certificate_valid"] = bool(row["certificate_valid"] and certificate.get("certificate_valid", True))
-    smoothed.update(certificate)
-    if "prediction" in smoothed:
-        smoothed["correct"] = correct(smoothed["prediction"])
-    return smoothed, smoothed_out
 
 
 def attack_reference(smoothed: dict) -> int:
@@ -219,13 +229,17 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     writer = RecordWriter(run_dir, rank=ranks.rank, flush_every=cfg.flush_every)
     previews, attacked = [], {"baseline": [], "smoothed": []}
     t_loop = time.perf_counter()
-    for item in tqdm(todo, desc="certify", unit="item", disable=not cfg.progress or not ranks.is_main):
-        rows, extras = evaluate_item(item, parts, cfg, common, device)
-        writer.add(rows)
-        if extras["preview"] is not None and len(previews) < 10:
-            previews.append((item, rows[0]["prediction"], rows[1]["smoothed_prediction"], *extras["preview"]))
-        for variant, pair in extras["attacked"].items():
-            attacked[variant].append(pair)
+    bar = tqdm(total=len(todo), desc="certify", unit="item", disable=not cfg.progress or not ranks.is_main)
+    for start in range(0, len(todo), cfg.pack_items):
+        group = todo[start:start + cfg.pack_items]
+        for item, (rows, extras) in zip(group, evaluate_items(group, parts, cfg, common, device), strict=True):
+            writer.add(rows)
+            if extras["preview"] is not None and len(previews) < 10:
+                previews.append((item, rows[0]["prediction"], rows[1]["smoothed_prediction"], *extras["preview"]))
+            for variant, pair in extras["attacked"].items():
+                attacked[variant].append(pair)
+        bar.update(len(group))
+    bar.close()
     writer.flush()
     loop_s = time.perf_counter() - t_loop
     ranks.wait()                                 # every part is on disk

@@ -9,6 +9,7 @@ import torch
 
 from smoothgen_exp.batching import AUTO_START, Batcher, OOMGuard
 from smoothgen_exp.errors import SmoothgenError
+from smoothgen_exp.seeding import SEED_HIGH, row_seeds
 from tests.conftest import CACHE, cli
 
 TINY_SD = {"image_size": 32, "width": 32, "layers": 2, "heads": 2, "seed": 0}
@@ -183,7 +184,7 @@ class _Fits:
         if len(z) > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         self.seen.append(len(z))
-        draws = torch.rand((1 if shared else len(z), 1), generator=generator).expand(len(z), 1)
+        draws = row_seeds(generator, len(z), shared).double()[:, None] / SEED_HIGH
         return z[:, :1] * 0 + draws
 
 
@@ -197,6 +198,8 @@ def test_auto_batch_size_backs_off_on_out_of_memory_and_keeps_the_size():
     assert model.batcher.backoffs == 2
     shared = model.generate(z, torch.Generator().manual_seed(0), shared=True)
     assert torch.all(shared == shared[0])                              # one draw, whatever the chunks
+    fresh = OOMGuard(_Fits(limit=1000), Batcher("auto")).generate(z, torch.Generator().manual_seed(0))
+    assert torch.equal(out, fresh)                                     # the back-off changed no draw
 
 
 def test_a_fixed_batch_size_reports_out_of_memory_in_one_line_and_other_errors_pass():

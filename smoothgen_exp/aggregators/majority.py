@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 
 from smoothgen_exp.config import configured
+from smoothgen_exp.core import prediction
+from smoothgen_exp.packing import Program, class_counts, output_batches, run_one
 
 
 @configured
@@ -18,20 +20,21 @@ class Majority:
         self.n, self.alpha = int(n), float(alpha)
 
     def aggregate(self, ctx) -> tuple[dict, torch.Tensor | None]:
-        """(columns, smoothed generation) for one item."""
+        """(columns, smoothed generation) for one item, on its own."""
+        return run_one(ctx, self.aggregate_program(ctx))
+
+    def aggregate_program(self, ctx) -> Program:
+        """The same as a sampling program (smoothgen_exp.packing): the runner packs many items' draws."""
         counts = torch.zeros(ctx.num_classes, dtype=torch.long)
         first: dict[int, torch.Tensor] = {}
-
-        def observe(outputs, labels):
-            labels = labels.reshape(-1).cpu()
-            counts.add_(torch.bincount(labels, minlength=ctx.num_classes))
-            for c in labels.unique().tolist():
+        for draw in output_batches(self.n, ctx.batch_size, "aggregate"):
+            got = yield draw
+            counts += class_counts(ctx, got)
+            for c in got.labels.unique().tolist():
                 if c not in first:
-                    out = outputs[int((labels == c).nonzero()[0])]
+                    out = got.outputs[int((got.labels == c).nonzero()[0])]
                     first[c] = out.detach().cpu().clone() if isinstance(out, torch.Tensor) else out
-
-        pred = ctx.smooth("aggregate", observe).predict(ctx.x, self.n, self.alpha, ctx.batch_size,
-                                                         seed=ctx.seed("aggregate/noise"))
+        pred = prediction(counts, self.alpha)
         representative = first.get(int(counts.argmax()))
         columns = {"smoothed_prediction": pred.prediction, "smoothed_class": int(counts.argmax()),
                    "predict_n": self.n,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from smoothgen_exp.config import configured
+from smoothgen_exp.packing import Program, output_batches, run_one
 
 
 @configured
@@ -17,9 +18,13 @@ class Mean:
         self.n = int(n)
 
     def aggregate(self, ctx, stream: str = "aggregate") -> tuple[dict, torch.Tensor]:
+        return run_one(ctx, self.aggregate_program(ctx, stream))
+
+    def aggregate_program(self, ctx, stream: str = "aggregate") -> Program:
+        """(columns, mean generation) as a sampling program (smoothgen_exp.packing)."""
         total = None
-        for out in ctx.outputs(self.n, stream):
-            part = out.sum(0, dtype=torch.float64)
+        for draw in output_batches(self.n, ctx.batch_size, stream, classify=False):
+            part = (yield draw).outputs.sum(0, dtype=torch.float64)
             total = part if total is None else total + part
         mean = (total / self.n).to(ctx.x.dtype)
         with torch.inference_mode():

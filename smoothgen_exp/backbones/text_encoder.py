@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from smoothgen_exp.errors import WeightsNotFound
@@ -47,19 +48,61 @@ class MiniLMEncoder:
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(local))
         self.model = AutoModel.from_pretrained(str(local)).to(self.device).eval().requires_grad_(False)
+        _row_blocked(self.model)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """[len(texts), 384] unit-norm embeddings on the encoder's device."""
-        out = []
-        for i in range(0, len(texts), batch_size):
-            batch = self.tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True,
-                                   return_tensors="pt").to(self.device)
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            out.append(F.normalize(pooled, dim=-1))
-        return torch.cat(out)
+        """[len(texts), 384] unit-norm embeddings on the encoder's device.
+
+        Texts are encoded in groups of equal token length (no padding), and every linear layer runs on
+        blocks of exactly ROW_BLOCK token rows (`_row_blocked`), so each embedding is bit for bit the one
+        the text gets on its own: what a prompt encodes to does not depend on the prompts it is encoded
+        with, and packed runs, sharding and resume leave rows unchanged (issue 13).
+        """
+        ids = self.tokenizer(list(texts), truncation=True)["input_ids"]
+        by_length: dict[int, list[int]] = {}
+        for i, seq in enumerate(ids):
+            by_length.setdefault(len(seq), []).append(i)
+        out = torch.empty((len(ids), self.dim), device=self.device)
+        for rows in by_length.values():
+            for start in range(0, len(rows), batch_size):
+                part = rows[start:start + batch_size]
+                input_ids = torch.tensor([ids[i] for i in part], device=self.device)
+                hidden = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
+                out[part] = F.normalize(hidden.mean(1), dim=-1)
+        return out
+
+
+ROW_BLOCK = 32
+
+
+class _RowBlockLinear(nn.Module):
+    """nn.Linear evaluated on blocks of exactly ROW_BLOCK rows (the last one zero-padded).
+
+    A matrix product's rounding can depend on its row count (BLAS picks kernels by shape): a prompt
+    encoded alone (8 token rows) and in a batch (480 rows) differ in the last bits. With every product
+    the same shape, a row's result depends on that row alone (tests/test_packing.py checks it).
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        m = len(rows)
+        if m % ROW_BLOCK:
+            rows = torch.cat([rows, rows.new_zeros(ROW_BLOCK - m % ROW_BLOCK, rows.shape[1])])
+        out = torch.cat([F.linear(block, self.linear.weight, self.linear.bias) for block in rows.split(ROW_BLOCK)])
+        return out[:m].reshape(*x.shape[:-1], -1)
+
+
+def _row_blocked(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, _RowBlockLinear(child))
+        else:
+            _row_blocked(child)
 
 
 @lru_cache(maxsize=4)

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from smoothgen_exp.batching import start_size
+from smoothgen_exp.packing import Program, direct, run_one
 
 
 def eps_col(prefix: str, eps: float) -> str:
@@ -40,10 +41,20 @@ class Certifier:
         self.batch_size = start_size(batch_size)
 
     def certify(self, ctx) -> dict:
+        """The certificate columns of one item, on its own (the runner packs `certify_program` instead)."""
         t0 = time.perf_counter()
-        row = {"certifier": self.name, **self.run_columns(), "confidence": self.confidence, **self._certify(ctx)}
+        row = run_one(ctx, self.certify_program(ctx))
         row["time_certify_s"] = time.perf_counter() - t0
         return row
+
+    def certify_program(self, ctx) -> Program:
+        """A sampling program (smoothgen_exp.packing) that returns the certificate columns."""
+        columns = yield from self._program(ctx)
+        return {"certifier": self.name, **self.run_columns(), "confidence": self.confidence, **columns}
+
+    def _program(self, ctx) -> Program:
+        """The certificate as a sampling program; by default `_certify` samples on its own (not packed)."""
+        return (yield from direct(self._certify, ctx))
 
     def _certify(self, ctx) -> dict:
         raise NotImplementedError

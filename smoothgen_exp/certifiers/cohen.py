@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.config import configured
-from smoothgen_exp.core import ABSTAIN
+from smoothgen_exp.core import ABSTAIN, certificate
 from smoothgen_exp.errors import ConfigError
+from smoothgen_exp.packing import Draw, Program, class_counts
 from smoothgen_exp.stats import cp_lower, expected_radius, oracle_corrected_lower
 
 
@@ -70,19 +71,21 @@ class CohenCertifier(OracleErrorModel, Certifier):
         self._init_oracle_error(oracle_error, oracle_error_model, oracle_error_alpha)
         self.pilot = int(pilot)
 
-    def _certify(self, ctx) -> dict:
+    def _program(self, ctx) -> Program:
         row = self.oracle_error_columns()
         if self.pilot:
-            pilot = self._pilot(ctx)
+            pilot = self._pilot(ctx, class_counts(ctx, (yield Draw("pilot", self.pilot))))
             row.update(pilot)
             if pilot["pilot_skipped"]:
                 return {**row, "prediction": ABSTAIN, "top_class": pilot["pilot_class"], "count": None,
                         "p_lower": None, "q_lower": None, "radius": 0.0, "certified": False,
                         "abstained": True, "abstain_reason": "pilot predicts no certificate",
                         "samples_used": self.pilot}
-        cert = ctx.smooth("certify").certify(ctx.x, self.n0, self.n, self.alpha, self.batch_size,
-                                             seed=ctx.seed("certify/noise"), oracle_error=self.oracle_error,
-                                             oracle_error_model=self.oracle_error_model)
+        c_a = int(class_counts(ctx, (yield Draw("certify", self.n0))).argmax())      # selection
+        estimation = class_counts(ctx, (yield Draw("certify", self.n)))              # n fresh samples
+        ctx.evidence["estimation_counts"] = estimation
+        cert = certificate(c_a, int(estimation[c_a]), self.n, self.alpha, ctx.noise, self.oracle_error,
+                           self.oracle_error_model)
         return {**row, "prediction": cert.prediction, "top_class": cert.top_class, "count": cert.count,
                 "q_lower": cert.q_lower, "p_lower": cert.p_lower,
                 **ctx.noise.radius_columns(cert.p_lower, not cert.abstained),
@@ -90,10 +93,7 @@ class CohenCertifier(OracleErrorModel, Certifier):
                 "abstain_reason": "p_lower<=0.5" if cert.abstained else "",
                 "samples_used": self.pilot + self.n0 + self.n}
 
-    def _pilot(self, ctx) -> dict:
-        smooth = ctx.smooth("pilot")
-        gen = ctx.generator("pilot/noise")
-        counts = smooth.sample_counts(ctx.x, self.pilot, self.batch_size, gen)
+    def _pilot(self, ctx, counts) -> dict:
         top = int(counts.argmax())
         p_hat = float(counts[top]) / self.pilot
         predicted = expected_radius(min(p_hat, 1 - 0.5 / self.pilot), ctx.noise.l2_scale, self.alpha, self.n)

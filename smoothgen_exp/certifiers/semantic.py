@@ -20,6 +20,7 @@ from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.certifiers.cohen import OracleErrorModel
 from smoothgen_exp.config import configured
 from smoothgen_exp.core import ABSTAIN
+from smoothgen_exp.packing import Program, output_batches
 from smoothgen_exp.stats import cp_lower, oracle_corrected_lower
 
 
@@ -40,16 +41,21 @@ class SemanticCertifier(OracleErrorModel, Certifier):
         super().__init__(n0, n, alpha, batch_size)
         self._init_oracle_error(oracle_error, oracle_error_model, oracle_error_alpha)
 
-    def _certify(self, ctx) -> dict:
-        selection = collect(ctx.outputs(self.n0, "select"))
+    def _program(self, ctx) -> Program:
+        selection = []
+        for draw in output_batches(self.n0, ctx.batch_size, "select", classify=False):
+            selection.append((yield draw).outputs)
+        selection = collect(selection)
         clusters = ctx.oracle.cluster(selection)
         ids, sizes = torch.unique(clusters, return_counts=True)
         top = ids[sizes.argmax()]
         representative = selection[int((clusters == top).nonzero()[0, 0])]
         ctx.evidence["representative"] = representative
-        with torch.inference_mode():
-            k = sum(int(ctx.oracle.equivalent(batch, representative).sum())
-                    for batch in ctx.outputs(self.n, "estimate"))
+        k = 0
+        for draw in output_batches(self.n, ctx.batch_size, "estimate", classify=False):
+            batch = (yield draw).outputs
+            with torch.inference_mode():
+                k += int(ctx.oracle.equivalent(batch, representative).sum())
         q_lower = cp_lower(k, self.n, self.alpha)
         p_lower = oracle_corrected_lower(q_lower, self.oracle_error, self.oracle_error_model)
         certified = p_lower > 0.5

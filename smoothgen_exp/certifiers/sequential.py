@@ -26,7 +26,8 @@ import torch
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.config import configured
-from smoothgen_exp.core import ABSTAIN, noisy_batches
+from smoothgen_exp.core import ABSTAIN
+from smoothgen_exp.packing import Draw, Program, class_counts
 from smoothgen_exp.stats import cp_upper
 
 MAX_FRACTION = 0.9   # bet at most this fraction of the largest safe stake (avoids ruin on one miss)
@@ -60,15 +61,11 @@ class SequentialCertifier(Certifier):
         g = (self.alpha ** (-1.0 / n) - 1.0) / MAX_FRACTION
         return 1.0 / (1.0 + g)
 
-    @torch.inference_mode()
-    def _certify(self, ctx) -> dict:
-        smooth = ctx.smooth("sequential")
-        gen = ctx.generator("sequential/noise")
-        selection = smooth.sample_counts(ctx.x, self.n0, self.batch_size, gen)
+    def _program(self, ctx) -> Program:
+        selection = class_counts(ctx, (yield Draw("sequential", self.n0)))
         c_a = int(selection.argmax())
         p_star = ctx.noise.required_p(self.target_radius)
-        decision, used, hits = self._run(smooth, ctx.x, gen, c_a, p_star,
-                                         prior=(int(selection[c_a]) + 0.5, self.n0 + 1.0))
+        decision, used, hits = yield from self._bet(c_a, p_star, prior=(int(selection[c_a]) + 0.5, self.n0 + 1.0))
         certified = decision == "certified"
         return {"prediction": c_a if certified else ABSTAIN, "top_class": c_a, "count": hits,
                 "p_required": p_star, "target_radius": self.target_radius,
@@ -76,15 +73,16 @@ class SequentialCertifier(Certifier):
                 "abstained": not certified, "abstain_reason": "" if certified else decision,
                 "sequential_decision": decision, "samples_used": self.n0 + used}
 
-    def _run(self, smooth, x, gen, c_a: int, p_star: float, prior: tuple[float, float]):
-        """Bet batch by batch; returns (decision, samples drawn, c_A votes)."""
+    def _bet(self, c_a: int, p_star: float, prior: tuple[float, float]) -> Program:
+        """Bet request by request; returns (decision, samples drawn, c_A votes)."""
         threshold = math.log(1.0 / self.alpha)
         log_k = 0.0
         hits_prior, n_prior = prior
         hits = used = 0
-        for noisy in noisy_batches(x, self.n, self.batch_size, smooth.noise, gen):
+        while used < self.n:
             lam = kelly_bet((hits_prior + hits) / (n_prior + used), p_star)
-            votes = (smooth.base(noisy) == c_a).double()
+            k = min(self.batch_size, self.n - used)
+            votes = ((yield Draw("sequential", k)).labels == c_a).double()
             path = log_k + torch.cumsum(torch.log1p(lam * (votes - p_star)), 0)
             used += len(votes)
             hits += int(votes.sum())

@@ -28,6 +28,7 @@ import torch
 from smoothgen_exp.backbones.hub import resolve_dtype
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import missing_weights
+from smoothgen_exp.seeding import row_seeds
 
 
 class _TorchvisionNotice(logging.Filter):
@@ -135,18 +136,14 @@ class StableDiffusion:
                   return_tensors="pt").input_ids.to(self.pipe.text_encoder.device)
         return self.pipe.text_encoder(ids)[0].float().to(self.device)
 
-    def seeds(self, rows: int, generator: torch.Generator, shared: bool = False) -> list[int]:
-        """Per-sample latent seeds drawn from the stream (one for all rows when shared)."""
-        drawn = torch.randint(0, 2**62, (1 if shared else rows,), generator=generator, device=generator.device)
-        return drawn.tolist() * (rows if shared else 1)
-
     @torch.inference_mode()
-    def generate(self, z: torch.Tensor, generator: torch.Generator, shared: bool = False) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, generator, shared: bool = False) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1] (float32) for prompt embeddings z [B, 77, d].
 
         shared=True gives every row the same seed: the deterministic generator u -> G(z, u) at one u.
         """
-        gens = [torch.Generator("cpu").manual_seed(s) for s in self.seeds(len(z), generator, shared)]
+        seeds = row_seeds(generator, len(z), shared).tolist()        # a torch Generator or per-row seeds
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         dtype = self.pipe.unet.dtype
         negative = None if self.negative is None else self.negative.expand(len(z), -1, -1).to(dtype)
         images = self.pipe(prompt_embeds=z.to(dtype), negative_prompt_embeds=negative, generator=gens,

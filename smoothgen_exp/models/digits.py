@@ -1,7 +1,7 @@
 """digits_t2i: a miniature, offline text-to-image model in the shape of the Stable Diffusion setting.
 
     prompt --MiniLM--> e in R^384 (unit norm)  --(+ noise: the smoothing space)-->
-    (e + eta, latent u ~ N(0, I_8)) --cVAE decoder--> 8x8 image in [0, 1]
+    (e + eta, latent u ~ N(0, I_8), a function of the sample's seed) --cVAE decoder--> 8x8 image in [0, 1]
 
 The decoder is the generative half of a conditional VAE trained at first use on scikit-learn's digits,
 conditioned on embeddings of training-template prompts plus Gaussian noise of std `train_sigma`
@@ -22,6 +22,7 @@ from smoothgen_exp.backbones.text_encoder import MiniLMEncoder, shared_minilm
 from smoothgen_exp.config import configured
 from smoothgen_exp.data.digits import N_TRAIN_TEMPLATES
 from smoothgen_exp.oracles.digits import DigitClassifier
+from smoothgen_exp.seeding import row_normals, row_seeds
 from smoothgen_exp.weights import load_or_train, params_key
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,14 @@ class DigitsT2I:
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode(prompts)
 
-    def generate(self, z: torch.Tensor, generator: torch.Generator, shared: bool = False) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, generator, shared: bool = False) -> torch.Tensor:
         """Decode a batch of (noised) embeddings with one fresh latent draw each.
 
+        `generator` is a torch Generator or a tensor of per-row seeds (`seeding.row_seeds`); a row's
+        latent is a function of its seed alone, so it does not depend on the batch it is decoded in.
         shared=True uses one latent draw for the whole batch: the same deterministic generator
         u -> G(z, u) evaluated at several conditions (what an attack on the baseline compares).
         """
-        rows = 1 if shared else z.shape[0]
-        latent = torch.randn((rows, self.latent_dim), generator=generator, device=z.device, dtype=z.dtype)
-        latent = latent.expand(z.shape[0], -1)
+        seeds = row_seeds(generator, z.shape[0], shared)
+        latent = row_normals(seeds, self.latent_dim, dtype=z.dtype, device=z.device)
         return torch.sigmoid(self.cvae.decode_logits(latent, z)).reshape(-1, *IMAGE_SHAPE)

@@ -1,0 +1,184 @@
+"""Packed sampling: the noisy generations of many items share each generator call (issue 13).
+
+A part that samples (a certifier, an aggregator) is written as a *sampling program*: a Python generator
+that yields `Draw` requests and is sent `Samples` back, and returns its row columns:
+
+    def certify_program(self, ctx):
+        selection = yield Draw("certify", self.n0)            # labels of n0 noisy generations
+        c_a = int(class_counts(ctx, selection).argmax())
+        estimation = yield Draw("certify", self.n)
+        return {...}
+
+`run_programs` runs the programs of many items together. It keeps the undecided items' open requests in
+a queue and fills every generator call, up to the batch size, with rows from as many of them as fit,
+oldest request first, so every item advances (the pool of undecided items of Voracek's
+confidence-sequence code, here over requests of any size). The oracle labels the packed batch in one
+call. Each request's rows come from its own item's streams (`ItemContext.stream`: the noise in fixed
+chunks, the generator's randomness one seed per row), so a program is sent the same samples whether it
+runs alone (`run_one`: the per-item path) or packed, at any batch size: rows are identical.
+
+Items pack when their conditions have one shape (prompt embeddings of one encoder, images of one size);
+a batch is filled from the requests whose shape matches the oldest one's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from smoothgen_exp.seeding import row_seeds
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A request: `num` generations of the item's stream `stream` (noise and generator seeds both
+    continue where the stream's previous request stopped)."""
+
+    stream: str
+    num: int
+    outputs: bool = False    # hand back the generations too (held in memory: keep num to a batch)
+    classify: bool = True    # hand back the oracle's labels
+    noisy: bool = True       # False: at the clean condition itself (the baseline generation)
+
+
+@dataclass
+class Samples:
+    labels: torch.Tensor | None          # [num] int64 on the CPU
+    outputs: Any = None                  # [num, ...] tensor or a list (text), when asked for
+
+
+Program = Generator[Draw, Samples, Any]
+
+
+def direct(fn, ctx) -> Program:
+    """A program that samples on its own (no requests): how a part without a packed program runs."""
+    return fn(ctx)
+    yield  # unreachable: makes this function a generator
+
+
+def program_of(part, method: str, ctx) -> Program:
+    """`part`'s sampling program for `method` (its `<method>_program`), else one that calls `method`."""
+    program = getattr(part, f"{method}_program", None)
+    return program(ctx) if program is not None else direct(getattr(part, method), ctx)
+
+
+def class_counts(ctx, samples: Samples) -> torch.Tensor:
+    """Per-class vote counts [num_classes] of a request's labels."""
+    counts = torch.bincount(samples.labels.reshape(-1), minlength=ctx.num_classes)
+    if counts.numel() > ctx.num_classes:
+        raise ValueError(f"the oracle returned a class index >= num_classes={ctx.num_classes}")
+    return counts
+
+
+def output_batches(num: int, batch_size: int, stream: str, classify: bool = True) -> Iterator[Draw]:
+    """Requests for `num` generations with their outputs, in pieces of at most `batch_size` (streamed:
+    the caller sends each piece's Samples back and keeps what it needs)."""
+    for start in range(0, num, batch_size):
+        yield Draw(stream, min(batch_size, num - start), outputs=True, classify=classify)
+
+
+class _Open:
+    """An open request of job `job`: rows still to draw, and the parts received so far."""
+
+    __slots__ = ("job", "draw", "remaining", "labels", "outputs")
+
+    def __init__(self, job: int, draw: Draw):
+        if draw.num <= 0:
+            raise ValueError(f"a Draw of {draw.num} samples")
+        self.job, self.draw, self.remaining = job, draw, draw.num
+        self.labels: list = []
+        self.outputs: list = []
+
+
+def _cat(parts: list):
+    if not parts:
+        return None
+    if torch.is_tensor(parts[0]):
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    return [row for part in parts for row in part]
+
+
+def run_one(ctx, program: Program):
+    """The per-item path: one program on its own."""
+    return run_programs([(ctx, program)])[0]
+
+
+def run_programs(jobs: Sequence[tuple[Any, Program]], batch_size: int | None = None) -> list:
+    """Run every (ItemContext, program) pair to completion; returns their return values in order.
+
+    Every context must share one model and oracle (those of the first). Seconds are credited to each
+    context's current `phase` (`ctx.timings`): its programs' own work, and its rows' share of every
+    generator call.
+    """
+    if not jobs:
+        return []
+    first = jobs[0][0]
+    model, oracle = first.model, first.oracle
+    batch_size = int(batch_size or first.batch_size)
+    results: list = [None] * len(jobs)
+    queue: deque[_Open] = deque()
+
+    def advance(j: int, value) -> None:
+        ctx, program = jobs[j]
+        t0 = time.perf_counter()
+        try:
+            draw = program.send(value)
+        except StopIteration as stop:
+            results[j] = stop.value
+        else:
+            queue.append(_Open(j, draw))
+        ctx.add_time(time.perf_counter() - t0)
+
+    for j in range(len(jobs)):
+        advance(j, None)
+    while queue:
+        t0 = time.perf_counter()
+        taken, z, seeds = _fill(queue, jobs, batch_size)
+        outputs = model.generate(z, seeds)
+        labels = oracle.classify(outputs).reshape(-1).cpu() if any(req.draw.classify for req, _ in taken) else None
+        share = (time.perf_counter() - t0) / len(z)
+        start = 0
+        for req, k in taken:
+            if labels is not None and req.draw.classify:
+                req.labels.append(labels[start:start + k])
+            if req.draw.outputs:
+                req.outputs.append(outputs[start:start + k])
+            start += k
+            req.remaining -= k
+            jobs[req.job][0].add_time(share * k)
+        for req, _ in taken:
+            if req.remaining == 0:
+                queue.remove(req)
+                advance(req.job, Samples(_cat(req.labels), _cat(req.outputs)))
+    return results
+
+
+def _fill(queue: deque[_Open], jobs, batch_size: int) -> tuple[list[tuple[_Open, int]], torch.Tensor, torch.Tensor]:
+    """One generator call's rows: [(request, rows)], the conditions and the seeds; oldest request first,
+    all of the oldest request's condition shape."""
+    x0 = jobs[queue[0].job][0].x
+    room, taken = batch_size, []
+    for req in queue:
+        if room == 0:
+            break
+        if jobs[req.job][0].x.shape == x0.shape:
+            k = min(req.remaining, room)
+            taken.append((req, k))
+            room -= k
+    z = torch.empty((batch_size - room, *x0.shape), dtype=x0.dtype, device=x0.device)
+    seeds, start = [], 0
+    for req, k in taken:
+        ctx = jobs[req.job][0]
+        stream = ctx.stream(req.draw.stream)
+        if req.draw.noisy:
+            stream.noise.take_(z[start:start + k])
+        else:
+            z[start:start + k] = ctx.x
+        seeds.append(row_seeds(stream.model_gen, k))
+        start += k
+    return taken, z, torch.cat(seeds) if len(seeds) > 1 else seeds[0]
