@@ -257,6 +257,9 @@ class MajorityConf:
     _target_: str = "smoothgen_exp.aggregators.majority.Majority"
     n: int = field(default=100, metadata=gt(1))
     alpha: float = field(default=0.001, metadata=open_unit())
+    # take the vote from certifier=cohen's n estimation samples instead of n more (sound: the module's
+    # docstring); predict_n is then certifier.n
+    reuse: bool = True
 
 
 @dataclass

@@ -44,12 +44,14 @@ class Draw:
     outputs: bool = False    # hand back the generations too (held in memory: keep num to a batch)
     classify: bool = True    # hand back the oracle's labels
     noisy: bool = True       # False: at the clean condition itself (the baseline generation)
+    firsts: bool = False     # hand back the first generation of each class (what `majority` shows)
 
 
 @dataclass
 class Samples:
     labels: torch.Tensor | None          # [num] int64 on the CPU
     outputs: Any = None                  # [num, ...] tensor or a list (text), when asked for
+    firsts: dict | None = None           # {class: its first generation}, when asked for
 
 
 Program = Generator[Draw, Samples, Any]
@@ -85,7 +87,7 @@ def output_batches(num: int, batch_size: int, stream: str, classify: bool = True
 class _Open:
     """An open request of job `job`: rows still to draw, and the parts received so far."""
 
-    __slots__ = ("job", "draw", "remaining", "labels", "outputs")
+    __slots__ = ("job", "draw", "remaining", "labels", "outputs", "firsts")
 
     def __init__(self, job: int, draw: Draw):
         if draw.num <= 0:
@@ -93,6 +95,13 @@ class _Open:
         self.job, self.draw, self.remaining = job, draw, draw.num
         self.labels: list = []
         self.outputs: list = []
+        self.firsts: dict = {}
+
+    def keep_firsts(self, labels: torch.Tensor, outputs) -> None:
+        for c in labels.unique().tolist():
+            if c not in self.firsts:
+                out = outputs[int((labels == c).nonzero()[0])]
+                self.firsts[c] = out.detach().cpu().clone() if torch.is_tensor(out) else out
 
 
 def _cat(parts: list):
@@ -140,21 +149,25 @@ def run_programs(jobs: Sequence[tuple[Any, Program]], batch_size: int | None = N
         t0 = time.perf_counter()
         taken, z, seeds = _fill(queue, jobs, batch_size)
         outputs = model.generate(z, seeds)
-        labels = oracle.classify(outputs).reshape(-1).cpu() if any(req.draw.classify for req, _ in taken) else None
+        wanted = any(req.draw.classify or req.draw.firsts for req, _ in taken)
+        labels = oracle.classify(outputs).reshape(-1).cpu() if wanted else None
         share = (time.perf_counter() - t0) / len(z)
         start = 0
         for req, k in taken:
-            if labels is not None and req.draw.classify:
+            if req.draw.classify:
                 req.labels.append(labels[start:start + k])
             if req.draw.outputs:
                 req.outputs.append(outputs[start:start + k])
+            if req.draw.firsts:
+                req.keep_firsts(labels[start:start + k], outputs[start:start + k])
             start += k
             req.remaining -= k
             jobs[req.job][0].add_time(share * k)
         for req, _ in taken:
             if req.remaining == 0:
                 queue.remove(req)
-                advance(req.job, Samples(_cat(req.labels), _cat(req.outputs)))
+                advance(req.job, Samples(_cat(req.labels), _cat(req.outputs),
+                                         req.firsts if req.draw.firsts else None))
     return results
 
 

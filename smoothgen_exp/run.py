@@ -97,13 +97,14 @@ def encode_items(model, dataset, items) -> torch.Tensor:
 
 def sample_item(ctx: ItemContext, parts: Parts) -> Program:
     """What one item samples, as one program (smoothgen_exp.packing): the baseline generation (one, at
-    the clean condition), the smoothed output, and the certificate."""
+    the clean condition), the certificate, and the smoothed output (which may reuse the certificate's
+    samples: aggregators.majority)."""
     ctx.phase = "baseline"
     baseline = yield Draw("baseline", 1, outputs=True, noisy=False)
-    ctx.phase = "aggregate"
-    aggregated, smoothed_out = yield from program_of(parts.aggregator, "aggregate", ctx)
     ctx.phase = "certify"
     certificate = yield from parts.certifier.certify_program(ctx)
+    ctx.phase = "aggregate"
+    aggregated, smoothed_out = yield from program_of(parts.aggregator, "aggregate", ctx)
     return baseline, aggregated, smoothed_out, certificate
 
 

@@ -82,8 +82,10 @@ class CohenCertifier(OracleErrorModel, Certifier):
                         "abstained": True, "abstain_reason": "pilot predicts no certificate",
                         "samples_used": self.pilot}
         c_a = int(class_counts(ctx, (yield Draw("certify", self.n0))).argmax())      # selection
-        estimation = class_counts(ctx, (yield Draw("certify", self.n)))              # n fresh samples
-        ctx.evidence["estimation_counts"] = estimation
+        got = yield Draw("certify", self.n, firsts=True)                              # n fresh samples
+        estimation = class_counts(ctx, got)
+        # i.i.d. draws of f(x + eta) whatever c_A is: `majority` may run PREDICT on them (its docstring)
+        ctx.evidence["estimation"] = (estimation, got.firsts)
         cert = certificate(c_a, int(estimation[c_a]), self.n, self.alpha, ctx.noise, self.oracle_error,
                            self.oracle_error_model)
         return {**row, "prediction": cert.prediction, "top_class": cert.top_class, "count": cert.count,

@@ -1,18 +1,21 @@
 """certifier=sequential: certify a target radius r with as few samples as the evidence allows (SPEC 6).
 
 After n0 selection samples choose c_A, the estimation samples X_i = 1[f(x + eta_i) = c_A] arrive in
-batches. Certifying r needs p_A > p* = the probability whose radius is r (Phi(r/sigma) for isotropic
-noise). A betting process (Waudby-Smith & Ramdas 2023)
+requests sized to the evidence still needed (packed with other items' samples by the runner).
+Certifying r needs p_A > p* = the probability whose radius is r (Phi(r/sigma) for isotropic noise).
+A betting process (Waudby-Smith & Ramdas 2023)
 
     K_t = prod_i (1 + lam_i (X_i - p*)),  lam_i in [0, 1/p*)   (bets that p_A > p*)
 
-uses stakes fixed before each batch from the data seen so far (predictable; clipped Kelly). If
-p_A <= p*, K is a non-negative supermartingale, so by Ville's inequality P(exists t: K_t >= 1/alpha)
+uses, for each sample, the clipped Kelly stake at the vote rate of the samples before it (predictable).
+If p_A <= p*, K is a non-negative supermartingale, so by Ville's inequality P(exists t: K_t >= 1/alpha)
 <= alpha: certifying the first time K_t >= 1/alpha keeps the 1 - alpha guarantee at any stopping time.
 
-The item gives up (abstains) when certifying within the budget n has become implausible: even at an
-optimistic value of p_A, its upper confidence bound p_up at level give_up_alpha, the best growth rate
-any bet can have, KL(p_up || p*) per sample, cannot lift log K_t to log(1/alpha) in the samples left.
+Selection stops after SELECT_FIRST samples when they are unanimous (else it draws n0); an item whose
+selection votes already bound p_A below p* (Clopper-Pearson upper bound at give_up_alpha) gives up
+at once. Otherwise it gives up (abstains) when certifying within the budget n has become implausible:
+even at an optimistic value of p_A, its upper confidence bound p_up at level give_up_alpha, the best
+growth rate any bet can have, KL(p_up || p*) per sample, cannot lift log K_t to log(1/alpha) in the samples left.
 Abstaining is always sound, so this futility rule needs no guarantee; give_up_alpha only trades
 samples on hopeless items against the chance of abandoning one that would have certified.
 `samples_used` counts every generation drawn.
@@ -30,12 +33,10 @@ from smoothgen_exp.core import ABSTAIN
 from smoothgen_exp.packing import Draw, Program, class_counts
 from smoothgen_exp.stats import cp_upper
 
-MAX_FRACTION = 0.9   # bet at most this fraction of the largest safe stake (avoids ruin on one miss)
-
-
-def kelly_bet(p_hat: float, p_star: float) -> float:
-    """Clipped Kelly stake for betting that a Bernoulli mean exceeds p*: (p - p*) / (p* (1 - p*))."""
-    return min(max((p_hat - p_star) / (p_star * (1 - p_star)), 0.0), MAX_FRACTION / p_star)
+MAX_FRACTION = 0.97  # bet at most this fraction of the largest safe stake (a miss keeps 3% of the wealth)
+MIN_REQUEST = 8      # the smallest request of estimation samples (packing fills the rest of a call)
+SELECT_FIRST = 10    # selection stops here when these samples are unanimous, else it draws all n0
+GROWTH = 16          # a request asks for at least 1/GROWTH of the samples so far (few rounds on long runs)
 
 
 def kl_bernoulli(p: float, q: float) -> float:
@@ -57,34 +58,58 @@ class SequentialCertifier(Certifier):
     def max_lower_bound(self, n: int) -> float:
         """The largest p* that n estimation samples can certify: every one a hit, each at the largest
         stake MAX_FRACTION / p*, so log K_n = n log(1 + MAX_FRACTION (1 - p*) / p*) must reach log(1/alpha).
-        (Optimistic: the stakes of the first batches are smaller. A ceiling, not a prediction.)"""
+        (Optimistic: the first stakes are smaller. A ceiling, not a prediction.)"""
         g = (self.alpha ** (-1.0 / n) - 1.0) / MAX_FRACTION
         return 1.0 / (1.0 + g)
 
     def _program(self, ctx) -> Program:
-        selection = class_counts(ctx, (yield Draw("sequential", self.n0)))
-        c_a = int(selection.argmax())
+        selection = yield from self._select(ctx)
+        c_a, n_select = int(selection.argmax()), int(selection.sum())
         p_star = ctx.noise.required_p(self.target_radius)
-        decision, used, hits = yield from self._bet(c_a, p_star, prior=(int(selection[c_a]) + 0.5, self.n0 + 1.0))
+        if cp_upper(int(selection[c_a]), n_select, self.give_up_alpha) <= p_star:   # hopeless from the start
+            decision, used, hits = "gave up: selection votes below the target", 0, 0
+        else:
+            decision, used, hits = yield from self._bet(c_a, p_star, prior=(int(selection[c_a]) + 0.5, n_select + 1.0))
         certified = decision == "certified"
         return {"prediction": c_a if certified else ABSTAIN, "top_class": c_a, "count": hits,
                 "p_required": p_star, "target_radius": self.target_radius,
                 "radius": self.target_radius if certified else 0.0, "certified": certified,
                 "abstained": not certified, "abstain_reason": "" if certified else decision,
-                "sequential_decision": decision, "samples_used": self.n0 + used}
+                "sequential_decision": decision, "selection_samples": n_select, "samples_used": n_select + used}
+
+    def _select(self, ctx) -> Program:
+        """Class counts of the selection samples: SELECT_FIRST of them when they all agree, else n0.
+        c_A may be any function of these samples (they are disjoint from the betting samples)."""
+        first = min(SELECT_FIRST, self.n0)
+        counts = class_counts(ctx, (yield Draw("sequential", first)))
+        if int(counts.max()) < first and self.n0 > first:
+            counts = counts + class_counts(ctx, (yield Draw("sequential", self.n0 - first)))
+        return counts
 
     def _bet(self, c_a: int, p_star: float, prior: tuple[float, float]) -> Program:
-        """Bet request by request; returns (decision, samples drawn, c_A votes)."""
+        """Bet sample by sample; returns (decision, samples drawn, c_A votes).
+
+        Sample i's stake is the clipped Kelly stake at the smoothed vote rate of samples 1..i-1 (and the
+        selection prior): predictable, so K stays a supermartingale under p_A <= p*, however the samples
+        are grouped into requests. A request asks for what the evidence still needs: at least the
+        samples that even all hits at the largest stake need to reach the threshold (so no request
+        overshoots a certificate), at least MIN_REQUEST, and 1/GROWTH of the samples so far (few
+        rounds on long runs: at most 1/GROWTH drawn past the crossing). Requests do not depend on
+        `batch_size`, so neither do the rows.
+        """
         threshold = math.log(1.0 / self.alpha)
-        log_k = 0.0
+        best_step = math.log1p(MAX_FRACTION * (1 - p_star) / p_star)      # log-growth of a hit at the top stake
         hits_prior, n_prior = prior
-        hits = used = 0
+        log_k, hits, used = 0.0, 0, 0
         while used < self.n:
-            lam = kelly_bet((hits_prior + hits) / (n_prior + used), p_star)
-            k = min(self.batch_size, self.n - used)
+            need = math.ceil((threshold - log_k) / best_step)
+            k = min(self.n - used, max(need, MIN_REQUEST, used // GROWTH))
             votes = ((yield Draw("sequential", k)).labels == c_a).double()
-            path = log_k + torch.cumsum(torch.log1p(lam * (votes - p_star)), 0)
-            used += len(votes)
+            before = hits + torch.cumsum(votes, 0) - votes                 # hits before each sample
+            p_hat = (hits_prior + before) / (n_prior + used + torch.arange(k, dtype=torch.float64))
+            stake = ((p_hat - p_star) / (p_star * (1 - p_star))).clamp(0.0, MAX_FRACTION / p_star)
+            path = log_k + torch.cumsum(torch.log1p(stake * (votes - p_star)), 0)
+            used += k
             hits += int(votes.sum())
             if bool((path >= threshold).any()):
                 return "certified", used, hits
