@@ -78,9 +78,10 @@ def test_run_dir_is_deterministic_and_holds_provenance(tmp_path, t2i):
 
 
 def test_two_processes_give_the_rows_of_one(tmp_path, t2i):
+    """Packed over two processes (torchrun, and one command) = one process, one item at a time."""
     common = ["dataset.limit=6", "certifier.n=200", "certifier.n0=20", "aggregator.n=20", "progress=false",
               f"cache_dir={CACHE}"]
-    single = cli(*common, f"hydra.run.dir={tmp_path / 'one'}")
+    single = cli(*common, "pack_items=1", f"hydra.run.dir={tmp_path / 'one'}")   # one item at a time
     assert single.returncode == 0, single.stderr[-2000:]
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "HYDRA_FULL_ERROR")}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -112,13 +113,15 @@ KILL_AFTER_PARTS = [0, pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, t2i):
     run_dir = tmp_path_factory.mktemp("kill") / "reference"
-    res = cli(*KILL_ARGS, f"hydra.run.dir={run_dir}")
+    per_item = [a if not a.startswith("pack_items=") else "pack_items=1" for a in KILL_ARGS]   # the per-item path
+    res = cli(*per_item, f"hydra.run.dir={run_dir}")
     assert res.returncode == 0, res.stderr[-2000:]
     return rows(run_dir)
 
 
+# killed and resumed runs pack three items at a time: a resumed run packs other groups than the killed one
 KILL_ARGS = ["dataset.limit=8", "certifier.n=4000", "certifier.n0=50", "aggregator.n=50", "flush_every=1",
-             "metrics=none", "progress=false", f"cache_dir={CACHE}"]
+             "pack_items=3", "metrics=none", "progress=false", f"cache_dir={CACHE}"]
 
 
 @pytest.mark.parametrize("parts_before_kill", KILL_AFTER_PARTS)

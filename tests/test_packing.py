@@ -1,0 +1,151 @@
+"""Packed sampling (issue 13): draws no batch boundary can change, and rows identical to the per-item path.
+
+The end-to-end identities of packed runs over two processes and after kill -9 and resume are in
+tests/test_scale.py; here: the pieces (noise chunks, per-row seeds, prompt encoding, the scheduler)
+and the CLI at other batch sizes, packing and certifiers.
+"""
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from smoothgen_exp.core import NoiseStream, chunk_rows, noisy_batches
+from smoothgen_exp.seeding import row_normals, row_seeds, splitmix64
+from smoothgen_exp.smoothing.gaussian import GaussianNoise
+from tests.conftest import CACHE, cli
+
+
+def test_noise_stream_draws_do_not_depend_on_how_they_are_taken():
+    x, noise = torch.randn(384), GaussianNoise(0.5)
+    whole = NoiseStream(x, noise, torch.Generator().manual_seed(3)).take(500)
+    rng = random.Random(0)
+    for _ in range(5):
+        stream, parts, left = NoiseStream(x, noise, torch.Generator().manual_seed(3)), [], 500
+        while left:
+            k = min(left, rng.choice([1, 7, 63, 64, 65, 200]))
+            parts.append(stream.take(k))
+            left -= k
+        assert torch.equal(torch.cat(parts), whole)
+    for batch in (1, 37, 1000):
+        got = torch.cat([b.clone() for b in noisy_batches(x, 500, batch, noise, torch.Generator().manual_seed(3))])
+        assert torch.equal(got, whole)
+    assert chunk_rows((384,)) == 64 and chunk_rows((3, 512, 512)) == 4 and chunk_rows((10**8,)) == 1
+
+
+def test_row_seeds_and_normals_are_per_row():
+    gen = torch.Generator().manual_seed(0)
+    seeds = row_seeds(gen, 100)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(torch.cat([row_seeds(gen, 37), row_seeds(gen, 63)]), seeds)   # randint: one draw per row
+    assert torch.equal(row_normals(seeds, 8)[40:60], row_normals(seeds[40:60], 8))
+    shared = row_seeds(torch.Generator().manual_seed(0), 5, shared=True)
+    assert (shared == shared[0]).all()
+    with pytest.raises(ValueError):
+        row_seeds(seeds, 99)
+
+    def reference(z: int) -> int:                 # splitmix64 in Python's unbounded integers
+        m = 2**64
+        z = (z + 0x9E3779B97F4A7C15) % m
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % m
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % m
+        return z ^ (z >> 31)
+
+    values = [0, 1, 12345, 2**62 - 1, 2**61 + 7]
+    assert [v % 2**64 for v in splitmix64(torch.tensor(values)).tolist()] == [reference(v) for v in values]
+    from scipy import stats
+
+    z = row_normals(row_seeds(torch.Generator().manual_seed(1), 20_000), 4, dtype=torch.float64)
+    for j in range(4):
+        assert stats.kstest(z[:, j].numpy(), "norm").pvalue > 1e-3
+    assert abs(float(torch.corrcoef(z.T)[0, 1])) < 0.03
+
+
+def test_a_prompt_encodes_bit_for_bit_alone_or_with_others():
+    from smoothgen_exp.backbones.text_encoder import shared_minilm
+
+    enc = shared_minilm(None, "cpu")
+    prompts = ["4", "draw a seven", "a picture of the digit 3", "an image of the number zero, handwritten and neat",
+               "a black and white sketch of a one", "the numeral 9 in thick ink"]
+    alone = torch.cat([enc.encode([p]) for p in prompts])
+    rng = random.Random(1)
+    for _ in range(4):
+        picks = [rng.randrange(len(prompts)) for _ in range(rng.randint(2, 40))]
+        assert torch.equal(enc.encode([prompts[i] for i in picks]), alone[picks])
+
+
+class _CountingModel:
+    """Pixel identity with a call counter (the oracle classifies the noisy digit itself)."""
+
+    output_shape, output_range = (1, 8, 8), (0.0, 1.0)
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, z, generator):
+        self.calls += 1
+        return z
+
+
+def _contexts(oracle, model, count: int, batch_size: int):
+    from smoothgen_exp.context import ItemContext
+    from smoothgen_exp.data.digits import digit_images
+
+    images, labels = digit_images("heldout")
+    return [ItemContext(SimpleNamespace(item_id=f"d{i}", condition="", label=int(labels[i])),
+                        torch.from_numpy(images[i]), model, oracle, GaussianNoise(0.25), run_seed=0,
+                        batch_size=batch_size) for i in range(count)]
+
+
+@pytest.mark.parametrize("certifier", ["cohen", "sequential"])
+def test_packed_programs_return_what_each_returns_alone(oracle, certifier):
+    from smoothgen_exp.aggregators.majority import Majority
+    from smoothgen_exp.certifiers.cohen import CohenCertifier
+    from smoothgen_exp.certifiers.sequential import SequentialCertifier
+    from smoothgen_exp.packing import run_one, run_programs
+
+    cert = (CohenCertifier(n0=20, n=300, alpha=0.001, batch_size=64, oracle_error=None, oracle_error_model="bounded",
+                           oracle_error_alpha=None, pilot=0) if certifier == "cohen" else
+            SequentialCertifier(n0=20, n=3000, alpha=0.001, batch_size=64, target_radius=0.25, give_up_alpha=0.01))
+    agg = Majority(n=50, alpha=0.001, reuse=certifier == "cohen")
+
+    def program(ctx):
+        row = yield from cert.certify_program(ctx)
+        aggregated, shown = yield from agg.aggregate_program(ctx)
+        return row, aggregated, shown
+
+    alone_model, packed_model = _CountingModel(), _CountingModel()
+    alone = [run_one(ctx, program(ctx)) for ctx in _contexts(oracle, alone_model, 12, 64)]
+    ctxs = _contexts(oracle, packed_model, 12, 256)
+    packed = run_programs([(ctx, program(ctx)) for ctx in ctxs])
+    for (row_a, agg_a, shown_a), (row_p, agg_p, shown_p) in zip(alone, packed, strict=True):
+        assert row_a == row_p and agg_a == agg_p and torch.equal(shown_a, shown_p)
+    assert packed_model.calls < alone_model.calls / 2            # the calls were shared
+    assert sum(r["certified"] for r, _, _ in packed) >= 4         # not a vacuous comparison
+
+
+def _rows(run_dir) -> pd.DataFrame:
+    df = pd.read_parquet(run_dir / "records")
+    # run_id and config_hash name the configuration, whose batch_size differs
+    keep = [c for c in df.columns if not c.startswith("time_")
+            and c not in ("git_sha", "batch_size", "run_id", "config_hash")]
+    return df[keep].sort_values(["item_id", "variant"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("args", [[], ["certifier=sequential", "certifier.n=3000", "aggregator=mean"]],
+                         ids=["cohen-majority", "sequential-mean"])
+def test_cli_rows_are_identical_packed_or_per_item_at_any_batch_size(tmp_path, t2i, args):
+    common = ["dataset.limit=8", "certifier.n0=20", "certifier.n=300", "aggregator.n=30", "progress=false",
+              f"cache_dir={CACHE}", *args]
+    runs = {"per_item": ["pack_items=1", "certifier.batch_size=128"],
+            "packed": ["pack_items=8", "certifier.batch_size=37"]}
+    for name, extra in runs.items():
+        res = cli(*common, *extra, f"hydra.run.dir={tmp_path / name}")
+        assert res.returncode == 0, res.stderr[-3000:]
+    per_item, packed = _rows(tmp_path / "per_item"), _rows(tmp_path / "packed")
+    pd.testing.assert_frame_equal(per_item, packed)
+    smoothed = packed[packed.variant == "smoothed"]
+    assert smoothed.certified.any() and np.isfinite(smoothed.samples_used.astype(float)).all()
