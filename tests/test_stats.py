@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
@@ -117,6 +118,9 @@ def test_binom_pvalue():
     assert binom_pvalue(0, 0) == 1.0
     assert binom_pvalue(50, 100) == pytest.approx(1.0)
     assert binom_pvalue(100, 100) < 1e-20
+    for n in (1, 2, 3, 10, 11, 100, 1001, 10_000):          # the closed form is scipy's two-sided test
+        for k in sorted({0, 1, n // 2, (n + 1) // 2, n // 2 + 1, (3 * n) // 5, n - 1, n} & set(range(n + 1))):
+            assert binom_pvalue(k, n) == pytest.approx(stats.binomtest(k, n, 0.5).pvalue, rel=1e-9, abs=1e-300)
 
 
 def test_oracle_error_bound_covers_known_error_rates():

@@ -73,7 +73,7 @@ class MiniLMEncoder:
         return out
 
 
-ROW_BLOCK = 32
+ROW_BLOCK = 64
 
 
 class _RowBlockLinear(nn.Module):
