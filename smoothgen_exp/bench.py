@@ -204,7 +204,8 @@ def bench_packed(args, device: torch.device) -> dict:
     out = {}
     for n0, n in ((10, 100), (100, 1000)):
         cfg, parts = _parts([f"certifier.n0={n0}", f"certifier.n={n}", "metrics=none", "progress=false",
-                             f"dataset.limit={args.packed_items}", f"cache_dir={args.cache_dir}"], device)
+                             "summary_radii=[0]", f"dataset.limit={args.packed_items}",
+                             f"cache_dir={args.cache_dir}"], device)
         items = list(parts.dataset)
         _evaluate(items[:4], parts, cfg, 4, device)                          # warm-up
         per_item = min(_timed(_evaluate, items, parts, cfg, 1, device)[0] for _ in range(args.repeats))

@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
@@ -54,7 +55,7 @@ class Prediction:
         return self.prediction == ABSTAIN
 
 
-CHUNK_ELEMENTS = 2**22      # a noise chunk holds at most this many numbers (and at least one row)
+CHUNK_ELEMENTS = 2**22      # an accelerator's noise chunk holds at most this many numbers (and at least one row)
 MAX_CHUNK_ROWS = 64
 
 
@@ -71,21 +72,28 @@ def chunk_rows(shape) -> int:
 class NoiseStream:
     """The draws x + eta_1, x + eta_2, ... of one named random stream of one item.
 
-    eta is drawn in chunks of `chunk_rows(x.shape)` rows from the stream's own generator, always a whole
-    chunk at a time (a partly used chunk waits in a buffer for the next request), so the k-th draw is the
-    same however the draws are batched: by `batch_size`, by the `auto` back-off, or packed with other
-    items' draws (issue 13). Each chunk is formed in float64 and rounded once (`sample_`, SPEC 4).
+    The k-th draw is the same however the draws are batched (by `batch_size`, by the `auto` back-off, or
+    packed with other items' draws; issue 13). On the CPU the stream is numpy's float64 ziggurat
+    (PCG64 seeded by the stream's seed), which draws one normal after another, so any split of the
+    stream gives the same numbers. On an accelerator, eta comes from the torch generator in chunks of
+    `chunk_rows(x.shape)` rows, always a whole chunk at a time (a partly used chunk waits in a buffer
+    for the next request). Either way eta is formed in float64 and x + eta rounded once (`sample_`, SPEC 4).
     """
 
-    def __init__(self, x: torch.Tensor, noise, gen: torch.Generator):
-        self.x, self.noise, self.gen = x, noise, gen
-        self.chunk = chunk_rows(x.shape)
-        self.buf = torch.empty((self.chunk, *x.shape), dtype=x.dtype, device=x.device)
-        self.pos = self.chunk            # the buffer's next unused row (chunk: empty)
-        self.drawn = 0                   # draws handed out so far
+    def __init__(self, x: torch.Tensor, noise, gen: torch.Generator, chunked: bool | None = None):
+        self.x, self.noise, self.drawn = x, noise, 0
+        if not (x.device.type != "cpu" if chunked is None else chunked):
+            self.gen, self.chunk = np.random.Generator(np.random.PCG64(gen.initial_seed())), None
+        else:
+            self.gen, self.chunk = gen, chunk_rows(x.shape)
+            self.buf = torch.empty((self.chunk, *x.shape), dtype=x.dtype, device=x.device)
+            self.pos = self.chunk        # the buffer's next unused row (chunk: empty)
 
     def take_(self, out: torch.Tensor) -> torch.Tensor:
         """Fill `out` ([k, *x.shape]) with the next k draws and return it."""
+        self.drawn += len(out)
+        if self.chunk is None:
+            return self.noise.sample_(out, self.gen, add=self.x)
         k, i = len(out), 0
         while i < k:
             if self.pos == self.chunk and k - i >= self.chunk:      # a whole chunk: draw it in place
@@ -99,7 +107,6 @@ class NoiseStream:
             out[i:i + m].copy_(self.buf[self.pos:self.pos + m])
             self.pos += m
             i += m
-        self.drawn += k
         return out
 
     def take(self, k: int) -> torch.Tensor:

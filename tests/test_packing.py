@@ -19,19 +19,22 @@ from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from tests.conftest import CACHE, cli
 
 
-def test_noise_stream_draws_do_not_depend_on_how_they_are_taken():
+@pytest.mark.parametrize("chunked", [False, True], ids=["cpu-numpy", "accelerator-chunks"])
+def test_noise_stream_draws_do_not_depend_on_how_they_are_taken(chunked):
     x, noise = torch.randn(384), GaussianNoise(0.5)
-    whole = NoiseStream(x, noise, torch.Generator().manual_seed(3)).take(500)
+    whole = NoiseStream(x, noise, torch.Generator().manual_seed(3), chunked).take(500)
+    assert abs(float((whole - x).std()) - 0.5) < 0.01
     rng = random.Random(0)
     for _ in range(5):
-        stream, parts, left = NoiseStream(x, noise, torch.Generator().manual_seed(3)), [], 500
+        stream, parts, left = NoiseStream(x, noise, torch.Generator().manual_seed(3), chunked), [], 500
         while left:
             k = min(left, rng.choice([1, 7, 63, 64, 65, 200]))
             parts.append(stream.take(k))
             left -= k
         assert torch.equal(torch.cat(parts), whole)
     for batch in (1, 37, 1000):
-        got = torch.cat([b.clone() for b in noisy_batches(x, 500, batch, noise, torch.Generator().manual_seed(3))])
+        source = NoiseStream(x, noise, torch.Generator().manual_seed(3), chunked)
+        got = torch.cat([b.clone() for b in noisy_batches(x, 500, batch, noise, source)])
         assert torch.equal(got, whole)
     assert chunk_rows((384,)) == 64 and chunk_rows((3, 512, 512)) == 4 and chunk_rows((10**8,)) == 1
 

@@ -9,6 +9,7 @@ The protocol every noise law follows (see also `calibrated`, `adaptive`):
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from scipy.stats import norm
 
@@ -66,8 +67,14 @@ def float64_draw(out, generator, transform, add=None):
     53-bit uniforms move the cap to r^2 = 106 ln 2 = 73.5 (missing mass d/2 * 2^-53). The sum x + eta
     is formed in float64 and rounded once, so the base classifier sees fl(x + eta): a fixed function of
     x + eta, which is what the Lipschitz argument needs.
+
+    `generator` may also be a numpy Generator (what `core.NoiseStream` uses on the CPU): numpy's float64
+    ziggurat has no such cap at all (its tail is sampled exactly, to |xi| of about 13 at 53-bit
+    uniforms), draws one normal after another, and is faster than torch's float64 sampler on CPUs.
     """
-    if out.dtype == torch.float64:
+    if isinstance(generator, np.random.Generator):          # core.NoiseStream on the CPU
+        eta = transform(torch.from_numpy(generator.standard_normal(tuple(out.shape))).to(out.device))
+    elif out.dtype == torch.float64:
         eta = transform(out.normal_(0.0, 1.0, generator=generator))
     else:
         eta = transform(torch.randn(out.shape, generator=generator, device=out.device, dtype=torch.float64))
