@@ -1,8 +1,10 @@
 """One item's view of a run: its condition, the generator, the oracle, the noise law and its seeds.
 
 Certifiers, aggregators and attacks draw everything through this object, so every random stream is
-seeded by (run seed, item_id, stream name) (SPEC 7) and noise always goes through the shared batched
-loop (`core.noisy_batches`): a preallocated buffer, outputs streamed batch by batch.
+seeded by (run seed, item_id, stream name) (SPEC 7). Noise comes from a stream's `core.NoiseStream` and
+the generator's randomness from one seed per row (`seeding.row_seeds`), so no draw depends on how rows
+are batched: sampling programs (`packing`) draw through `stream(name)`, the other parts through
+`outputs` / `smooth` (`core.noisy_batches`: a preallocated buffer, outputs streamed batch by batch).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class Prediction:
         return self.prediction == ABSTAIN
 
 
-CHUNK_ELEMENTS = 2**22      # an accelerator's noise chunk holds at most this many numbers (and at least one row)
+CHUNK_ELEMENTS = 2**20      # an accelerator's noise chunk holds at most this many numbers (and at least one row)
 MAX_CHUNK_ROWS = 64
 
 
@@ -85,8 +85,7 @@ class NoiseStream:
         if not (x.device.type != "cpu" if chunked is None else chunked):
             self.gen, self.chunk = np.random.Generator(np.random.PCG64(gen.initial_seed())), None
         else:
-            self.gen, self.chunk = gen, chunk_rows(x.shape)
-            self.buf = torch.empty((self.chunk, *x.shape), dtype=x.dtype, device=x.device)
+            self.gen, self.chunk, self.buf = gen, chunk_rows(x.shape), None
             self.pos = self.chunk        # the buffer's next unused row (chunk: empty)
 
     def take_(self, out: torch.Tensor) -> torch.Tensor:
@@ -101,6 +100,8 @@ class NoiseStream:
                 i += self.chunk
                 continue
             if self.pos == self.chunk:
+                if self.buf is None:
+                    self.buf = torch.empty((self.chunk, *self.x.shape), dtype=self.x.dtype, device=self.x.device)
                 self.noise.sample_(self.buf, self.gen, add=self.x)
                 self.pos = 0
             m = min(k - i, self.chunk - self.pos)

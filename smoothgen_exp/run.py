@@ -118,6 +118,8 @@ def evaluate_items(items: list, parts: Parts, cfg: DictConfig, common: dict, dev
     ctxs = [ItemContext(item, x, parts.model, parts.oracle, parts.smoothing.at(x, parts.model), cfg.seed,
                         parts.certifier.batch_size, parts.aggregator) for item, x in zip(items, xs, strict=True)]
     sampled = run_programs([(ctx, sample_item(ctx, parts)) for ctx in ctxs])
+    for ctx in ctxs:
+        ctx.streams.clear()             # their noise buffers; metrics and attacks draw their own streams
     return [finish_item(ctx, parts, cfg, common, encode_s, *got) for ctx, got in zip(ctxs, sampled, strict=True)]
 
 
