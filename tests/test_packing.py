@@ -138,7 +138,10 @@ def _rows(run_dir) -> pd.DataFrame:
     return df[keep].sort_values(["item_id", "variant"]).reset_index(drop=True)
 
 
-@pytest.mark.parametrize("args", [[], ["certifier=sequential", "certifier.n=3000", "aggregator=mean"]],
+# cohen + majority packed against one item at a time is also the reference of tests/test_scale.py's
+# two-process and kill -9 tests (default suite); here it runs in `make test-full`
+@pytest.mark.parametrize("args", [pytest.param([], marks=pytest.mark.slow),
+                                  ["certifier=sequential", "certifier.n=3000", "aggregator=mean"]],
                          ids=["cohen-majority", "sequential-mean"])
 def test_cli_rows_are_identical_packed_or_per_item_at_any_batch_size(tmp_path, t2i, args):
     common = ["dataset.limit=8", "certifier.n0=20", "certifier.n=300", "aggregator.n=30", "progress=false",

@@ -103,6 +103,8 @@ class SequentialCertifier(Certifier):
         log_k, hits, used = 0.0, 0, 0
         while used < self.n:
             need = math.ceil((threshold - log_k) / best_step)
+            if need > self.n - used:                # not even all hits at the top stake would do
+                return "gave up: target out of reach within n", used, hits
             k = min(self.n - used, max(need, MIN_REQUEST, used // GROWTH))
             votes = ((yield Draw("sequential", k)).labels == c_a).double()
             before = hits + torch.cumsum(votes, 0) - votes                 # hits before each sample
