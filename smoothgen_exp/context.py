@@ -79,24 +79,13 @@ class ItemContext:
     def add_time(self, seconds: float) -> None:
         self.timings[self.phase] = self.timings.get(self.phase, 0.0) + seconds
 
-    def base(self, stream: str, observe: Callable | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The base classifier O(G(z)); G's own randomness comes from `<stream>/model`.
-
-        `observe(outputs, labels)`, if given, sees every batch (aggregators keep what they need).
-        """
+    def base(self, stream: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The base classifier O(G(z)); G's own randomness comes from `<stream>/model`."""
         gen = self.model_generator(stream)
+        return lambda z: self.oracle.classify(self.model.generate(z, gen))
 
-        def classify(z: torch.Tensor) -> torch.Tensor:
-            outputs = self.model.generate(z, gen)
-            labels = self.oracle.classify(outputs)
-            if observe is not None:
-                observe(outputs, labels)
-            return labels
-
-        return classify
-
-    def smooth(self, stream: str, observe: Callable | None = None) -> Smooth:
-        return Smooth(self.base(stream, observe), noise=self.noise, num_classes=self.num_classes)
+    def smooth(self, stream: str) -> Smooth:
+        return Smooth(self.base(stream), noise=self.noise, num_classes=self.num_classes)
 
     @torch.inference_mode()
     def outputs(self, num: int, stream: str, batch_size: int | None = None,

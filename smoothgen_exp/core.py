@@ -81,7 +81,7 @@ class NoiseStream:
     """
 
     def __init__(self, x: torch.Tensor, noise, gen: torch.Generator, chunked: bool | None = None):
-        self.x, self.noise, self.drawn = x, noise, 0
+        self.x, self.noise = x, noise
         if not (x.device.type != "cpu" if chunked is None else chunked):
             self.gen, self.chunk = np.random.Generator(np.random.PCG64(gen.initial_seed())), None
         else:
@@ -90,7 +90,6 @@ class NoiseStream:
 
     def take_(self, out: torch.Tensor) -> torch.Tensor:
         """Fill `out` ([k, *x.shape]) with the next k draws and return it."""
-        self.drawn += len(out)
         if self.chunk is None:
             return self.noise.sample_(out, self.gen, add=self.x)
         k, i = len(out), 0

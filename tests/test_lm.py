@@ -95,6 +95,18 @@ class ToyLM:
         return shifts[hit[0]] / float(self.w.norm()) if len(hit) else np.inf
 
 
+def test_certified_decoding_rows_do_not_depend_on_batch_size():
+    """Regression: the estimation noise was keyed by each batch's first copy, so batch_size changed rows."""
+    toy, x = ToyLM(seed=1), torch.zeros(1, 5, dtype=torch.float64)
+    item = SimpleNamespace(item_id="toy", condition="", label=0)
+    rows = []
+    for batch in (64, 600):
+        ctx = ItemContext(item, x, toy, None, GaussianNoise(0.3), 1, batch)
+        row = DecodingCertifier(n0=50, n=600, alpha=0.001, batch_size=batch).certify(ctx)
+        rows.append({k: v for k, v in row.items() if not k.startswith("time_")})
+    assert rows[0] == rows[1] and rows[0]["certified_tokens"] > 0
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_certified_decoding_radii_never_exceed_the_exact_ones(seed):
     toy, sigma = ToyLM(seed=seed), 0.3

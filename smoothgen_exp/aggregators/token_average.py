@@ -18,6 +18,7 @@ import math
 import torch
 
 from smoothgen_exp.config import configured
+from smoothgen_exp.core import NoiseStream
 
 
 def tv_shift_factor(noise_mode: str, n: int, max_new_tokens: int) -> float:
@@ -33,8 +34,7 @@ class TokenAverage:
         self.n, self.greedy, self.noise_mode, self.use_cache = int(n), bool(greedy), noise, bool(use_cache)
 
     def noisy_copies(self, ctx, stream: str, n: int) -> torch.Tensor:
-        out = torch.empty((n, *ctx.x.shape), dtype=ctx.x.dtype, device=ctx.x.device)
-        return ctx.noise.sample_(out, ctx.generator(f"{stream}/noise"), add=ctx.x)
+        return NoiseStream(ctx.x, ctx.noise, ctx.generator(f"{stream}/noise")).take(n)
 
     @torch.inference_mode()
     def decode(self, ctx, stream: str, n: int) -> tuple[list[int], torch.Tensor]:

@@ -88,8 +88,7 @@ def _feature_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
 
 def _decoding_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
     tokens = ctx.evidence["tokens"]
-    total = sum(p.sum(0) for p in step_prob_batches(ctx, tokens, n, certifier.batch_size, z,
-                                                     lambda done: f"check/noise/{done}"))
+    total = sum(p.sum(0) for p in step_prob_batches(ctx, tokens, n, certifier.batch_size, z, "check/noise"))
     level = alpha / len(tokens)
     uppers = [hoeffding_upper(float(m), n, level) for m in total / n]
     promises = [promised(p, distance, ctx.noise.l2_scale) for p in row["decoding_step_p_lower"]]

@@ -24,19 +24,15 @@ import torch
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.config import configured
+from smoothgen_exp.core import noisy_batches
 from smoothgen_exp.stats import MEAN_BOUNDS, max_mean_lower, mean_lower
 
 
-def step_prob_batches(ctx, tokens, n: int, batch_size: int, centre: torch.Tensor, stream_of):
+def step_prob_batches(ctx, tokens, n: int, batch_size: int, centre: torch.Tensor, stream: str):
     """Teacher-forced probabilities [b, T] of the fixed `tokens` at n noisy copies of `centre`, batch by
-    batch; the batch starting at copy `done` draws its noise from the stream `stream_of(done)`."""
-    done = 0
-    while done < n:
-        b = min(batch_size, n - done)
-        noisy = torch.empty((b, *centre.shape), dtype=centre.dtype, device=centre.device)
-        ctx.noise.sample_(noisy, ctx.generator(stream_of(done)), add=centre)
+    batch, the noise from the one stream `stream` (`core.noisy_batches`: no draw depends on batch_size)."""
+    for noisy in noisy_batches(centre, n, batch_size, ctx.noise, ctx.generator(stream)):
         yield ctx.model.step_probs(noisy, tokens).double().cpu()
-        done += b
 
 
 @configured
@@ -65,8 +61,7 @@ class DecodingCertifier(Certifier):
         ctx.evidence["tokens"] = tokens
         steps = len(tokens)
         # [n, T] per-copy probabilities, in draw order (the betting bound's input)
-        kept = step_prob_batches(ctx, tokens, self.n, self.batch_size, ctx.x,
-                                 lambda done: f"decoding/estimate/{done}/noise")
+        kept = step_prob_batches(ctx, tokens, self.n, self.batch_size, ctx.x, "decoding/estimate/noise")
         probs = torch.cat(list(kept)).numpy().reshape(self.n, steps)
         mean = probs.mean(axis=0)
         # one bound per step at alpha / T (a union bound over the steps)
