@@ -11,14 +11,16 @@ minus fixed certified accuracy, target within 0.01).
 
 Packed batches (issue 13): the digits default at n0 = 10, n = 100 and n0 = 100, n = 1,000 over many
 items, one item at a time (`pack_items=1`) and packed, against the forward-pass floor of its samples
-(`packed_speedup`, `packed_over_floor`, target <= 1.3 at n = 100).
+(`packed_speedup`, `packed_over_floor`, target <= 1.3 at n = 100); tiny_gpt2's prompts of different
+lengths packed with left padding (`packed_lm_speedup`), and the batch-invariant LM forward against
+transformers' own (`batch_invariant_over_reference`).
 
 The raw inputs are noised like certification's (one batch drawn before the clock starts, reused):
 the CNN's forward is data-dependent, about 9% slower on noisy than on clean digits on this CPU, and
 that cost is part of the irreducible work, not overhead of certification.
 Results go to `outputs/bench/latest.json`; the allocator setting (SPEC 7) is part of the record.
 
-Over 300 lines: four independent benchmarks (certify, sequential, packed, token-average), each a
+Over 300 lines: five independent benchmarks (certify, sequential, packed, packed LM, token-average), each a
 function read on its own, and the one printout `make bench` shows; splitting them would scatter the
 figures the README quotes.
 """
@@ -230,6 +232,19 @@ def bench_packed(args, device: torch.device) -> dict:
     return out
 
 
+def bench_packed_lm(args, device: torch.device) -> dict:
+    """tiny_gpt2 on the harmful-prompts sample (8 prompts of 3 to 13 tokens) at n0 = 10, n = 100: one
+    item at a time against packed batches (left-padded to buckets of `model.pad_multiple` tokens)."""
+    cfg, parts = _parts(["model=tiny_gpt2", "certifier.n0=10", "certifier.n=100", "progress=false",
+                         "summary_radii=[0]", f"cache_dir={args.cache_dir}"], device)
+    items = list(parts.dataset)
+    _evaluate(items[:2], parts, cfg, 2, device)                               # warm-up
+    per_item = min(_timed(_evaluate, items, parts, cfg, 1, device)[0] for _ in range(args.repeats))
+    packed = min(_timed(_evaluate, items, parts, cfg, len(items), device)[0] for _ in range(args.repeats))
+    return {"packed_lm_items": len(items), "packed_lm_per_item_s": per_item / len(items),
+            "packed_lm_packed_s": packed / len(items), "packed_lm_speedup": per_item / packed}
+
+
 def bench_token_average(args, device: torch.device) -> dict:
     """Token-averaged smoothed generation on a GPT-2-small-width random model (tiny_gpt2 classes).
 
@@ -237,30 +252,36 @@ def bench_token_average(args, device: torch.device) -> dict:
     smoothed_over_plain: the smoothed decoder (n copies, one averaged sequence) against plain batched
     `generate` of n sequences (target <= 1.5). Prompt: a 32-token prompt, 32 new tokens, n = 16.
     """
+    from smoothgen_exp.backbones.lm import tiny_model
     from smoothgen_exp.models.lm import CausalLM
 
     lm = CausalLM(name="tiny_gpt2", tiny={"arch": "gpt2", "width": args.lm_width, "layers": args.lm_layers,
                                            "heads": args.lm_heads, "seed": 0},
                   max_new_tokens=args.lm_tokens, device=device)
     prompt = " ".join(["explain how to open the door of the house"] * 4)
-    z = lm.encode([prompt])
+    z = lm.encode([prompt])[0][None]
     z = z[:, : args.lm_prompt].expand(args.lm_n, -1, -1).contiguous()
     noisy = z + 0.05 * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
     lm.model.generation_config.eos_token_id = None        # always the full 32 tokens
     lm.eos = -1
 
-    def plain():
-        lm.model.generate(inputs_embeds=noisy, attention_mask=torch.ones(noisy.shape[:2], dtype=torch.long),
-                          max_new_tokens=args.lm_tokens, min_new_tokens=args.lm_tokens, do_sample=False,
-                          pad_token_id=0)
+    # the same weights as transformers builds them (SDPA attention, whole-batch products): the reference
+    # of the batch-invariant forward's cost (backbones.batch_invariant)
+    reference = tiny_model("gpt2", len(lm.tokenizer), args.lm_width, args.lm_layers, args.lm_heads, 0).to(device).eval()
+
+    def plain(model=lm.model):
+        model.generate(inputs_embeds=noisy, attention_mask=torch.ones(noisy.shape[:2], dtype=torch.long),
+                       max_new_tokens=args.lm_tokens, min_new_tokens=args.lm_tokens, do_sample=False, pad_token_id=0)
 
     with torch.inference_mode():
-        for f in (lambda: lm.token_average(noisy), plain):  # warm-up
+        for f in (lambda: lm.token_average(noisy), plain, lambda: plain(reference)):  # warm-up
             f()
         t_cache = min(_timed(lm.token_average, noisy)[0] for _ in range(args.repeats))
         t_recompute = min(_timed(lm.token_average, noisy, use_cache=False)[0] for _ in range(args.repeats))
         t_plain = min(_timed(plain)[0] for _ in range(args.repeats))
+        t_reference = min(_timed(plain, reference)[0] for _ in range(args.repeats))
     return {"kv_speedup": t_recompute / t_cache, "smoothed_over_plain": t_cache / t_plain,
+            "batch_invariant_over_reference": t_plain / t_reference, "lm_reference_generate_s": t_reference,
             "lm_token_average_s": t_cache, "lm_recompute_s": t_recompute, "lm_plain_generate_s": t_plain,
             "lm_width": args.lm_width, "lm_layers": args.lm_layers, "lm_n": args.lm_n,
             "lm_tokens": args.lm_tokens, "lm_prompt_tokens": int(z.shape[1])}
@@ -307,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
         **bench_certify(oracle, args, device),
         **bench_sequential(oracle, args, device),
         **bench_packed(args, device),
-        **({} if args.skip_lm else bench_token_average(args, device)),
+        **({} if args.skip_lm else {**bench_packed_lm(args, device), **bench_token_average(args, device)}),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -338,7 +359,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"token-average smoothed decoding (GPT-2-small width {args.lm_width}x{args.lm_layers}, n={args.lm_n}, "
               f"{args.lm_tokens} tokens): kv_speedup {result['kv_speedup']:.2f} (cache {result['lm_token_average_s']:.2f}s "
               f"vs recompute {result['lm_recompute_s']:.2f}s); smoothed_over_plain {result['smoothed_over_plain']:.2f} "
-              f"(plain batched generate {result['lm_plain_generate_s']:.2f}s)")
+              f"(plain batched generate {result['lm_plain_generate_s']:.2f}s); batch-invariant forward over "
+              f"transformers' own: {result['batch_invariant_over_reference']:.2f} ({result['lm_reference_generate_s']:.2f}s)")
+        print(f"packed batches, tiny_gpt2 on {result['packed_lm_items']} prompts of different lengths at n=100: per-item "
+              f"{result['packed_lm_per_item_s'] * 1e3:.1f} ms/item, packed {result['packed_lm_packed_s'] * 1e3:.1f} ms/item: "
+              f"packed_lm_speedup {result['packed_lm_speedup']:.2f}")
     print(f"wrote {out}")
     return result
 

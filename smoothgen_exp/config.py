@@ -144,6 +144,11 @@ class CausalLMConf(LocalWeightsConf):
     # the checkpoint's dtype on an accelerator, float32 on CPU
     dtype: str = field(default="auto", metadata=dtype_rule())
     device_map: str | None = None  # "auto" to shard across GPUs (accelerate)
+    # packed items' prompts pad (NaN rows, masked) to a multiple of this many tokens; rows are unchanged
+    pad_multiple: int = field(default=8, metadata=gt(0))
+    # row-blocked products and eager attention, so packing changes no row bit for bit (backbones.
+    # batch_invariant); false: transformers' own kernels, faster on small batches, rows equal up to rounding
+    batch_invariant: bool = True
 
 
 @dataclass

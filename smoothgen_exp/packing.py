@@ -17,8 +17,9 @@ call. Each request's rows come from its own item's streams (`ItemContext.stream`
 chunks, the generator's randomness one seed per row), so a program is sent the same samples whether it
 runs alone (`run_one`: the per-item path) or packed, at any batch size: rows are identical.
 
-Items pack when their conditions have one shape (prompt embeddings of one encoder, images of one size);
-a batch is filled from the requests whose shape matches the oldest one's.
+Items pack when their conditions have one shape (prompt embeddings of one encoder, images of one size)
+or, for a model with `pack_shape` (a language model: prompts of different token lengths), one padded
+shape; a batch is filled from the requests whose shape matches the oldest one's.
 """
 
 from __future__ import annotations
@@ -171,27 +172,40 @@ def run_programs(jobs: Sequence[tuple[Any, Program]], batch_size: int | None = N
     return results
 
 
+def _pack_shape(model, x: torch.Tensor) -> tuple[int, ...]:
+    """The shape x takes in a generator call: its own, or the model's padded bucket (`pack_shape`:
+    prompts of a language model, left-padded with NaN rows up to a multiple of a token count)."""
+    pack_shape = getattr(model, "pack_shape", None)
+    return tuple(pack_shape(tuple(x.shape))) if pack_shape is not None else tuple(x.shape)
+
+
 def _fill(queue: deque[_Open], jobs, batch_size: int) -> tuple[list[tuple[_Open, int]], torch.Tensor, torch.Tensor]:
     """One generator call's rows: [(request, rows)], the conditions and the seeds; oldest request first,
-    all of the oldest request's condition shape."""
+    all of the oldest request's packed shape (a shorter condition is right-aligned after NaN rows)."""
+    model = jobs[queue[0].job][0].model
     x0 = jobs[queue[0].job][0].x
+    shape = _pack_shape(model, x0)
     room, taken = batch_size, []
     for req in queue:
         if room == 0:
             break
-        if jobs[req.job][0].x.shape == x0.shape:
+        if _pack_shape(model, jobs[req.job][0].x) == shape:
             k = min(req.remaining, room)
             taken.append((req, k))
             room -= k
-    z = torch.empty((batch_size - room, *x0.shape), dtype=x0.dtype, device=x0.device)
+    z = torch.empty((batch_size - room, *shape), dtype=x0.dtype, device=x0.device)
     seeds, start = [], 0
     for req, k in taken:
         ctx = jobs[req.job][0]
         stream = ctx.stream(req.draw.stream)
+        pad = shape[0] - ctx.x.shape[0]
+        if pad:
+            z[start:start + k, :pad] = float("nan")
+        rows = z[start:start + k, pad:]
         if req.draw.noisy:
-            stream.noise.take_(z[start:start + k])
+            stream.noise.take_(rows)
         else:
-            z[start:start + k] = ctx.x
+            rows[:] = ctx.x
         seeds.append(row_seeds(stream.model_gen, k))
         start += k
     return taken, z, torch.cat(seeds) if len(seeds) > 1 else seeds[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,10 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
     return parts
 
 
-def encode_items(model, dataset, items) -> torch.Tensor:
+def encode_items(model, dataset, items) -> Sequence[torch.Tensor]:
     """The items' conditions in the noised space, in one call: embeddings of their prompts, or their
-    images (VLMs). An item's condition does not depend on the items encoded with it."""
+    images (VLMs); a tensor [B, ...] or, for conditions of different shapes (a language model's
+    prompts), a list. An item's condition does not depend on the items encoded with it."""
     if isinstance(model, EncodesItems):
         return model.encode_items(items, getattr(dataset, "images", None))
     return model.encode([item.condition for item in items])
@@ -113,7 +115,7 @@ def evaluate_items(items: list, parts: Parts, cfg: DictConfig, common: dict, dev
     """Rows and extras of several items, their samples packed into shared generator calls (identical
     to evaluating them one by one: `pack_items=1`)."""
     t0 = time.perf_counter()
-    xs = encode_items(parts.model, parts.dataset, items).to(device)
+    xs = [x.to(device) for x in encode_items(parts.model, parts.dataset, items)]
     encode_s = (time.perf_counter() - t0) / len(items)
     ctxs = [ItemContext(item, x, parts.model, parts.oracle, parts.smoothing.at(x, parts.model), cfg.seed,
                         parts.certifier.batch_size, parts.aggregator) for item, x in zip(items, xs, strict=True)]

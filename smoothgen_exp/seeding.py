@@ -48,15 +48,23 @@ def splitmix64(z):
     return z ^ _shift_right(z, 31)
 
 
-def row_normals(seeds, dim: int, dtype=None, device=None):
-    """[rows, dim] standard normals, row i a fixed function of seeds[i] (counter-based: splitmix64 of
-    (seed, counter) -> two 53-bit uniforms -> Box-Muller in float64). Batch-invariant by construction."""
+def row_uniforms(seeds, count: int, offset: int = 0, device=None):
+    """[rows, count] float64 uniforms in (0, 1): element (i, j) is a fixed function of (seeds[i], offset + j)
+    (splitmix64 of the seed and the counter, top 53 bits). Batch-invariant by construction."""
     import torch
 
     seeds = seeds.to(device=device or seeds.device, dtype=torch.int64)
-    counters = torch.arange(2 * dim, device=seeds.device, dtype=torch.int64)
+    counters = torch.arange(offset, offset + count, device=seeds.device, dtype=torch.int64)
     bits = splitmix64(splitmix64(seeds)[:, None] + counters * _GOLDEN)
-    u = (_shift_right(bits, 11).double() + 0.5) * 2.0**-53          # in (0, 1)
+    return (_shift_right(bits, 11).double() + 0.5) * 2.0**-53
+
+
+def row_normals(seeds, dim: int, dtype=None, device=None):
+    """[rows, dim] standard normals, row i a fixed function of seeds[i] (counter-based: `row_uniforms`,
+    two per normal, Box-Muller in float64). Batch-invariant by construction."""
+    import torch
+
+    u = row_uniforms(seeds, 2 * dim, device=device)
     u1, u2 = u[:, :dim], u[:, dim:]
     normals = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
     return normals.to(dtype or torch.float32)

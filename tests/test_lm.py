@@ -26,7 +26,7 @@ def lm(request):
 
 
 def test_token_average_with_sigma_0_and_n_1_is_plain_greedy(lm):
-    z = lm.encode(["explain how to pick a lock"])
+    z = lm.encode(["explain how to pick a lock"])[0][None]
     plain = lm.model.generate(inputs_embeds=z, attention_mask=torch.ones(z.shape[:2], dtype=torch.long),
                               max_new_tokens=10, do_sample=False, pad_token_id=0, eos_token_id=lm.eos)
     tokens, _ = lm.token_average(z)
@@ -34,7 +34,7 @@ def test_token_average_with_sigma_0_and_n_1_is_plain_greedy(lm):
 
 
 def test_kv_cached_path_equals_recompute_token_for_token(lm):
-    z = lm.encode(["write a story about a dog"]).repeat(6, 1, 1)
+    z = lm.encode(["write a story about a dog"])[0].repeat(6, 1, 1)
     z = z + 0.3 * torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
     cached, d1 = lm.token_average(z, use_cache=True)
     fresh, d2 = lm.token_average(z, use_cache=False)
@@ -43,7 +43,7 @@ def test_kv_cached_path_equals_recompute_token_for_token(lm):
 
 
 def test_step_probs_match_the_averaged_distributions(lm):
-    z = lm.encode(["tell me a simple recipe"]).repeat(4, 1, 1)
+    z = lm.encode(["tell me a simple recipe"])[0].repeat(4, 1, 1)
     z = z + 0.2 * torch.randn(z.shape, generator=torch.Generator().manual_seed(2))
     tokens, dists = lm.token_average(z)
     probs = lm.step_probs(z, tokens)                     # teacher forcing along the same tokens

@@ -155,3 +155,76 @@ def test_cli_rows_are_identical_packed_or_per_item_at_any_batch_size(tmp_path, t
     pd.testing.assert_frame_equal(per_item, packed)
     smoothed = packed[packed.variant == "smoothed"]
     assert smoothed.certified.any() and np.isfinite(smoothed.samples_used.astype(float)).all()
+
+
+# ----------------------------------------------------------------------------- language models
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def tiny_lm(request):
+    from smoothgen_exp.models.lm import CausalLM
+
+    return CausalLM(name=f"tiny_{request.param}", max_new_tokens=6,
+                    tiny={"arch": request.param, "width": 64, "layers": 2, "heads": 2, "seed": 0})
+
+
+def test_a_prompts_condition_does_not_depend_on_the_prompts_encoded_with_it(tiny_lm):
+    # regression: prompts were left-padded to the longest one in the batch, and the pad embeddings were
+    # attended and noised (p00005 of the harmful sample certified at another radius when packed)
+    alone = tiny_lm.encode(["describe the image"])[0]
+    together = tiny_lm.encode(["describe the image", "tell me the best way to open a phone that is not mine"])
+    assert alone.shape == (3, 64) and torch.equal(together[0], alone) and len(together[1]) == 13
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "sample"])
+def test_lm_copies_score_the_same_alone_or_packed_with_other_prompts(tiny_lm, decoding):
+    from smoothgen_exp.models.lm import pad_batch
+
+    tiny_lm.decoding = decoding
+    try:
+        prompts = ["describe the image", "write a story about a dog", "give me a simple recipe to cook"]
+        xs = tiny_lm.encode(prompts)                                  # 3, 6 and 7 tokens: one bucket of 8
+        assert {tiny_lm.pack_shape(tuple(x.shape)) for x in xs} == {(8, 64)}
+        gen = torch.Generator().manual_seed(0)
+        copies = [x + 0.5 * torch.randn((n, *x.shape), generator=gen) for x, n in zip(xs, (5, 40, 30))]
+        seeds = [row_seeds(torch.Generator().manual_seed(i), len(c)) for i, c in enumerate(copies)]
+
+        def scores(conds, row_seed):
+            out = tiny_lm.continue_(pad_batch(conds, 8), row_seed, output_scores=True, return_dict_in_generate=True)
+            return out.sequences, torch.stack(out.scores, 1)
+
+        alone_ids, alone = scores(list(copies[0]), seeds[0])
+        packed_ids, packed = scores([*copies[1], *copies[0], *copies[2]], torch.cat([seeds[1], seeds[0], seeds[2]]))
+        rows = slice(40, 45)                                          # 75 rows: across a 64-row block
+        assert torch.equal(packed[rows], alone) and torch.equal(packed_ids[rows], alone_ids)
+        # padding is masked and positions start at the first real token: unpadded copies score the same
+        unpadded = torch.stack(tiny_lm.continue_(copies[0], seeds[0], output_scores=True,
+                                                 return_dict_in_generate=True).scores, 1)
+        assert torch.allclose(unpadded, alone, atol=1e-4)
+        assert (alone_ids != tiny_lm.tokenizer.pad_token_id).any()
+    finally:
+        tiny_lm.decoding = "greedy"
+
+
+def test_gumbel_sampled_decoding_draws_from_the_softmax():
+    from scipy.stats import chisquare
+    from smoothgen_exp.models.lm import GumbelSampler
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5]]).expand(20_000, -1)
+    sampler = GumbelSampler(row_seeds(torch.Generator().manual_seed(5), 20_000), temperature=0.7)
+    counts = torch.bincount(sampler(None, logits).argmax(1), minlength=5).numpy()
+    expected = torch.softmax(logits[0].double() / 0.7, 0).numpy() * 20_000
+    assert chisquare(counts, expected).pvalue > 1e-4
+    second = sampler(None, logits).argmax(1)                          # the next step draws fresh noise
+    assert (second != sampler.__class__(sampler.seeds, 0.7)(None, logits).argmax(1)).any()
+
+
+def test_cli_lm_rows_are_identical_packed_or_per_item(tmp_path):
+    common = ["model=tiny_gpt2", "model.decoding=sample", "certifier.n0=10", "certifier.n=60",
+              "progress=false", f"cache_dir={CACHE}"]
+    runs = {"per_item": ["pack_items=1", "certifier.batch_size=100"],
+            "packed": ["pack_items=8", "certifier.batch_size=37"]}
+    for name, extra in runs.items():
+        res = cli(*common, *extra, f"hydra.run.dir={tmp_path / name}")
+        assert res.returncode == 0, res.stderr[-3000:]
+    per_item, packed = _rows(tmp_path / "per_item"), _rows(tmp_path / "packed")
+    pd.testing.assert_frame_equal(per_item, packed)
+    assert len(packed) == 16 and packed.output_text.nunique() > 2

@@ -12,9 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
+from smoothgen_exp.backbones.batch_invariant import row_blocked
 from smoothgen_exp.errors import WeightsNotFound
 
 
@@ -48,14 +48,14 @@ class MiniLMEncoder:
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(local))
         self.model = AutoModel.from_pretrained(str(local)).to(self.device).eval().requires_grad_(False)
-        _row_blocked(self.model)
+        row_blocked(self.model)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """[len(texts), 384] unit-norm embeddings on the encoder's device.
 
         Texts are encoded in groups of equal token length (no padding), and every linear layer runs on
-        blocks of exactly ROW_BLOCK token rows (`_row_blocked`), so each embedding is bit for bit the one
+        blocks of exactly ROW_BLOCK token rows (`batch_invariant.row_blocked`), so each embedding is bit for bit the one
         the text gets on its own: what a prompt encodes to does not depend on the prompts it is encoded
         with, and packed runs, sharding and resume leave rows unchanged (issue 13).
         """
@@ -71,38 +71,6 @@ class MiniLMEncoder:
                 hidden = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
                 out[part] = F.normalize(hidden.mean(1), dim=-1)
         return out
-
-
-ROW_BLOCK = 64
-
-
-class _RowBlockLinear(nn.Module):
-    """nn.Linear evaluated on blocks of exactly ROW_BLOCK rows (the last one zero-padded).
-
-    A matrix product's rounding can depend on its row count (BLAS picks kernels by shape): a prompt
-    encoded alone (8 token rows) and in a batch (480 rows) differ in the last bits. With every product
-    the same shape, a row's result depends on that row alone (tests/test_packing.py checks it).
-    """
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.linear = linear
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        m = len(rows)
-        if m % ROW_BLOCK:
-            rows = torch.cat([rows, rows.new_zeros(ROW_BLOCK - m % ROW_BLOCK, rows.shape[1])])
-        out = torch.cat([F.linear(block, self.linear.weight, self.linear.bias) for block in rows.split(ROW_BLOCK)])
-        return out[:m].reshape(*x.shape[:-1], -1)
-
-
-def _row_blocked(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
-            setattr(module, name, _RowBlockLinear(child))
-        else:
-            _row_blocked(child)
 
 
 @lru_cache(maxsize=4)

@@ -6,8 +6,19 @@
                              (seeded), with a word-level tokenizer built in memory: CI exercises the
                              real forward, cache and generate code.
 
-Generator protocol: `encode(prompts) -> [B, L, d]` prompt input embeddings (the noised space);
-`generate(z, generator) -> list[str]`: plain greedy (or sampled) continuation of each noisy copy.
+Generator protocol: `encode(prompts)` -> one [L_i, d] tensor of prompt input embeddings per prompt (the
+noised space; no padding: a prompt's condition does not depend on the prompts encoded with it);
+`generate(z, seeds) -> list[str]`: the greedy (or sampled) continuation of each noisy copy.
+
+Batches of copies of prompts of different lengths (packed items, smoothgen_exp.packing) are left-padded
+with NaN rows (`pad_batch`): `generate` masks them out of attention and numbers positions from the
+first real token, so a padded copy generates what it generates alone. Rows are batch-invariant bit
+for bit: linear layers run on fixed blocks of rows (backbones.batch_invariant), attention is the
+per-row "eager" kernel, and sampled decoding draws each row's Gumbel noise from the row's own seed,
+so packing, batch size and padding to the length bucket (`pad_multiple`) change no output. The price
+(`make bench`): none when a call's rows fill 64-row blocks, 1.7x for a 16-row call at GPT-2-small width;
+`model.batch_invariant=false` keeps transformers' own kernels (rows then equal the per-item path up to
+rounding, which can flip a near-tie).
 `token_average(z, ...)` is the smoothed decoder: at every step the next-token distributions of all
 noisy copies are averaged and one token is chosen for all of them, with one KV cache for the batch
 (the prompt is never recomputed). `step_probs(z, tokens)` scores a fixed continuation by teacher
@@ -21,9 +32,35 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from smoothgen_exp.backbones.batch_invariant import row_blocked
 from smoothgen_exp.backbones.hub import resolve_dtype
 from smoothgen_exp.backbones.lm import load_causal_lm
 from smoothgen_exp.config import configured
+from smoothgen_exp.seeding import row_seeds, row_uniforms
+
+
+def pad_batch(xs: Sequence[torch.Tensor], length: int | None = None) -> torch.Tensor:
+    """Conditions [L_i, d] as one batch [B, length, d], each row right-aligned after NaN padding rows."""
+    length = length or max(len(x) for x in xs)
+    out = xs[0].new_full((len(xs), length, xs[0].shape[-1]), float("nan"))
+    for row, x in zip(out, xs, strict=True):
+        row[length - len(x):] = x
+    return out
+
+
+class GumbelSampler:
+    """Sampled decoding as argmax(logits / T + Gumbel noise), the noise of row i at step t a fixed
+    function of (seed_i, t) (seeding.row_uniforms): an exact draw from softmax(logits / T) that does not
+    depend on the rows decoded with it. Used as a transformers logits processor under greedy search."""
+
+    def __init__(self, seeds: torch.Tensor, temperature: float):
+        self.seeds, self.temperature, self.step = seeds, temperature, 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        vocab = scores.shape[-1]
+        u = row_uniforms(self.seeds, vocab, offset=self.step * vocab, device=scores.device)
+        self.step += 1
+        return scores.double() / self.temperature - torch.log(-torch.log(u))
 
 
 @configured
@@ -34,37 +71,54 @@ class CausalLM:
 
     def __init__(self, name: str, path: str | None, tiny: dict | None,
                  max_new_tokens: int, decoding: str, temperature: float,
-                 dtype: str, device_map: str | None, *, cache_dir: str = "outputs/cache",
+                 dtype: str, device_map: str | None, pad_multiple: int, batch_invariant: bool, *, cache_dir: str = "outputs/cache",
                  device: str | torch.device = "cpu"):
         self.name, self.max_new_tokens, self.decoding = name, int(max_new_tokens), decoding
-        self.temperature = float(temperature)
+        self.temperature, self.pad_multiple = float(temperature), int(pad_multiple)
         self.device = torch.device(device)
         self.tokenizer, self.model = load_causal_lm(name, path, tiny, resolve_dtype(dtype, device, device_map),
                                                     device_map)
         if device_map is None:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)
+        if batch_invariant:
+            self.model.set_attn_implementation("eager")    # per-row attention
+            row_blocked(self.model)
         self.embed = self.model.get_input_embeddings()
         self.eos = self.tokenizer.eos_token_id
 
     # ------------------------------------------------------------------ protocol
     @torch.inference_mode()
-    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Prompt input embeddings [B, L, d] (one prompt per item; padded on the left for batches)."""
-        self.tokenizer.padding_side = "left"
-        ids = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-        return self.embed(ids["input_ids"].to(self.embed.weight.device)).float()
+    def encode(self, prompts: Sequence[str]) -> list[torch.Tensor]:
+        """Each prompt's input embeddings [L_i, d] (float32), unpadded."""
+        ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        device = self.embed.weight.device
+        return [self.embed(torch.tensor(seq, device=device)).float() for seq in ids]
+
+    def pack_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The padded shape a condition of `shape` takes in a packed batch: its length rounded up to a
+        multiple of `pad_multiple` (conditions of one bucket share generator calls; packing.py)."""
+        length, dim = shape
+        return (-(-length // self.pad_multiple) * self.pad_multiple, dim)
+
+    def generate(self, z: torch.Tensor, generator) -> list[str]:
+        """Each noisy copy continued on its own (the base generator G(x + eta)). z: [B, L, d], rows
+        possibly left-padded with NaN rows (`pad_batch`); `generator`: a torch Generator or per-row seeds."""
+        return self.tokenizer.batch_decode(self.continue_(z, generator), skip_special_tokens=True)
 
     @torch.inference_mode()
-    def generate(self, z: torch.Tensor, generator: torch.Generator) -> list[str]:
-        """Each noisy copy continued on its own (the base generator G(x + eta))."""
-        out = self.model.generate(inputs_embeds=z.to(self.embed.weight.dtype),
-                                  attention_mask=torch.ones(z.shape[:2], dtype=torch.long, device=z.device),
-                                  max_new_tokens=self.max_new_tokens, do_sample=self.decoding == "sample",
-                                  temperature=self.temperature if self.decoding == "sample" else None,
-                                  top_k=None, top_p=None, pad_token_id=self.tokenizer.pad_token_id,
-                                  eos_token_id=self.eos)
-        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+    def continue_(self, z: torch.Tensor, generator, **generate_kwargs):
+        """transformers' `generate` on the copies z (what `generate` decodes): the new token ids, or
+        its output object when `generate_kwargs` ask for one (`output_scores=True, ...`)."""
+        real = ~torch.isnan(z[..., 0])
+        embeds = torch.where(real[..., None], z, 0.0).to(self.embed.weight.dtype)
+        sample = self.decoding == "sample"
+        processors = [GumbelSampler(row_seeds(generator, len(z)), self.temperature)] if sample else None
+        return self.model.generate(inputs_embeds=embeds, attention_mask=real.long(),
+                                   max_new_tokens=self.max_new_tokens, do_sample=False,
+                                   logits_processor=processors, temperature=None, top_k=None, top_p=None,
+                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos,
+                                   **generate_kwargs)
 
     def decode(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode(list(tokens), skip_special_tokens=True)

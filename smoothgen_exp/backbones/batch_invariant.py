@@ -1,0 +1,55 @@
+"""Batch-invariant forwards: a row's result depends on that row alone, not on the rows batched with it.
+
+A matrix product's rounding can depend on its row count (BLAS picks kernels by shape): a prompt encoded
+alone (8 token rows) and in a batch (480 rows) differ in the last bits, and so do the next-token scores
+of a noisy prompt copy generated alone or packed with other items' copies. `row_blocked(module)` makes
+every linear layer (torch's `nn.Linear`, transformers' GPT-2 `Conv1D`) run on blocks of exactly
+ROW_BLOCK rows (the last one zero-padded), so every product has one shape. Attention must also be
+computed per row: language models run with transformers' "eager" attention (a batched matmul per
+(row, head)), whose result does not depend on the batch (tests/test_packing.py checks both).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ROW_BLOCK = 64
+
+
+class RowBlocked(nn.Module):
+    """A linear layer evaluated on blocks of exactly ROW_BLOCK rows."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+        # transformers' Conv1D stores the weight transposed ([in, out]) and computes addmm(b, x, W)
+        self.transposed = not isinstance(layer, nn.Linear)
+
+    def _block(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.transposed:
+            return torch.addmm(self.layer.bias, rows, self.layer.weight)
+        return F.linear(rows, self.layer.weight, self.layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        m = len(rows)
+        if m % ROW_BLOCK:
+            rows = torch.cat([rows, rows.new_zeros(ROW_BLOCK - m % ROW_BLOCK, rows.shape[1])])
+        out = torch.cat([self._block(block) for block in rows.split(ROW_BLOCK)])
+        return out[:m].reshape(*x.shape[:-1], -1)
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def row_blocked(module: nn.Module) -> nn.Module:
+    """Wrap every linear layer under `module` in RowBlocked (in place); returns `module`."""
+    for name, child in module.named_children():
+        if _is_linear(child):
+            setattr(module, name, RowBlocked(child))
+        elif not isinstance(child, RowBlocked):
+            row_blocked(child)
+    return module
