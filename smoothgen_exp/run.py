@@ -24,12 +24,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from smoothgen_exp.attacks.base import attack_reference
 from smoothgen_exp.attacks.output_sets import output_set_distances
 from smoothgen_exp.batching import Batcher, OOMGuard
 from smoothgen_exp.certifiers.check import check_certificate
-from smoothgen_exp.checks import certified_ceiling, check_attack_fits_model, check_certifiable
+from smoothgen_exp.checks import (
+    certified_ceiling,
+    check_attack_fits_model,
+    check_certifiable,
+    warn_violations,
+)
 from smoothgen_exp.config import validate
 from smoothgen_exp.context import ItemContext
+from smoothgen_exp.data.subsets import keep_baseline_correct
 from smoothgen_exp.distributed import Ranks
 from smoothgen_exp.models.protocol import EncodesItems
 from smoothgen_exp.packing import Draw, Program, program_of, run_programs
@@ -97,6 +104,13 @@ def encode_items(model, dataset, items) -> Sequence[torch.Tensor]:
     return model.encode([item.condition for item in items])
 
 
+def item_contexts(items: list, parts: Parts, cfg: DictConfig, device: torch.device) -> list[ItemContext]:
+    """The items' conditions, encoded in one call, each with its noise law and random streams."""
+    xs = [x.to(device) for x in encode_items(parts.model, parts.dataset, items)]
+    return [ItemContext(item, x, parts.model, parts.oracle, parts.smoothing.at(x, parts.model), cfg.seed,
+                        parts.certifier.batch_size, parts.aggregator) for item, x in zip(items, xs, strict=True)]
+
+
 def sample_item(ctx: ItemContext, parts: Parts) -> Program:
     """What one item samples, as one program (smoothgen_exp.packing): the baseline generation (one, at
     the clean condition), the certificate, and the smoothed output (which may reuse the certificate's
@@ -115,10 +129,8 @@ def evaluate_items(items: list, parts: Parts, cfg: DictConfig, common: dict, dev
     """Rows and extras of several items, their samples packed into shared generator calls (identical
     to evaluating them one by one: `pack_items=1`)."""
     t0 = time.perf_counter()
-    xs = [x.to(device) for x in encode_items(parts.model, parts.dataset, items)]
+    ctxs = item_contexts(items, parts, cfg, device)
     encode_s = (time.perf_counter() - t0) / len(items)
-    ctxs = [ItemContext(item, x, parts.model, parts.oracle, parts.smoothing.at(x, parts.model), cfg.seed,
-                        parts.certifier.batch_size, parts.aggregator) for item, x in zip(items, xs, strict=True)]
     sampled = run_programs([(ctx, sample_item(ctx, parts)) for ctx in ctxs])
     for ctx in ctxs:
         ctx.streams.clear()             # their noise buffers; metrics and attacks draw their own streams
@@ -169,14 +181,6 @@ def correctness(item, oracle):
     return lambda prediction: prediction == item.label if has_classes else None
 
 
-def attack_reference(smoothed: dict) -> int:
-    """The class the smoothed generator stands for: certified, else predicted, else the top vote (-1: none)."""
-    certified = bool(smoothed.get("certified"))
-    return next((c for c in (smoothed.get("prediction", -1) if certified else -1,
-                             smoothed.get("smoothed_prediction", -1), smoothed.get("top_class", -1))
-                 if c != -1), -1)
-
-
 def attack_rows(ctx, parts: Parts, baseline: dict, smoothed: dict, baseline_pred: int) -> dict:
     """The same budget against both variants; the smoothed one gets a sound test of its certificate at the
     attacked point (certifiers.check). Returns {variant: (clean output, attacked output)}."""
@@ -217,6 +221,11 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     with ranks.main_process_first():             # rank 0 trains cached weights, the others load them
         parts = build_parts(cfg, device, ranks.is_main)
     log.info("setup (weights, encoders) %.1fs", time.perf_counter() - t_setup)
+    if hasattr(parts.model, "columns"):          # how the model is conditioned (a language model's noise_on)
+        common.update(parts.model.columns())
+    if cfg.eval_items == "baseline_correct":
+        parts.dataset = keep_baseline_correct(parts.dataset, lambda items: item_contexts(items, parts, cfg, device),
+                                              cfg.pack_items, cfg.progress)
     if parts.ceiling is not None:
         log.info("largest certifiable radius at n=%d, alpha=%g: %.4g (all samples agreeing)",
                  parts.certifier.n, parts.certifier.alpha, parts.ceiling)
@@ -263,7 +272,8 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
                "max_certifiable_radius": parts.ceiling,
                **summarize(records, list(cfg.summary_radii), parts.certifier),
                "seconds_per_item": loop_s / max(1, new_items),
-               "world_size": ranks.world, **quality}
+               "world_size": ranks.world, "items_total": getattr(parts.dataset, "items_total", len(parts.dataset)),
+               **quality}
     if parts.attack.enabled:
         summary.update(output_set_distances(attacked))
     write_summary(run_dir, summary)              # last: the completion marker
@@ -279,16 +289,6 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     parts.logger.log_summary(summary)
     parts.logger.finish()
     return summary
-
-
-def warn_violations(count: int, run_dir: Path) -> None:
-    from rich.console import Console
-
-    msg = (f"CERTIFICATE VIOLATIONS: at {count} attacked item(s) a fresh upper confidence bound fell below "
-           f"what the certificate promises within its radius. That is a bug or a probability-alpha event; "
-           f"inspect rows with certificate_violation=true in {run_dir / 'records'}.")
-    log.warning(msg)
-    Console(stderr=True).print(f"[bold red]{msg}[/]")
 
 
 def _choices(cfg: DictConfig) -> dict[str, str]:

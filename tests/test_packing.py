@@ -174,17 +174,20 @@ def test_a_prompts_condition_does_not_depend_on_the_prompts_encoded_with_it(tiny
     assert alone.shape == (3, 64) and torch.equal(together[0], alone) and len(together[1]) == 13
 
 
-@pytest.mark.parametrize("decoding", ["greedy", "sample"])
-def test_lm_copies_score_the_same_alone_or_packed_with_other_prompts(tiny_lm, decoding):
+@pytest.mark.parametrize("decoding,template", [("greedy", False), ("sample", False), ("greedy", True)],
+                         ids=["greedy", "sample", "chat-template"])
+def test_lm_copies_score_the_same_alone_or_packed_with_other_prompts(tiny_lm, decoding, template):
     from smoothgen_exp.models.lm import pad_batch
 
     tiny_lm.decoding = decoding
+    if template:        # noise_on=user under a chat template: fixed embeddings around the text, padding between
+        tiny_lm.prefix, tiny_lm.suffix = tiny_lm._embed_text("you are a robot ."), tiny_lm._embed_text("answer :")
     try:
         prompts = ["describe the image", "write a story about a dog", "give me a simple recipe to cook"]
         xs = tiny_lm.encode(prompts)                                  # 3, 6 and 7 tokens: one bucket of 8
         assert {tiny_lm.pack_shape(tuple(x.shape)) for x in xs} == {(8, 64)}
         gen = torch.Generator().manual_seed(0)
-        copies = [x + 0.5 * torch.randn((n, *x.shape), generator=gen) for x, n in zip(xs, (5, 40, 30))]
+        copies = [x + 0.5 * torch.randn((n, *x.shape), generator=gen) for x, n in zip(xs, (5, 40, 30), strict=True)]
         seeds = [row_seeds(torch.Generator().manual_seed(i), len(c)) for i, c in enumerate(copies)]
 
         def scores(conds, row_seed):
@@ -202,10 +205,12 @@ def test_lm_copies_score_the_same_alone_or_packed_with_other_prompts(tiny_lm, de
         assert (alone_ids != tiny_lm.tokenizer.pad_token_id).any()
     finally:
         tiny_lm.decoding = "greedy"
+        tiny_lm.prefix, tiny_lm.suffix = tiny_lm._embed_text(""), tiny_lm._embed_text("")
 
 
 def test_gumbel_sampled_decoding_draws_from_the_softmax():
     from scipy.stats import chisquare
+
     from smoothgen_exp.models.lm import GumbelSampler
 
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5]]).expand(20_000, -1)

@@ -32,7 +32,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from smoothgen_exp.context import batch_of_one
 from smoothgen_exp.core import ABSTAIN, noisy_batches
+from smoothgen_exp.errors import SmoothgenError
 
 OBJECTIVES = ("flip", "distance", "feature", "event")
 
@@ -72,8 +74,13 @@ class Victim:
         self.queries = 0                     # objective evaluations (one per candidate condition)
         self.generations = 0                 # generator calls behind them
         self.eot_gen = ctx.generator(f"attack/{variant}/eot")
-        with torch.no_grad():
-            self.clean_out = self.outputs(self.x[None])[0]         # reference output for distance/feature
+        # text has no output space to measure a shift or a cosine in: the class decides
+        self.text = getattr(ctx.model, "output_kind", None) == "text"
+        if self.text and objective in ("distance", "feature"):
+            raise SmoothgenError(f"attack.objective={objective}: text outputs have no output space to move in; "
+                                 "use flip or event")
+        with torch.no_grad():       # reference output for distance/feature
+            self.clean_out = None if self.text else self.outputs(self.x[None])[0]
 
     # ---------------------------------------------------------------- generations
     def _generate(self, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -102,12 +109,20 @@ class Victim:
         out = self._noisy_generations(z)
         return out.reshape(len(z), self.m, *out.shape[1:]).mean(1)
 
+    def _class_probs(self, outputs) -> torch.Tensor:
+        """The oracle's softmax, or, for an oracle with labels only (text answers), the one-hot label."""
+        oracle = self.ctx.oracle
+        if hasattr(oracle, "logits"):
+            return F.softmax(oracle.logits(outputs), -1)
+        return F.one_hot(oracle.classify(outputs).to(self.x.device), self.ctx.num_classes).float()
+
     def _probs(self, z: torch.Tensor) -> torch.Tensor:
-        """Class probabilities [B, K]: softmax of the oracle (baseline) or its average over m draws."""
+        """Class probabilities [B, K]: the oracle's (baseline) or their average over m draws (smoothed:
+        for a label-only oracle, the vote frequencies)."""
         if self.variant == "baseline":
             self.generations += len(z)
-            return F.softmax(self.ctx.oracle.logits(self._generate(z, self.ctx.generator("baseline"))), -1)
-        probs = F.softmax(self.ctx.oracle.logits(self._noisy_generations(z)), -1)
+            return self._class_probs(self._generate(z, self.ctx.generator("baseline")))
+        probs = self._class_probs(self._noisy_generations(z))
         return probs.reshape(len(z), self.m, -1).mean(1)
 
     def _features(self, out: torch.Tensor) -> torch.Tensor:
@@ -140,7 +155,7 @@ class Victim:
         ctx = self.ctx
         if self.variant == "baseline":
             out = self._generate(z[None], ctx.generator("baseline"))[0]
-            cls = int(ctx.oracle.classify(out[None])[0])
+            cls = int(ctx.oracle.classify(batch_of_one(out))[0])
             event_p = float(cls != ctx.item.label)
             clean = self.clean_out
         else:   # the real smoothed prediction, with common random numbers for the shift estimate
@@ -149,11 +164,17 @@ class Victim:
             cls = pred.prediction
             counts = smooth.sample_counts(z, self.eval_n, ctx.batch_size, ctx.generator("attack/event/noise"))
             event_p = 1.0 - float(counts[ctx.item.label]) / self.eval_n
-            out, clean = self._mean_output(z), self._mean_output(self.x)
+            out, clean = (None, None) if self.text else (self._mean_output(z), self._mean_output(self.x))
+        changed = cls != ABSTAIN and cls != self.reference
+        if self.text:
+            success = {"flip": (cls == self.target) if self.target is not None else changed,
+                       "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0}[self.objective_name]
+            return {"attack_success": bool(success), "attack_class": cls, "attack_class_changed": bool(changed),
+                    "attack_output_shift": math.nan, "attack_cosine": math.nan, "attack_event_p": event_p,
+                    "attacked_output": None, "clean_output": None}
         shift_space = self._features if self.space == "feature" else (lambda o: o.reshape(len(o), -1))
         shift = float((shift_space(out[None]) - shift_space(clean[None])).norm())
         cosine = float((self._features(out[None]) * self._features(clean[None])).sum())
-        changed = cls != ABSTAIN and cls != self.reference
         success = {
             "flip": (cls == self.target) if self.target is not None else changed,
             "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0,
@@ -213,3 +234,11 @@ class Attack:
                "attacked_condition": z}
         row["attack_time_s"] = time.perf_counter() - t0
         return row
+
+
+def attack_reference(smoothed: dict) -> int:
+    """The class the smoothed generator stands for: certified, else predicted, else the top vote (-1: none)."""
+    certified = bool(smoothed.get("certified"))
+    return next((c for c in (smoothed.get("prediction", -1) if certified else -1,
+                             smoothed.get("smoothed_prediction", -1), smoothed.get("top_class", -1))
+                 if c != -1), -1)

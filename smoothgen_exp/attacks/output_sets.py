@@ -15,6 +15,7 @@ def output_set_distances(attacked: dict[str, list]) -> dict[str, float]:
 
     out = {}
     for variant, pairs in attacked.items():
+        pairs = [p for p in pairs if torch.is_tensor(p[0])]      # text outputs have no W2 here
         if not pairs:
             continue
         clean = torch.stack([c.reshape(-1) for c, _ in pairs]).double().numpy()

@@ -120,8 +120,11 @@ class SemanticAttack(Attack):
                 break
             prompts = [detokenize(c[0]) for c in cands]
             keep = (enc.encode(prompts) @ orig_sentence.T)[:, 0] >= self.min_similarity
-            z = ctx.model.encode(prompts).to(victim.x.device, victim.x.dtype)
-            keep &= (z - victim.x).norm(dim=1) <= budget.eps
+            # a substitution that changes a language model's token count lands in another space: no L2
+            # distance to x exists, so it is rejected (NaN compares False)
+            z = torch.stack([e.to(victim.x) if e.shape == victim.x.shape else torch.full_like(victim.x, float("nan"))
+                             for e in ctx.model.encode(prompts)])
+            keep &= (z - victim.x).flatten(1).norm(dim=1) <= budget.eps
             rejected += int((~keep).sum())
             idx = keep.nonzero()[:, 0].tolist()[: self.queries - victim.queries]
             if not idx:

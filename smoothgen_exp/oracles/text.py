@@ -7,12 +7,15 @@
   greedy leader clustering (each output joins the first cluster whose leader it matches).
 - `actions`: a discrete action vocabulary (VLA-style outputs) with typo-tolerant matching; outputs that
   match no action are class `num_classes - 1` ("none").
+- `answers`: the canonical answers of dataset=qa_facts | robot_commands (read from the dataset's CSV):
+  the answer mentioned last, exactly or (no exact mention) typo-tolerantly; "other" when none is.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Sequence
 
 import torch
@@ -133,4 +136,71 @@ class ActionVocabulary(ClassEquivalence):
         return best
 
     def classify(self, outputs: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([self.match(o) for o in outputs], dtype=torch.long)
+
+
+def answer_tokens(text: str) -> tuple[str, ...]:
+    """Lower-case ASCII words and numbers ("100.0" -> "100"; accents dropped)."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return tuple(re.sub(r"\.0+$", "", t) for t in re.findall(r"[a-z]+|\d+(?:\.\d+)?", text))
+
+
+@configured
+class AnswerVocabulary(ClassEquivalence):
+    """Class of a generated answer among a dataset's canonical answers (`data.answers`).
+
+    The class is the canonical answer mentioned last (answers tend to end with what they assert: "The
+    largest ocean on Earth is the Pacific"), counting every accepted spelling as a whole run of words.
+    With no exact mention, a typo-tolerant one counts: a run of words whose difflib ratio to a spelling
+    is at least `cutoff`, for spellings of at least `min_fuzzy_chars` letters and no digits (numbers and
+    short words match exactly only). Else the last class, "other".
+    """
+
+    def __init__(self, dataset: str | None, path: str | None, cutoff: float, min_fuzzy_chars: int, **_):
+        from smoothgen_exp.data.answers import answers_file, read_answers
+
+        if dataset is None:
+            raise ValueError("oracle=answers reads the answers of dataset=qa_facts | robot_commands "
+                             "(oracle.dataset names it)")
+        _, classes = read_answers(answers_file(path, dataset))
+        self.names = [c[0] for c in classes] + ["other"]
+        self.num_classes = len(self.names)
+        self.cutoff, self.min_fuzzy = float(cutoff), int(min_fuzzy_chars)
+        self.spellings = [(answer_tokens(s), i) for i, c in enumerate(classes) for s in c]
+        self.fuzzy = {}                              # words per spelling -> {joined spelling: class}
+        for toks, i in self.spellings:
+            joined = " ".join(toks)
+            if len(joined) >= self.min_fuzzy and not any(ch.isdigit() for ch in joined):
+                self.fuzzy.setdefault(len(toks), {})[joined] = i
+        self._memo: dict[str, int] = {}
+
+    def match(self, output: str) -> int:
+        if output not in self._memo:
+            self._memo[output] = self._match(answer_tokens(output))
+        return self._memo[output]
+
+    def _match(self, words: tuple[str, ...]) -> int:
+        best, best_end = len(self.names) - 1, -1
+        for toks, i in self.spellings:
+            k = len(toks)
+            for j in range(len(words) - k, -1, -1):              # the last mention of this spelling
+                if words[j:j + k] == toks:
+                    if j + k > best_end:
+                        best, best_end = i, j + k
+                    break
+        if best_end >= 0:
+            return best
+        for k, table in self.fuzzy.items():
+            for j in range(len(words) - k, -1, -1):
+                if j + k <= best_end:
+                    break
+                close = difflib.get_close_matches(" ".join(words[j:j + k]), table, n=1, cutoff=self.cutoff)
+                if close:
+                    best, best_end = table[close[0]], j + k
+                    break
+        return best
+
+    def classify(self, outputs: Sequence[str]) -> torch.Tensor:
+        if len(self._memo) > 100_000:
+            self._memo.clear()
         return torch.tensor([self.match(o) for o in outputs], dtype=torch.long)

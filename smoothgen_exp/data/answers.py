@@ -1,0 +1,61 @@
+"""dataset=qa_facts | robot_commands: prompts with one expected answer each, from a project-written CSV.
+
+Columns: `prompt`, `answer` (the canonical answer; `|` separates accepted spellings, the first one names
+the class: "8|eight", "Kyiv|Kiev"), and optional others (`category`). The classes are the distinct
+canonical answers in file order, plus a last class "other" (an answer matching none of them);
+`oracle=answers` maps a generated answer to them (`oracles.text.AnswerVocabulary`, reading the same
+file). Item ids are `q<row>`.
+
+- qa_facts.csv (140 rows): capitals, small arithmetic, well-known facts.
+- robot_commands.csv (64 rows): instructions for a service robot, eight actions (the RS-for-VLM
+  paper's vision-language-action case without the image); the system prompt lists the actions.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from smoothgen_exp.config import configured
+from smoothgen_exp.data.base import Item, ItemList
+from smoothgen_exp.errors import SmoothgenError
+
+HERE = Path(__file__).parent
+
+
+def answers_file(path: str | None, name: str) -> Path:
+    """`path`, or the shipped `<name>.csv`."""
+    p = Path(path) if path else HERE / f"{name}.csv"
+    if not p.is_file():
+        raise SmoothgenError(f"dataset.path={p}: no such CSV file")
+    return p
+
+
+def read_answers(path: Path) -> tuple[list[dict], list[list[str]]]:
+    """(rows, classes): the CSV's rows and its distinct answers in file order, each a list of spellings."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"prompt", "answer"} <= set(rows[0]):
+        raise SmoothgenError(f"dataset.path={path}: needs `prompt` and `answer` columns")
+    classes: dict[str, list[str]] = {}
+    for r in rows:
+        spellings = [s.strip() for s in r["answer"].split("|") if s.strip()]
+        if not spellings:
+            raise SmoothgenError(f"dataset.path={path}: an empty answer for {r['prompt']!r}")
+        classes.setdefault(spellings[0].lower(), spellings)
+    return rows, list(classes.values())
+
+
+@configured
+class AnswersCSV(ItemList):
+    def __init__(self, name: str, path: str | None, system_prompt: str | None, limit: int | None):
+        self.name, self.path = name, answers_file(path, name)
+        rows, classes = read_answers(self.path)
+        self.classes = [c[0] for c in classes] + ["other"]
+        self.num_classes = len(self.classes)
+        index = {c.lower(): i for i, c in enumerate(self.classes[:-1])}
+        # what a chat model is told before each prompt (model configs read it as ${dataset.system_prompt})
+        self.system_prompt = system_prompt
+        items = [Item(f"q{i:04d}", r["prompt"], index[r["answer"].split("|")[0].strip().lower()])
+                 for i, r in enumerate(rows)]
+        self.items = items[:limit] if limit is not None else items

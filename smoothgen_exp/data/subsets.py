@@ -1,0 +1,37 @@
+"""Evaluation subsets that depend on the model: `eval_items=baseline_correct` keeps the items whose
+baseline output (one generation at the clean condition, the very draw of the item's baseline row) the
+oracle labels correct, which is how papers evaluate a real model (certified accuracy among the
+questions it answers correctly to begin with)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+
+from tqdm.auto import tqdm
+
+from smoothgen_exp.packing import Draw, Program, run_programs
+
+log = logging.getLogger(__name__)
+
+
+def baseline_label(ctx) -> Program:
+    """The oracle's label of the item's baseline output."""
+    samples = yield Draw("baseline", 1, noisy=False)
+    return int(samples.labels[0])
+
+
+def keep_baseline_correct(dataset, contexts: Callable[[list], list], pack_items: int, progress: bool = True):
+    """A copy of `dataset` holding only its items with a correct baseline output (`items_total`: how
+    many it had). `contexts(items)` encodes items into ItemContexts (run.item_contexts); their baseline
+    generations are packed like the run's."""
+    items, kept = list(dataset), []
+    for start in tqdm(range(0, len(items), pack_items), desc="baseline answers", leave=False, disable=not progress):
+        group = items[start:start + pack_items]
+        labels = run_programs([(ctx, baseline_label(ctx)) for ctx in contexts(group)])
+        kept += [item for item, label in zip(group, labels, strict=True) if label == item.label]
+    log.info("eval_items=baseline_correct: %d of %d items have a correct baseline output", len(kept), len(items))
+    subset = copy.copy(dataset)
+    subset.items, subset.items_total = kept, len(items)
+    return subset
