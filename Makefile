@@ -112,7 +112,7 @@ table-t2i-smoke: install ## the same pipeline on tiny_sd at CI size
 		--name t2i_quality --metrics $(T2I_METRICS)
 
 LLM_SIGMAS ?= 0.05 0.1
-table-llm: install ## SmolLM2-135M on qa_facts, offline on CPU (about 35 min): scaling figures over n at two sigma
+table-llm: install ## SmolLM2-135M on qa_facts, offline on CPU (about an hour): scaling figures over n at two sigma
 	for s in $(LLM_SIGMAS); do \
 		$(BIN)/python -m smoothgen_exp experiment=llm_rs smoothing.sigma=$$s progress=false \
 			hydra.sweep.dir=outputs/sweeps/llm_rs/sigma_$$s $(ARGS) && \

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             "ratio_mean_of_items", "certified_accuracy_r0", "accuracy_drop_r0", "accuracy_drop_bound",
             "accuracy_drop_max_over_radii",
             "time_certify_s"]
-    caption = (f"Scaling laws on the digits default (sigma={sigma:g}, alpha={alpha:g}, reference N={n_ref}). "
+    model = ", ".join(sorted(rows.model.astype(str).unique())) if "model" in rows else "?"
+    caption = (f"Scaling laws on model={model} (sigma={sigma:g}, alpha={alpha:g}, reference N={n_ref}). "
                "ratio ↑ = average radius at n / at N (abstain = 0); predicted = Cor. 5.4; "
                "accuracy drop ↓ = certified accuracy at radius 0, N minus n; bound = z/sqrt(n) (Thm 5.5); "
                "the max drop over all radii is shown for context and is not covered by the bound."

@@ -74,11 +74,9 @@ def load_records(run_dirs: list[Path]) -> pd.DataFrame:
 def write_table(df: pd.DataFrame, out_stem: Path, caption: str = "", floatfmt: str = ".4g") -> list[Path]:
     """Write `<stem>.md`, `<stem>.tex` and `<stem>.csv`; returns the paths."""
     out_stem.parent.mkdir(parents=True, exist_ok=True)
-    md = out_stem.with_suffix(".md")
+    md, tex, csv = (out_stem.parent / f"{out_stem.name}{ext}" for ext in (".md", ".tex", ".csv"))   # a stem may hold dots
     md.write_text((f"{caption}\n\n" if caption else "") + df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
-    tex = out_stem.with_suffix(".tex")
     tex.write_text(df.to_latex(index=False, float_format=lambda v: format(v, floatfmt), caption=caption or None))
-    csv = out_stem.with_suffix(".csv")
     df.to_csv(csv, index=False)
     return [md, tex, csv]
 

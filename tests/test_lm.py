@@ -141,7 +141,8 @@ def test_text_oracles():
                                   ["model=tiny_clip_vision", "attack=pgd", "attack.objective=feature",
                                    "attack.steps=2", "attack.eval_n=50"],
                                   ["model=tiny_gpt2", "certifier=decoding", "certifier.n=64"],
-                                  ["model=tiny_gpt2", "certifier=semantic", "oracle=equivalence", "certifier.n=40"]])
+                                  ["model=tiny_gpt2", "certifier=semantic", "oracle=equivalence", "certifier.n=40"],
+                                  ["model=tiny_gpt2", "attack=semantic", "attack.eval_n=20", "certifier.n=40"]])
 def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
     res = cli(*args, "dataset.limit=3", "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -158,6 +159,9 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
         assert sm.output_text.notna().all()
     if "certifier=decoding" in args:                              # one row, one decoder (issue 11.14)
         assert sm.certified_text.notna().all() and (sm.certified_tokens >= 0).all()
+    if "attack=semantic" in args:                                 # text outputs: the class decides (issue 14)
+        assert sm.attack_success.notna().all() and sm.attack_output_shift.isna().all()
+        assert summary["certificate_violations"] == 0
     if "oracle=equivalence" in args:                              # answers without ground truth (issue 11.5)
         assert "certified_fraction" in summary and "certified_accuracy" not in summary
 

