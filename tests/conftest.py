@@ -10,6 +10,16 @@ import pytest
 from filelock import FileLock
 
 REPO = Path(__file__).resolve().parent.parent
+
+# pytest-xdist runs one worker per core; each worker (and every CLI run it starts) would otherwise start
+# one torch/OpenMP thread per core, and oversubscribed OpenMP threads spin: a CLI run that takes 36 s
+# alone took 113 s beside another worker. Give each worker its share of the cores.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_threads)
+    import torch
+
+    torch.set_num_threads(_threads)
 CACHE = Path(os.environ.get("SMOOTHGEN_TEST_CACHE", REPO / "outputs" / "cache"))
 # Small enough for CI, large enough to give non-trivial certificates.
 TINY = ["dataset.limit=3", "certifier.n0=20", "certifier.n=200", "aggregator.n=20",
