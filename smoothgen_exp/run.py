@@ -224,7 +224,8 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     if hasattr(parts.model, "columns"):          # how the model is conditioned (a language model's noise_on)
         common.update(parts.model.columns())
     if cfg.eval_items == "baseline_correct":
-        parts.dataset = keep_baseline_correct(parts.dataset, lambda items: item_contexts(items, parts, cfg, device),
+        parts.dataset = keep_baseline_correct(parts.dataset, parts.oracle,
+                                              lambda items: item_contexts(items, parts, cfg, device),
                                               cfg.pack_items, cfg.progress)
     if parts.ceiling is not None:
         log.info("largest certifiable radius at n=%d, alpha=%g: %.4g (all samples agreeing)",

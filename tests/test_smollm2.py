@@ -115,3 +115,15 @@ def test_table_llm_smoke_certifies_answers_of_the_real_model(tmp_path, smol):
                           "llm_scaling"], cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "llm_scaling_ratio.png").stat().st_size > 100 and (out / "llm_scaling_laws.md").exists()
+
+
+def test_baseline_correct_needs_an_oracle_whose_classes_are_ground_truth():
+    from types import SimpleNamespace
+
+    from smoothgen_exp.data.subsets import keep_baseline_correct
+    from smoothgen_exp.errors import SmoothgenError
+
+    # regression: oracle=equivalence labels every answer 0, so "correct" meant "label 0" (1 of 3 kept)
+    with pytest.raises(SmoothgenError, match="eval_items=all"):
+        keep_baseline_correct(AnswersCSV(name="qa_facts", limit=3), SimpleNamespace(has_classes=False),
+                              lambda items: [], pack_items=8)
