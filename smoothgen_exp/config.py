@@ -159,7 +159,8 @@ class CausalLMConf(LocalWeightsConf):
     # packed items' prompts pad (NaN rows, masked) to a multiple of this many tokens; rows are unchanged
     pad_multiple: int = field(default=8, metadata=gt(0))
     # row-blocked products and eager attention, so packing changes no row bit for bit (backbones.
-    # batch_invariant); false: transformers' own kernels, faster on small batches, rows equal up to rounding
+    # batch_invariant); false: transformers' own kernels, faster on small batches, rows equal up to rounding.
+    # Off under a device_map (sharded layers move their weights in their own forward)
     batch_invariant: bool = True
 
 

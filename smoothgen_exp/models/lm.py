@@ -90,7 +90,9 @@ class CausalLM:
         if device_map is None:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)
-        if batch_invariant:
+        # not under a device map: accelerate's hooks move a sharded layer's weights in its own forward,
+        # which the row-blocked wrapper bypasses
+        if batch_invariant and device_map is None:
             self.model.set_attn_implementation("eager")    # per-row attention
             row_blocked(self.model)
         self.embed = self.model.get_input_embeddings()
