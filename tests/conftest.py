@@ -20,6 +20,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     import torch
 
     torch.set_num_threads(_threads)
+
 CACHE = Path(os.environ.get("SMOOTHGEN_TEST_CACHE", REPO / "outputs" / "cache"))
 # Small enough for CI, large enough to give non-trivial certificates.
 TINY = ["dataset.limit=3", "certifier.n0=20", "certifier.n=200", "aggregator.n=20",

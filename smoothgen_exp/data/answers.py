@@ -31,31 +31,34 @@ def answers_file(path: str | None, name: str) -> Path:
     return p
 
 
-def read_answers(path: Path) -> tuple[list[dict], list[list[str]]]:
-    """(rows, classes): the CSV's rows and its distinct answers in file order, each a list of spellings."""
+def read_answers(path: Path) -> tuple[list[dict], list[list[str]], list[int]]:
+    """(rows, classes, labels): the CSV's rows, its distinct answers in file order (each a list of
+    spellings), and each row's class index."""
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"prompt", "answer"} <= set(rows[0]):
         raise SmoothgenError(f"dataset.path={path}: needs `prompt` and `answer` columns")
-    classes: dict[str, list[str]] = {}
+    classes: dict[str, list[str]] = {}            # first spelling, lower-cased -> spellings, in file order
+    labels = []
     for r in rows:
         spellings = [s.strip() for s in r["answer"].split("|") if s.strip()]
         if not spellings:
             raise SmoothgenError(f"dataset.path={path}: an empty answer for {r['prompt']!r}")
-        classes.setdefault(spellings[0].lower(), spellings)
-    return rows, list(classes.values())
+        key = spellings[0].lower()
+        if key not in classes:
+            classes[key] = spellings
+        labels.append(list(classes).index(key))
+    return rows, list(classes.values()), labels
 
 
 @configured
 class AnswersCSV(ItemList):
     def __init__(self, name: str, path: str | None, system_prompt: str | None, limit: int | None):
         self.name, self.path = name, answers_file(path, name)
-        rows, classes = read_answers(self.path)
+        rows, classes, labels = read_answers(self.path)
         self.classes = [c[0] for c in classes] + ["other"]
         self.num_classes = len(self.classes)
-        index = {c.lower(): i for i, c in enumerate(self.classes[:-1])}
         # what a chat model is told before each prompt (model configs read it as ${dataset.system_prompt})
         self.system_prompt = system_prompt
-        items = [Item(f"q{i:04d}", r["prompt"], index[r["answer"].split("|")[0].strip().lower()])
-                 for i, r in enumerate(rows)]
+        items = [Item(f"q{i:04d}", r["prompt"], label) for i, (r, label) in enumerate(zip(rows, labels, strict=True))]
         self.items = items[:limit] if limit is not None else items

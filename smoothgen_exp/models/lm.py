@@ -134,9 +134,7 @@ class CausalLM:
         (`noise_on=all`)."""
         if self.noise_on == "all":
             prompts = [self.prefix_text + p + self.suffix_text for p in prompts]
-        ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        device = self.embed.weight.device
-        return [self.embed(torch.tensor(seq, dtype=torch.long, device=device)).float() for seq in ids]
+        return [self._embed_text(p) for p in prompts]
 
     def wrap(self, z: torch.Tensor) -> torch.Tensor:
         """The model's input embeddings for copies z [B, L, d]: the template's fixed prefix and suffix

@@ -162,7 +162,7 @@ class AnswerVocabulary(ClassEquivalence):
         if dataset is None:
             raise ValueError("oracle=answers reads the answers of dataset=qa_facts | robot_commands "
                              "(oracle.dataset names it)")
-        _, classes = read_answers(answers_file(path, dataset))
+        _, classes, _ = read_answers(answers_file(path, dataset))
         self.names = [c[0] for c in classes] + ["other"]
         self.num_classes = len(self.names)
         self.cutoff, self.min_fuzzy = float(cutoff), int(min_fuzzy_chars)
