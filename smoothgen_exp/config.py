@@ -250,6 +250,16 @@ class DigitsPromptsConf:
 
 
 @dataclass
+class GANLatentsConf:
+    _target_: str = "smoothgen_exp.data.latents.GANLatents"
+    count: int = field(default=16, metadata=gt(0))          # latent seeds first_seed .. first_seed + count - 1
+    first_seed: int = field(default=0, metadata=ge(0))
+    # a class-conditional generator's classes: item j asks for classes[j % len(classes)] (null: none)
+    classes: list[int] | None = field(default=None, metadata=optional(each(ge(0))))
+    limit: int | None = field(default=None, metadata=optional(gt(0)))
+
+
+@dataclass
 class GaussianConf:
     _target_: str = "smoothgen_exp.smoothing.gaussian.GaussianNoise"
     sigma: float = field(default=0.1, metadata=ge(0.0))
@@ -539,6 +549,11 @@ class AnswersConf:
 
 
 @dataclass
+class NoOracleConf:
+    _target_: str = "smoothgen_exp.oracles.none.NoOracle"
+
+
+@dataclass
 class DigitQualityConf:
     _target_: str = "smoothgen_exp.metrics.quality.DigitQuality"
     samples_per_item: int = field(default=10, metadata=gt(1))
@@ -590,14 +605,14 @@ class TrainDigitsT2IConf:
 # starts from it through its defaults list: the YAML states only what differs, the schema every default.
 GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "model": (DigitsT2IConf, StableDiffusionConf, CausalLMConf, VLMConf, CLIPVisionConf),
-    "dataset": (DigitImagesConf, PromptsCSVConf, DigitsPromptsConf, AnswersCSVConf),
+    "dataset": (DigitImagesConf, PromptsCSVConf, DigitsPromptsConf, AnswersCSVConf, GANLatentsConf),
     "smoothing": (GaussianConf, CalibratedConf, AdaptiveConf),
     "aggregator": (MajorityConf, MeanConf, OTBlendConf, TokenAverageConf),
     "certifier": (CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
                   DecodingConf, SequentialConf),
     "attack": (NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf),
     "oracle": (DigitClassifierConf, CLIPZeroShotConf, RefusalConf, LLMJudgeConf, EquivalenceConf, ActionsConf,
-               AnswersConf),
+               AnswersConf, NoOracleConf),
     "metrics": (DigitQualityConf, T2IQualityConf, NoMetricsConf),
     "logger": (NullLoggerConf, WandbConf),
     "task": (TrainDigitOracleConf, TrainDigitsT2IConf),     # python -m smoothgen_exp.train
