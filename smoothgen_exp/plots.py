@@ -28,6 +28,9 @@ def preview_grid(previews: list, path: Path) -> None:
             elif img is not None:                          # grey [1, H, W]: ink on paper
                 ax.imshow(img.squeeze().float().numpy(), cmap="gray_r", vmin=0, vmax=1)
             shown = "abstain" if cls == -1 else cls
+            if item.label < 0:                             # no label (GAN latent seeds): no class to judge
+                ax.set_xlabel(name, fontsize=7)
+                continue
             ax.set_xlabel(f"{name}: {shown}", fontsize=7, color="k" if cls == item.label else "r")
     fig.suptitle("prompt → baseline generation (top) and smoothed output (bottom); red = wrong class",
                  fontsize=8)

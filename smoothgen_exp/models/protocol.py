@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 class Generator(Protocol):
     """G: condition -> output. Noise is added in the space `encode` returns."""
 
-    condition_kind: str        # "text" (prompts) | "image" (pixels in [0, 1])
+    condition_kind: str        # "text" (prompts) | "image" (pixels in [0, 1]) | "latent" (a GAN's latent)
     differentiable: bool       # white-box attacks (PGD) need gradients through `generate`
 
     def generate(self, z: Any, generator: Any) -> Any:
