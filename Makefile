@@ -113,18 +113,31 @@ table-t2i-smoke: install ## the same pipeline on tiny_sd at CI size
 		--name t2i_quality --metrics $(T2I_METRICS)
 
 LLM_SIGMAS ?= 0.05 0.1
-table-llm: install ## SmolLM2-135M on qa_facts, offline on CPU (about an hour): scaling figures over n at two sigma
+table-llm: install ## SmolLM2-135M on qa_facts, offline on CPU (about 1.5 hours): scaling at two sigma, attacks, quality
 	for s in $(LLM_SIGMAS); do \
 		$(BIN)/python -m smoothgen_exp experiment=llm_rs smoothing.sigma=$$s progress=false \
 			hydra.sweep.dir=outputs/sweeps/llm_rs/sigma_$$s $(ARGS) && \
 		$(BIN)/python scripts/scaling_laws.py outputs/sweeps/llm_rs/sigma_$$s --out outputs/tables \
 			--prefix llm_scaling_sigma$$s || exit 1; \
 	done
+	$(BIN)/python -m smoothgen_exp experiment=llm_attacks progress=false $(ARGS)
+	$(BIN)/python scripts/attack_figures.py outputs/sweeps/llm_attacks --out outputs/tables --name llm_attacks --radius 0.05
+	$(BIN)/python -m smoothgen_exp experiment=llm_quality progress=false $(ARGS)
+	$(BIN)/python scripts/llm_quality.py outputs/sweeps/llm_quality --out outputs/tables
 
-table-llm-smoke: install ## the same pipeline at CI size (4 questions, n = 10, 30, one sigma)
+table-llm-smoke: install ## the same pipelines at CI size (4 questions, n = 10, 30; two questions attacked at two eps)
 	$(BIN)/python -m smoothgen_exp experiment=llm_rs certifier.n=10,30 dataset.limit=4 progress=false \
 		hydra.sweep.dir=outputs/sweeps/llm_rs_smoke
 	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/llm_rs_smoke --out outputs/tables/smoke --prefix llm_scaling
+	$(BIN)/python -m smoothgen_exp experiment=llm_attacks $(LLM_ATTACK_SMOKE) progress=false \
+		hydra.sweep.dir=outputs/sweeps/llm_attacks_smoke
+	$(BIN)/python scripts/attack_figures.py outputs/sweeps/llm_attacks_smoke --out outputs/tables/smoke \
+		--name llm_attacks --radius 0.05
+	$(BIN)/python scripts/llm_quality.py outputs/sweeps/llm_attacks_smoke --out outputs/tables/smoke
+
+# the attack sweep at CI size, with metrics=text so that the quality script has something to read
+LLM_ATTACK_SMOKE := attack.eps=0.02,2.0 dataset.limit=2 certifier.n=30 attack.steps=2 attack.m=2 \
+	attack.eval_n=30 metrics=text
 
 table-vlm-smoke: install ## the same pipeline on tiny_llava at CI size
 	$(BIN)/python -m smoothgen_exp experiment=vlm_rs model=tiny_llava certifier.n=30,100 dataset.limit=3 \

@@ -594,6 +594,11 @@ class T2IQualityConf(LocalWeightsConf):
 
 
 @dataclass
+class TextQualityConf:
+    _target_: str = "smoothgen_exp.metrics.text.TextQuality"
+
+
+@dataclass
 class NoMetricsConf:
     _target_: str = "smoothgen_exp.metrics.quality.NoMetrics"
 
@@ -636,7 +641,7 @@ GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "attack": (NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf),
     "oracle": (DigitClassifierConf, CLIPZeroShotConf, RefusalConf, LLMJudgeConf, EquivalenceConf, ActionsConf,
                AnswersConf, NoOracleConf),
-    "metrics": (DigitQualityConf, T2IQualityConf, NoMetricsConf),
+    "metrics": (DigitQualityConf, T2IQualityConf, TextQualityConf, NoMetricsConf),
     "logger": (NullLoggerConf, WandbConf),
     "task": (TrainDigitOracleConf, TrainDigitsT2IConf),     # python -m smoothgen_exp.train
 }

@@ -15,7 +15,8 @@ def test_bench_smoke(tmp_path, oracle):
                    "--cache-dir", str(CACHE), "--out", str(out)])
     saved = json.loads(out.read_text())
     for key in ("certify_over_raw", "n", "batch_size", "points", "malloc_env", "seq_samples_ratio", "kv_speedup",
-                "smoothed_over_plain", "packed_speedup_n100", "packed_over_floor_n100", "packed_over_full_floor_n1000"):
+                "smoothed_over_plain", "packed_speedup_n100", "packed_over_floor_n100", "packed_over_full_floor_n1000",
+                "smollm2_smoothed_over_plain", "smollm2_plain_tokens_per_s"):
         assert key in saved
     assert set(saved["seq_by_radius"]) == {"0.25", "0.5", "1"}
     assert saved["n"] == 300 and saved["points"] == 2 and result["certify_over_raw"] > 0

@@ -96,7 +96,7 @@ def test_white_box_attacks_are_refused_before_loading_a_model_without_gradients(
     err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert res.returncode == 2 and err == [err[0]] and "attack=nes" in err[0], res.stderr[-2000:]
     assert "setup (weights" not in res.stderr                          # nothing was loaded
-    for target, differentiable in (("models.lm.CausalLM", False), ("models.vlm.VisionLanguageModel", False),
+    for target, differentiable in (("models.lm.CausalLM", True), ("models.vlm.VisionLanguageModel", False),
                                    ("models.digits.DigitsT2I", True), ("models.clip.CLIPVisionEncoder", True)):
         cfg = OmegaConf.create({"attack": {"_target_": "smoothgen_exp.attacks.pgd.PGD"},
                                 "model": {"_target_": f"smoothgen_exp.{target}"}})

@@ -50,6 +50,19 @@ def test_step_probs_match_the_averaged_distributions(lm):
     assert torch.allclose(probs.mean(0), dists[torch.arange(len(tokens)), tokens], atol=1e-5)
 
 
+def test_answer_logprob_is_the_teacher_forced_likelihood_with_gradients(lm):
+    """PGD on a language model follows log P(clean answer | prompt embedding) (attacks.base)."""
+    z = lm.encode(["tell me a simple recipe"])[0][None]
+    answer = lm.answer_tokens(z, torch.Generator().manual_seed(0))
+    assert answer and answer == lm.continue_(z, torch.Generator().manual_seed(0))[0].tolist()[: len(answer)]
+    copies = (z.repeat(3, 1, 1) + 0.1 * torch.randn((3, *z.shape[1:]), generator=torch.Generator().manual_seed(3)))
+    copies.requires_grad_(True)
+    logp = lm.answer_logprob(copies, answer)
+    assert torch.allclose(logp.detach(), lm.step_probs(copies.detach(), answer).log().sum(1), atol=1e-4)
+    (grad,) = torch.autograd.grad(logp.sum(), copies)
+    assert torch.isfinite(grad).all() and (grad.flatten(1).norm(dim=1) > 0).all()
+
+
 class ToyLM:
     """Vocabulary of 8; logits_t = c * s + b_t with s = w . z[0]. Under eta ~ N(0, sigma^2 I),
     s ~ N(w . x, sigma^2 |w|^2), so p_t(v) is a 1-D Gaussian integral: exact by Gauss-Hermite."""
@@ -142,7 +155,9 @@ def test_text_oracles():
                                    "attack.steps=2", "attack.eval_n=50"],
                                   ["model=tiny_gpt2", "certifier=decoding", "certifier.n=64"],
                                   ["model=tiny_gpt2", "certifier=semantic", "oracle=equivalence", "certifier.n=40"],
-                                  ["model=tiny_gpt2", "attack=semantic", "attack.eval_n=20", "certifier.n=40"]])
+                                  ["model=tiny_gpt2", "attack=semantic", "attack.eval_n=20", "certifier.n=40"],
+                                  ["model=tiny_llama", "attack=pgd", "attack.eps=2.0", "attack.steps=3", "attack.m=2",
+                                   "attack.eval_n=20", "certifier.n=40"]])
 def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
     res = cli(*args, "dataset.limit=3", "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -159,9 +174,11 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
         assert sm.output_text.notna().all()
     if "certifier=decoding" in args:                              # one row, one decoder (issue 11.14)
         assert sm.certified_text.notna().all() and (sm.certified_tokens >= 0).all()
-    if "attack=semantic" in args:                                 # text outputs: the class decides (issue 14)
+    if "attack=semantic" in args or "attack=pgd" in args:        # text outputs: the class decides (issue 14)
         assert sm.attack_success.notna().all() and sm.attack_output_shift.isna().all()
         assert summary["certificate_violations"] == 0
+    if "attack=pgd" in args:                                      # white-box on the prompt embeddings
+        assert (df.attack_distance <= 2.0 * (1 + 1e-5)).all() and (df.attack_queries == 5).all()
     if "oracle=equivalence" in args:                              # answers without ground truth (issue 11.5)
         assert "certified_fraction" in summary and "certified_accuracy" not in summary
 

@@ -7,7 +7,7 @@ import torch
 from smoothgen_exp.data.digits import digit_images
 from smoothgen_exp.errors import WeightsNotFound
 from smoothgen_exp.metrics.quality import make_fid
-from smoothgen_exp.metrics.text import ROUGE_TYPES, bleu, minilm_similarity, rouge, text_quality
+from smoothgen_exp.metrics.text import ROUGE_TYPES, TextQuality, bleu, minilm_similarity, rouge, text_quality
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_under_a_shift(oracle):
@@ -58,3 +58,24 @@ def test_quality_columns_and_retention_in_a_run(tiny_run):
         assert key in summary
     assert summary["retention_digit_prob"] == pytest.approx(
         summary["metric_digit_prob_smoothed"] / summary["metric_digit_prob_baseline"])
+
+
+def test_text_quality_scores_smoothed_answers_against_baseline_and_canonical_answers():
+    import pandas as pd
+
+    records = pd.DataFrame([
+        {"item_id": "q0", "variant": "baseline", "output_text": "The capital of France is Paris.", "reference_answer": "Paris"},
+        {"item_id": "q0", "variant": "smoothed", "output_text": "Paris.", "reference_answer": "Paris"},
+        {"item_id": "q1", "variant": "baseline", "output_text": "It is Berlin.", "reference_answer": "Berlin"},
+        {"item_id": "q1", "variant": "smoothed", "output_text": "It is Berlin.", "reference_answer": "Berlin"},
+    ])
+    got = TextQuality().summary(records)
+    # per item ROUGE-1 F against the answer: baseline 2/7 and 1/2, smoothed 1 and 1/2
+    assert got["metric_rouge1_baseline_vs_answer"] == pytest.approx((2 / 7 + 1 / 2) / 2)
+    assert got["metric_rouge1_smoothed_vs_answer"] == pytest.approx(0.75)
+    assert got["retention_rouge1"] == pytest.approx(0.75 / ((2 / 7 + 1 / 2) / 2))
+    assert got["metric_bleu_smoothed_vs_baseline"] == pytest.approx(bleu(["Paris.", "It is Berlin."],
+                                                                         ["The capital of France is Paris.", "It is Berlin."]))
+    # without canonical answers (harmful prompts): agreement with the baseline only, no retention
+    alone = TextQuality().summary(records.drop(columns="reference_answer"))
+    assert "metric_rouge1_smoothed_vs_baseline" in alone and not any(k.startswith("retention") for k in alone)

@@ -10,7 +10,11 @@ against each variant, under the same budget:
   success is judged afterwards with the real smoothed prediction (PREDICT), never the surrogate.
 
 Objectives (all maximised by the attacker):
-- flip:     -log p_ref(x') (untargeted: leave the reference class), or log p_target(x') (targeted)
+- flip:     -log p_ref(x') (untargeted: leave the reference class), or log p_target(x') (targeted).
+            A language model's answer has no class probabilities to follow: the objective is the
+            negative log-likelihood of the clean answer (the baseline's continuation at x, teacher-
+            forced; smoothed: -log of its mean over the m draws), untargeted. Its gradient drives PGD
+            on the prompt embeddings; query attacks read it as a score (score-based threat model).
 - distance: ||out(x') - out(x)|| (L2 in output space, or in feature space with space=feature)
 - feature:  -cos(f(x'), f(x)) for unit-normalised features f
 - event:    P(oracle class != prompt class) at x', the stand-in for a harmful output
@@ -81,6 +85,12 @@ class Victim:
                                  "use flip or event")
         with torch.no_grad():       # reference output for distance/feature
             self.clean_out = None if self.text else self.outputs(self.x[None])[0]
+        self.answer = None          # text: the clean answer's tokens, whose likelihood `flip` lowers
+        if self.text and objective == "flip" and hasattr(ctx.model, "answer_logprob"):
+            if target is not None:
+                raise SmoothgenError("attack.target: a language model's answer is attacked untargeted (the "
+                                     "likelihood of the clean answer); set attack.target=null")
+            self.answer = ctx.model.answer_tokens(self.x[None], ctx.generator("baseline"))
 
     # ---------------------------------------------------------------- generations
     def _generate(self, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -89,8 +99,8 @@ class Victim:
         except TypeError:                     # a model without shared draws: one call per row
             return torch.cat([self.ctx.model.generate(z[i:i + 1], gen) for i in range(len(z))])
 
-    def _noisy_generations(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z_b + eta_j) for every candidate b and m draws j: [B * m, ...].
+    def _noisy_copies(self, z: torch.Tensor) -> torch.Tensor:
+        """z_b + eta_j for every candidate b and m draws j: [B * m, ...].
 
         The m noise draws are shared by all candidates of one call (common random numbers), so that
         differences between candidates are not drowned in Monte Carlo noise.
@@ -99,7 +109,11 @@ class Victim:
         self.ctx.noise.sample_(eta, self.eot_gen)
         noisy = (z[:, None] + eta[None]).reshape(-1, *z.shape[1:])
         self.generations += len(noisy)
-        return self.ctx.model.generate(noisy, self.eot_gen)
+        return noisy
+
+    def _noisy_generations(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z_b + eta_j) for every candidate b and m shared draws j: [B * m, ...]."""
+        return self.ctx.model.generate(self._noisy_copies(z), self.eot_gen)
 
     def outputs(self, z: torch.Tensor) -> torch.Tensor:
         """[B, ...] per candidate: G(z, u0) (baseline) or the mean of m noisy generations (smoothed)."""
@@ -125,6 +139,16 @@ class Victim:
         probs = self._class_probs(self._noisy_generations(z))
         return probs.reshape(len(z), self.m, -1).mean(1)
 
+    def _answer_logprob(self, z: torch.Tensor) -> torch.Tensor:
+        """log P(clean answer | z) per candidate [B] (baseline), or log of its mean over m shared noise
+        draws (smoothed: the soft smoothed objective)."""
+        model = self.ctx.model
+        if self.variant == "baseline":
+            self.generations += len(z)
+            return model.answer_logprob(z, self.answer)
+        logp = model.answer_logprob(self._noisy_copies(z), self.answer)
+        return logp.reshape(len(z), self.m).logsumexp(1) - math.log(self.m)
+
     def _features(self, out: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.ctx.oracle.features(out), dim=-1)
 
@@ -134,6 +158,8 @@ class Victim:
         (the search space of the black-box attacks); differentiable under grad mode."""
         z = z.reshape(len(z), *self.x.shape)
         self.queries += len(z)
+        if self.objective_name == "flip" and self.answer is not None:
+            return -self._answer_logprob(z)
         if self.objective_name == "flip":
             probs = self._probs(z).clamp_min(1e-12)
             if self.target is not None:

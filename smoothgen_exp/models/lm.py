@@ -28,7 +28,8 @@ rounding, which can flip a near-tie).
 `token_average(z, ...)` is the smoothed decoder: at every step the next-token distributions of all
 noisy copies are averaged and one token is chosen for all of them, with one KV cache for the batch
 (the prompt is never recomputed). `step_probs(z, tokens)` scores a fixed continuation by teacher
-forcing (used by certified decoding).
+forcing (used by certified decoding); `answer_logprob(z, tokens)` is its log-likelihood with gradients
+(the objective of attacks on the answer, attacks.base).
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ CHAT_MARK = "\x00PROMPT\x00"      # stands for the user's text when the chat tem
 @configured
 class CausalLM:
     condition_kind = "text"
-    differentiable = False    # no gradients through sampling: black-box attacks only
+    # white-box attacks get the gradient of the clean answer's teacher-forced likelihood (answer_logprob);
+    # nothing differentiates through sampling
+    differentiable = True
     output_kind = "text"
 
     def __init__(self, name: str, path: str | None, tiny: dict | None, gguf: str | None,
@@ -208,12 +211,27 @@ class CausalLM:
         return tokens, torch.stack(dists)
 
     @torch.inference_mode()
-    def step_probs(self, z: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
-        """Teacher forcing: P(tokens[t] | noisy prompt, tokens[:t]) for every copy and step, [n, T]."""
+    def answer_tokens(self, z: torch.Tensor, generator) -> list[int]:
+        """The continuation of one condition z [1, L, d] as token ids, up to and with its end token."""
+        ids = self.continue_(z, generator)[0].tolist()
+        return ids[: ids.index(self.eos) + 1] if self.eos in ids else ids
+
+    def token_logprobs(self, z: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
+        """Teacher forcing: log P(tokens[t] | prompt copy, tokens[:t]) for every copy z [n, L, d] and
+        step, [n, T]; differentiable in z."""
         z = self.wrap(z)
         n = z.shape[0]
         tok = torch.tensor(list(tokens), device=z.device)
         cont = self.embed(tok[None].expand(n, -1))
         seq = torch.cat([z.to(cont.dtype), cont[:, :-1]], dim=1)
         logits = self.model(inputs_embeds=seq).logits[:, z.shape[1] - 1:].float()
-        return F.softmax(logits, dim=-1).gather(-1, tok[None, :, None].expand(n, -1, 1))[..., 0]
+        return F.log_softmax(logits, dim=-1).gather(-1, tok[None, :, None].expand(n, -1, 1))[..., 0]
+
+    def answer_logprob(self, z: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
+        """log P(tokens | prompt copy) per copy z [n, L, d]: [n], differentiable in z."""
+        return self.token_logprobs(z, tokens).sum(1)
+
+    @torch.inference_mode()
+    def step_probs(self, z: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
+        """Teacher forcing: P(tokens[t] | noisy prompt, tokens[:t]) for every copy and step, [n, T]."""
+        return self.token_logprobs(z, tokens).exp()
