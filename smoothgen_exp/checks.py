@@ -1,6 +1,8 @@
 """What a configuration can do, decided before any weights load, and what a finished run returns.
 
+- `check_before_loading`: both checks below, before any weights load;
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
+- `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `certified_ceiling`: the largest radius any item can reach (`max_certifiable_radius`);
 - `objective_value`: the summary key a Hydra sweeper optimises, under minimum constraints;
@@ -51,6 +53,21 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
         log.warning("summary_radii %s lie above the largest certifiable radius %.4g (n=%d, alpha=%g): their "
                     "certified accuracy is 0 by arithmetic", above, ceiling, certifier.n, certifier.alpha)
     return ceiling
+
+
+def check_before_loading(cfg: DictConfig) -> None:
+    check_attack_fits_model(cfg)
+    check_oracle_fits_certifier(cfg)
+
+
+def check_oracle_fits_certifier(cfg: DictConfig) -> None:
+    """oracle=none puts every output in one class: a class or answer certificate would "certify" it at the
+    largest radius n allows and say nothing. Refuse it."""
+    oracle, certifier = get_class(cfg.oracle._target_), get_class(cfg.certifier._target_)
+    if not getattr(oracle, "classifies", True) and getattr(certifier, "certifies", None) in ("class", "answer"):
+        raise ConfigError(f"certifier={getattr(certifier, 'name', certifier.__name__)}: certifies a class, and "
+                          "oracle=none has none (every output is class 0); use certifier=output_bound, "
+                          "distribution or center")
 
 
 def check_attack_fits_model(cfg: DictConfig) -> None:

@@ -1,6 +1,6 @@
 """Config schemas and validation. Light on purpose: importing this module never imports torch.
 
-Over 300 lines: it is the one source of every option's defaults, types and ranges (39 schemas); split
+Over 300 lines: it is the one source of every option's defaults, types and ranges (a schema per option); split
 by group it would scatter what a reviewer compares side by side, and each part would import the rules.
 
 Every `conf/<group>/<option>.yaml` names its class with `_target_`; the schema for that class is the

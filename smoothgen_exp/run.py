@@ -30,7 +30,7 @@ from smoothgen_exp.batching import Batcher, OOMGuard
 from smoothgen_exp.certifiers.check import check_certificate
 from smoothgen_exp.checks import (
     certified_ceiling,
-    check_attack_fits_model,
+    check_before_loading,
     check_certifiable,
     warn_violations,
 )
@@ -72,7 +72,7 @@ class Parts:
 
 
 def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> Parts:
-    check_attack_fits_model(cfg)                 # before any weights are loaded
+    check_before_loading(cfg)                    # the attack and the oracle fit, before any weights load
     certifier, smoothing = instantiate(cfg.certifier), instantiate(cfg.smoothing)
     check_certifiable(certifier)                 # likewise: a configuration that can certify nothing fails
     needs_setup = isinstance(smoothing, FittedNoiseLaw)    # fitted on the calibration split

@@ -219,3 +219,12 @@ def test_biggan_without_weights_fails_in_one_line(tmp_path):
     err = [line for line in res.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "not found" in err[0] and "model.path" in err[0] and "Traceback" not in res.stderr
     assert not (tmp_path / "run" / "records").exists()
+
+
+@pytest.mark.parametrize("certifier", ["cohen", "semantic"])
+def test_class_certificates_are_refused_with_oracle_none(tmp_path, certifier):
+    """Every output is class 0 under oracle=none: cohen would 'certify' it at the largest radius n allows."""
+    res = cli("model=dcgan_faces", f"certifier={certifier}", "dataset.limit=1", *FAST, f"hydra.run.dir={tmp_path}")
+    err = [line for line in res.stderr.strip().splitlines() if line.startswith("error:")]
+    assert res.returncode == 2 and len(err) == 1 and "oracle=none" in err[0], res.stderr[-2000:]
+    assert "setup (weights" not in res.stderr                               # refused before loading
