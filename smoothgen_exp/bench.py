@@ -12,7 +12,8 @@ minus fixed certified accuracy, target within 0.01).
 Packed batches (issue 13): the digits default at n0 = 10, n = 100 and n0 = 100, n = 1,000 over many
 items, one item at a time (`pack_items=1`) and packed, against the forward-pass floor of its samples
 (`packed_speedup`, `packed_over_floor`, target <= 1.3 at n = 100); tiny_gpt2's prompts of different
-lengths packed with left padding (`packed_lm_speedup`), and the batch-invariant LM forward against
+lengths packed with left padding (`packed_lm_speedup`, and `packed_lm_over_floor` against plain batched
+`generate` of as many sequences; the same on SmolLM2), and the batch-invariant LM forward against
 transformers' own (`batch_invariant_over_reference`).
 
 The real model (issue 14): SmolLM2-135M-Instruct's token-averaged smoothed decoding against plain
@@ -236,17 +237,53 @@ def bench_packed(args, device: torch.device) -> dict:
     return out
 
 
+@torch.inference_mode()
+def _lm_floor(parts, xs: list, samples: int, batch_size: int) -> float:
+    """Seconds of plain batched `generate` (and the oracle) of `samples` noisy copies of each prompt in
+    xs: the copies sorted by prompt length, in calls of `batch_size` rows, each call left-padded to its
+    longest prompt's length bucket as packing pads it. Noise is drawn before the clock starts."""
+    from smoothgen_exp.models.lm import pad_batch
+
+    gen = torch.Generator().manual_seed(0)
+    copies = [x + 0.05 * torch.randn(x.shape, generator=gen) for x in sorted(xs, key=len) for _ in range(samples)]
+    calls = []
+    for start in range(0, len(copies), batch_size):
+        chunk = copies[start:start + batch_size]
+        calls.append(pad_batch(chunk, parts.model.pack_shape(tuple(chunk[-1].shape))[0]))
+
+    def forward():
+        for z in calls:
+            parts.oracle.classify(parts.model.generate(z, torch.arange(len(z))))
+
+    forward()
+    return _timed(forward)[0]
+
+
 def bench_packed_lm(args, device: torch.device) -> dict:
-    """tiny_gpt2 on the harmful-prompts sample (8 prompts of 3 to 13 tokens) at n0 = 10, n = 100: one
-    item at a time against packed batches (left-padded to buckets of `model.pad_multiple` tokens)."""
-    cfg, parts = _parts(["model=tiny_gpt2", "certifier.n0=10", "certifier.n=100", "progress=false",
-                         "summary_radii=[0]", f"cache_dir={args.cache_dir}"], device)
-    items = list(parts.dataset)
-    _evaluate(items[:2], parts, cfg, 2, device)                               # warm-up
-    per_item = min(_timed(_evaluate, items, parts, cfg, 1, device)[0] for _ in range(args.repeats))
-    packed = min(_timed(_evaluate, items, parts, cfg, len(items), device)[0] for _ in range(args.repeats))
-    return {"packed_lm_items": len(items), "packed_lm_per_item_s": per_item / len(items),
-            "packed_lm_packed_s": packed / len(items), "packed_lm_speedup": per_item / packed}
+    """Prompts of different lengths at small n: one item at a time against packed batches (left-padded to
+    buckets of `model.pad_multiple` tokens), and the floor: plain batched `generate` of the same number
+    of sequences (`packed_lm_over_floor`, target <= 1.3). tiny_gpt2 on the harmful-prompts sample (8
+    prompts of 3 to 13 tokens) at n0 = 10, n = 100, and the real SmolLM2 on 8 qa_facts questions at
+    n0 = 10, n = 16."""
+    from smoothgen_exp.run import encode_items
+
+    out = {}
+    for key, overrides in (("packed_lm", ["model=tiny_gpt2", "certifier.n0=10", "certifier.n=100"]),
+                           ("packed_smollm2", ["model=smollm2", "certifier.n0=10", "certifier.n=16",
+                                              f"dataset.limit={args.smollm2_items}"])):
+        cfg, parts = _parts([*overrides, "progress=false", "summary_radii=[0]", f"cache_dir={args.cache_dir}"], device)
+        items = list(parts.dataset)
+        _evaluate(items[:2], parts, cfg, 2, device)                               # warm-up
+        repeats = args.repeats if key == "packed_lm" else 1
+        per_item = min(_timed(_evaluate, items, parts, cfg, 1, device)[0] for _ in range(repeats))
+        packed = min(_timed(_evaluate, items, parts, cfg, len(items), device)[0] for _ in range(repeats))
+        samples = 1 + parts.certifier.n0 + parts.certifier.n          # the majority vote reuses the n
+        xs = [x.to(device) for x in encode_items(parts.model, parts.dataset, items)]
+        floor = _lm_floor(parts, xs, samples, parts.certifier.batch_size)
+        out.update({f"{key}_items": len(items), f"{key}_per_item_s": per_item / len(items),
+                    f"{key}_packed_s": packed / len(items), f"{key}_floor_s": floor / len(items),
+                    f"{key}_speedup": per_item / packed, f"{key}_over_floor": packed / floor})
+    return out
 
 
 def bench_token_average(args, device: torch.device) -> dict:
@@ -345,6 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lm-tokens", type=int, default=32)
     p.add_argument("--lm-prompt", type=int, default=32)
     p.add_argument("--packed-items", type=int, default=60, help="items of the packed-batches benchmark")
+    p.add_argument("--smollm2-items", type=int, default=8, help="qa_facts questions of the packed SmolLM2 benchmark")
     p.add_argument("--skip-lm", action="store_true", help="skip the LLM token-averaging benchmark")
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default="outputs/cache")
@@ -396,9 +434,12 @@ def main(argv: list[str] | None = None) -> dict:
               f"vs recompute {result['lm_recompute_s']:.2f}s); smoothed_over_plain {result['smoothed_over_plain']:.2f} "
               f"(plain batched generate {result['lm_plain_generate_s']:.2f}s); batch-invariant forward over "
               f"transformers' own: {result['batch_invariant_over_reference']:.2f} ({result['lm_reference_generate_s']:.2f}s)")
-        print(f"packed batches, tiny_gpt2 on {result['packed_lm_items']} prompts of different lengths at n=100: per-item "
-              f"{result['packed_lm_per_item_s'] * 1e3:.1f} ms/item, packed {result['packed_lm_packed_s'] * 1e3:.1f} ms/item: "
-              f"packed_lm_speedup {result['packed_lm_speedup']:.2f}")
+        for key, what in (("packed_lm", "tiny_gpt2, harmful prompts, n0=10, n=100"),
+                          ("packed_smollm2", "SmolLM2, qa_facts, n0=10, n=16")):
+            print(f"packed batches, {what}, {result[f'{key}_items']} prompts of different lengths: per-item "
+                  f"{result[f'{key}_per_item_s'] * 1e3:.1f} ms/item, packed {result[f'{key}_packed_s'] * 1e3:.1f} ms/item, "
+                  f"floor (plain batched generate) {result[f'{key}_floor_s'] * 1e3:.1f} ms/item: "
+                  f"{key}_speedup {result[f'{key}_speedup']:.2f}, {key}_over_floor {result[f'{key}_over_floor']:.2f}")
         print(f"SmolLM2-135M-Instruct, token-average smoothed decoding of a {result['smollm2_prompt_tokens']}-token chat "
               f"prompt (n={args.lm_n}, {args.lm_tokens} tokens): {result['smollm2_token_average_s']:.2f}s vs plain "
               f"batched generate {result['smollm2_plain_generate_s']:.2f}s: smollm2_smoothed_over_plain "
