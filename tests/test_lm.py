@@ -174,11 +174,15 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
         assert sm.output_text.notna().all()
     if "certifier=decoding" in args:                              # one row, one decoder (issue 11.14)
         assert sm.certified_text.notna().all() and (sm.certified_tokens >= 0).all()
-    if "attack=semantic" in args or "attack=pgd" in args:        # text outputs: the class decides (issue 14)
+    text_attack = "model=tiny_clip_vision" not in args and ("attack=semantic" in args or "attack=pgd" in args)
+    if text_attack:                                               # text outputs: the class decides (issue 14)
         assert sm.attack_success.notna().all() and sm.attack_output_shift.isna().all()
         assert summary["certificate_violations"] == 0
-    if "attack=pgd" in args:                                      # white-box on the prompt embeddings
-        assert (df.attack_distance <= 2.0 * (1 + 1e-5)).all() and (df.attack_queries == 5).all()
+    if text_attack and "attack=pgd" in args:                      # white-box on the prompt embeddings
+        assert (df.attack_distance <= 2.0 * (1 + 1e-5)).all() and (df.attack_queries == 3).all()
+        # regression: PGD kept the clean point when the final iterate's noisy EOT value did not beat the
+        # clean one (SmolLM2 at eps 0.02: 5 of 7 smoothed rows attacked at distance 0)
+        assert (df.attack_distance > 0).all()
     if "oracle=equivalence" in args:                              # answers without ground truth (issue 11.5)
         assert "certified_fraction" in summary and "certified_accuracy" not in summary
 

@@ -1,7 +1,7 @@
 """attack=pgd: projected gradient ascent (Madry et al. 2018) in the noised space, L2 or Linf.
 
 Random start in the eps-ball, `steps` steps of size `step_size * eps` (default 2.5/steps), projection
-after each, `restarts` independent starts (the best final objective is kept). Against the smoothed
+after each, `restarts` independent starts (the last iterate of the best one is returned). Against the smoothed
 generator the gradient is that of the expectation-over-transformation soft objective (m noise draws
 per step, Salman et al. 2019): the adaptive attack on randomized smoothing.
 """
@@ -27,9 +27,13 @@ class PGD(Attack):
 
     @torch.enable_grad()
     def search(self, victim: Victim, budget: Budget) -> torch.Tensor:
+        """The last iterate of each restart; with several restarts, the one whose objective is highest,
+        all evaluated in one call (the smoothed objective's m noise draws shared: common random numbers).
+        Never the clean point: against the smoothed variant a comparison with it is decided by Monte Carlo
+        noise, and the attacked point inside the ball is what the certificate check must see."""
         x = victim.x
         gen = victim.ctx.generator("attack/pgd/start")
-        best_z, best_value = x, float(victim.objective(x[None]).detach())
+        finals = []
         for _ in range(self.restarts):
             delta = random_in_ball((1, x.numel()), budget, gen, x).reshape(x.shape) if self.random_start \
                 else torch.zeros_like(x)
@@ -42,8 +46,9 @@ class PGD(Attack):
                     step = grad / grad.norm().clamp_min(1e-12)
                 delta = project((delta + self.step_size * budget.eps * step).reshape(1, -1), budget)
                 delta = delta.reshape(x.shape)
-            with torch.no_grad():
-                value = float(victim.objective((x + delta)[None]))
-            if value > best_value:
-                best_z, best_value = (x + delta).detach(), value
-        return best_z
+            finals.append((x + delta).detach())
+        if len(finals) == 1:
+            return finals[0]
+        with torch.no_grad():
+            values = victim.objective(torch.stack(finals))
+        return finals[int(values.argmax())]

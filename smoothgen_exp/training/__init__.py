@@ -6,3 +6,4 @@ ahead of time. This package may import `models/`, `oracles/` and `attacks/`; non
 """
 
 from smoothgen_exp.training import digits  # noqa: F401  (registers digit_oracle, digits_t2i)
+from smoothgen_exp.training import digits_diffusion  # noqa: F401  (registers digits_diffusion)

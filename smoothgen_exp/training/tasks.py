@@ -39,3 +39,17 @@ class TrainDigitsT2I(TrainComponent):
     """The default's text-to-image cVAE (`model=digits_t2i`), against the frozen digit oracle."""
 
     group, weights, metric = "model", "digits_t2i", "heldout_prompt_accuracy"
+
+
+@configured
+class TrainDigitsDiffusion(TrainComponent):
+    """The text-conditional diffusion UNet of `model=digits_diffusion`, trained on real digits; reports
+    the held-out quality measured at training time (oracle accuracy and FID) and the training time."""
+
+    group, weights, metric = "model", "digits_diffusion", "heldout_prompt_accuracy"
+
+    def run(self, cfg, device) -> dict:
+        with retraining({self.weights} if cfg.retrain else set()):
+            part = instantiate(cfg[self.group], cache_dir=cfg.cache_dir, device=device)
+        return {"task": self.weights, "weights": part.weights_file, self.metric: part.heldout_prompt_accuracy,
+                "heldout_fid": part.heldout_fid, "train_seconds": part.train_seconds}
