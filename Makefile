@@ -18,7 +18,7 @@ BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 .DEFAULT_GOAL := help
 .PHONY: FORCE help install run train test test-full bench lint clean tables table-scaling table-scaling-smoke \
 	table-attacks table-attacks-smoke table-quality table-quality-smoke table-vlm table-vlm-smoke \
-	table-t2i table-t2i-smoke table-llm table-llm-smoke
+	table-t2i table-t2i-smoke table-t2i-digits table-t2i-digits-smoke table-llm table-llm-smoke
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-20s %s\n", $$1, $$2}'
@@ -111,6 +111,21 @@ table-t2i-smoke: install ## the same pipeline on tiny_sd at CI size
 		dataset.limit=2 progress=false hydra.sweep.dir=outputs/sweeps/t2i_quality_smoke $(ARGS)
 	$(BIN)/python scripts/make_table.py outputs/sweeps/t2i_quality_smoke --out outputs/tables/smoke \
 		--name t2i_quality --metrics $(T2I_METRICS)
+
+# SmoothGen's table on the diffusion model trained here (model=digits_diffusion) beside the CVAE default.
+# The smoke twin trains the diffusion model at the tests' tiny size (seconds), not the real one (minutes).
+T2I_DIGITS_TINY := 'model.channels=[16,32]' model.epochs=2 model.steps=4
+T2I_DIGITS_SMOKE := smoothing.sigma=0.0,0.2 aggregator.n=10 dataset.limit=2 progress=false \
+	hydra.sweep.dir=outputs/sweeps/t2i_digits_smoke
+
+table-t2i-digits: install ## SmoothGen t2i table offline on CPU: diffusion trained here vs the CVAE default, sigma x {mean, ot_blend} x n
+	$(BIN)/python -m smoothgen_exp experiment=t2i_digits progress=false $(ARGS)
+	$(BIN)/python scripts/t2i_digits.py outputs/sweeps/t2i_digits --out outputs/tables
+
+table-t2i-digits-smoke: install ## the same at CI size (tiny diffusion training, 2 prompts, sigma 0 and 0.2, n = 10)
+	$(BIN)/python -m smoothgen_exp experiment=t2i_digits model=digits_diffusion $(T2I_DIGITS_TINY) $(T2I_DIGITS_SMOKE)
+	$(BIN)/python -m smoothgen_exp experiment=t2i_digits model=digits_t2i $(T2I_DIGITS_SMOKE)
+	$(BIN)/python scripts/t2i_digits.py outputs/sweeps/t2i_digits_smoke --out outputs/tables/smoke --grid-n 10
 
 LLM_SIGMAS ?= 0.05 0.1
 table-llm: install ## SmolLM2-135M on qa_facts, offline on CPU (about 1.5 hours): scaling at two sigma, attacks, quality

@@ -6,6 +6,8 @@ held-out quality and the other certifiers and attacks from the CLI are slow test
 
 import json
 import math
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 import torch
 
 from smoothgen_exp.seeding import SEED_HIGH
-from tests.conftest import CACHE, cli
+from tests.conftest import CACHE, REPO, cli
 
 TINY = {"channels": [16, 32], "epochs": 2, "steps": 4}
 TINY_ARGS = ["model=digits_diffusion", "model.channels=[16,32]", "model.epochs=2", "model.steps=4",
@@ -158,6 +160,45 @@ def test_every_certifier_and_attack_runs_on_it(tmp_path, args):
     assert len(sm) == 1
     if "attack=" in " ".join(args):
         assert "attack_success" in sm and sm.attack_queries.notna().all()
+
+
+def makefile_args(name: str) -> list[str]:
+    """The overrides a Makefile variable holds (the smoke target's sizes, read rather than copied)."""
+    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"{name} :="))
+    return [arg.strip("'") for arg in line.split(":=", 1)[1].split()]
+
+
+def test_table_t2i_digits_smoke(tmp_path, t2i):
+    """`make table-t2i-digits-smoke`: the t2i_digits sweep (sigma 0 and 0.2 x mean, ot_blend at n = 10) on the
+    tiny diffusion model and on the CVAE default, then the table, the retention figure and the image grid.
+    The make test's one CLI run of this model: its rows, metrics and preview are checked here too."""
+    sweep, out = tmp_path / "sweep", tmp_path / "tables"
+    smoke = [a for a in makefile_args("T2I_DIGITS_SMOKE") if not a.startswith("hydra.sweep.dir=")]
+    for model in (["model=digits_diffusion", *makefile_args("T2I_DIGITS_TINY")], ["model=digits_t2i"]):
+        res = cli("experiment=t2i_digits", *model, *smoke, f"cache_dir={CACHE}", f"hydra.sweep.dir={sweep}")
+        assert res.returncode == 0, res.stderr[-3000:]
+    runs = sorted(p.parent for p in sweep.rglob("summary.json"))
+    assert len(runs) == 8
+    diffusion = next(r for r in runs if "model=digits_diffusion" in str(r) and "aggregator=mean" in str(r))
+    rows = pd.read_parquet(diffusion / "records")
+    sm = rows.query("variant == 'smoothed'")
+    assert len(rows) == 4 and (sm.samples_used == 20).all() and sm.p_lower.between(0, 1).all()   # n0 10, n 10
+    assert rows.metric_digit_prob.between(0, 1).all() and (diffusion / "samples.png").exists()
+    summary = json.loads((diffusion / "summary.json").read_text())
+    assert np.isfinite(summary["metric_fid_smoothed"]) and "retention_digit_prob" in summary
+    res = subprocess.run([sys.executable, "scripts/t2i_digits.py", str(sweep), "--out", str(out), "--grid-n", "10"],
+                         cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = pd.read_csv(out / "t2i_digits.csv")
+    assert set(table.model) == {"digits_diffusion", "digits_t2i (CVAE)"} and set(table.aggregator) == {"mean", "ot_blend"}
+    assert {"cert_acc@0.1", "ACR", "output_bound@0.1", "ret p(digit)", "ret FID", "s/item"} <= set(table.columns)
+    # C2's TV form at eps 0.1, sigma 0.2: 2 rho (2 Phi(eps / (2 sigma)) - 1), rho = 4 for 8x8 images in [0, 1]
+    bound = table[table.sigma == 0.2]["output_bound@0.1"]
+    assert np.allclose(bound, 8 * (2 * 0.5987063256829237 - 1))
+    for name in ("t2i_digits_retention.png", "t2i_digits_grid.png", "t2i_digits.md"):
+        assert (out / name).stat().st_size > 1000, name
+    assert "ret p(digit)" in res.stdout and "up to sigma" in res.stdout
 
 
 @pytest.mark.slow
