@@ -229,6 +229,12 @@ class CLIPVisionConf(LocalWeightsConf):
 
 
 @dataclass
+class DigitEncoderConf:
+    """The default digit oracle's CNN as a feature encoder (its penultimate layer, unit-normalised)."""
+    _target_: str = "smoothgen_exp.models.digit_encoder.DigitEncoder"
+
+
+@dataclass
 class CLIPZeroShotConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.oracles.clip.CLIPZeroShot"
     classes: list[str] = field(default_factory=lambda: ["zero", "one", "two", "three", "four", "five", "six",
@@ -554,6 +560,14 @@ class DigitClassifierConf:
 
 
 @dataclass
+class DigitProbeConf:
+    _target_: str = "smoothgen_exp.oracles.digits.DigitProbe"
+    # inverse L2 regularisation of the multinomial logistic regression on the vanilla encoder's clean
+    # unit features (scikit-learn's C)
+    c: float = field(default=10.0, metadata=gt(0.0))
+
+
+@dataclass
 class RefusalConf:
     _target_: str = "smoothgen_exp.oracles.text.RefusalJudge"
     # regular expressions of a refusal (null: oracles.text.REFUSAL_PATTERNS)
@@ -664,7 +678,7 @@ class TrainDigitsDiffusionConf:
 # starts from it through its defaults list: the YAML states only what differs, the schema every default.
 GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "model": (DigitsT2IConf, DigitsDiffusionConf, StableDiffusionConf, CausalLMConf, VLMConf, CLIPVisionConf,
-              DCGANConf, BigGANConf),
+              DCGANConf, BigGANConf, DigitEncoderConf),
     "dataset": (DigitImagesConf, PromptsCSVConf, DigitsPromptsConf, AnswersCSVConf, GANLatentsConf),
     "smoothing": (GaussianConf, CalibratedConf, AdaptiveConf),
     "aggregator": (MajorityConf, MeanConf, OTBlendConf, TokenAverageConf),
@@ -672,7 +686,7 @@ GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
                   DecodingConf, SequentialConf),
     "attack": (NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf),
     "oracle": (DigitClassifierConf, CLIPZeroShotConf, RefusalConf, LLMJudgeConf, EquivalenceConf, ActionsConf,
-               AnswersConf, NoOracleConf),
+               AnswersConf, NoOracleConf, DigitProbeConf),
     "metrics": (DigitQualityConf, T2IQualityConf, TextQualityConf, NoMetricsConf),
     "logger": (NullLoggerConf, WandbConf),
     "task": (TrainDigitOracleConf, TrainDigitsT2IConf, TrainDigitsDiffusionConf),     # python -m smoothgen_exp.train

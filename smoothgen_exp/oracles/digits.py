@@ -1,4 +1,5 @@
-"""The digit oracle: a small CNN that maps an 8x8 image in [0, 1] to one of 10 digit classes.
+"""The digit oracle: a small CNN that maps an 8x8 image in [0, 1] to one of 10 digit classes; and
+`oracle=digit_probe`, a linear probe on that CNN's unit features (what reads `model=digit_encoder`).
 
 Trained at first use on the training part of scikit-learn's digits (random one-pixel shifts; half of
 every batch with Gaussian pixel noise of std `train_noise`, so the same network also serves as a
@@ -84,3 +85,35 @@ class DigitClassifier(ClassEquivalence):
         return self.net.features(images.reshape(-1, 1, 8, 8))
 
     __call__ = classify
+
+
+@configured
+class DigitProbe(ClassEquivalence):
+    """oracle=digit_probe: classes of unit digit features by a linear probe, the frozen downstream model of
+    `model=digit_encoder`. Multinomial logistic regression (scikit-learn, inverse regularisation `c`) fitted
+    once on the *vanilla* encoder's clean unit features of the training digits (trained at first use,
+    cached); its logits are W normalize(y) + b. Feature vectors [B, 128] pass through (normalised); images
+    [B, 1, 8, 8] are embedded by the default digit oracle's CNN first. `heldout_accuracy`: on clean
+    held-out digits through the vanilla encoder."""
+
+    num_classes = 10
+
+    def __init__(self, c: float, *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        cnn = DigitClassifier(cache_dir=cache_dir, device=self.device)
+        self.net = cnn.net
+        params = {"arch": "linear-probe-v1", "data": "sklearn-digits-v1", "c": c, "cnn": cnn.params}
+        state, meta = load_or_train(cache_dir, "digit_probe", params, net=self.net)   # training.gsb fits it
+        self.weight, self.bias = state["weight"].to(self.device), state["bias"].to(self.device)
+        self.heldout_accuracy, self.weights_file = float(meta["heldout_accuracy"]), meta["file"]
+
+    def features(self, outputs: torch.Tensor) -> torch.Tensor:
+        outputs = torch.as_tensor(outputs)
+        feats = outputs if outputs.dim() == 2 else self.net.features(outputs.reshape(-1, 1, 8, 8))
+        return F.normalize(feats.float(), dim=-1)
+
+    def logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.features(outputs) @ self.weight.T + self.bias
+
+    def classify(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.logits(outputs).argmax(-1)

@@ -1,5 +1,6 @@
 """Training of the embedded default: the digit oracle (a small CNN) and the digits text-to-image
-cVAE, trained against the frozen oracle. Both train at first use (`weights.load_or_train` finds the
+cVAE, trained against the frozen oracle; and the linear probe on the oracle's features that reads
+`model=digit_encoder` (`oracle=digit_probe`). Both train at first use (`weights.load_or_train` finds the
 trainers registered here) or ahead of time with `python -m smoothgen_exp.train task=...`, with a
 progress bar, fixed seeds and a checkpoint after every epoch.
 """
@@ -122,3 +123,23 @@ def train_digits_t2i(params: dict, checkpoint: str | None = None, *, encoder, or
     acc = heldout_fidelity(cvae, encoder, oracle_net)
     log.info("digits generator: oracle accuracy of samples for held-out prompts %.4f", acc)
     return cvae.state_dict(), {"heldout_prompt_accuracy": f"{acc:.6f}"}
+
+
+@register_trainer("digit_probe")
+def train_digit_probe(params: dict, checkpoint: str | None = None, *, net):
+    """Multinomial logistic regression on the vanilla CNN's clean unit features of the training digits."""
+    from sklearn.linear_model import LogisticRegression
+
+    def unit_features(split):
+        x, y = digit_images(split)
+        device = next(net.parameters()).device
+        with torch.no_grad():
+            return F.normalize(net.features(torch.from_numpy(x).to(device)), dim=-1).cpu().numpy(), y
+
+    (ftr, ytr), (fte, yte) = unit_features("train"), unit_features("heldout")
+    probe = LogisticRegression(C=params["c"], max_iter=5000).fit(ftr, ytr)
+    acc = float(np.mean(probe.predict(fte) == yte))
+    log.info("digit probe: held-out accuracy %.4f on clean vanilla features", acc)
+    state = {"weight": torch.tensor(probe.coef_, dtype=torch.float32),
+             "bias": torch.tensor(probe.intercept_, dtype=torch.float32)}
+    return state, {"heldout_accuracy": f"{acc:.6f}"}
