@@ -16,6 +16,9 @@ smoothed feature F = -0.4 u meets <F, u> >= -0.5 with cosine -1). So the cosine 
 this eps") elsewhere: clamping at 0 would print "cos >= 0", which nothing supports. `bound_s_lower`
 keeps the inner-product information (b = 2 s_lower - 1 at eps = 0). `radius` is the largest eps for
 which b >= cos_min, and cos_min must lie in [0, 1) for the same reason.
+`bound_robustness_score` is a diagnostic, not a bound: the mean of (1 + cos(f(x + eta), f(x)))/2 over the
+n estimation samples against the feature of the baseline generation (at the clean input): the Gaussian
+robustness score S(x) that a Gaussian Smoothness Booster (booster=gsb) raises.
 Only the n scalar scores are kept (float64), never the n features or outputs.
 """
 
@@ -29,6 +32,7 @@ from torch.nn import functional as F
 
 from smoothgen_exp.certifiers.base import BoundCertifier, eps_col
 from smoothgen_exp.config import configured
+from smoothgen_exp.context import batch_of_one
 from smoothgen_exp.stats import MEAN_BOUNDS, fcsb, fcsb_radius, max_mean_lower, mean_lower
 
 
@@ -65,14 +69,21 @@ class FeatureCertifier(BoundCertifier):
         direction = sum(self.features(ctx, out).sum(0) for out in ctx.outputs(self.n0, "select"))
         u = F.normalize(direction, dim=0)
         ctx.evidence["direction"] = u
-        scores = np.concatenate([((1.0 + self.features(ctx, out) @ u) / 2.0).cpu().numpy()
-                                 for out in ctx.outputs(self.n, "estimate")]).astype(np.float64)
-        scores = np.clip(scores, 0.0, 1.0)             # |<f, u>| <= 1 up to rounding
+        # diagnostic: the Gaussian robustness score S(x) = E[(1 + cos(f(x + eta), f(x)))/2] of the feature
+        # samples against the feature of the baseline generation (at the clean input), on the same n samples
+        clean = self.features(ctx, batch_of_one(ctx.baseline_output()))[0]
+        scores, robustness = [], []
+        for out in ctx.outputs(self.n, "estimate"):
+            feats = self.features(ctx, out)
+            scores.append(((1.0 + feats @ u) / 2.0).cpu().numpy())
+            robustness.append(((1.0 + feats @ clean) / 2.0).cpu().numpy())
+        scores = np.clip(np.concatenate(scores).astype(np.float64), 0.0, 1.0)   # |<f, u>| <= 1 up to rounding
         mean = float(scores.mean())
         s_lower = mean_lower(scores, self.alpha, self.bound)
         sigma = ctx.noise.l2_scale
         radius = fcsb_radius(s_lower, sigma, self.cos_min)
-        row = {"bound_s_hat": mean, "bound_s_lower": s_lower, "bound_cos_lower": cosine_or_nan(2 * s_lower - 1),
+        row = {"bound_s_hat": mean, "bound_robustness_score": float(np.concatenate(robustness).mean()),
+               "bound_s_lower": s_lower, "bound_cos_lower": cosine_or_nan(2 * s_lower - 1),
                "radius": radius, "certified": radius > 0, "abstained": radius <= 0,
                "abstain_reason": "" if radius > 0 else f"cosine bound below {self.cos_min}",
                "samples_used": self.n0 + len(scores)}
