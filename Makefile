@@ -158,3 +158,25 @@ table-vlm-smoke: install ## the same pipeline on tiny_llava at CI size
 	$(BIN)/python -m smoothgen_exp experiment=vlm_rs model=tiny_llava certifier.n=30,100 dataset.limit=3 \
 		progress=false hydra.sweep.dir=outputs/sweeps/vlm_rs_smoke
 	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/vlm_rs_smoke --out outputs/tables/smoke --prefix vlm_scaling
+
+# Feature-space smoothing with the Gaussian Smoothness Booster (booster=gsb) on the offline digit encoder:
+# the FS papers' Table 6 ablation (vanilla, +P, +M, +P+M at sigma 0.25, 0.5) and feature-cosine PGD. The
+# booster trains on first use (about a minute; `python -m smoothgen_exp.train task=gsb model=digit_encoder`).
+.PHONY: table-fs table-fs-smoke
+FS_SMOKE := certifier.n0=20 certifier.n=200 aggregator.n=20 booster.denoiser_epochs=3 booster.mapper_epochs=3 \
+	progress=false
+
+table-fs: install ## FS + Gaussian Smoothness Booster ablation on the digit encoder, offline on CPU (about 20 min)
+	$(BENCH_ENV) $(BIN)/python -m smoothgen_exp experiment=fs_gsb progress=false $(ARGS)
+	$(BENCH_ENV) $(BIN)/python -m smoothgen_exp experiment=fs_gsb_attacks progress=false $(ARGS)
+	$(BENCH_ENV) $(BIN)/python -m smoothgen_exp experiment=fs_gsb_attacks attack.norm=linf attack.eps=0.2 \
+		progress=false $(ARGS)
+	$(BIN)/python scripts/fs_table.py outputs/sweeps/fs_gsb --attacks outputs/sweeps/fs_gsb_attacks --out outputs/tables
+
+table-fs-smoke: install ## the same pipelines at CI size (4 digits, n = 200, a booster trained for 3 epochs)
+	$(BIN)/python -m smoothgen_exp experiment=fs_gsb dataset.limit=4 $(FS_SMOKE) \
+		hydra.sweep.dir=outputs/sweeps/fs_gsb_smoke
+	$(BIN)/python -m smoothgen_exp experiment=fs_gsb_attacks dataset.limit=2 attack.eps=0.5 attack.steps=2 \
+		attack.m=2 attack.eval_n=50 $(FS_SMOKE) hydra.sweep.dir=outputs/sweeps/fs_gsb_attacks_smoke
+	$(BIN)/python scripts/fs_table.py outputs/sweeps/fs_gsb_smoke --attacks outputs/sweeps/fs_gsb_attacks_smoke \
+		--out outputs/tables/smoke

@@ -3,6 +3,7 @@
 - `check_before_loading`: both checks below, before any weights load;
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
 - `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart;
+- `check_booster_fits_model`: a booster sits around a feature encoder;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `certified_ceiling`: the largest radius any item can reach (`max_certifiable_radius`);
 - `objective_value`: the summary key a Hydra sweeper optimises, under minimum constraints;
@@ -58,6 +59,16 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
 def check_before_loading(cfg: DictConfig) -> None:
     check_attack_fits_model(cfg)
     check_oracle_fits_certifier(cfg)
+    check_booster_fits_model(cfg)
+
+
+def check_booster_fits_model(cfg: DictConfig) -> None:
+    """booster=gsb denoises the input and maps the feature of an encoder: refuse generators of images or text."""
+    booster, model = get_class(cfg.booster._target_), get_class(cfg.model._target_)
+    if getattr(booster, "enabled", False) and getattr(model, "output_kind", None) != "features":
+        raise ConfigError(f"booster={booster.name}: sits around a feature encoder "
+                          f"(model=digit_encoder, tiny_clip_vision, clip_vision); {model.__name__} does not output "
+                          "features")
 
 
 def check_oracle_fits_certifier(cfg: DictConfig) -> None:

@@ -32,7 +32,8 @@ OmegaConf.register_new_resolver("sg.dirname", lambda name: name or "default", re
 OmegaConf.register_new_resolver("sg.run_id", lambda *, _root_: run_id_of(_root_), replace=True)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle", "metrics", "logger")
+GROUPS = ("model", "dataset", "smoothing", "aggregator", "certifier", "attack", "oracle", "metrics", "logger",
+          "booster")
 
 
 # ---------------------------------------------------------------------------------------- rules
@@ -658,6 +659,38 @@ class WandbConf:
     log_rows: bool = True
 
 
+# ------------------------------------------------------------------ boosters (around an encoder)
+@dataclass
+class NoBoosterConf:
+    _target_: str = "smoothgen_exp.boosters.none.NoBooster"
+
+
+@dataclass
+class GSBConf:
+    """The Gaussian Smoothness Booster (feature-space smoothing papers): a denoiser P on the input and a
+    residual mapper M on the feature, trained around the frozen encoder (SPEC 8)."""
+    _target_: str = "smoothgen_exp.boosters.gsb.GSB"
+    # the parts that run: none (the vanilla encoder) | p | m | pm (the FS ablation, their Table 6)
+    components: str = field(default="pm", metadata=one_of("none", "p", "m", "pm"))
+    # P: a residual convolutional denoiser on [x + eps, sigma] at the encoder's input resolution
+    denoiser_width: int = field(default=32, metadata=gt(0))
+    denoiser_layers: int = field(default=4, metadata=_rule(lambda v: v >= 2, "must be >= 2"))
+    # M: z + MLP([z, sigma]) on the encoder's feature
+    mapper_hidden: int = field(default=512, metadata=gt(0))
+    # L_P = l_rb + lambda_mse * mean (x - P(x + eps))^2;  L_M = l_rb + lambda_stats * l_stats + lambda_id * l_id
+    lambda_mse: float = field(default=1.0, metadata=ge(0.0))
+    lambda_stats: float = field(default=0.1, metadata=ge(0.0))
+    lambda_id: float = field(default=1.0, metadata=ge(0.0))
+    # training (P first, then M on P's output), noise sigma ~ U(0, train_sigma_max) per example
+    denoiser_epochs: int = field(default=150, metadata=gt(0))
+    mapper_epochs: int = field(default=100, metadata=gt(0))
+    denoiser_lr: float = field(default=2e-3, metadata=gt(0.0))
+    mapper_lr: float = field(default=1e-3, metadata=gt(0.0))
+    batch_size: int = field(default=128, metadata=gt(0))
+    train_sigma_max: float = field(default=0.6, metadata=gt(0.0))
+    train_seed: int = field(default=0, metadata=ge(0))
+
+
 @dataclass
 class TrainDigitOracleConf:
     _target_: str = "smoothgen_exp.training.tasks.TrainDigitOracle"
@@ -671,6 +704,11 @@ class TrainDigitsT2IConf:
 @dataclass
 class TrainDigitsDiffusionConf:
     _target_: str = "smoothgen_exp.training.tasks.TrainDigitsDiffusion"
+
+
+@dataclass
+class TrainGSBConf:
+    _target_: str = "smoothgen_exp.training.tasks.TrainGSB"
 
 
 # The schemas of each config group. Each is registered in Hydra's ConfigStore as `<group>/_schema_<Name>`
@@ -689,7 +727,8 @@ GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
                AnswersConf, NoOracleConf, DigitProbeConf),
     "metrics": (DigitQualityConf, T2IQualityConf, TextQualityConf, NoMetricsConf),
     "logger": (NullLoggerConf, WandbConf),
-    "task": (TrainDigitOracleConf, TrainDigitsT2IConf, TrainDigitsDiffusionConf),     # python -m smoothgen_exp.train
+    "booster": (NoBoosterConf, GSBConf),
+    "task": (TrainDigitOracleConf, TrainDigitsT2IConf, TrainDigitsDiffusionConf, TrainGSBConf),     # python -m smoothgen_exp.train
 }
 SCHEMAS: dict[str, type] = {cls._target_: cls for group in GROUP_SCHEMAS.values() for cls in group}
 

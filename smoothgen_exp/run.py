@@ -81,8 +81,10 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
 
     runtime = {"cache_dir": cfg.cache_dir, "device": device}
     oracle = instantiate(cfg.oracle, **runtime)   # first: the default model trains against it
-    # every generation runs in chunks that fit: `certifier.batch_size=auto` backs off on out-of-memory
-    model = OOMGuard(instantiate(cfg.model, **runtime), Batcher(cfg.certifier.batch_size))
+    # booster=gsb: a trained plug-in around a feature encoder (boosters/; certified unchanged). Every
+    # generation runs in chunks that fit: `certifier.batch_size=auto` backs off on out-of-memory
+    booster, encoder = instantiate(cfg.booster, **runtime), instantiate(cfg.model, **runtime)
+    model = OOMGuard(booster.around(encoder, cfg.smoothing.sigma, cfg.model), Batcher(cfg.certifier.batch_size))
     parts = Parts(model=model, dataset=instantiate(cfg.dataset), smoothing=smoothing,
                   aggregator=instantiate(cfg.aggregator), certifier=certifier, attack=instantiate(cfg.attack),
                   oracle=oracle, metrics=instantiate(cfg.metrics), logger=instantiate(cfg.logger))

@@ -20,7 +20,7 @@ from smoothgen_exp.config import exit_on_user_error, validate_groups
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> dict:
     try:
-        validate_groups(cfg, ("task", "model", "oracle"))   # one-line errors, before anything trains
+        validate_groups(cfg, ("task", "model", "oracle", "booster"))   # one-line errors, before anything trains
         import torch
         from hydra.utils import instantiate
 

@@ -9,6 +9,7 @@ from hydra.utils import get_class, instantiate
 
 from smoothgen_exp.aggregators.protocol import Aggregator
 from smoothgen_exp.attacks.protocol import Attack
+from smoothgen_exp.boosters.protocol import Booster
 from smoothgen_exp.certifiers.protocol import CertifierProtocol
 from smoothgen_exp.config import CONF_DIR
 from smoothgen_exp.data.protocol import CalibrationSplit, Dataset
@@ -17,7 +18,8 @@ from smoothgen_exp.models.protocol import EncodesConditions, EncodesItems, Gener
 from smoothgen_exp.oracles.protocol import Oracle
 from smoothgen_exp.smoothing.protocol import FittedNoiseLaw, NoiseLaw, Smoothing
 
-CHEAP = {"aggregator": Aggregator, "certifier": CertifierProtocol, "smoothing": Smoothing, "attack": Attack}
+CHEAP = {"aggregator": Aggregator, "certifier": CertifierProtocol, "smoothing": Smoothing, "attack": Attack,
+         "booster": Booster}
 
 
 def option(group: str, name: str):
@@ -74,7 +76,8 @@ def test_noise_laws_and_datasets_answer_the_optional_protocols():
 def test_protocol_modules_do_not_import_torch():
     code = ("import sys\nimport smoothgen_exp.models.protocol, smoothgen_exp.smoothing.protocol, "
             "smoothgen_exp.oracles.protocol, smoothgen_exp.aggregators.protocol, smoothgen_exp.attacks.protocol, "
-            "smoothgen_exp.metrics.protocol, smoothgen_exp.certifiers.protocol, smoothgen_exp.data.protocol\n"
+            "smoothgen_exp.metrics.protocol, smoothgen_exp.certifiers.protocol, smoothgen_exp.data.protocol, "
+            "smoothgen_exp.boosters.protocol\n"
             "print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert res.stdout.strip() == "False", res.stderr
