@@ -128,7 +128,7 @@ table-t2i-digits-smoke: install ## the same at CI size (tiny diffusion training,
 	$(BIN)/python scripts/t2i_digits.py outputs/sweeps/t2i_digits_smoke --out outputs/tables/smoke --grid-n 10
 
 LLM_SIGMAS ?= 0.05 0.1
-table-llm: install ## SmolLM2-135M on qa_facts, offline on CPU (about 1.5 hours): scaling at two sigma, attacks, quality
+table-llm: install ## SmolLM2-135M on qa_facts, offline on CPU (2.5 hours here): scaling at two sigma, attacks, quality
 	for s in $(LLM_SIGMAS); do \
 		$(BIN)/python -m smoothgen_exp experiment=llm_rs smoothing.sigma=$$s progress=false \
 			hydra.sweep.dir=outputs/sweeps/llm_rs/sigma_$$s $(ARGS) && \
