@@ -140,7 +140,7 @@ table-llm: install ## SmolLM2-135M on qa_facts, offline on CPU (2.5 hours here):
 	$(BIN)/python -m smoothgen_exp experiment=llm_quality progress=false $(ARGS)
 	$(BIN)/python scripts/llm_quality.py outputs/sweeps/llm_quality --out outputs/tables
 
-table-llm-smoke: install ## the same pipelines at CI size (4 questions, n = 10, 30; two questions attacked at two eps)
+table-llm-smoke: install ## the same pipelines at CI size (4 questions, n = 10, 30; one question attacked at two eps)
 	$(BIN)/python -m smoothgen_exp experiment=llm_rs certifier.n=10,30 dataset.limit=4 progress=false \
 		hydra.sweep.dir=outputs/sweeps/llm_rs_smoke
 	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/llm_rs_smoke --out outputs/tables/smoke --prefix llm_scaling
@@ -151,7 +151,7 @@ table-llm-smoke: install ## the same pipelines at CI size (4 questions, n = 10, 
 	$(BIN)/python scripts/llm_quality.py outputs/sweeps/llm_attacks_smoke --out outputs/tables/smoke
 
 # the attack sweep at CI size, with metrics=text so that the quality script has something to read
-LLM_ATTACK_SMOKE := attack.eps=0.02,2.0 dataset.limit=2 certifier.n=30 attack.steps=2 attack.m=2 \
+LLM_ATTACK_SMOKE := attack.eps=0.02,2.0 dataset.limit=1 certifier.n=30 attack.steps=2 attack.m=2 \
 	attack.eval_n=30 metrics=text
 
 table-vlm-smoke: install ## the same pipeline on tiny_llava at CI size
