@@ -6,12 +6,15 @@ From an `experiment=t2i_digits` sweep (model x sigma x {mean, ot_blend} x n): wr
 - `<name>.{md,tex,csv}`: per run, certified accuracy at the radius grid, the average certified radius,
   the certified output bound on ||h(x) - h(x + delta)|| at eps (C2, TV form: it needs no sampling, so it
   is computed here from sigma and the output ball, rho = sqrt(64) / 2 = 4), FID and digit probability
-  of baseline and smoothed images with their retention, and seconds per item;
+  of baseline and smoothed images with their retention (smoothed / baseline, FID inverted), the same
+  against the smoothed output at sigma = 0 (the cost of the noise alone: at sigma = 0 the aggregate
+  already averages over the per-sample seeds), and seconds per item;
 - `<name>_retention.png`: retention against the average certified radius (one line per model,
   aggregator and n; the points are the sigma grid), the robustness-quality trade-off;
 - `<name>_grid.png`: prompts x sigma of smoothed images (the pixel mean of `--grid-n` generations as the
   runner computes it, seed 0), one panel per model as the sweep configured it; skipped with --grid-n 0.
-Then prints, per model, aggregator and n, the largest sigma whose retention stays at or above 90% and 80%.
+Then prints, per model, aggregator and n, the largest sigma on the grid whose retention is at or above 90%
+and 80% (for each retention column).
 """
 
 from __future__ import annotations
@@ -59,14 +62,22 @@ def table_of(run_dirs: list[Path]) -> pd.DataFrame:
                          ("seconds_per_item", "s/item")):
             row[col] = s.get(key, np.nan)
         rows.append(row)
-    return pd.DataFrame(rows).sort_values(["model", "aggregator", "n", "sigma"]).reset_index(drop=True)
+    table = pd.DataFrame(rows).sort_values(["model", "aggregator", "n", "sigma"]).reset_index(drop=True)
+    # what the noise alone costs: against the same aggregate at sigma = 0 (which already averages the
+    # per-sample seeds, so its FID is not the baseline's)
+    for (_, _, _), g in table.groupby(["model", "aggregator", "n"]):
+        zero = g[g.sigma == 0]
+        fid0, p0 = (zero["FID smooth"].iloc[0], zero["p(digit) smooth"].iloc[0]) if len(zero) else (np.nan, np.nan)
+        table.loc[g.index, "ret FID vs σ=0"] = fid0 / g["FID smooth"]
+        table.loc[g.index, "ret p(digit) vs σ=0"] = g["p(digit) smooth"] / p0
+    return table
 
 
 def crossings(table: pd.DataFrame) -> list[str]:
     """Per (model, aggregator, n): the largest sigma on the grid whose retention is >= 90% and >= 80%."""
     lines = []
     for (model, agg, n), g in table.groupby(["model", "aggregator", "n"]):
-        for col in ("ret p(digit)", "ret FID"):
+        for col in ("ret p(digit)", "ret FID", "ret p(digit) vs σ=0", "ret FID vs σ=0"):
             parts = []
             for level in (0.9, 0.8):
                 ok = g[(g[col] >= level) & (g.sigma > 0)]
@@ -76,8 +87,9 @@ def crossings(table: pd.DataFrame) -> list[str]:
 
 
 def retention_figure(table: pd.DataFrame, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, col in zip(axes, ("ret p(digit)", "ret FID"), strict=True):
+    panels = ("ret p(digit)", "ret FID", "ret FID vs σ=0")
+    fig, axes = plt.subplots(1, len(panels), figsize=(14, 4), sharey=True)
+    for ax, col in zip(axes, panels, strict=True):
         for (model, agg, n), g in table[table.sigma > 0].groupby(["model", "aggregator", "n"]):
             style = "-" if model.startswith("digits_diffusion") else "--"
             ax.plot(g["ACR"], g[col], style, marker="o" if agg == "mean" else "s", label=f"{model}, {agg}, n={n}")
@@ -85,9 +97,10 @@ def retention_figure(table: pd.DataFrame, path: Path) -> None:
                 ax.annotate(f"{r.sigma:g}", (r["ACR"], r[col]), fontsize=6, xytext=(2, 2), textcoords="offset points")
         ax.axhline(0.9, color="grey", lw=0.6, ls=":")
         ax.axhline(0.8, color="grey", lw=0.6, ls=":")
-        ax.set(xlabel="average certified radius (L2, prompt embedding)", title=f"{col} (smoothed / baseline)")
+        ax.set(xlabel="average certified radius (L2, prompt embedding)",
+               title=col.replace("ret ", "retention of ") + ("" if "σ=0" in col else " (vs baseline)"))
     axes[0].set_ylabel("retention")
-    axes[1].legend(fontsize=6)
+    axes[-1].legend(fontsize=6)
     fig.suptitle("Robustness-quality trade-off (labels: sigma)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
