@@ -236,6 +236,47 @@ class DigitEncoderConf:
 
 
 @dataclass
+class SRLFields:
+    """SRL-VAE post-training of a VAE's encoder (models.vae; the decoder stays frozen): `robust=srl` loads (or
+    trains) the encoder hardened by L-inf PGD on the reconstruction error, keyed by these fields."""
+    robust: str = field(default="none", metadata=one_of("none", "srl"))   # none: the original encoder | srl
+    srl_eps: float = field(default=15 / 255, metadata=gt(0.0))  # L-inf budget of the inner attack ([0, 1] pixels)
+    srl_steps: int = field(default=5, metadata=gt(0))           # inner PGD sign steps (random start)
+    # weight of the originality regulariser ||E'(x) - E(x)||^2 on clean latents (E: the original encoder)
+    srl_originality: float = field(default=1.0, metadata=ge(0.0))
+    srl_epochs: int = field(default=10, metadata=gt(0))
+    srl_lr: float = field(default=1e-4, metadata=gt(0.0))
+    srl_batch_size: int = field(default=64, metadata=gt(0))
+    srl_seed: int = field(default=0, metadata=ge(0))
+
+
+@dataclass
+class TinyVAEConf(SRLFields):
+    """A small AutoencoderKL (diffusers) trained here on the training split of scikit-learn's 8x8 digits."""
+    _target_: str = "smoothgen_exp.models.vae.TinyVAE"
+    channels: list[int] = field(default_factory=lambda: [32, 64], metadata=each(gt(0)))  # one block per entry
+    latent_channels: int = field(default=2, metadata=gt(0))     # the latent is [latent_channels, 4, 4]
+    layers_per_block: int = field(default=1, metadata=gt(0))
+    epochs: int = field(default=60, metadata=gt(0))
+    batch_size: int = field(default=64, metadata=gt(0))
+    lr: float = field(default=1e-3, metadata=gt(0.0))
+    kl_weight: float = field(default=1e-6, metadata=ge(0.0))    # Stable Diffusion's VAE uses 1e-6
+    train_seed: int = field(default=0, metadata=ge(0))
+
+
+@dataclass
+class PretrainedVAEConf(SRLFields):
+    """A pretrained AutoencoderKL from local weights (Stable Diffusion's VAE), on the dataset's images
+    resized to `image_size` (grey repeated over RGB)."""
+    _target_: str = "smoothgen_exp.models.vae.PretrainedVAE"
+    name: str = "stabilityai/sd-vae-ft-mse"
+    path: str | None = None       # a local diffusers AutoencoderKL directory (save_pretrained); overrides name
+    image_size: int = field(default=256, metadata=gt(0))
+    # the checkpoint's dtype on an accelerator, float32 on CPU
+    dtype: str = field(default="auto", metadata=dtype_rule())
+
+
+@dataclass
 class CLIPZeroShotConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.oracles.clip.CLIPZeroShot"
     classes: list[str] = field(default_factory=lambda: ["zero", "one", "two", "three", "four", "five", "six",
@@ -493,8 +534,9 @@ class AttackConf:
     """Fields every attack has: the budget, the objective, and how the smoothed variant is judged."""
     eps: float = field(default=0.1, metadata=gt(0.0))
     norm: str = field(default="l2", metadata=one_of("l2", "linf"))  # l2 | linf
-    # flip | distance | feature | event
-    objective: str = field(default="flip", metadata=one_of("flip", "distance", "feature", "event"))
+    # flip | distance | feature | event | latent (a VAE's latent to a target's: PhotoGuard) | reconstruction
+    objective: str = field(default="flip", metadata=one_of("flip", "distance", "feature", "event", "latent",
+                                                            "reconstruction"))
     # flip: a target class (null: untargeted)
     target: int | None = field(default=None, metadata=optional(ge(0)))
     m: int = field(default=16, metadata=gt(0))  # noise draws per smoothed objective evaluation (EOT)
@@ -516,6 +558,23 @@ class PGDConf(AttackConf):
     # fraction of eps per step (null: 2.5 / steps)
     step_size: float | None = field(default=None, metadata=optional(gt(0.0)))
     random_start: bool = True
+
+
+@dataclass
+class PhotoGuardConf(AttackConf):
+    """PhotoGuard's encoder attack (Salman et al. 2023): L-inf sign steps that pull the VAE latent of the image
+    towards that of a flat grey target, the step decaying linearly, the image kept in [0, 1]."""
+    _target_: str = "smoothgen_exp.attacks.photoguard.PhotoGuard"
+    eps: float = field(default=16 / 255, metadata=gt(0.0))
+    norm: str = field(default="linf", metadata=one_of("linf"))
+    objective: str = field(default="latent", metadata=one_of("latent", "reconstruction", "distance", "flip"))
+    steps: int = field(default=200, metadata=gt(0))
+    # the first step in [0, 1] pixel units (PhotoGuard's 0.01 in [-1, 1] units), then linear decay to 0
+    step_size: float = field(default=0.005, metadata=gt(0.0))
+    decay: str = field(default="linear", metadata=one_of("linear", "constant"))
+    target_grey: float = field(default=0.5, metadata=_rule(lambda v: 0 <= v <= 1, "must lie in [0, 1]"))
+    random_start: bool = False
+    m: int = field(default=8, metadata=gt(0))
 
 
 @dataclass
@@ -640,6 +699,13 @@ class TextQualityConf:
 
 
 @dataclass
+class ReconstructionQualityConf:
+    """metrics=reconstruction: an image-to-image generator (a VAE) against its input: MSE, PSNR, the oracle's
+    class agreement, and FID against real held-out digits (oracle features), clean and under attack."""
+    _target_: str = "smoothgen_exp.metrics.reconstruction.ReconstructionQuality"
+
+
+@dataclass
 class NoMetricsConf:
     _target_: str = "smoothgen_exp.metrics.quality.NoMetrics"
 
@@ -711,24 +777,35 @@ class TrainGSBConf:
     _target_: str = "smoothgen_exp.training.tasks.TrainGSB"
 
 
+@dataclass
+class TrainTinyVAEConf:
+    _target_: str = "smoothgen_exp.training.tasks.TrainTinyVAE"
+
+
+@dataclass
+class TrainSRLVAEConf:
+    _target_: str = "smoothgen_exp.training.tasks.TrainSRLVAE"
+
+
 # The schemas of each config group. Each is registered in Hydra's ConfigStore as `<group>/_schema_<Name>`
 # (a plain node of its defaults, types checked by `validate`), and every `conf/<group>/<option>.yaml`
 # starts from it through its defaults list: the YAML states only what differs, the schema every default.
 GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "model": (DigitsT2IConf, DigitsDiffusionConf, StableDiffusionConf, CausalLMConf, VLMConf, CLIPVisionConf,
-              DCGANConf, BigGANConf, DigitEncoderConf),
+              DCGANConf, BigGANConf, DigitEncoderConf, TinyVAEConf, PretrainedVAEConf),
     "dataset": (DigitImagesConf, PromptsCSVConf, DigitsPromptsConf, AnswersCSVConf, GANLatentsConf),
     "smoothing": (GaussianConf, CalibratedConf, AdaptiveConf),
     "aggregator": (MajorityConf, MeanConf, OTBlendConf, TokenAverageConf),
     "certifier": (CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
                   DecodingConf, SequentialConf),
-    "attack": (NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf),
+    "attack": (NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf, PhotoGuardConf),
     "oracle": (DigitClassifierConf, CLIPZeroShotConf, RefusalConf, LLMJudgeConf, EquivalenceConf, ActionsConf,
                AnswersConf, NoOracleConf, DigitProbeConf),
-    "metrics": (DigitQualityConf, T2IQualityConf, TextQualityConf, NoMetricsConf),
+    "metrics": (DigitQualityConf, T2IQualityConf, TextQualityConf, NoMetricsConf, ReconstructionQualityConf),
     "logger": (NullLoggerConf, WandbConf),
     "booster": (NoBoosterConf, GSBConf),
-    "task": (TrainDigitOracleConf, TrainDigitsT2IConf, TrainDigitsDiffusionConf, TrainGSBConf),     # python -m smoothgen_exp.train
+    "task": (TrainDigitOracleConf, TrainDigitsT2IConf, TrainDigitsDiffusionConf, TrainGSBConf, TrainTinyVAEConf,
+             TrainSRLVAEConf),     # python -m smoothgen_exp.train
 }
 SCHEMAS: dict[str, type] = {cls._target_: cls for group in GROUP_SCHEMAS.values() for cls in group}
 

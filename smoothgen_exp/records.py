@@ -217,7 +217,7 @@ CURVES = {"certified_accuracy": "certified accuracy ↑", "certified_fraction": 
           "nominal_certified_fraction": "NOMINAL certified fraction (not a certificate)"}
 LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv", "bound_w", "bound_lip",
                    "bound_harm", "bound_eps_out", "bound_interval", "bound_mcdiarmid", "event", "attack_",
-                   "violation", "fid")
+                   "violation", "fid", "_mse")
 
 
 def metric_arrow(key: str) -> str:

@@ -278,14 +278,13 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
                "world_size": ranks.world, "items_total": getattr(parts.dataset, "items_total", len(parts.dataset)),
                **quality}
     if parts.attack.enabled:
-        summary.update(output_set_distances(attacked))
+        summary.update(output_set_distances(attacked, parts.metrics))
     write_summary(run_dir, summary)              # last: the completion marker
     print_summary(summary, title=f"{choices['model']} σ={parts.smoothing.sigma:g} "
                                  f"n={parts.certifier.n} α={parts.certifier.alpha:g}  ({run_dir})")
-    if previews:
-        from smoothgen_exp.plots import preview_grid
+    from smoothgen_exp.plots import write_figures
 
-        preview_grid(previews, run_dir / "samples.png")
+    write_figures(run_dir, previews, attacked)
     if summary.get("certificate_violations"):
         warn_violations(summary["certificate_violations"], run_dir)
     parts.logger.log_rows(records)

@@ -67,6 +67,13 @@ def tiny_run(tmp_path_factory, t2i):
     return run_dir, subprocess.CompletedProcess([], saved["returncode"], saved["stdout"], saved["stderr"])
 
 
+def makefile_args(name: str) -> list[str]:
+    """The overrides a Makefile variable holds (the smoke targets' sizes, read rather than copied)."""
+    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"{name} :="))
+    return [arg.strip("'") for arg in line.split(":=", 1)[1].split()]
+
+
 def shared_dir(tmp_path_factory) -> Path:
     """A directory every pytest-xdist worker of this session sees (this process's own without xdist)."""
     base = tmp_path_factory.getbasetemp()

@@ -1,6 +1,7 @@
 """Text-to-image diffusion (tiny_sd, sd15), the ot_blend aggregator, the CLIP score, and batch_size=auto."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -243,6 +244,11 @@ def checkpoints(tmp_path_factory):
     processor, model = tiny_llava({**TINY_CLIP, "next": True})          # LLaVA-1.6's classes
     processor.save_pretrained(root / "llava16")
     model.save_pretrained(root / "llava16")
+    from diffusers import AutoencoderKL  # Stable Diffusion's VAE class
+
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                  norm_num_groups=8, sample_size=16).save_pretrained(root / "sd_vae")
     return root
 
 
@@ -254,6 +260,7 @@ def checkpoints(tmp_path_factory):
     ("llava16", ["model=llava16", "model.image_size=32", "model.dtype=float32", "model.max_new_tokens=4"]),
     # the feature certifier's betting bound needs n >= 32 to reach cosine 1/2 at alpha = 0.001
     ("clip", ["model=clip_vision", "model.image_size=32", "oracle.image_size=32", "certifier.n=64"]),
+    ("sd_vae", ["model=sd_vae", "model.image_size=16", "model.dtype=float32"]),
 ])
 def test_real_configs_load_local_checkpoints_through_from_pretrained(tmp_path, checkpoints, name, args):
     n = next((int(a.split("=")[1]) for a in args if a.startswith("certifier.n=")), 16)
@@ -264,4 +271,6 @@ def test_real_configs_load_local_checkpoints_through_from_pretrained(tmp_path, c
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["items"] == 1 and summary["n"] == n
+    if name == "sd_vae":       # RGB 16x16 reconstructions in [0, 1]: the output ball's radius sqrt(768) / 2
+        assert summary["mean_bound_rho"] == pytest.approx(math.sqrt(3 * 16 * 16) / 2)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from smoothgen_exp.seeding import SEED_HIGH
-from tests.conftest import CACHE, REPO, cli
+from tests.conftest import CACHE, REPO, cli, makefile_args
 
 TINY = {"channels": [16, 32], "epochs": 2, "steps": 4}
 TINY_ARGS = ["model=digits_diffusion", "model.channels=[16,32]", "model.epochs=2", "model.steps=4",
@@ -161,12 +161,6 @@ def test_every_certifier_and_attack_runs_on_it(tmp_path, args):
     if "attack=" in " ".join(args):
         assert "attack_success" in sm and sm.attack_queries.notna().all()
 
-
-def makefile_args(name: str) -> list[str]:
-    """The overrides a Makefile variable holds (the smoke target's sizes, read rather than copied)."""
-    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
-    line = next(ln for ln in text.splitlines() if ln.startswith(f"{name} :="))
-    return [arg.strip("'") for arg in line.split(":=", 1)[1].split()]
 
 
 def test_table_t2i_digits_smoke(tmp_path, t2i):

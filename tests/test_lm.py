@@ -187,7 +187,7 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
         assert "certified_fraction" in summary and "certified_accuracy" not in summary
 
 
-@pytest.mark.parametrize("model", ["gpt2", "llama2_7b", "llava", "llava16", "clip_vision"])
+@pytest.mark.parametrize("model", ["gpt2", "llama2_7b", "llava", "llava16", "clip_vision", "sd_vae"])
 def test_missing_real_weights_fail_in_one_line(tmp_path, model):
     res = cli(f"model={model}", "dataset.limit=1", f"hydra.run.dir={tmp_path / 'run'}",
               env={"HF_HOME": str(tmp_path / "empty_hf_home"), "HF_HUB_OFFLINE": "1"})

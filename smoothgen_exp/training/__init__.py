@@ -10,4 +10,5 @@ from smoothgen_exp.training import (
     digits,  # noqa: F401  (registers digit_oracle, digits_t2i, digit_probe)
     digits_diffusion,  # noqa: F401  (registers digits_diffusion)
     gsb,  # noqa: F401  (registers gsb_denoiser, gsb_mapper)
+    vae,  # noqa: F401  (registers tiny_vae, srl_vae)
 )

@@ -56,6 +56,32 @@ class TrainDigitsDiffusion(TrainComponent):
 
 
 @configured
+class TrainTinyVAE(TrainComponent):
+    """The small AutoencoderKL of `model=tiny_vae`, on real digits; reports its held-out reconstruction MSE."""
+
+    group, weights, metric = "model", "tiny_vae", "heldout_mse"
+
+
+@configured
+class TrainSRLVAE:
+    """SRL-VAE post-training of the VAE `model=...` (tiny_vae, sd_vae): its encoder hardened against L-inf
+    attacks on the reconstruction, the decoder frozen; reports the held-out clean and attacked MSE of the
+    original and the post-trained encoder, and the training seconds (from the weights' metadata)."""
+
+    def run(self, cfg, device) -> dict:
+        import json
+
+        from smoothgen_exp.errors import ConfigError
+
+        if "robust" not in cfg.model:
+            raise ConfigError(f"task=srl_vae: model._target_={cfg.model._target_} is not a VAE; use model=tiny_vae "
+                              "or model=sd_vae")
+        with retraining({"srl_vae"} if cfg.retrain else set()):
+            vae = instantiate(cfg.model, robust="srl", cache_dir=cfg.cache_dir, device=device)
+        return {"task": "srl_vae", "weights": vae.srl_file, **json.loads(vae.srl_info["heldout"])}
+
+
+@configured
 class TrainGSB:
     """The Gaussian Smoothness Booster (`booster=gsb`, the parts `booster.components` names) around the frozen
     feature encoder `model=...`; reports where the weights went, the held-out robustness scores and l_id
