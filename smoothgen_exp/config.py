@@ -242,10 +242,11 @@ class SRLFields:
     robust: str = field(default="none", metadata=one_of("none", "srl"))   # none: the original encoder | srl
     srl_eps: float = field(default=15 / 255, metadata=gt(0.0))  # L-inf budget of the inner attack ([0, 1] pixels)
     srl_steps: int = field(default=5, metadata=gt(0))           # inner PGD sign steps (random start)
-    # weight of the originality regulariser ||E'(x) - E(x)||^2 on clean latents (E: the original encoder)
-    srl_originality: float = field(default=1.0, metadata=ge(0.0))
-    srl_epochs: int = field(default=10, metadata=gt(0))
-    srl_lr: float = field(default=1e-4, metadata=gt(0.0))
+    # weight of the originality regulariser ||E'(x) - E(x)||^2 on clean latents (E: the original encoder); on
+    # tiny_vae 0.01 kept the clean MSE within 1% and cut the attacked MSE by 21% (1.0: 7%; README)
+    srl_originality: float = field(default=0.01, metadata=ge(0.0))
+    srl_epochs: int = field(default=40, metadata=gt(0))
+    srl_lr: float = field(default=1e-3, metadata=gt(0.0))
     srl_batch_size: int = field(default=64, metadata=gt(0))
     srl_seed: int = field(default=0, metadata=ge(0))
 

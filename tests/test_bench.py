@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from smoothgen_exp.bench import main
 
 
+@pytest.mark.slow     # 80 s of `make test` on 2 cores; `make bench` is the measurement, this its smoke
 def test_bench_smoke(tmp_path, oracle):
     from .conftest import CACHE
 

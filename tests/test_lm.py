@@ -150,12 +150,14 @@ def test_text_oracles():
     assert eq.equivalent(["the cat is black"], "the cat is black.").tolist() == [True]
 
 
-@pytest.mark.parametrize("args", [["model=tiny_gpt2"], ["model=tiny_llama"], ["model=tiny_llava"],
+@pytest.mark.parametrize("args", [["model=tiny_gpt2"], pytest.param(["model=tiny_llama"], marks=pytest.mark.slow),
+                                  ["model=tiny_llava"],
                                   ["model=tiny_clip_vision", "attack=pgd", "attack.objective=feature",
                                    "attack.steps=2", "attack.eval_n=50"],
                                   ["model=tiny_gpt2", "certifier=decoding", "certifier.n=64"],
                                   ["model=tiny_gpt2", "certifier=semantic", "oracle=equivalence", "certifier.n=40"],
-                                  ["model=tiny_gpt2", "attack=semantic", "attack.eval_n=20", "certifier.n=40"],
+                                  pytest.param(["model=tiny_gpt2", "attack=semantic", "attack.eval_n=20",
+                                                "certifier.n=40"], marks=pytest.mark.slow),
                                   ["model=tiny_llama", "attack=pgd", "attack.eps=2.0", "attack.steps=3", "attack.m=2",
                                    "attack.eval_n=20", "certifier.n=40"]])
 def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
@@ -187,7 +189,8 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
         assert "certified_fraction" in summary and "certified_accuracy" not in summary
 
 
-@pytest.mark.parametrize("model", ["gpt2", "llama2_7b", "llava", "llava16", "clip_vision", "sd_vae"])
+@pytest.mark.parametrize("model", ["gpt2", "llava", "sd_vae", *(pytest.param(m, marks=pytest.mark.slow)
+                                                                for m in ("llama2_7b", "llava16", "clip_vision"))])
 def test_missing_real_weights_fail_in_one_line(tmp_path, model):
     res = cli(f"model={model}", "dataset.limit=1", f"hydra.run.dir={tmp_path / 'run'}",
               env={"HF_HOME": str(tmp_path / "empty_hf_home"), "HF_HUB_OFFLINE": "1"})

@@ -106,7 +106,8 @@ def test_two_processes_give_the_rows_of_one(tmp_path, t2i):
 
 
 # a kill before the first part and one in the middle run by default; the other points in `make test-full`
-KILL_AFTER_PARTS = [0, pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(5, marks=pytest.mark.slow)]
+KILL_AFTER_PARTS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow),
+                    pytest.param(5, marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,7 @@ def test_table_llm_smoke_certifies_answers_of_the_real_model(tmp_path, smol):
     assert (out / "llm_scaling_ratio.png").stat().st_size > 100 and (out / "llm_scaling_laws.md").exists()
 
 
-
+@pytest.mark.slow     # 80 s on 2 cores; the attack paths run on tiny_gpt2 / tiny_llama in test_lm
 def test_table_llm_smoke_attacks_the_real_model_without_certificate_violations(tmp_path, smol):
     """`make table-llm-smoke`'s attack half: PGD on the question embeddings inside every certified radius
     (eps 0.02) and far outside it (eps 2), the sound check of each attacked certificate, the attack table,
