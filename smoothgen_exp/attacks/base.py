@@ -239,7 +239,6 @@ class Victim:
                 **(reconstruction_columns(ctx.oracle, out, self.x, "attack_recon") if self.reconstructs else {}),
                 "attacked_output": out.cpu(), "clean_output": clean.cpu()}
 
-
     def _mean_output(self, z: torch.Tensor) -> torch.Tensor:
         """h_hat(z) over eval_n draws; the same seeds at every z (common random numbers for shifts)."""
         total = None
