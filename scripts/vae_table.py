@@ -10,7 +10,7 @@ with, over the attacked items,
 - the FID of the reconstructions against the real held-out digits (the digit oracle's features);
 - the oracle's class agreement between the input and the reconstruction;
 - for the smoothed rows, the certified output bound at that eps (TV form of SPEC C2, at the L2 radius
-  eps * sqrt(64) of the L-inf ball, rounded up: `certifier.eps_grid`), which bounds how far the smoothed mean
+  eps * sqrt(d) of the L-inf ball on d pixels, rounded up to `certifier.eps_grid`), which bounds how far the smoothed mean
   reconstruction can move, and the measured movement (`attack_output_shift`) beside it.
 And <name>.png: for each row, the reconstructions of the first `--columns` digits, clean and under PhotoGuard
 at the largest eps (from each run's attacked_outputs.safetensors).
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -40,11 +41,19 @@ def mean_se(values, digits: int) -> str:
     return f"{v.mean():.{digits}f}" if math.isnan(se) else f"{v.mean():.{digits}f} ± {se:.{digits}f}"
 
 
-def l2_radius(cfg: dict, eps_linf: float) -> float | None:
-    """The smallest eps of the certifier's grid that holds the L-inf ball's L2 radius eps sqrt(d)."""
+def l2_radius(cfg: dict, rows: pd.DataFrame, eps_linf: float) -> float | None:
+    """The smallest eps of the certifier's grid that holds the L-inf ball's L2 radius eps sqrt(d), d the number
+    of output coordinates (from the box [0, 1]^d's ball radius bound_rho = sqrt(d) / 2); None if none does."""
+    rho = rows.bound_rho.dropna()
+    if not len(rho) or (rows.bound_geometry.dropna() != "box").any():
+        return None
+    need = eps_linf * 2 * float(rho.iloc[0])
     grid = sorted(float(e) for e in cfg["certifier"].get("eps_grid") or [])
-    need = eps_linf * math.sqrt(64)
-    return next((e for e in grid if e >= need - 1e-9), None)
+    radius = next((e for e in grid if e >= need), None)
+    if radius is None:
+        print(f"note: no certifier.eps_grid value >= {need:.4g} (L-inf {eps_linf:.4g}): no certified bound shown",
+              file=sys.stderr)
+    return radius
 
 
 def table(sweep: Path) -> tuple[pd.DataFrame, dict]:
@@ -55,7 +64,7 @@ def table(sweep: Path) -> tuple[pd.DataFrame, dict]:
         cfg, summary = run_config(run_dir), summaries.loc[str(run_dir)]
         records = load_records([run_dir])
         robust, eps, objective = cfg["model"]["robust"], float(cfg["attack"]["eps"]), cfg["attack"]["objective"]
-        radius = l2_radius(cfg, eps)
+        radius = l2_radius(cfg, records[records.variant == "smoothed"], eps)
         for variant in ("baseline", "smoothed"):
             rows = records[records.variant == variant]
             name = ROWS[(robust, variant)]

@@ -50,6 +50,7 @@ def test_a_sample_does_not_depend_on_the_batch_it_lands_in(sd):
     torch.testing.assert_close(parts, whole, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow     # 20-30 s; tiny_sd runs end to end in test_output_and_distribution_certificates_work_unchanged
 def test_tiny_sd_runs_end_to_end_with_one_override(tmp_path):
     res = cli("model=tiny_sd", "dataset.limit=2", "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -257,9 +258,11 @@ def checkpoints(tmp_path_factory):
             "oracle.path={root}/clip", "oracle.image_size=32", "certifier.batch_size=auto"]),
     ("gpt2", ["model=gpt2"]),
     ("llava", ["model=llava", "model.image_size=32", "model.dtype=float32", "model.max_new_tokens=4"]),
-    ("llava16", ["model=llava16", "model.image_size=32", "model.dtype=float32", "model.max_new_tokens=4"]),
+    pytest.param("llava16", ["model=llava16", "model.image_size=32", "model.dtype=float32", "model.max_new_tokens=4"],
+                 marks=pytest.mark.slow),
     # the feature certifier's betting bound needs n >= 32 to reach cosine 1/2 at alpha = 0.001
-    ("clip", ["model=clip_vision", "model.image_size=32", "oracle.image_size=32", "certifier.n=64"]),
+    pytest.param("clip", ["model=clip_vision", "model.image_size=32", "oracle.image_size=32", "certifier.n=64"],
+                 marks=pytest.mark.slow),
     ("sd_vae", ["model=sd_vae", "model.image_size=16", "model.dtype=float32"]),
 ])
 def test_real_configs_load_local_checkpoints_through_from_pretrained(tmp_path, checkpoints, name, args):

@@ -21,6 +21,7 @@ def rows(run_dir) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
+@pytest.mark.slow     # 30 s; multiruns and their tables also run in the table smokes (attacks, t2i_digits, vae)
 def test_two_by_two_multirun_gives_four_run_dirs_and_a_table(tmp_path, t2i):
     sweep, tables = tmp_path / "sweep", tmp_path / "tables"
     res = cli("-m", "smoothing.sigma=0.05,0.1", "certifier.n=50,100", "debug=smoke", f"cache_dir={CACHE}",

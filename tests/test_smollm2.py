@@ -100,6 +100,7 @@ def test_cached_float_weights_equal_a_fresh_dequantisation(tmp_path, smol):
         assert torch.equal(cached[key], tensor), name
 
 
+@pytest.mark.slow     # 45-55 s on 2 cores; the real model still answers and decodes in the fast tests above
 def test_table_llm_smoke_certifies_answers_of_the_real_model(tmp_path, smol):
     """`make table-llm-smoke`: the llm_rs sweep on 4 questions at n = 10, 30, and its scaling figures."""
     sweep, out = tmp_path / "sweep", tmp_path / "tables"

@@ -52,7 +52,6 @@ class ReconstructionQuality:
             fid.update(self.real, real=True)
         return fid
 
-
     @torch.inference_mode()
     def item(self, ctx, aggregator, aggregated: dict) -> dict[str, dict]:
         outputs = {"baseline": ctx.model.generate(ctx.x[None], ctx.generator("quality/baseline"))[0],
@@ -80,6 +79,7 @@ class ReconstructionQuality:
             if len(images) < 2 or self.real is None:
                 continue
             fid = self._fid()
+            fid.sync_on_compute = False          # the attacked outputs are gathered on rank 0 already
             fid.update(torch.stack(images).reshape(-1, *self.shape).float().clamp(0, 1), real=False)
             result[f"metric_fid_attacked_{variant}"] = float(fid.compute())
         return result

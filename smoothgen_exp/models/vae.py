@@ -108,8 +108,8 @@ class VAEGenerator:
         """E(z): the posterior mean, differentiable."""
         return vae_latents(self.vae, z.reshape(-1, *self.output_shape))
 
-    def generate(self, z: torch.Tensor, generator=None) -> torch.Tensor:
-        """D(E(z)) [B, C, S, S] in [0, 1]; deterministic (`generator` unused) and differentiable."""
+    def generate(self, z: torch.Tensor, generator=None, shared: bool = False) -> torch.Tensor:
+        """D(E(z)) [B, C, S, S] in [0, 1]; deterministic (`generator`, `shared` unused) and differentiable."""
         return vae_decode(self.vae, self.latents(z))
 
 
@@ -148,4 +148,5 @@ class PretrainedVAE(VAEGenerator):
             raise missing_weights(name, path, err) from None
         self.weights_file = path or name
         self._setup(vae, int(vae.config.in_channels), int(image_size), device)
-        self.harden(robust, cache_dir, {"name": name, "path": path, "image_size": image_size}, srl_params(locals()))
+        key = {"name": name, "path": path, "image_size": image_size, "dtype": dtype}
+        self.harden(robust, cache_dir, key, srl_params(locals()))

@@ -95,8 +95,9 @@ def train_srl_vae(params: dict, checkpoint: str | None = None, *, model, stop_af
     torch.manual_seed(params["srl_seed"])
     splits = {s: DigitImages(split=s, limit=None) for s in ("train", "heldout")}
     x, held = (model.encode_items(d.items, d.images) for d in splits.values())
-    original = model.vae                                       # frozen: E(x) for the originality term
-    vae = copy.deepcopy(original)
+    dtype = next(model.vae.parameters()).dtype                 # float16 for sd_vae on an accelerator
+    original = copy.deepcopy(model.vae).float()                # frozen: E(x) for the originality term
+    vae = copy.deepcopy(original)                              # trained in float32, stored in `dtype`
     trained = [p for n, p in vae.named_parameters() if n.startswith(ENCODER_PREFIXES)]
     for p in trained:
         p.requires_grad_(True)
@@ -122,5 +123,5 @@ def train_srl_vae(params: dict, checkpoint: str | None = None, *, model, stop_af
                                "srl": attacked_mse(vae, held, eps, steps)},
               "train_seconds": time.perf_counter() - start}
     log.info("SRL-VAE: held-out %s", report)
-    state = {k: v for k, v in vae.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+    state = {k: v.to(dtype) for k, v in vae.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
     return state, {"heldout": json.dumps(report)}
