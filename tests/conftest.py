@@ -36,30 +36,6 @@ def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-_WARMUP: subprocess.Popen | None = None
-
-
-def pytest_sessionstart(session):
-    """Under pytest-xdist, the controller starts training the embedded default's weights (the digit oracle and
-    the cVAE, about 95 s on one core of a clean clone) in the background at once, through the training
-    entrypoint with the default's configs, while the workers run the tests that need no weights. The workers'
-    fixtures then wait on its file lock and load (smoothgen_exp.weights), instead of one worker training while
-    the other waits. With the weights cached it only loads them."""
-    global _WARMUP
-    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(session.config.option, "numprocesses", None):
-        return
-    run_dir = session.config.rootpath / ".pytest_cache" / "warmup"
-    _WARMUP = subprocess.Popen([sys.executable, "-m", "smoothgen_exp.train", "task=digits_t2i", f"cache_dir={CACHE}",
-                                f"hydra.run.dir={run_dir}"], cwd=REPO, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-
-
-def pytest_sessionfinish(session):
-    if _WARMUP is not None and _WARMUP.poll() is None:
-        _WARMUP.kill()
-
-
 @pytest.fixture(scope="session")
 def oracle():
     import smoothgen_exp.training  # noqa: F401  (trains on first use)
