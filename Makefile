@@ -186,13 +186,13 @@ table-fs-smoke: install ## the same pipelines at CI size (4 digits, n = 200, a b
 # attack at L-inf 8/255 and 15/255. The VAE and the SRL encoder train on first use (about 1.5 + 3 minutes;
 # `python -m smoothgen_exp.train task=tiny_vae`, `task=srl_vae`).
 .PHONY: table-vae table-vae-smoke
-VAE_SMOKE := model.epochs=5 model.srl_epochs=1 dataset.limit=3 attack.objective=latent attack.steps=20 \
+VAE_SMOKE := model.epochs=5 model.srl_epochs=1 dataset.limit=2 attack.objective=latent attack.steps=10 \
 	attack.m=2 attack.eval_n=20 certifier.n=50 aggregator.n=10 progress=false
 
 table-vae: install ## SRL-VAE vs smoothed VAE under PhotoGuard, offline on CPU
 	$(BIN)/python -m smoothgen_exp experiment=vae_table progress=false $(ARGS)
 	$(BIN)/python scripts/vae_table.py outputs/sweeps/vae_table --out outputs/tables
 
-table-vae-smoke: install ## the same pipeline at CI size (a VAE trained 5 epochs, 3 digits, PhotoGuard 20 steps)
+table-vae-smoke: install ## the same pipeline at CI size (a VAE trained 5 epochs, 2 digits, PhotoGuard 10 steps)
 	$(BIN)/python -m smoothgen_exp experiment=vae_table $(VAE_SMOKE) hydra.sweep.dir=outputs/sweeps/vae_table_smoke
 	$(BIN)/python scripts/vae_table.py outputs/sweeps/vae_table_smoke --out outputs/tables/smoke

@@ -65,8 +65,8 @@ def test_tiny_sd_runs_end_to_end_with_one_override(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["aggregator=ot_blend", "certifier=output_bound", "certifier.batch_size=auto"],
-                                  ["certifier=distribution", "attack=random_search", "attack.queries=4",
-                                   "attack.eval_n=16"]])
+                                  pytest.param(["certifier=distribution", "attack=random_search", "attack.queries=4",
+                                                "attack.eval_n=16"], marks=pytest.mark.slow)])
 def test_output_and_distribution_certificates_work_unchanged(tmp_path, args):
     res = cli("model=tiny_sd", *args, "metrics=none", "dataset.limit=1", "certifier.n=32", "aggregator.n=4",
               "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")

@@ -151,9 +151,11 @@ def _per_item_equals_packed(tmp_path, *args) -> pd.DataFrame:
 
 
 # cohen + majority packed against one item at a time is also the reference of tests/test_scale.py's
-# two-process and kill -9 tests (default suite); here it runs in `make test-full`
+# two-process and kill -9 tests (default suite); both CLI comparisons (45 s) run in `make test-full`, and the
+# packing identity itself in this file's fast tests
 @pytest.mark.parametrize("args", [pytest.param([], marks=pytest.mark.slow),
-                                  ["certifier=sequential", "certifier.n=3000", "aggregator=mean"]],
+                                  pytest.param(["certifier=sequential", "certifier.n=3000", "aggregator=mean"],
+                                               marks=pytest.mark.slow)],
                          ids=["cohen-majority", "sequential-mean"])
 def test_cli_rows_are_identical_packed_or_per_item_at_any_batch_size(tmp_path, t2i, args):
     packed = _per_item_equals_packed(tmp_path, "dataset.limit=8", "certifier.n0=20", "certifier.n=300",
