@@ -42,7 +42,7 @@ class ReconstructionQuality:
         if not getattr(model, "reconstructs", False):
             raise ConfigError("metrics=reconstruction: the model does not reconstruct its input (a VAE: "
                               "model=tiny_vae); use metrics=digits or none")
-        self.oracle, self.shape, self.reference = oracle, tuple(model.output_shape), reference
+        self.oracle, self.shape = oracle, tuple(model.output_shape)
         self.real = torch.from_numpy(digit_images("heldout")[0]).float() if reference else None
         self.fid = {v: self._fid() for v in VARIANTS}
 

@@ -23,15 +23,11 @@ argument is unused. Images enter the VAE in [-1, 1], Stable Diffusion's conventi
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch.nn import functional as F
 
 from smoothgen_exp.config import configured
 from smoothgen_exp.weights import load_or_train
-
-log = logging.getLogger(__name__)
 
 DIGIT_SIZE = 8
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")    # what SRL post-training changes; the decoder never
