@@ -36,6 +36,30 @@ def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def run_in_process(*args: str, run_dir: Path) -> tuple:
+    """One run of `python -m smoothgen_exp ARGS` inside this process: the config composed from the same
+    overrides and Hydra's runtime config in place (so the rows name the chosen options), then `run`.
+    For fixtures that run many options: a fresh interpreter spends about 4 s of each run importing torch
+    and transformers. The CLI itself (preflight, logging, exit codes) is tested through `cli`.
+    Returns (records DataFrame, summary dict)."""
+    import pandas as pd
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from smoothgen_exp.config import compose_overrides
+    from smoothgen_exp.run import run
+
+    cfg = compose_overrides([*args, f"hydra.run.dir={run_dir}"], hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+        run(cfg, run_dir)
+    finally:
+        HydraConfig.instance().cfg = None
+    return pd.read_parquet(Path(run_dir) / "records"), json.loads((Path(run_dir) / "summary.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def oracle():
     import smoothgen_exp.training  # noqa: F401  (trains on first use)

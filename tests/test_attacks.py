@@ -1,10 +1,8 @@
 """Attacks on toys with known optima, budgets, the semantic lexicon, and zero certificate violations."""
 
-import json
 import math
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 import torch
 from torch.nn import functional as F
@@ -20,7 +18,7 @@ from smoothgen_exp.context import ItemContext
 from smoothgen_exp.data.digits import WORDS
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 
-from .conftest import TINY, cli
+from .conftest import TINY, run_in_process
 
 D = 5
 
@@ -172,10 +170,8 @@ def attack_runs(tmp_path_factory, t2i):
     out = {}
     for name, args in ATTACK_RUNS.items():
         run_dir = tmp_path_factory.mktemp("attacks") / name
-        res = cli(*TINY, "certifier.n=300", "attack.m=8", "attack.eval_n=200", "metrics=none", *args,
-                  f"hydra.run.dir={run_dir}")
-        assert res.returncode == 0, (name, res.stderr[-3000:])
-        out[name] = (pd.read_parquet(run_dir / "records"), json.loads((run_dir / "summary.json").read_text()))
+        out[name] = run_in_process(*TINY, "certifier.n=300", "attack.m=8", "attack.eval_n=200", "metrics=none",
+                                   *args, run_dir=run_dir)
     return out
 
 

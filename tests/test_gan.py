@@ -20,7 +20,7 @@ from smoothgen_exp.backbones.gan import (
 from smoothgen_exp.data.latents import GANLatents, latent_seeds
 from smoothgen_exp.errors import SmoothgenError, WeightsNotFound
 
-from .conftest import CACHE, cli
+from .conftest import CACHE, cli, run_in_process
 
 TINY = {"z_dim": 16, "width": 4, "classes": 10, "seed": 0}
 FAST = ["progress=false", f"cache_dir={CACHE}"]
@@ -136,12 +136,11 @@ def test_dcgan_faces_smoke_run_certifies_output_bounds_and_previews_faces(tmp_pa
 
 @needs_faces
 def test_dcgan_faces_runs_the_distribution_certificate_ot_blend_and_the_distance_attack(tmp_path):
-    res = cli("model=dcgan_faces", "dataset.limit=1", "certifier=distribution", "certifier.n=50",
-              "aggregator=ot_blend", "aggregator.n=8", "aggregator.resolution=16",
-              "attack=pgd", "attack.objective=distance", "attack.eps=0.5",
-              "attack.steps=3", "attack.m=4", "attack.eval_n=32", *FAST, f"hydra.run.dir={tmp_path}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    df = pd.read_parquet(tmp_path / "records").set_index("variant")
+    df, _ = run_in_process("model=dcgan_faces", "dataset.limit=1", "certifier=distribution", "certifier.n=50",
+                           "aggregator=ot_blend", "aggregator.n=8", "aggregator.resolution=16",
+                           "attack=pgd", "attack.objective=distance", "attack.eps=0.5",
+                           "attack.steps=3", "attack.m=4", "attack.eval_n=32", *FAST, run_dir=tmp_path)
+    df = df.set_index("variant")
     assert df.loc["smoothed", "bound_tv_eps0.5"] == pytest.approx(2 * 0.5 * math.erfc(-0.5 / (2 * 0.25) / math.sqrt(2)) - 1)
     assert df.loc["baseline", "attack_output_shift"] > 0 and df.loc["smoothed", "attack_output_shift"] > 0
     assert df.loc["smoothed", "attack_distance"] <= 0.5 + 1e-5
@@ -204,10 +203,9 @@ def test_tiny_biggan_conditions_on_class_and_latent(tmp_path):
 
 
 def test_tiny_biggan_smoke_run_with_center_smoothing(tmp_path):
-    res = cli("model=tiny_biggan", "dataset.limit=2", "certifier=center", "certifier.n0=40", "certifier.n=100",
-              "certifier.n_centers=5", "aggregator.n=8", *FAST, f"hydra.run.dir={tmp_path}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    sm = pd.read_parquet(tmp_path / "records").query("variant == 'smoothed'")
+    df, _ = run_in_process("model=tiny_biggan", "dataset.limit=2", "certifier=center", "certifier.n0=40",
+                           "certifier.n=100", "certifier.n_centers=5", "aggregator.n=8", *FAST, run_dir=tmp_path)
+    sm = df.query("variant == 'smoothed'")
     assert len(sm) == 2 and set(sm.condition) == {"class 1, latent seed 0", "class 3, latent seed 1"}
     assert (sm.certifier == "center").all() and sm.bound_center_radius.notna().all()
 

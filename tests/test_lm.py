@@ -1,10 +1,8 @@
 """Autoregressive LMs: tiny real classes, token averaging with a KV cache, and certified decoding (C5)."""
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy.special import softmax
@@ -15,7 +13,7 @@ from smoothgen_exp.models.lm import CausalLM
 from smoothgen_exp.oracles.text import ActionVocabulary, MiniLMEquivalence, RefusalJudge
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 
-from .conftest import CACHE, cli
+from .conftest import CACHE, cli, run_in_process
 
 TINY = {"arch": "gpt2", "width": 64, "layers": 2, "heads": 2, "seed": 0}
 
@@ -161,10 +159,7 @@ def test_text_oracles():
                                   ["model=tiny_llama", "attack=pgd", "attack.eps=2.0", "attack.steps=3", "attack.m=2",
                                    "attack.eval_n=20", "certifier.n=40"]])
 def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
-    res = cli(*args, "dataset.limit=3", "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    df = pd.read_parquet(tmp_path / "records")
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    df, summary = run_in_process(*args, "dataset.limit=3", "progress=false", f"cache_dir={CACHE}", run_dir=tmp_path)
     assert len(df) == 6 and summary["items"] == 3 and "radius" in df
     sm = df.query("variant == 'smoothed'")
     if "model=tiny_clip_vision" in args:                          # a feature encoder: FCSB and the feature attack

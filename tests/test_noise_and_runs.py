@@ -1,17 +1,15 @@
 """Noise laws, and each certifier / aggregator option through the CLI on a tiny configuration."""
 
-import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from smoothgen_exp.smoothing.calibrated import CalibratedNoise
 from smoothgen_exp.smoothing.sensitivity import jtj_estimate
 
-from .conftest import TINY, cli
+from .conftest import TINY, run_in_process
 
 
 class LinearModel:
@@ -72,9 +70,7 @@ def option_runs(tmp_path_factory, t2i):
     out = {}
     for name, args in variants.items():
         run_dir = root / name
-        res = cli(*TINY, *args, f"hydra.run.dir={run_dir}")
-        assert res.returncode == 0, (name, res.stderr[-3000:])
-        out[name] = (pd.read_parquet(run_dir / "records"), json.loads((run_dir / "summary.json").read_text()))
+        out[name] = run_in_process(*TINY, *args, run_dir=run_dir)
     return out
 
 
