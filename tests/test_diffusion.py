@@ -11,7 +11,7 @@ import torch
 from smoothgen_exp.batching import AUTO_START, Batcher, OOMGuard
 from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.seeding import SEED_HIGH, row_seeds
-from tests.conftest import CACHE, cli
+from tests.conftest import CACHE, cli, run_in_process
 
 TINY_SD = {"image_size": 32, "width": 32, "layers": 2, "heads": 2, "seed": 0}
 TINY_CLIP = {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "heads": 2, "projection_dim": 32, "seed": 0}
@@ -68,10 +68,9 @@ def test_tiny_sd_runs_end_to_end_with_one_override(tmp_path):
                                   pytest.param(["certifier=distribution", "attack=random_search", "attack.queries=4",
                                                 "attack.eval_n=16"], marks=pytest.mark.slow)])
 def test_output_and_distribution_certificates_work_unchanged(tmp_path, args):
-    res = cli("model=tiny_sd", *args, "metrics=none", "dataset.limit=1", "certifier.n=32", "aggregator.n=4",
-              "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    sm = pd.read_parquet(tmp_path / "records").query("variant == 'smoothed'")
+    df, _ = run_in_process("model=tiny_sd", *args, "metrics=none", "dataset.limit=1", "certifier.n=32",
+                           "aggregator.n=4", "progress=false", f"cache_dir={CACHE}", run_dir=tmp_path)
+    sm = df.query("variant == 'smoothed'")
     m = 3 * 32 * 32                                                     # outputs in [0, 1]^m
     if "aggregator=ot_blend" in args:
         assert np.allclose(sm.bound_rho, np.sqrt(m) / 2) and (sm.batch_size == AUTO_START).all()
