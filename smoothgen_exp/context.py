@@ -76,8 +76,9 @@ class ItemContext:
                                             self.model_generator(name))
         return self.streams[name]
 
-    def add_time(self, seconds: float) -> None:
-        self.timings[self.phase] = self.timings.get(self.phase, 0.0) + seconds
+    def add_time(self, seconds: float, phase: str | None = None) -> None:
+        phase = phase or self.phase
+        self.timings[phase] = self.timings.get(phase, 0.0) + seconds
 
     def base(self, stream: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """The base classifier O(G(z)); G's own randomness comes from `<stream>/model`."""

@@ -9,6 +9,12 @@ that yields `Draw` requests and is sent `Samples` back, and returns its row colu
         estimation = yield Draw("certify", self.n)
         return {...}
 
+A program may also yield a tuple of Draws: requests that do not depend on each other's samples (the n0
+selection and the n estimation samples of CERTIFY, or the baseline generation beside them). They share
+generator calls, and the program is sent the tuple of their Samples once all are drawn. Requests of one
+stream are drawn in the order given. `alongside` runs a draw together with another program's first
+request, so that an item's whole work can be a single round of calls.
+
 `run_programs` runs the programs of many items together. It keeps the undecided items' open requests in
 a queue and fills every generator call, up to the batch size, with rows from as many of them as fit,
 oldest request first, so every item advances (the pool of undecided items of Voracek's
@@ -46,6 +52,7 @@ class Draw:
     classify: bool = True    # hand back the oracle's labels
     noisy: bool = True       # False: at the clean condition itself (the baseline generation)
     firsts: bool = False     # hand back the first generation of each class (what `majority` shows)
+    phase: str | None = None  # the timing phase its rows' share of a call goes to (default: the item's)
 
 
 @dataclass
@@ -62,6 +69,29 @@ def direct(fn, ctx) -> Program:
     """A program that samples on its own (no requests): how a part without a packed program runs."""
     return fn(ctx)
     yield  # unreachable: makes this function a generator
+
+
+def resume(program: Program, value) -> Program:
+    """Continue `program` from its current request, sent `value`; returns its return value."""
+    while True:
+        try:
+            request = program.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value = yield request
+
+
+def alongside(draw: Draw, program: Program) -> Program:
+    """(draw's Samples, program's return value): `draw` requested together with the program's first
+    request, in the same generator calls, instead of a round of calls of its own."""
+    try:
+        first = next(program)
+    except StopIteration as stop:
+        return (yield draw), stop.value
+    together = first if isinstance(first, tuple) else (first,)
+    got = yield (draw, *together)
+    result = yield from resume(program, got[1:] if isinstance(first, tuple) else got[1])
+    return got[0], result
 
 
 def program_of(part, method: str, ctx) -> Program:
@@ -85,18 +115,33 @@ def output_batches(num: int, batch_size: int, stream: str, classify: bool = True
         yield Draw(stream, min(batch_size, num - start), outputs=True, classify=classify)
 
 
+class _Group:
+    """The requests a program yielded together (`several`: as a tuple), and how many are still open."""
+
+    __slots__ = ("requests", "several", "open")
+
+    def __init__(self, requests: list, several: bool):
+        self.requests, self.several, self.open = requests, several, len(requests)
+
+
 class _Open:
-    """An open request of job `job`: rows still to draw, and the parts received so far."""
+    """An open request of job `job`: rows still to draw, and the parts received so far. `group` holds
+    the requests the job yielded together (one, or a tuple)."""
 
-    __slots__ = ("job", "draw", "remaining", "labels", "outputs", "firsts")
+    __slots__ = ("job", "draw", "phase", "remaining", "labels", "outputs", "firsts", "group")
 
-    def __init__(self, job: int, draw: Draw):
-        if draw.num <= 0:
-            raise ValueError(f"a Draw of {draw.num} samples")
+    def __init__(self, job: int, draw: Draw, phase: str):
+        if not isinstance(draw, Draw) or draw.num <= 0:
+            raise ValueError(f"a program yielded {draw!r}: expected a Draw of at least one sample, or a tuple of them")
         self.job, self.draw, self.remaining = job, draw, draw.num
+        self.phase = draw.phase or phase
         self.labels: list = []
         self.outputs: list = []
         self.firsts: dict = {}
+        self.group: _Group | None = None
+
+    def samples(self) -> Samples:
+        return Samples(_cat(self.labels), _cat(self.outputs), self.firsts if self.draw.firsts else None)
 
     def keep_firsts(self, labels: torch.Tensor, outputs) -> None:
         for c in labels.unique().tolist():
@@ -141,7 +186,11 @@ def run_programs(jobs: Sequence[tuple[Any, Program]], batch_size: int | None = N
         except StopIteration as stop:
             results[j] = stop.value
         else:
-            queue.append(_Open(j, draw))
+            several = isinstance(draw, tuple)
+            group = _Group([_Open(j, d, ctx.phase) for d in (draw if several else (draw,))], several)
+            for req in group.requests:
+                req.group = group
+                queue.append(req)
         ctx.add_time(time.perf_counter() - t0)
 
     for j in range(len(jobs)):
@@ -163,12 +212,15 @@ def run_programs(jobs: Sequence[tuple[Any, Program]], batch_size: int | None = N
                 req.keep_firsts(labels[start:start + k], outputs[start:start + k])
             start += k
             req.remaining -= k
-            jobs[req.job][0].add_time(share * k)
+            jobs[req.job][0].add_time(share * k, req.phase)
         for req, _ in taken:
             if req.remaining == 0:
                 queue.remove(req)
-                advance(req.job, Samples(_cat(req.labels), _cat(req.outputs),
-                                         req.firsts if req.draw.firsts else None))
+                group = req.group
+                group.open -= 1
+                if group.open == 0:
+                    got = tuple(r.samples() for r in group.requests)
+                    advance(req.job, got if group.several else got[0])
     return results
 
 

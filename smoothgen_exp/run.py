@@ -39,7 +39,7 @@ from smoothgen_exp.context import ItemContext
 from smoothgen_exp.data.subsets import keep_baseline_correct
 from smoothgen_exp.distributed import Ranks
 from smoothgen_exp.models.protocol import EncodesItems
-from smoothgen_exp.packing import Draw, Program, program_of, run_programs
+from smoothgen_exp.packing import Draw, Program, alongside, program_of, run_programs
 from smoothgen_exp.provenance import completed, config_hash, git_sha, run_id_of, write_provenance
 from smoothgen_exp.records import (
     CHOICE_GROUPS,
@@ -117,10 +117,9 @@ def sample_item(ctx: ItemContext, parts: Parts) -> Program:
     """What one item samples, as one program (smoothgen_exp.packing): the baseline generation (one, at
     the clean condition), the certificate, and the smoothed output (which may reuse the certificate's
     samples: aggregators.majority)."""
-    ctx.phase = "baseline"
-    baseline = yield Draw("baseline", 1, outputs=True, noisy=False)
     ctx.phase = "certify"
-    certificate = yield from parts.certifier.certify_program(ctx)
+    baseline, certificate = yield from alongside(Draw("baseline", 1, outputs=True, noisy=False, phase="baseline"),
+                                                 parts.certifier.certify_program(ctx))
     ctx.phase = "aggregate"
     aggregated, smoothed_out = yield from program_of(parts.aggregator, "aggregate", ctx)
     return baseline, aggregated, smoothed_out, certificate

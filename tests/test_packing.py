@@ -232,3 +232,35 @@ def test_cli_lm_rows_are_identical_packed_or_per_item(tmp_path):
     packed = _per_item_equals_packed(tmp_path, "model=tiny_gpt2", "model.decoding=sample", "certifier.n0=10",
                                      "certifier.n=60")
     assert len(packed) == 16 and packed.output_text.nunique() > 2
+
+
+def test_requests_yielded_together_get_the_samples_of_requests_in_turn(oracle):
+    """A tuple of Draws (CERTIFY's selection and estimation, the baseline beside them) is sent the samples
+    the same requests get one after another, at any batch size, in fewer generator calls."""
+    from smoothgen_exp.packing import Draw, alongside, run_programs
+
+    def in_turn(ctx):
+        base = yield Draw("baseline", 1, outputs=True, noisy=False)
+        first = yield Draw("s", 7)
+        second = yield Draw("s", 30, outputs=True, firsts=True)
+        return base, first, second
+
+    def together(ctx):
+        def certify():
+            return (yield (Draw("s", 7), Draw("s", 30, outputs=True, firsts=True)))
+        base, (first, second) = yield from alongside(Draw("baseline", 1, outputs=True, noisy=False), certify())
+        return base, first, second
+
+    reference_model = _CountingModel()
+    reference = run_programs([(c, in_turn(c)) for c in _contexts(oracle, reference_model, 5, 16)])
+    for batch_size in (3, 16, 1000):
+        model = _CountingModel()
+        got = run_programs([(c, together(c)) for c in _contexts(oracle, model, 5, batch_size)])
+        for ref, new in zip(reference, got, strict=True):
+            for a, b in zip(ref, new, strict=True):
+                assert torch.equal(a.labels, b.labels)
+                assert (a.outputs is None) == (b.outputs is None)
+                assert a.outputs is None or torch.equal(a.outputs, b.outputs)
+                assert (a.firsts or {}).keys() == (b.firsts or {}).keys()
+        if batch_size == 1000:                 # one round of calls instead of three
+            assert model.calls == 1 and reference_model.calls >= 3

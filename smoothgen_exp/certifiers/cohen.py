@@ -81,8 +81,9 @@ class CohenCertifier(OracleErrorModel, Certifier):
                         "p_lower": None, "q_lower": None, "radius": 0.0, "certified": False,
                         "abstained": True, "abstain_reason": "pilot predicts no certificate",
                         "samples_used": self.pilot}
-        c_a = int(class_counts(ctx, (yield Draw("certify", self.n0))).argmax())      # selection
-        got = yield Draw("certify", self.n, firsts=True)                              # n fresh samples
+        # the n0 selection samples, then n fresh ones: requested together (the n do not depend on c_A)
+        selection, got = yield (Draw("certify", self.n0), Draw("certify", self.n, firsts=True))
+        c_a = int(class_counts(ctx, selection).argmax())
         estimation = class_counts(ctx, got)
         # i.i.d. draws of f(x + eta) whatever c_A is: `majority` may run PREDICT on them (its docstring)
         ctx.evidence["estimation"] = (estimation, got.firsts)
