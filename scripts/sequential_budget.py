@@ -1,0 +1,97 @@
+"""Where the sequential certifier's samples go at a target radius, by the items' p_A (README, Performance).
+
+    python scripts/sequential_budget.py [--radius 0.5] [--seeds 5] [--points 100]
+
+The `make bench` comparison (100 held-out digits in pixel space, sigma 0.25, alpha 0.001, fixed n = 10,000
+against `certifier=sequential` on the same budget) with the digit oracle replaced by a Bernoulli vote: item
+i's vote is its true label with probability p_i, its fixed-n vote rate k_i / n, else another class. The real
+`SequentialCertifier` decides each item on those votes, over several seeds. Per bucket of p_i it prints the
+items, the mean samples to decide, their share of all samples, and the items certified against those that
+fixed-n Clopper-Pearson certifies at the same p_i. It shows which items set the mean: those just above p*
+need about log(1/alpha) / KL(p || p*) samples, with any bet.
+"""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+
+import torch
+
+from smoothgen_exp.bench import PixelIdentity
+from smoothgen_exp.certifiers.sequential import SequentialCertifier
+from smoothgen_exp.context import ItemContext
+from smoothgen_exp.core import Smooth
+from smoothgen_exp.data.digits import digit_images
+from smoothgen_exp.smoothing.gaussian import GaussianNoise
+
+BUCKETS = (0.0, 0.95, 0.97, 0.977, 0.981, 0.985, 0.99, 1.0 + 1e-9)
+
+
+class BernoulliOracle:
+    """Votes `label` with probability p (else label + 1 mod 10), from its own seeded generator."""
+
+    num_classes = 10
+
+    def __init__(self, label: int, p: float, seed: int):
+        self.label, self.p, self.gen = label, p, torch.Generator().manual_seed(seed)
+
+    def classify(self, outputs: torch.Tensor) -> torch.Tensor:
+        hit = torch.rand(len(outputs), generator=self.gen) < self.p
+        return torch.where(hit, self.label, (self.label + 1) % 10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--radius", type=float, default=0.5)
+    p.add_argument("--sigma", type=float, default=0.25)
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--points", type=int, default=100)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--cache-dir", default="outputs/cache")
+    args = p.parse_args(argv)
+
+    import smoothgen_exp.training  # noqa: F401  (trains the oracle on first use)
+    from smoothgen_exp.oracles.digits import DigitClassifier
+
+    oracle = DigitClassifier(cache_dir=args.cache_dir)
+    noise = GaussianNoise(args.sigma)
+    smooth = Smooth(oracle.classify, noise=noise, num_classes=10)
+    images, labels = digit_images("heldout")
+    idx = torch.linspace(0, len(images) - 1, args.points).long().tolist()
+    rates, fixed = [], []
+    for i in idx:                                      # the fixed-n comparison of `make bench`
+        cert = smooth.certify(torch.from_numpy(images[i]), 100, args.n, args.alpha, 1000, seed=i)
+        rates.append(cert.count / args.n if cert.prediction == int(labels[i]) else 0.0)
+        fixed.append(cert.prediction == int(labels[i]) and cert.radius >= args.radius)
+
+    certifier = SequentialCertifier(n0=100, n=args.n, alpha=args.alpha, batch_size=1000,
+                                    target_radius=args.radius, give_up_alpha=0.01)
+    used = torch.zeros(len(idx), dtype=torch.float64)
+    certified = torch.zeros(len(idx), dtype=torch.float64)
+    for seed in range(args.seeds):
+        for j, (i, rate) in enumerate(zip(idx, rates, strict=True)):
+            item = SimpleNamespace(item_id=f"heldout-{i}", condition="", label=int(labels[i]))
+            ctx = ItemContext(item, torch.from_numpy(images[i]), PixelIdentity(),
+                              BernoulliOracle(int(labels[i]), rate, seed * 100_003 + i), noise, run_seed=seed,
+                              batch_size=1000)
+            row = certifier.certify(ctx)
+            used[j] += row["samples_used"] / args.seeds
+            certified[j] += (bool(row["certified"]) and row["prediction"] == item.label) / args.seeds
+    total = float(used.sum())
+    rate_t, fixed_t = torch.tensor(rates), torch.tensor(fixed)
+    print(f"r = {args.radius}, p* = {noise.required_p(args.radius):.4f}; fixed n = {args.n} certifies "
+          f"{int(fixed_t.sum())}, sequential {float(certified.sum()):.1f} (mean of {args.seeds} seeds); "
+          f"mean samples {total / len(idx):.0f} = {total / len(idx) / args.n:.3f} of n")
+    print("| p_A | items | mean samples | share of all samples | certified (sequential / fixed) |")
+    print("|---|---:|---:|---:|---:|")
+    for lo, hi in zip(BUCKETS[:-1], BUCKETS[1:], strict=True):
+        m = (rate_t >= lo) & (rate_t < hi)
+        if m.any():
+            print(f"| [{lo:g}, {min(hi, 1.0):g}{']' if hi > 1 else ')'} | {int(m.sum())} | {float(used[m].mean()):.0f} | "
+                  f"{float(used[m].sum()) / total:.2f} | {float(certified[m].sum()):.1f} / {int(fixed_t[m].sum())} |")
+
+
+if __name__ == "__main__":
+    main()
