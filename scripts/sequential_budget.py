@@ -1,6 +1,6 @@
 """Where the sequential certifier's samples go at a target radius, by the items' p_A (README, Performance).
 
-    python scripts/sequential_budget.py [--radius 0.5] [--seeds 5] [--points 100]
+    python scripts/sequential_budget.py [--radius 0.5] [--seeds 5] [--points 100] [--budget-share 0.8]
 
 The `make bench` comparison (100 held-out digits in pixel space, sigma 0.25, alpha 0.001, fixed n = 10,000
 against `certifier=sequential` on the same budget) with the digit oracle replaced by a Bernoulli vote: item
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--points", type=int, default=100)
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--budget-share", type=float, default=None, help="certifier.budget_share (default: the config's)")
     p.add_argument("--cache-dir", default="outputs/cache")
     args = p.parse_args(argv)
 
@@ -66,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         rates.append(cert.count / args.n if cert.prediction == int(labels[i]) else 0.0)
         fixed.append(cert.prediction == int(labels[i]) and cert.radius >= args.radius)
 
+    share = {} if args.budget_share is None else {"budget_share": args.budget_share}
     certifier = SequentialCertifier(n0=100, n=args.n, alpha=args.alpha, batch_size=1000,
-                                    target_radius=args.radius, give_up_alpha=0.01)
+                                    target_radius=args.radius, give_up_alpha=0.01, **share)
     used = torch.zeros(len(idx), dtype=torch.float64)
     certified = torch.zeros(len(idx), dtype=torch.float64)
     for seed in range(args.seeds):

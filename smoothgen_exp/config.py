@@ -53,6 +53,10 @@ def open_unit():
     return _rule(lambda v: 0.0 < v < 1.0, "must lie in the open interval (0, 1)")
 
 
+def half_open_unit():
+    return _rule(lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)")
+
+
 def half_open_half():
     return _rule(lambda v: 0.0 <= v < 0.5, "must lie in [0, 1/2)")
 
@@ -523,6 +527,9 @@ class SequentialConf(CertifierConf):
     target_radius: float = field(default=0.1, metadata=gt(0.0))
     # level of the give-up test (abstaining needs no guarantee; see the class docstring)
     give_up_alpha: float = field(default=0.01, metadata=open_unit())
+    # share of alpha for the Clopper-Pearson test of all n samples when the budget is spent (the bet
+    # gets the rest; union bound): undecided items just above p* certify as at fixed n. 0: bet only
+    budget_share: float = field(default=0.0, metadata=half_open_unit())
 
 
 @dataclass

@@ -22,6 +22,7 @@ from smoothgen_exp.context import ItemContext
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from smoothgen_exp.stats import (
     accuracy_drop_bound,
+    cp_lower,
     expected_radius,
     expected_radius_shore,
     fcsb,
@@ -169,6 +170,75 @@ def test_sequential_keeps_alpha_at_the_boundary_and_stops_early_when_easy():
     hopeless = SequentialCertifier(n0=20, n=10_000, alpha=0.001, batch_size=50,
                                    target_radius=SIGMA * 2.0).certify(ctx_at(0.5, 0, label=1))
     assert not hopeless["certified"] and hopeless["samples_used"] < 10_000
+
+
+@pytest.mark.parametrize("share", [0.5, 0.8])
+def test_sequential_with_the_budget_test_keeps_alpha_at_the_boundary(share):
+    """The bet at (1 - share) alpha plus Clopper-Pearson on all n samples at share * alpha (union bound)."""
+    alpha, trials, a = 0.05, 400, 0.8
+    wins = sum(SequentialCertifier(n0=20, n=1000, alpha=alpha, batch_size=50, target_radius=SIGMA * a,
+                                   budget_share=share).certify(ctx_at(a, seed, label=1))["certified"]
+               for seed in range(trials))
+    assert wins / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
+
+
+def test_the_budget_test_certifies_what_fixed_n_would_and_only_that():
+    """p = Phi(0.8) = 0.788 against p* = Phi(0.7) = 0.758 at n = 2,000: a bet at alpha = 0.01 needs about
+    log(100) / KL(p || p*) = 1,800 samples, so it often runs out of budget; the Clopper-Pearson test of the
+    n votes at 0.8 alpha then certifies the item, exactly when its bound clears p*."""
+    alpha, n, share = 0.01, 2000, 0.8
+    p_star = norm.cdf(0.7)
+    bet, hybrid, at_budget = 0, 0, 0
+    for seed in range(12):
+        ctx = lambda: ctx_at(0.8, seed, label=1)                           # noqa: E731 (fresh streams)
+        only = SequentialCertifier(n0=20, n=n, alpha=alpha, batch_size=50, target_radius=SIGMA * 0.7,
+                                   budget_share=0.0).certify(ctx())
+        row = SequentialCertifier(n0=20, n=n, alpha=alpha, batch_size=50, target_radius=SIGMA * 0.7,
+                                  budget_share=share).certify(ctx())
+        bet += only["certified"]
+        hybrid += row["certified"]
+        assert only["sequential_decision"] != "certified at the budget"
+        if row["sequential_decision"] == "certified at the budget":
+            at_budget += 1
+            assert row["samples_used"] - row["selection_samples"] == n
+            assert cp_lower(row["count"], n, alpha * share) > p_star
+        elif row["sequential_decision"] == "gave up: budget spent":
+            assert cp_lower(row["count"], n, alpha * share) <= p_star
+    assert at_budget >= 3 and hybrid > bet
+
+
+def _bet_on(certifier: SequentialCertifier, hits: int, p_star: float) -> tuple[str, int, int]:
+    """Drive the betting loop on n fixed votes for class 1: `hits` of them hits, evenly spread."""
+    n = certifier.n
+    votes = torch.tensor([int((i + 1) * hits // n) - int(i * hits // n) for i in range(n)])   # 1 = hit
+    program, done = certifier._bet(1, p_star, prior=(10.5, 11.0)), 0
+    draw = next(program)
+    try:
+        while True:
+            labels = votes[done:done + draw.num]
+            done += draw.num
+            draw = program.send(SimpleNamespace(labels=labels))
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_the_budget_test_is_clopper_pearson_at_its_share_of_alpha(monkeypatch):
+    """950 hits of 1,000 against a p* between the CP bounds at alpha_cp = 0.005 and alpha = 0.01: the bet
+    (about 2,300 samples needed at this margin) cannot cross and the budget test must refuse; just below
+    the bound at 0.005 it must certify. The futility rule gives up early only when the test at the budget
+    is out of reach too."""
+    cert = SequentialCertifier(n0=20, n=1000, alpha=0.01, batch_size=50, target_radius=0.1, budget_share=0.5)
+    at_cp, at_alpha = cp_lower(950, 1000, 0.005), cp_lower(950, 1000, 0.01)
+    assert _bet_on(cert, 950, at_cp - 1e-4) == ("certified at the budget", 1000, 950)
+    decision, used, _ = _bet_on(cert, 950, (at_cp + at_alpha) / 2)
+    assert decision.startswith("gave up") and used < 1000                  # futile before the end
+    monkeypatch.setattr(cert, "_budget_test_plausible", lambda hits, p_star: True)   # run to the end
+    assert _bet_on(cert, 950, (at_cp + at_alpha) / 2) == ("gave up: budget spent", 1000, 950)
+    bet_only = SequentialCertifier(n0=20, n=1000, alpha=0.01, batch_size=50, target_radius=0.1, budget_share=0.0)
+    assert _bet_on(bet_only, 950, at_cp - 1e-4)[0] != "certified at the budget"
+    # the bet itself runs at (1 - share) alpha: unanimous votes need more of them to cross log(1/alpha_bet)
+    crossing, crossing_at_alpha = _bet_on(cert, 1000, 0.9), _bet_on(bet_only, 1000, 0.9)
+    assert crossing[0] == crossing_at_alpha[0] == "certified" and crossing[1] > crossing_at_alpha[1]
 
 
 def test_center_smoothing_bounds_the_move_of_the_center():

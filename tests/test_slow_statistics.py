@@ -43,11 +43,13 @@ class Oracle:
         return out[:, 0].long()
 
 
-@pytest.mark.parametrize("alpha", [0.01, 0.05])
-def test_sequential_never_certifies_beyond_alpha_at_the_boundary(alpha):
-    """Target exactly the true radius (p_A = p*): the certify rate must stay <= alpha."""
+@pytest.mark.parametrize(("alpha", "share"), [(0.01, 0.0), (0.05, 0.0), (0.05, 0.8)])
+def test_sequential_never_certifies_beyond_alpha_at_the_boundary(alpha, share):
+    """Target exactly the true radius (p_A = p*): the certify rate must stay <= alpha (share: the part of
+    alpha spent on the Clopper-Pearson test at the budget)."""
     sigma, a, trials = 0.5, 0.7, 3000
-    certifier = SequentialCertifier(n0=20, n=3000, alpha=alpha, batch_size=50, target_radius=sigma * a)
+    certifier = SequentialCertifier(n0=20, n=3000, alpha=alpha, batch_size=50, target_radius=sigma * a,
+                                    budget_share=share)
     wins = 0
     for seed in range(trials):
         x = torch.zeros(2, dtype=torch.float64)

@@ -8,16 +8,27 @@ A betting process (Waudby-Smith & Ramdas 2023)
     K_t = prod_i (1 + lam_i (X_i - p*)),  lam_i in [0, 1/p*)   (bets that p_A > p*)
 
 uses, for each sample, the clipped Kelly stake at the vote rate of the samples before it (predictable).
-If p_A <= p*, K is a non-negative supermartingale, so by Ville's inequality P(exists t: K_t >= 1/alpha)
-<= alpha: certifying the first time K_t >= 1/alpha keeps the 1 - alpha guarantee at any stopping time.
+If p_A <= p*, K is a non-negative supermartingale, so by Ville's inequality P(exists t: K_t >= 1/alpha_bet)
+<= alpha_bet: certifying the first time K_t >= 1/alpha_bet holds at level alpha_bet at any stopping time.
+
+At the budget. An item still undecided after all n estimation samples gets the fixed-n test as well:
+it certifies if the Clopper-Pearson lower bound of its n votes at level alpha_cp exceeds p*. With
+alpha_bet + alpha_cp = alpha (`budget_share` = alpha_cp / alpha), a false certificate needs either the
+bet to cross falsely at some time (probability <= alpha_bet, Ville) or the one-sided CP test on the
+first n samples of the item's i.i.d. stream to fail (<= alpha_cp, whether or not the run reached them),
+so by the union bound the 1 - alpha guarantee holds. It gives back to the items just above p*, which no
+bet can decide early, what fixed n would certify, at a slightly stricter alpha (budget_share = 0: the
+pure bet at alpha).
 
 Selection stops after SELECT_FIRST samples when they are unanimous (else it draws n0); an item whose
 selection votes already bound p_A below p* (Clopper-Pearson upper bound at give_up_alpha) gives up
 at once. Otherwise it gives up (abstains) when certifying within the budget n has become implausible:
 even at an optimistic value of p_A, its upper confidence bound p_up at level give_up_alpha, the best
 growth rate any bet can have, KL(p_up || p*) per sample, cannot lift log K_t to log(1/alpha) in the samples left.
-Abstaining is always sound, so this futility rule needs no guarantee; give_up_alpha only trades
-samples on hopeless items against the chance of abandoning one that would have certified.
+With the test at the budget, it gives up only when that test is implausible too (the optimistic
+p_up rate over the samples left would not lift the CP bound at n above p*). Abstaining is always
+sound, so this futility rule needs no guarantee; give_up_alpha only trades samples on hopeless items
+against the chance of abandoning one that would have certified.
 `samples_used` counts every generation drawn.
 """
 
@@ -31,7 +42,7 @@ from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.config import configured
 from smoothgen_exp.core import ABSTAIN
 from smoothgen_exp.packing import Draw, Program, class_counts
-from smoothgen_exp.stats import cp_upper
+from smoothgen_exp.stats import cp_lower, cp_upper
 
 MAX_FRACTION = 0.97  # bet at most this fraction of the largest safe stake (a miss keeps 3% of the wealth)
 MIN_REQUEST = 8      # the smallest request of estimation samples (packing fills the rest of a call)
@@ -51,16 +62,19 @@ class SequentialCertifier(Certifier):
     certifies = "class"
 
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
-                 target_radius: float, give_up_alpha: float):
+                 target_radius: float, give_up_alpha: float, budget_share: float):
         super().__init__(n0, n, alpha, batch_size)
         self.target_radius, self.give_up_alpha = float(target_radius), float(give_up_alpha)
+        self.alpha_cp = self.alpha * float(budget_share)          # the fixed-n test at the budget
+        self.alpha_bet = self.alpha - self.alpha_cp               # the bet (Ville); their sum is alpha
 
     def max_lower_bound(self, n: int) -> float:
         """The largest p* that n estimation samples can certify: every one a hit, each at the largest
-        stake MAX_FRACTION / p*, so log K_n = n log(1 + MAX_FRACTION (1 - p*) / p*) must reach log(1/alpha).
+        stake MAX_FRACTION / p*, so log K_n = n log(1 + MAX_FRACTION (1 - p*) / p*) must reach
+        log(1/alpha_bet); or n hits of n at the budget, whose CP lower bound is alpha_cp^(1/n).
         (Optimistic: the first stakes are smaller. A ceiling, not a prediction.)"""
-        g = (self.alpha ** (-1.0 / n) - 1.0) / MAX_FRACTION
-        return 1.0 / (1.0 + g)
+        g = (self.alpha_bet ** (-1.0 / n) - 1.0) / MAX_FRACTION
+        return max(1.0 / (1.0 + g), self.alpha_cp ** (1.0 / n) if self.alpha_cp > 0 else 0.0)
 
     def _program(self, ctx) -> Program:
         selection = yield from self._select(ctx)
@@ -70,7 +84,7 @@ class SequentialCertifier(Certifier):
             decision, used, hits = "gave up: selection votes below the target", 0, 0
         else:
             decision, used, hits = yield from self._bet(c_a, p_star, prior=(int(selection[c_a]) + 0.5, n_select + 1.0))
-        certified = decision == "certified"
+        certified = decision.startswith("certified")
         return {"prediction": c_a if certified else ABSTAIN, "top_class": c_a, "count": hits,
                 "p_required": p_star, "target_radius": self.target_radius,
                 "radius": self.target_radius if certified else 0.0, "certified": certified,
@@ -97,14 +111,14 @@ class SequentialCertifier(Certifier):
         rounds on long runs: at most 1/GROWTH drawn past the crossing). Requests do not depend on
         `batch_size`, so neither do the rows.
         """
-        threshold = math.log(1.0 / self.alpha)
+        threshold = math.log(1.0 / self.alpha_bet)
         best_step = math.log1p(MAX_FRACTION * (1 - p_star) / p_star)      # log-growth of a hit at the top stake
         hits_prior, n_prior = prior
         log_k, hits, used = 0.0, 0, 0
         while used < self.n:
             need = math.ceil((threshold - log_k) / best_step)
-            if need > self.n - used:                # not even all hits at the top stake would do
-                return "gave up: target out of reach within n", used, hits
+            if need > self.n - used and not self._budget_test_plausible(hits + self.n - used, p_star):
+                return "gave up: target out of reach within n", used, hits   # not even all hits would do
             k = min(self.n - used, max(need, MIN_REQUEST, used // GROWTH))
             votes = ((yield Draw("sequential", k)).labels == c_a).double()
             before = hits + torch.cumsum(votes, 0) - votes                 # hits before each sample
@@ -117,6 +131,13 @@ class SequentialCertifier(Certifier):
                 return "certified", used, hits
             log_k = float(path[-1])
             p_up = cp_upper(hits, used, self.give_up_alpha)
-            if p_up <= p_star or log_k + (self.n - used) * kl_bernoulli(p_up, p_star) < threshold:
+            bet_out = p_up <= p_star or log_k + (self.n - used) * kl_bernoulli(p_up, p_star) < threshold
+            if bet_out and not self._budget_test_plausible(hits + p_up * (self.n - used), p_star):
                 return "gave up: target out of reach within n", used, hits
+        if self.alpha_cp > 0 and cp_lower(hits, self.n, self.alpha_cp) > p_star:
+            return "certified at the budget", used, hits                    # the fixed-n test
         return "gave up: budget spent", used, hits
+
+    def _budget_test_plausible(self, hits: float, p_star: float) -> bool:
+        """Whether `hits` c_A votes of n would pass the fixed-n test at the budget."""
+        return self.alpha_cp > 0 and cp_lower(min(math.ceil(hits), self.n), self.n, self.alpha_cp) > p_star
