@@ -190,11 +190,10 @@ def test_the_budget_test_certifies_what_fixed_n_would_and_only_that():
     p_star = norm.cdf(0.7)
     bet, hybrid, at_budget = 0, 0, 0
     for seed in range(12):
-        ctx = lambda: ctx_at(0.8, seed, label=1)                           # noqa: E731 (fresh streams)
         only = SequentialCertifier(n0=20, n=n, alpha=alpha, batch_size=50, target_radius=SIGMA * 0.7,
-                                   budget_share=0.0).certify(ctx())
+                                   budget_share=0.0).certify(ctx_at(0.8, seed, label=1))
         row = SequentialCertifier(n0=20, n=n, alpha=alpha, batch_size=50, target_radius=SIGMA * 0.7,
-                                  budget_share=share).certify(ctx())
+                                  budget_share=share).certify(ctx_at(0.8, seed, label=1))
         bet += only["certified"]
         hybrid += row["certified"]
         assert only["sequential_decision"] != "certified at the budget"
