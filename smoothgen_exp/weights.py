@@ -5,6 +5,12 @@ seed, data version), so changing any of them trains anew instead of loading stal
 atomic (temporary file, then rename), so concurrent processes never read a half-written file, and a
 file lock next to the weights makes concurrent processes (multirun jobs sharing a cache, pytest-xdist
 workers) train once: the others wait and load.
+
+Training runs on exactly TRAIN_THREADS intra-op threads, whatever the process had (a pytest-xdist worker
+has one, a 2-core run two, a cluster node dozens): a float sum split over k threads adds in another order
+for each k, so weights trained on 1 and on 2 threads differ in their last bits and every number computed
+from them moves a little. Pinned, the same config trains the same weights on any machine with the same
+kernels (CPU instruction set or GPU), and the thread count is part of the key.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from safetensors.torch import load_file, save_file
 from smoothgen_exp.errors import SmoothgenError
 
 log = logging.getLogger(__name__)
+
+TRAIN_THREADS = 2    # intra-op threads of every training (see the module docstring)
 
 
 def params_key(params: dict) -> str:
@@ -57,7 +65,18 @@ def retraining(names: set[str]):
 
 
 def weights_path(cache_dir: str | os.PathLike, name: str, params: dict) -> Path:
-    return Path(cache_dir) / f"{name}-{params_key(params)}.safetensors"
+    return Path(cache_dir) / f"{name}-{params_key({**params, 'train_threads': TRAIN_THREADS})}.safetensors"
+
+
+@contextlib.contextmanager
+def training_threads(n: int = TRAIN_THREADS):
+    """Run the block on n intra-op threads, then restore the process's own count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_or_train(cache_dir: str | os.PathLike, name: str, params: dict,
@@ -84,8 +103,9 @@ def load_or_train(cache_dir: str | os.PathLike, name: str, params: dict,
             return _load(path)
         checkpoint = path.with_suffix(".ckpt.safetensors")
         log.info("training %s (cached at %s)", name, path)
-        state, meta = trainer(params, checkpoint, **context)
-        meta = {**meta, "params": json.dumps(params, sort_keys=True)}
+        with training_threads():
+            state, meta = trainer(params, checkpoint, **context)
+        meta = {**meta, "params": json.dumps(params, sort_keys=True), "train_threads": str(TRAIN_THREADS)}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
         os.replace(tmp, path)

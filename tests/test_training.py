@@ -64,3 +64,20 @@ def test_train_entrypoint_rejects_bad_values_in_one_line(tmp_path):
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert lines == ["error: oracle.epochs=0: must be > 0"]
+
+
+def test_weights_do_not_depend_on_the_process_thread_count(tmp_path):
+    """A pytest-xdist worker has one thread, a CLI run on two cores two: the same config must train the
+    same weights in both (float sums split over threads add in another order), and the caller keeps its
+    own thread count."""
+    before = torch.get_num_threads()
+    trained = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            state, meta = weights.load_or_train(tmp_path / f"threads{threads}", "digit_oracle", PARAMS)
+            assert torch.get_num_threads() == threads and meta["train_threads"] == str(weights.TRAIN_THREADS)
+        finally:
+            torch.set_num_threads(before)
+        trained.append(state)
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
