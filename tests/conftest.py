@@ -13,10 +13,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 # pytest-xdist runs one worker per core; each worker (and every CLI run it starts) would otherwise start
 # one torch/OpenMP thread per core, and oversubscribed OpenMP threads spin: a CLI run that takes 36 s
-# alone took 113 s beside another worker. Give each worker its share of the cores.
+# alone took 113 s beside another worker. Give each worker its share of the cores. Training always runs on
+# weights.TRAIN_THREADS threads (the same weights everywhere), more than a worker's share: idle OpenMP
+# threads then sleep instead of spinning (OMP_WAIT_POLICY is read when torch loads its OpenMP).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     torch.set_num_threads(_threads)
