@@ -19,6 +19,7 @@ from smoothgen_exp.certifiers.feature import FeatureCertifier
 from smoothgen_exp.certifiers.output_bound import OutputBoundCertifier
 from smoothgen_exp.certifiers.sequential import SequentialCertifier
 from smoothgen_exp.context import ItemContext
+from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from smoothgen_exp.stats import (
     accuracy_drop_bound,
@@ -238,6 +239,9 @@ def test_the_budget_test_is_clopper_pearson_at_its_share_of_alpha(monkeypatch):
     # the bet itself runs at (1 - share) alpha: unanimous votes need more of them to cross log(1/alpha_bet)
     crossing, crossing_at_alpha = _bet_on(cert, 1000, 0.9), _bet_on(bet_only, 1000, 0.9)
     assert crossing[0] == crossing_at_alpha[0] == "certified" and crossing[1] > crossing_at_alpha[1]
+    for share in (-0.1, 1.0):                                  # the levels must split alpha, not exceed it
+        with pytest.raises(SmoothgenError, match="budget_share"):
+            SequentialCertifier(n=1000, alpha=0.01, budget_share=share)
 
 
 def test_center_smoothing_bounds_the_move_of_the_center():

@@ -41,6 +41,7 @@ import torch
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.config import configured
 from smoothgen_exp.core import ABSTAIN
+from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.packing import Draw, Program, class_counts
 from smoothgen_exp.stats import cp_lower, cp_upper
 
@@ -65,6 +66,8 @@ class SequentialCertifier(Certifier):
                  target_radius: float, give_up_alpha: float, budget_share: float):
         super().__init__(n0, n, alpha, batch_size)
         self.target_radius, self.give_up_alpha = float(target_radius), float(give_up_alpha)
+        if not 0.0 <= budget_share < 1.0:        # outside [0, 1) the two levels would not sum to alpha
+            raise SmoothgenError(f"certifier.budget_share={budget_share} must lie in [0, 1)")
         self.alpha_cp = self.alpha * float(budget_share)          # the fixed-n test at the budget
         self.alpha_bet = self.alpha - self.alpha_cp               # the bet (Ville); their sum is alpha
 
