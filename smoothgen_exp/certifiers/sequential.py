@@ -24,7 +24,7 @@ Selection stops after SELECT_FIRST samples when they are unanimous (else it draw
 selection votes already bound p_A below p* (Clopper-Pearson upper bound at give_up_alpha) gives up
 at once. Otherwise it gives up (abstains) when certifying within the budget n has become implausible:
 even at an optimistic value of p_A, its upper confidence bound p_up at level give_up_alpha, the best
-growth rate any bet can have, KL(p_up || p*) per sample, cannot lift log K_t to log(1/alpha) in the samples left.
+growth rate any bet can have, KL(p_up || p*) per sample, cannot lift log K_t to log(1/alpha_bet) in the samples left.
 With the test at the budget, it gives up only when that test is implausible too (the optimistic
 p_up rate over the samples left would not lift the CP bound at n above p*). Abstaining is always
 sound, so this futility rule needs no guarantee; give_up_alpha only trades samples on hopeless items
