@@ -229,12 +229,27 @@ def metric_arrow(key: str) -> str:
     return "↓" if any(t in key for t in LOWER_IS_BETTER) else "↑"
 
 
-def print_summary(summary: dict, title: str) -> None:
-    """The summary as two small tables: certified accuracy by radius, then every other number."""
+def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None, examples: int = 5) -> None:
+    """The summary as two small tables: certified accuracy by radius, then every other number; for text
+    outputs (language models), first the smoothed answers of a few items with their certificates."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    text = None if records is None or "output_text" not in records else records[
+        (records.variant == "smoothed") & records.output_text.notna()]
+    if text is not None and len(text):
+        table = Table(title=f"smoothed answers, {min(examples, len(text))} of {len(text)} items", header_style="bold")
+        for col in ("item", "condition", "smoothed answer", "certificate"):
+            table.add_column(col)
+        for row in text.head(examples).itertuples():
+            valid, certified = (getattr(row, c, None) for c in ("certificate_valid", "certified"))
+            reason = getattr(row, "abstain_reason", "") or ""
+            label = "radius" if pd.isna(valid) or bool(valid) else "NOMINAL radius"     # not a certificate
+            cert = (f"{label} {row.radius:.3g}" if pd.notna(certified) and bool(certified)
+                    else f"abstains: {reason}" if reason else "no class certificate")
+            table.add_row(row.item_id, str(row.condition)[:60], str(row.output_text)[:60], cert)
+        console.print(table)
     for key, label in CURVES.items():
         if key in summary:
             table = Table(title=title, header_style="bold")

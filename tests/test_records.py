@@ -54,3 +54,21 @@ def test_fixed_column_types_do_not_depend_on_values():
 def test_summary_file_is_json_with_nan_allowed(tmp_path):
     write_summary(tmp_path, {"x": math.nan, "y": 1})
     assert (tmp_path / "summary.json").read_text().count("NaN") == 1
+
+
+def test_the_summary_prints_smoothed_answers_with_their_certificates(capsys):
+    """A language model's run shows a few smoothed answers beside their radius, abstention reason, or a
+    NOMINAL radius where the certificate's assumptions fail (never a plain "radius" there)."""
+    from smoothgen_exp.records import print_summary
+
+    rows = pd.DataFrame({"variant": ["baseline", "smoothed", "smoothed", "smoothed"],
+                         "item_id": ["q0", "q0", "q1", "q2"], "condition": ["Capital of France?"] * 2 + ["2+2?", "Sky?"],
+                         "output_text": ["Paris.", "It is Paris.", "It is four.", "Blue."],
+                         "certified": [False, True, False, True], "radius": [0.0, 0.0675, 0.0, 0.02],
+                         "abstain_reason": ["", "", "no majority", ""], "certificate_valid": [True, True, True, False]})
+    print_summary({"items": 3}, "t", records=rows)
+    out = capsys.readouterr().out
+    assert "3 of 3 items" in out and "It is Paris." in out and "radius 0.0675" in out
+    assert "abstains: no majority" in out and "NOMINAL radius 0.02" in out
+    print_summary({"items": 3}, "t", records=rows.drop(columns="output_text"))   # image runs: no answers table
+    assert "smoothed answers" not in capsys.readouterr().out
