@@ -7,7 +7,9 @@ process and interleaved point by point. The median ratio is `certify_over_raw` (
 It also compares `certifier=sequential` with fixed-n Cohen at target radii r in {0.25, 0.5, 1.0}, on the
 same budget: certified accuracy at r for both, and the sequential certifier's mean samples to decide as
 a fraction of 10,000 (`seq_samples_ratio` at r = 0.5, target <= 0.10; `seq_acc_delta` = sequential
-minus fixed certified accuracy, target within 0.01).
+minus fixed certified accuracy, target within 0.01). `seq_with_budget_test` repeats r = 0.5 with
+`certifier.budget_share` (--seq-budget-share, 0.8): Clopper-Pearson on the n votes of items undecided at
+the budget, the bet at the rest of alpha.
 
 Packed batches (issue 13): the digits default at n0 = 10, n = 100 and n0 = 100, n = 1,000 over many
 items, one item at a time (`pack_items=1`) and packed, against the forward-pass floor of its samples
@@ -140,10 +142,11 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
         fixed.append(cert.radius if cert.prediction == item.label else -1.0)
     out: dict = {"seq_points": len(idx), "seq_max_n": args.seq_max_n, "seq_give_up_alpha": args.give_up_alpha,
                  "seq_n0": args.seq_n0, "seq_by_radius": {}}
-    for r in radii:
+
+    def decide(r: float, share: float) -> dict:
         sequential = SequentialCertifier(n0=args.seq_n0, n=args.seq_max_n, alpha=args.alpha,
                                          batch_size=args.batch_size, target_radius=r,
-                                         give_up_alpha=args.give_up_alpha)
+                                         give_up_alpha=args.give_up_alpha, budget_share=share)
         ok, samples, t_seq = [], [], 0.0
         for ctx in ctxs:
             ctx.streams.clear()
@@ -151,11 +154,15 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
             t_seq += dt
             ok.append(bool(row["certified"]) and row["prediction"] == ctx.item.label)
             samples.append(row["samples_used"])
-        acc_fixed, acc_seq = sum(f >= r for f in fixed) / len(idx), sum(ok) / len(idx)
-        out["seq_by_radius"][f"{r:g}"] = {
-            "fixed_certified_accuracy": acc_fixed, "seq_certified_accuracy": acc_seq,
-            "seq_mean_samples": sum(samples) / len(idx), "seq_samples_ratio": sum(samples) / len(idx) / args.n,
-            "seq_time_ratio": t_seq / t_fixed}
+        return {"fixed_certified_accuracy": sum(f >= r for f in fixed) / len(idx),
+                "seq_certified_accuracy": sum(ok) / len(idx), "seq_mean_samples": sum(samples) / len(idx),
+                "seq_samples_ratio": sum(samples) / len(idx) / args.n, "seq_time_ratio": t_seq / t_fixed}
+
+    for r in radii:
+        out["seq_by_radius"][f"{r:g}"] = decide(r, 0.0)
+    # the fixed-n test at the budget (certifier.budget_share): closer to fixed n's accuracy, more samples
+    out["seq_budget_share"] = args.seq_budget_share
+    out["seq_with_budget_test"] = decide(args.target_radius, args.seq_budget_share)
     head = out["seq_by_radius"][f"{args.target_radius:g}"]
     out.update({"seq_target_radius": args.target_radius, "fixed_certified_accuracy_at_r": head["fixed_certified_accuracy"],
                 "seq_certified_accuracy_at_r": head["seq_certified_accuracy"],
@@ -375,6 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="sequential comparison: every radius reported")
     p.add_argument("--seq-n0", type=int, default=100, help="the sequential certifier's selection samples (at most)")
     p.add_argument("--give-up-alpha", type=float, default=0.01)
+    p.add_argument("--seq-budget-share", type=float, default=0.8,
+                   help="certifier.budget_share of the second sequential comparison at --target-radius")
     p.add_argument("--seq-max-n", type=int, default=10_000,
                    help="the sequential certifier's sample budget (default: the fixed n)")
     p.add_argument("--lm-width", type=int, default=768)
@@ -422,6 +431,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  r={r}: certified accuracy {row['seq_certified_accuracy']:.3f} vs {row['fixed_certified_accuracy']:.3f}; "
               f"mean samples to decide {row['seq_mean_samples']:.0f} = {row['seq_samples_ratio']:.3f} of {args.n}; "
               f"time ratio {row['seq_time_ratio']:.3f}")
+    row = result["seq_with_budget_test"]
+    print(f"  r={result['seq_target_radius']:g} with budget_share={result['seq_budget_share']:g} (Clopper-Pearson at the "
+          f"budget): certified accuracy {row['seq_certified_accuracy']:.3f} vs {row['fixed_certified_accuracy']:.3f}; "
+          f"mean samples to decide {row['seq_mean_samples']:.0f} = {row['seq_samples_ratio']:.3f} of {args.n}")
     for key in ("n100", "n1000"):
         print(f"packed batches, digits default at {key.replace('n', 'n=')} ({args.packed_items} items): per-item "
               f"{result[f'packed_{key}_per_item_s'] * 1e3:.1f} ms/item, packed {result[f'packed_{key}_packed_s'] * 1e3:.1f} "

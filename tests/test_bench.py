@@ -23,4 +23,5 @@ def test_bench_smoke(tmp_path, oracle):
                 "packed_smollm2_over_floor"):
         assert key in saved
     assert set(saved["seq_by_radius"]) == {"0.25", "0.5", "1"}
+    assert saved["seq_budget_share"] == 0.8 and "seq_samples_ratio" in saved["seq_with_budget_test"]
     assert saved["n"] == 300 and saved["points"] == 2 and result["certify_over_raw"] > 0
