@@ -6,11 +6,13 @@ atomic (temporary file, then rename), so concurrent processes never read a half-
 file lock next to the weights makes concurrent processes (multirun jobs sharing a cache, pytest-xdist
 workers) train once: the others wait and load.
 
-Training runs on exactly TRAIN_THREADS intra-op threads, whatever the process had (a pytest-xdist worker
-has one, a 2-core run two, a cluster node dozens): a float sum split over k threads adds in another order
-for each k, so weights trained on 1 and on 2 threads differ in their last bits and every number computed
-from them moves a little. Pinned, the same config trains the same weights on any machine with the same
-kernels (CPU instruction set or GPU), and the thread count is part of the key.
+Training runs on exactly TRAIN_THREADS torch intra-op threads and TRAIN_BLAS_THREADS threads of numpy's
+and scipy's BLAS (scikit-learn fits), whatever the process had (a pytest-xdist worker has one, a 2-core run
+two, a cluster node dozens): a float sum split over k threads adds in another order for each k, so weights
+trained on 1 and on 2 threads differ in their last bits and every number computed from them moves a
+little. Pinned, the same config trains the same weights on any machine with the same kernels (CPU
+instruction set or GPU), and the thread counts are part of the key. (On a many-core node this makes
+training slower than it could be; the trainings here are minutes on two cores.)
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from smoothgen_exp.errors import SmoothgenError
 
 log = logging.getLogger(__name__)
 
-TRAIN_THREADS = 2    # intra-op threads of every training (see the module docstring)
+TRAIN_THREADS = 2         # torch intra-op threads of every training (see the module docstring)
+TRAIN_BLAS_THREADS = 1    # numpy / scipy BLAS threads of every training (the scikit-learn probe)
+THREADS_KEY = f"torch{TRAIN_THREADS}-blas{TRAIN_BLAS_THREADS}"
 
 
 def params_key(params: dict) -> str:
@@ -65,16 +69,20 @@ def retraining(names: set[str]):
 
 
 def weights_path(cache_dir: str | os.PathLike, name: str, params: dict) -> Path:
-    return Path(cache_dir) / f"{name}-{params_key({**params, 'train_threads': TRAIN_THREADS})}.safetensors"
+    return Path(cache_dir) / f"{name}-{params_key({**params, 'train_threads': THREADS_KEY})}.safetensors"
 
 
 @contextlib.contextmanager
-def training_threads(n: int = TRAIN_THREADS):
-    """Run the block on n intra-op threads, then restore the process's own count."""
+def training_threads():
+    """Run the block on TRAIN_THREADS torch threads and TRAIN_BLAS_THREADS BLAS threads, then restore
+    the process's own counts."""
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    torch.set_num_threads(TRAIN_THREADS)
     try:
-        yield
+        with threadpool_limits(limits=TRAIN_BLAS_THREADS, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -105,7 +113,7 @@ def load_or_train(cache_dir: str | os.PathLike, name: str, params: dict,
         log.info("training %s (cached at %s)", name, path)
         with training_threads():
             state, meta = trainer(params, checkpoint, **context)
-        meta = {**meta, "params": json.dumps(params, sort_keys=True), "train_threads": str(TRAIN_THREADS)}
+        meta = {**meta, "params": json.dumps(params, sort_keys=True), "train_threads": THREADS_KEY}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
         os.replace(tmp, path)

@@ -76,8 +76,26 @@ def test_weights_do_not_depend_on_the_process_thread_count(tmp_path):
         torch.set_num_threads(threads)
         try:
             state, meta = weights.load_or_train(tmp_path / f"threads{threads}", "digit_oracle", PARAMS)
-            assert torch.get_num_threads() == threads and meta["train_threads"] == str(weights.TRAIN_THREADS)
+            assert torch.get_num_threads() == threads and meta["train_threads"] == weights.THREADS_KEY
         finally:
             torch.set_num_threads(before)
         trained.append(state)
     assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+
+
+def test_the_scikit_learn_probe_does_not_depend_on_the_blas_thread_count(tmp_path):
+    """The linear probe is fitted by scikit-learn on numpy/scipy's BLAS, whose threads torch does not set:
+    1 and 2 BLAS threads in the process must give the same weights."""
+    from threadpoolctl import threadpool_limits
+
+    from smoothgen_exp.oracles.digits import DigitClassifier
+
+    from .conftest import CACHE
+
+    net = DigitClassifier(cache_dir=str(CACHE)).net
+    params = {"arch": "linear-probe-v1", "data": "sklearn-digits-v1", "c": 1.0, "cnn": "test"}
+    fitted = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            fitted.append(weights.load_or_train(tmp_path / f"blas{threads}", "digit_probe", params, net=net)[0])
+    assert all(torch.equal(fitted[0][k], fitted[1][k]) for k in fitted[0])
