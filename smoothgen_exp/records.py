@@ -229,6 +229,35 @@ def metric_arrow(key: str) -> str:
     return "↓" if any(t in key for t in LOWER_IS_BETTER) else "↑"
 
 
+def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
+    """The smoothed answers of the first items, each beside what its row certifies: the radius of that
+    very answer (certified_text for certified decoding), the radius of another class where the shown
+    answer is not the certified class, NOMINAL where the certificate's assumptions fail (or are unknown),
+    or the reason it abstains. Model text is escaped: it is never read as rich markup."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not len(rows):
+        return
+    table = Table(title=f"smoothed answers, {min(examples, len(rows))} of {len(rows)} items", header_style="bold")
+    for col in ("item", "condition", "smoothed answer", "certificate"):
+        table.add_column(col)
+    for _, series in rows.head(examples).iterrows():
+        r = {k: None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
+             for k, v in series.items()}
+        answer = r.get("certified_text") or r.get("output_text")
+        label = "radius" if r.get("certificate_valid") is not None and bool(r["certificate_valid"]) else "NOMINAL radius"
+        if r.get("certified") is None or not bool(r["certified"]):
+            cert = f"abstains: {r['abstain_reason']}" if r.get("abstain_reason") else "no class certificate"
+        elif r.get("certified_text") is None and None not in (r.get("smoothed_class"), r.get("prediction")) \
+                and r["smoothed_class"] != r["prediction"]:
+            cert = f"{label} {r['radius']:.3g} for class {r['prediction']}, not this answer's"
+        else:
+            cert = f"{label} {r['radius']:.3g}"
+        table.add_row(*(escape(str(v)[:60]) for v in (r.get("item_id"), r.get("condition"), answer, cert)))
+    console.print(table)
+
+
 def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None, examples: int = 5) -> None:
     """The summary as two small tables: certified accuracy by radius, then every other number; for text
     outputs (language models), first the smoothed answers of a few items with their certificates."""
@@ -236,20 +265,8 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
     from rich.table import Table
 
     console = Console()
-    text = None if records is None or "output_text" not in records else records[
-        (records.variant == "smoothed") & records.output_text.notna()]
-    if text is not None and len(text):
-        table = Table(title=f"smoothed answers, {min(examples, len(text))} of {len(text)} items", header_style="bold")
-        for col in ("item", "condition", "smoothed answer", "certificate"):
-            table.add_column(col)
-        for row in text.head(examples).itertuples():
-            valid, certified = (getattr(row, c, None) for c in ("certificate_valid", "certified"))
-            reason = getattr(row, "abstain_reason", "") or ""
-            label = "radius" if pd.isna(valid) or bool(valid) else "NOMINAL radius"     # not a certificate
-            cert = (f"{label} {row.radius:.3g}" if pd.notna(certified) and bool(certified)
-                    else f"abstains: {reason}" if reason else "no class certificate")
-            table.add_row(row.item_id, str(row.condition)[:60], str(row.output_text)[:60], cert)
-        console.print(table)
+    if records is not None and "output_text" in records:
+        _print_answers(console, records[(records.variant == "smoothed") & records.output_text.notna()], examples)
     for key, label in CURVES.items():
         if key in summary:
             table = Table(title=title, header_style="bold")

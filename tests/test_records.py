@@ -72,3 +72,25 @@ def test_the_summary_prints_smoothed_answers_with_their_certificates(capsys):
     assert "abstains: no majority" in out and "NOMINAL radius 0.02" in out
     print_summary({"items": 3}, "t", records=rows.drop(columns="output_text"))   # image runs: no answers table
     assert "smoothed answers" not in capsys.readouterr().out
+
+
+def test_the_answers_table_escapes_model_text_and_shows_what_the_radius_is_for(capsys, monkeypatch):
+    """Model text with brackets is printed as is (rich would read "[/INST]" as a closing tag and crash);
+    missing values do not crash; an unknown validity is NOMINAL (as valid_certificates counts it); a
+    radius for another class than the shown answer's says so; certified decoding shows certified_text."""
+    from smoothgen_exp.records import print_summary
+
+    monkeypatch.setenv("COLUMNS", "250")                                       # no wrapped cells
+    rows = pd.DataFrame({"variant": ["smoothed"] * 3, "item_id": ["a", "b", "c"],
+                         "condition": ["What is [foo]?", "Q", "Q2"],
+                         "output_text": ["It is [/INST] Paris", "blue", "from the aggregator"],
+                         "certified_text": [None, None, "from the certifier"],
+                         "certified": [True, True, True], "radius": [0.05, 0.04, 0.03],
+                         "prediction": [1, 2, 0], "smoothed_class": [1.0, 3.0, None],
+                         "abstain_reason": pd.array([pd.NA, pd.NA, pd.NA], dtype="string"),
+                         "certificate_valid": pd.array([True, pd.NA, True], dtype="boolean")})
+    print_summary({"items": 3}, "t", records=rows)
+    out = capsys.readouterr().out
+    assert "It is [/INST] Paris" in out and "What is [foo]?" in out and "radius 0.05" in out
+    assert "NOMINAL radius 0.04 for class 2" in out
+    assert "from the certifier" in out and "from the aggregator" not in out
