@@ -34,7 +34,7 @@ from smoothgen_exp.errors import SmoothgenError
 log = logging.getLogger(__name__)
 
 TRAIN_THREADS = 2         # torch intra-op threads of every training (see the module docstring)
-TRAIN_BLAS_THREADS = 1    # numpy / scipy BLAS threads of every training (the scikit-learn probe)
+TRAIN_BLAS_THREADS = 2    # numpy / scipy BLAS threads of every training (the scikit-learn probe)
 THREADS_KEY = f"torch{TRAIN_THREADS}-blas{TRAIN_BLAS_THREADS}"
 
 
