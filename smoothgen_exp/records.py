@@ -232,8 +232,8 @@ def metric_arrow(key: str) -> str:
 def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
     """The smoothed answers of the first items, each beside what its row certifies: the radius of that
     very answer (certified_text for certified decoding), the radius of another class where the shown
-    answer is not the certified class, NOMINAL where the certificate's assumptions fail (or are unknown),
-    or the reason it abstains. Model text is escaped: it is never read as rich markup."""
+    answer is not the certified class, NOMINAL where the certificate is not valid (`valid_certificates`:
+    its assumptions fail, or a row does not say), or the reason it abstains. Model text is escaped: it is never read as rich markup."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -242,11 +242,12 @@ def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
     table = Table(title=f"smoothed answers, {min(examples, len(rows))} of {len(rows)} items", header_style="bold")
     for col in ("item", "condition", "smoothed answer", "certificate"):
         table.add_column(col)
-    for _, series in rows.head(examples).iterrows():
+    shown = rows.head(examples)
+    for (_, series), valid in zip(shown.iterrows(), valid_certificates(shown), strict=True):
         r = {k: None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
              for k, v in series.items()}
         answer = r.get("certified_text") or r.get("output_text")
-        label = "radius" if r.get("certificate_valid") is not None and bool(r["certificate_valid"]) else "NOMINAL radius"
+        label = "radius" if valid else "NOMINAL radius"          # the summary's own rule (valid_certificates)
         if r.get("certified") is None or not bool(r["certified"]):
             cert = f"abstains: {r['abstain_reason']}" if r.get("abstain_reason") else "no class certificate"
         elif r.get("certified_text") is None and None not in (r.get("smoothed_class"), r.get("prediction")) \
