@@ -9,7 +9,8 @@ same budget: certified accuracy at r for both, and the sequential certifier's me
 a fraction of 10,000 (`seq_samples_ratio` at r = 0.5, target <= 0.10; `seq_acc_delta` = sequential
 minus fixed certified accuracy, target within 0.01). `seq_with_budget_test` repeats r = 0.5 with
 `certifier.budget_share` (--seq-budget-share, 0.8): Clopper-Pearson on the n votes of items undecided at
-the budget, the bet at the rest of alpha.
+the budget, the bet at the rest of alpha. `seq_known_rate` is the clairvoyant comparator at r = 0.5
+(`known_rate_bet`): the likelihood-ratio bet of each item's true p_A, told in advance.
 
 Packed batches (issue 13): the digits default at n0 = 10, n = 100 and n0 = 100, n = 1,000 over many
 items, one item at a time (`pack_items=1`) and packed, against the forward-pass floor of its samples
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -116,6 +118,37 @@ class PixelIdentity:
         return z
 
 
+def known_rate_bet(ctx, label: int, p: float, p_star: float, n: int, alpha_bet: float, alpha_cp: float):
+    """The clairvoyant comparator of the sequential certifier: a bet told each item's p_A in advance.
+
+    It gives up on items with p <= p* without drawing a sample and skips selection (c_A is the label);
+    on the others it bets the Kelly stake of the true p from the first sample (clipped as the certifier
+    clips it): log K is then the log-likelihood ratio of p against p*, Wald's SPRT for that p, which
+    needs the fewest samples on average to certify at this level when p is known. With alpha_cp > 0 it
+    adds the Clopper-Pearson test at the budget. It shows what the items cost when nothing has to be
+    learned from the votes (what to bet, when to give up); a certifier pays for learning on top. Not a
+    certifier: p comes from fixed n's votes. Returns (certified, samples)."""
+    from smoothgen_exp.certifiers.sequential import MAX_FRACTION, MIN_REQUEST
+    from smoothgen_exp.packing import Draw
+    from smoothgen_exp.stats import cp_lower
+
+    if p <= p_star:
+        return False, 0
+    stake = min((p - p_star) / (p_star * (1 - p_star)), MAX_FRACTION / p_star)
+    win, loss = math.log1p(stake * (1 - p_star)), math.log1p(-stake * p_star)
+    threshold = math.log(1 / alpha_bet)
+    log_k, hits, used = 0.0, 0, 0
+    while used < n:
+        k = min(n - used, max(math.ceil((threshold - log_k) / win), MIN_REQUEST))
+        votes = (yield Draw("known_rate", k)).labels == label
+        path = log_k + torch.cumsum(torch.where(votes, win, loss).double(), 0)
+        crossed = torch.nonzero(path >= threshold)
+        if len(crossed):
+            return True, used + int(crossed[0]) + 1
+        used, hits, log_k = used + k, hits + int(votes.sum()), float(path[-1])
+    return alpha_cp > 0 and cp_lower(hits, n, alpha_cp) > p_star, n
+
+
 def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dict:
     """Certified accuracy at target radii r: fixed-n Cohen against the sequential certifier, whose budget
     is the same n. Per r, the mean samples the sequential certifier needs to decide (certify or give up),
@@ -130,7 +163,7 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
     idx = torch.linspace(0, len(images) - 1, args.seq_points).long().tolist()
     noise = GaussianNoise(args.sigma)
     radii = sorted({*args.seq_radii, args.target_radius})
-    ctxs, fixed, t_fixed = [], [], 0.0
+    ctxs, fixed, rates, t_fixed = [], [], [], 0.0
     for i in idx:
         item = SimpleNamespace(item_id=f"heldout-{i}", condition="", label=int(labels[i]))
         ctx = ItemContext(item, torch.from_numpy(images[i]).to(device), PixelIdentity(), oracle, noise,
@@ -140,6 +173,7 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
         t_fixed += dt
         ctxs.append(ctx)
         fixed.append(cert.radius if cert.prediction == item.label else -1.0)
+        rates.append(cert.count / args.n if cert.prediction == item.label else 0.0)
     out: dict = {"seq_points": len(idx), "seq_max_n": args.seq_max_n, "seq_give_up_alpha": args.give_up_alpha,
                  "seq_n0": args.seq_n0, "seq_by_radius": {}}
 
@@ -158,11 +192,25 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
                 "seq_certified_accuracy": sum(ok) / len(idx), "seq_mean_samples": sum(samples) / len(idx),
                 "seq_samples_ratio": sum(samples) / len(idx) / args.n, "seq_time_ratio": t_seq / t_fixed}
 
+    def known(r: float, share: float) -> dict:
+        from smoothgen_exp.packing import run_one
+
+        p_star = noise.required_p(r)
+        ok, samples = [], []
+        for ctx, p in zip(ctxs, rates, strict=True):
+            ctx.streams.clear()
+            certified, used = run_one(ctx, known_rate_bet(ctx, ctx.item.label, p, p_star, args.seq_max_n,
+                                                          (1 - share) * args.alpha, share * args.alpha))
+            ok.append(certified)
+            samples.append(used)
+        return {"seq_certified_accuracy": sum(ok) / len(idx), "seq_samples_ratio": sum(samples) / len(idx) / args.n}
+
     for r in radii:
         out["seq_by_radius"][f"{r:g}"] = decide(r, 0.0)
     # the fixed-n test at the budget (certifier.budget_share): closer to fixed n's accuracy, more samples
     out["seq_budget_share"] = args.seq_budget_share
     out["seq_with_budget_test"] = decide(args.target_radius, args.seq_budget_share)
+    out["seq_known_rate"] = {f"{share:g}": known(args.target_radius, share) for share in (0.0, args.seq_budget_share)}
     head = out["seq_by_radius"][f"{args.target_radius:g}"]
     out.update({"seq_target_radius": args.target_radius, "fixed_certified_accuracy_at_r": head["fixed_certified_accuracy"],
                 "seq_certified_accuracy_at_r": head["seq_certified_accuracy"],
@@ -435,6 +483,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  r={result['seq_target_radius']:g} with budget_share={result['seq_budget_share']:g} (Clopper-Pearson at the "
           f"budget): certified accuracy {row['seq_certified_accuracy']:.3f} vs {row['fixed_certified_accuracy']:.3f}; "
           f"mean samples to decide {row['seq_mean_samples']:.0f} = {row['seq_samples_ratio']:.3f} of {args.n}")
+    for share, row in result["seq_known_rate"].items():
+        print(f"  r={result['seq_target_radius']:g}, a bet told each item's p_A (fixed n's vote rate; no selection, free "
+              f"give-up below p*, the Kelly stake from the first sample{', CP at the budget at share ' + share if float(share) else ''}): "
+              f"certified accuracy {row['seq_certified_accuracy']:.3f} at {row['seq_samples_ratio']:.3f} of {args.n}")
     for key in ("n100", "n1000"):
         print(f"packed batches, digits default at {key.replace('n', 'n=')} ({args.packed_items} items): per-item "
               f"{result[f'packed_{key}_per_item_s'] * 1e3:.1f} ms/item, packed {result[f'packed_{key}_packed_s'] * 1e3:.1f} "

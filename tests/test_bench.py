@@ -1,10 +1,13 @@
 """`make bench` in smoke size: it runs and writes the fields the issue names (no timing asserted)."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
+import torch
 
-from smoothgen_exp.bench import main
+from smoothgen_exp.bench import known_rate_bet, main
+from smoothgen_exp.stats import cp_lower
 
 
 @pytest.mark.slow     # 80 s of `make test` on 2 cores; `make bench` is the measurement, this its smoke
@@ -24,4 +27,34 @@ def test_bench_smoke(tmp_path, oracle):
         assert key in saved
     assert set(saved["seq_by_radius"]) == {"0.25", "0.5", "1"}
     assert saved["seq_budget_share"] == 0.8 and "seq_samples_ratio" in saved["seq_with_budget_test"]
+    assert set(saved["seq_known_rate"]) == {"0", "0.8"}
     assert saved["n"] == 300 and saved["points"] == 2 and result["certify_over_raw"] > 0
+
+
+def _drive(program, votes: torch.Tensor):
+    """Run a sampling program on fixed votes (1 = the label) and return its value."""
+    done = 0
+    try:
+        draw = next(program)
+        while True:
+            labels, done = votes[done:done + draw.num], done + draw.num
+            draw = program.send(SimpleNamespace(labels=labels))
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_the_known_rate_bet_is_the_likelihood_ratio_test():
+    """The clairvoyant comparator bets the likelihood ratio of the told p against p*: with p = 0.99 and
+    p* = 0.9, log K after h hits and m misses is h log(1.1) + m log(0.1), so all hits cross log(1/alpha)
+    at sample 73, and one early miss delays it to sample 98. Items told p <= p* cost nothing; the CP
+    test at the budget decides the rest."""
+    hits = torch.ones(200, dtype=torch.long)
+    assert _drive(known_rate_bet(None, 1, 0.99, 0.9, 200, 1e-3, 0.0), hits) == (True, 73)
+    one_miss = hits.clone()
+    one_miss[4] = 0
+    assert _drive(known_rate_bet(None, 1, 0.99, 0.9, 200, 1e-3, 0.0), one_miss) == (True, 98)
+    assert _drive(known_rate_bet(None, 1, 0.9, 0.9, 200, 1e-3, 0.0), hits) == (False, 0)
+    # a bet that cannot cross in 50 samples: the CP test of the 50 votes at alpha_cp decides
+    assert cp_lower(50, 50, 0.01) > 0.9 > cp_lower(49, 50, 0.01)
+    assert _drive(known_rate_bet(None, 1, 0.99, 0.9, 50, 1e-9, 0.01), hits[:50]) == (True, 50)
+    assert _drive(known_rate_bet(None, 1, 0.99, 0.9, 50, 1e-9, 0.01), one_miss[:50]) == (False, 50)
