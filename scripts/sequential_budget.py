@@ -1,6 +1,7 @@
 """Where the sequential certifier's samples go at a target radius, by the items' p_A (README, Performance).
 
     python scripts/sequential_budget.py [--radius 0.5] [--seeds 5] [--points 100] [--budget-share 0.8]
+                                        [--give-up-alpha 0.01]
 
 The `make bench` comparison (100 held-out digits in pixel space, sigma 0.25, alpha 0.001, fixed n = 10,000
 against `certifier=sequential` on the same budget) with the digit oracle replaced by a Bernoulli vote: item
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--points", type=int, default=100)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--budget-share", type=float, default=None, help="certifier.budget_share (default: the config's)")
+    p.add_argument("--give-up-alpha", type=float, default=0.01, help="certifier.give_up_alpha")
     p.add_argument("--cache-dir", default="outputs/cache")
     args = p.parse_args(argv)
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
 
     share = {} if args.budget_share is None else {"budget_share": args.budget_share}
     certifier = SequentialCertifier(n0=100, n=args.n, alpha=args.alpha, batch_size=1000,
-                                    target_radius=args.radius, give_up_alpha=0.01, **share)
+                                    target_radius=args.radius, give_up_alpha=args.give_up_alpha, **share)
     used = torch.zeros(len(idx), dtype=torch.float64)
     certified = torch.zeros(len(idx), dtype=torch.float64)
     for seed in range(args.seeds):
