@@ -264,3 +264,30 @@ def test_requests_yielded_together_get_the_samples_of_requests_in_turn(oracle):
                 assert (a.firsts or {}).keys() == (b.firsts or {}).keys()
         if batch_size == 1000:                 # one round of calls instead of three
             assert model.calls == 1 and reference_model.calls >= 3
+
+
+DIGITS = ["dataset.limit=4", "certifier.n0=20", "certifier.n=300", "aggregator.n=30"]
+
+
+@pytest.mark.parametrize("args", [DIGITS,
+                                  ["model=digits_diffusion", "dataset.limit=4", "certifier.n0=10", "certifier.n=40",
+                                   "aggregator.n=10", "metrics=none"],
+                                  ["model=tiny_gpt2", "model.decoding=sample", "dataset.limit=4", "certifier.n0=10",
+                                   "certifier.n=60"]],
+                         ids=["digits-default", "digits_diffusion", "tiny_gpt2"])
+def test_rows_do_not_depend_on_the_inference_thread_count(tmp_path, t2i, args):
+    """Trainings pin their threads (weights.training_threads); inference does not, so a run on one core
+    and one on two must give the same rows: torch's and the BLAS libraries' thread counts both set."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with threadpool_limits(limits=threads):
+                run_in_process(*args, "progress=false", f"cache_dir={CACHE}", run_dir=tmp_path / f"threads{threads}")
+    finally:
+        torch.set_num_threads(before)
+    one, two = _rows(tmp_path / "threads1"), _rows(tmp_path / "threads2")
+    pd.testing.assert_frame_equal(one, two)
+    assert len(one) == 8
