@@ -118,7 +118,7 @@ class PixelIdentity:
         return z
 
 
-def known_rate_bet(ctx, label: int, p: float, p_star: float, n: int, alpha_bet: float, alpha_cp: float):
+def known_rate_bet(label: int, p: float, p_star: float, n: int, alpha_bet: float, alpha_cp: float):
     """The clairvoyant comparator of the sequential certifier: a bet told each item's p_A in advance.
 
     It gives up on items with p <= p* without drawing a sample and skips selection (c_A is the label);
@@ -199,7 +199,7 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
         ok, samples = [], []
         for ctx, p in zip(ctxs, rates, strict=True):
             ctx.streams.clear()
-            certified, used = run_one(ctx, known_rate_bet(ctx, ctx.item.label, p, p_star, args.seq_max_n,
+            certified, used = run_one(ctx, known_rate_bet(ctx.item.label, p, p_star, args.seq_max_n,
                                                           (1 - share) * args.alpha, share * args.alpha))
             ok.append(certified)
             samples.append(used)

@@ -49,12 +49,12 @@ def test_the_known_rate_bet_is_the_likelihood_ratio_test():
     at sample 73, and one early miss delays it to sample 98. Items told p <= p* cost nothing; the CP
     test at the budget decides the rest."""
     hits = torch.ones(200, dtype=torch.long)
-    assert _drive(known_rate_bet(None, 1, 0.99, 0.9, 200, 1e-3, 0.0), hits) == (True, 73)
+    assert _drive(known_rate_bet(1, 0.99, 0.9, 200, 1e-3, 0.0), hits) == (True, 73)
     one_miss = hits.clone()
     one_miss[4] = 0
-    assert _drive(known_rate_bet(None, 1, 0.99, 0.9, 200, 1e-3, 0.0), one_miss) == (True, 98)
-    assert _drive(known_rate_bet(None, 1, 0.9, 0.9, 200, 1e-3, 0.0), hits) == (False, 0)
+    assert _drive(known_rate_bet(1, 0.99, 0.9, 200, 1e-3, 0.0), one_miss) == (True, 98)
+    assert _drive(known_rate_bet(1, 0.9, 0.9, 200, 1e-3, 0.0), hits) == (False, 0)
     # a bet that cannot cross in 50 samples: the CP test of the 50 votes at alpha_cp decides
     assert cp_lower(50, 50, 0.01) > 0.9 > cp_lower(49, 50, 0.01)
-    assert _drive(known_rate_bet(None, 1, 0.99, 0.9, 50, 1e-9, 0.01), hits[:50]) == (True, 50)
-    assert _drive(known_rate_bet(None, 1, 0.99, 0.9, 50, 1e-9, 0.01), one_miss[:50]) == (False, 50)
+    assert _drive(known_rate_bet(1, 0.99, 0.9, 50, 1e-9, 0.01), hits[:50]) == (True, 50)
+    assert _drive(known_rate_bet(1, 0.99, 0.9, 50, 1e-9, 0.01), one_miss[:50]) == (False, 50)
