@@ -148,7 +148,7 @@ def test_it_runs_end_to_end_with_one_override(tmp_path):
     ["certifier=output_bound", "aggregator=ot_blend", "aggregator.n=4"],
     ["certifier=distribution", "aggregator=mean", "aggregator.n=4", "attack=random_search", "attack.queries=4",
      "attack.eval_n=30"],
-    ["certifier=center", "certifier.n0=30", "aggregator=mean", "aggregator.n=4"],
+    ["certifier=center", "certifier.n0=30", "certifier.delta=0.45", "aggregator=mean", "aggregator.n=4"],
     ["certifier=cohen", "attack=nes", "attack.queries=4", "attack.m=2", "attack.eval_n=30"],
     ["certifier=cohen", "attack=semantic", "attack.eval_n=30"],
     ["certifier=cohen", "attack=pgd", "attack.steps=2", "attack.m=2", "attack.eval_n=30"],

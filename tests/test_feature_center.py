@@ -15,6 +15,7 @@ from smoothgen_exp.certifiers.decoding import DecodingCertifier
 from smoothgen_exp.certifiers.feature import FeatureCertifier
 from smoothgen_exp.config import CONF_DIR, ConfigError, DecodingConf, FeatureConf, validate
 from smoothgen_exp.context import ItemContext
+from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from smoothgen_exp.stats import betting_max_lower, fcsb, fcsb_radius, order_statistic_rank
 
@@ -221,6 +222,65 @@ def test_center_certifier_uses_the_order_statistic():
     assert RADIUS_COEFF == 3.0
 
 
+def test_center_bounds_hold_together_over_the_eps_grid():
+    """Every eps's quantile bound comes from the same distances, and the row claims all of them at once:
+    each is taken at alpha_2 / |eps_grid| (found by review: at alpha_2 each, four eps missed together
+    at 0.014 against alpha_2 = 0.005). The bounds are the order statistics at that level, and over 20,000
+    samples of continuous distances at least one misses its true quantile at a rate <= alpha_2."""
+    cert = CenterCertifier(n0=2000, n=1000, alpha=0.01, eps_grid=EPS)
+    assert cert.alpha_1 + cert.alpha_2 + cert.alpha_miss == pytest.approx(0.01)
+    rng = np.random.default_rng(5)
+    qs = [float(norm.cdf(norm.ppf(0.5 + cert.delta) + e / SIGMA)) for e in EPS]
+    ranks = [order_statistic_rank(1000, q, cert.alpha_2 / len(EPS)) for q in qs]
+    dist = rng.exponential(1.0, 1000)
+    row, ordered = cert.eps_out(dist, SIGMA), np.sort(dist)
+    assert [row[f"bound_eps_out_eps{e:g}"] for e in EPS] == [RADIUS_COEFF * ordered[k - 1] for k in ranks]
+    trials, truth = 20_000, -np.log1p(-np.array(qs))               # exponential(1) q-quantiles
+    sample = np.sort(rng.exponential(1.0, (trials, 1000)), axis=1)[:, np.array(ranks) - 1]
+    any_miss = float(np.mean((sample < truth).any(axis=1)))
+    assert any_miss <= cert.alpha_2 + 3 * math.sqrt(cert.alpha_2 / trials)
+
+
+class _StepGenerator:
+    """A toy from review: a 1-D condition, sigma = 1, G(z) = 10 * 1[z > Phi^-1(0.887)]. At x = 0 the
+    law is 0 with probability 0.887, so eps_out(1) = 0; at x' = 1 it is 0 with probability 0.584 only,
+    and a centre drawn from candidates that all landed on 10 would pass the check there."""
+
+    def __init__(self, x: float, rng):
+        self.x, self.rng, self.noise = x, rng, SimpleNamespace(l2_scale=1.0)
+
+    def outputs(self, num, stream):
+        z = self.x + self.rng.standard_normal(num)
+        yield torch.as_tensor(10.0 * (z > norm.ppf(0.887)), dtype=torch.float64)[:, None]
+
+    def baseline_output(self):
+        return torch.tensor([10.0 * (self.x > norm.ppf(0.887))], dtype=torch.float64)
+
+
+def test_center_charges_candidates_that_all_miss_the_ball():
+    """With 5 candidates at alpha = 0.01 the toy's centre at x' = 1 moved by 10 against a printed eps_out
+    of 0 in 1.3% of runs (review): the chance that no candidate lands in the ball, (1/2 - delta)^n_centers,
+    was not charged to alpha. Now it is, and too few candidates are refused in one line; at the fewest
+    allowed (7), the toy's centre moves past eps_out in fewer than alpha of 4,000 runs."""
+    with pytest.raises(SmoothgenError, match=r"n_centers=5: .* use n_centers >= 7"):
+        CenterCertifier(n0=2000, n=1, alpha=0.01, eps_grid=(1.0,), n_centers=5)
+    rng = np.random.default_rng(2)
+    at_x = CenterCertifier(n0=2000, n=10_000, alpha=0.01, eps_grid=(1.0,), n_centers=30)
+    assert at_x._certify(_StepGenerator(0.0, rng))["bound_eps_out_eps1"] == 0.0
+    at_shift = CenterCertifier(n0=2000, n=1, alpha=0.01, eps_grid=(), n_centers=7)
+    moved = 0
+    for _ in range(4000):
+        row = at_shift._certify(_StepGenerator(1.0, rng))
+        moved += row["certified"] and row["bound_center_radius"] > 0            # the centre is 10
+    assert 0 < moved / 4000 < 0.01
+
+
+def test_center_gives_no_certificate_without_noise():
+    """sigma = 0: nothing bounds how far the centre moves; no certificate (inf), not a division by zero."""
+    cert = CenterCertifier(n0=2000, n=1000, alpha=0.01, eps_grid=EPS)
+    assert all(v == math.inf for v in cert.eps_out(np.zeros(1000), 0.0).values())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("eps", [0.1, 1.0])
 def test_order_statistic_covers_the_quantile_at_center_scale(eps):
@@ -233,3 +293,11 @@ def test_order_statistic_covers_the_quantile_at_center_scale(eps):
         d = rng.exponential(1.0, (500, n))
         misses += int(np.sum(np.partition(d, k - 1, axis=1)[:, k - 1] < -math.log(1 - q)))
     assert misses / trials <= alpha_2 + 3 * math.sqrt(alpha_2 * (1 - alpha_2) / trials)
+
+
+def test_center_refuses_an_n0_whose_check_can_never_pass():
+    """At alpha = 0.01 and delta = 0.05 the check needs n0 >= 1,199 (README's dcgan example used 1,000,
+    where every face abstained); below that the run fails in one line instead."""
+    with pytest.raises(SmoothgenError, match=r"n0=1000: .* use certifier.n0 >= 1199"):
+        CenterCertifier(n0=1000, n=10, alpha=0.01, eps_grid=EPS)
+    CenterCertifier(n0=1199, n=10, alpha=0.01, eps_grid=EPS)

@@ -203,8 +203,8 @@ def test_tiny_biggan_conditions_on_class_and_latent(tmp_path):
 
 
 def test_tiny_biggan_smoke_run_with_center_smoothing(tmp_path):
-    df, _ = run_in_process("model=tiny_biggan", "dataset.limit=2", "certifier=center", "certifier.n0=40",
-                           "certifier.n=100", "certifier.n_centers=5", "aggregator.n=8", *FAST, run_dir=tmp_path)
+    df, _ = run_in_process("model=tiny_biggan", "dataset.limit=2", "certifier=center", "certifier.n0=40", "certifier.delta=0.45",
+                           "certifier.n=100", "certifier.n_centers=8", "aggregator.n=8", *FAST, run_dir=tmp_path)
     sm = df.query("variant == 'smoothed'")
     assert len(sm) == 2 and set(sm.condition) == {"class 1, latent seed 0", "class 3, latent seed 1"}
     assert (sm.certifier == "center").all() and sm.bound_center_radius.notna().all()

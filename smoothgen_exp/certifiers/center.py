@@ -2,19 +2,34 @@
 
 The smoothed output is the centre of a small ball holding more than half of the law of G(x + eta).
 For ||delta|| <= eps the centre moves at most eps_out in the output metric. Steps and parameters follow
-the paper and its reference code:
-1. centre: `n_centers` candidate generations; each one's median distance to n0 further samples; the
-   candidate with the smallest median is the centre c, that median is r.
-2. check (fresh n0 samples, alpha_1): delta_1 = sqrt(ln(2/alpha_1)/(2 n0)); the centre is kept when
-   max(delta_1, 1/2 - (frac_within_r - delta_1)) <= delta, else the item abstains.
-3. certificate (fresh n samples, alpha_2): q = Phi(Phi^-1(1/2 + delta) + eps/sigma); R = D_(k), the k-th
-   smallest of the n distances D = d(c, G(x + eta)), with k the smallest rank such that
-   P(Binom(n, q) >= k) <= alpha_2 (`stats.order_statistic_rank`). Then P(D <= R) >= q with probability
-   >= 1 - alpha_2, with or without ties and atoms: R < Q_q (the q-quantile) needs k draws below Q_q, a
-   Binom(n, P(D < Q_q)) count with P(D < Q_q) <= q. This exact binomial order statistic replaces the
-   paper's Hoeffding slack (empirical (q + sqrt(ln(1/alpha_2)/(2n)))-quantile), which is valid but
-   several times more conservative. eps_out = 3 R (3 = 1 + beta for the beta = 2 approximate centre);
-   no certificate (inf) at eps when no rank k <= n qualifies (q^n > alpha_2).
+the paper and its reference code (`compute_center_hd`):
+1. centre: `n_centers` candidate generations; each one's median distance to n0 further samples (the
+   lower median, the ceil(n0/2)-th smallest); the candidate with the smallest median is the centre c,
+   that median is r.
+2. check (fresh n0 samples): delta_1 = sqrt(ln(2/alpha_1)/(2 n0)); the centre is kept when delta_1 <=
+   delta and frac_within_r - delta_1 > 1/2 - delta, else the item abstains.
+3. certificate (fresh n samples): q = Phi(Phi^-1(1/2 + delta) + eps/sigma); R = D_(k), the k-th smallest
+   of the n distances D = d(c, G(x + eta)), with k the smallest rank such that P(Binom(n, q) >= k) <=
+   alpha_2 / |eps_grid| (`stats.order_statistic_rank`). Then P(D <= R) >= q with probability >= 1 -
+   alpha_2 / |eps_grid| for each eps, with or without ties and atoms: R < Q_q (the q-quantile) needs k
+   draws below Q_q, a Binom(n, P(D < Q_q)) count with P(D < Q_q) <= q. This exact binomial order
+   statistic replaces the paper's Hoeffding slack, which is valid but several times more conservative.
+   eps_out = 3 R; no certificate (inf) at eps when no rank k <= n qualifies.
+
+Why eps_out holds, and what alpha pays for. Let x' be within eps of x and c' the centre the procedure
+computes at x' (with its own draws) when it does not abstain. Unless one of these fails:
+  (a) at x, some eps's R: probability <= alpha_2 (alpha_2 / |eps_grid| each, union bound);
+  (b) at x', c''s check passes although its ball B(c', r') holds <= 1/2 - delta: <= alpha_1 / 2
+      (one-sided Hoeffding with delta_1);
+  (c) at x', no candidate lands in B(c, R), which holds >= 1/2 + delta at x' by (a) and the Gaussian
+      shift (q is chosen so): <= (1/2 - delta)^n_centers;
+  (d) at x', a candidate z lands in B(c, R) but fewer than half of the n0 selection samples lie within
+      2R of z (B(z, 2R) contains B(c, R)): <= exp(-2 n0 delta^2) <= alpha_1 / 2, since the check
+      passes only when delta_1 <= delta;
+B(c, R) and B(c', r') hold more than 1 together at x', so they meet, and r' <= 2R (z's median):
+d(c, c') <= R + r' <= 3R = eps_out. So alpha_1 = alpha_2 = (alpha - (1/2 - delta)^n_centers) / 2, and
+n_centers must keep (1/2 - delta)^n_centers below alpha / 2 (reviewed: with 5 candidates at alpha = 0.01
+a toy certified eps_out = 0 for a centre that moves by 10 in 1.3% of runs).
 The smoothing error d(c, G(x)) is reported next to it. Only distances are kept, never the n outputs.
 `metric`: `l2` in output space, or `feature` (L2 between the oracle's features).
 """
@@ -30,6 +45,7 @@ from scipy.stats import norm
 from smoothgen_exp.certifiers.base import BoundCertifier, eps_col
 from smoothgen_exp.certifiers.semantic import collect
 from smoothgen_exp.config import configured
+from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.stats import order_statistic_rank
 
 RADIUS_COEFF = 3.0
@@ -54,7 +70,33 @@ class CenterCertifier(BoundCertifier):
         super().__init__(n0, n, alpha, batch_size, eps_grid)
         self.n_centers = int(n_centers)
         self.delta, self.metric = float(delta), metric
-        self.alpha_1 = self.alpha_2 = self.alpha / 2.0  # the paper splits alpha between steps 2 and 3
+        self.alpha_miss = (0.5 - self.delta) ** self.n_centers      # (c): no candidate in the ball
+        if self.alpha_miss >= self.alpha / 2:
+            need = math.ceil(math.log(self.alpha / 2) / math.log(0.5 - self.delta) + 1e-9)
+            raise SmoothgenError(f"certifier.n_centers={self.n_centers}: (1/2 - delta)^n_centers = {self.alpha_miss:.3g}, "
+                                 f"the chance that no candidate centre is good, must stay below alpha/2 = "
+                                 f"{self.alpha / 2:g}; use n_centers >= {need}")
+        # the paper splits alpha between steps 2 and 3; the candidates' miss comes off first
+        self.alpha_1 = self.alpha_2 = (self.alpha - self.alpha_miss) / 2.0
+        delta_1 = math.sqrt(math.log(2.0 / self.alpha_1) / (2.0 * self.n0))
+        if delta_1 > self.delta:                                     # the check could never pass
+            need = math.ceil(math.log(2.0 / self.alpha_1) / (2.0 * self.delta ** 2))
+            raise SmoothgenError(f"certifier.n0={self.n0}: the centre check needs delta_1 = sqrt(ln(2/alpha_1)/(2 n0)) "
+                                 f"= {delta_1:.4g} <= delta = {self.delta:g}, so every item would abstain; use "
+                                 f"certifier.n0 >= {need} or a larger certifier.delta")
+
+    def eps_out(self, dist: np.ndarray, sigma: float) -> dict:
+        """eps_out at every eps of the grid from the certificate distances, each quantile bound at
+        alpha_2 / |eps_grid| so that all of them hold together with probability >= 1 - alpha_2."""
+        level = self.alpha_2 / max(len(self.eps_grid), 1)
+        out = {}
+        for eps in self.eps_grid:
+            if eps > 0 and sigma <= 0:       # no noise: nothing moves the centre's ball (no certificate)
+                out[eps_col("bound_eps_out", eps)] = math.inf
+                continue
+            q = float(norm.cdf(norm.ppf(0.5 + self.delta) + (eps / sigma if eps > 0 else 0.0)))
+            out[eps_col("bound_eps_out", eps)] = RADIUS_COEFF * quantile_upper(dist, q, level)
+        return out
 
     def embed(self, ctx, outputs) -> torch.Tensor:
         if self.metric == "feature":
@@ -68,23 +110,21 @@ class CenterCertifier(BoundCertifier):
     @torch.inference_mode()
     def _certify(self, ctx) -> dict:
         candidates = self.embed(ctx, collect(ctx.outputs(self.n_centers, "center/candidates")))
-        medians = np.median(self.distances(ctx, candidates, "center/select", self.n0), axis=0)
+        lower_median = math.ceil(self.n0 / 2) - 1            # (d) needs the ceil(n0/2)-th smallest
+        medians = np.partition(self.distances(ctx, candidates, "center/select", self.n0), lower_median,
+                               axis=0)[lower_median]
         best = int(np.argmin(medians))
         center, r = candidates[best:best + 1], float(medians[best])
         frac = float(np.mean(self.distances(ctx, center, "center/check", self.n0)[:, 0] <= r))
         delta_1 = math.sqrt(math.log(2.0 / self.alpha_1) / (2.0 * self.n0))
-        good = max(delta_1, 0.5 - (frac - delta_1)) <= self.delta
+        good = delta_1 <= self.delta and frac - delta_1 > 0.5 - self.delta     # strict: (b) must leave > 1/2 - delta
         baseline = self.embed(ctx, ctx.baseline_output()[None])
         row = {"bound_center_ok": good, "bound_center_radius": r, "bound_center_frac": frac,
                "bound_smoothing_error": float(torch.dist(center[0], baseline[0])),
                "certified": good, "abstained": not good,
-               "abstain_reason": "" if good else "center check failed (max(delta_1, delta_2) > delta)",
+               "abstain_reason": "" if good else "center check failed (delta_1 > delta, or the ball holds too little)",
                "samples_used": self.n_centers + 2 * self.n0 + (self.n if good else 0)}
         if not good:
             return {**row, **{eps_col("bound_eps_out", e): math.nan for e in self.eps_grid}}
         dist = self.distances(ctx, center, "center/certify", self.n)[:, 0]
-        sigma = ctx.noise.l2_scale
-        for eps in self.eps_grid:
-            q = float(norm.cdf(norm.ppf(0.5 + self.delta) + eps / sigma))
-            row[eps_col("bound_eps_out", eps)] = RADIUS_COEFF * quantile_upper(dist, q, self.alpha_2)
-        return row
+        return {**row, **self.eps_out(dist, float(ctx.noise.l2_scale))}
