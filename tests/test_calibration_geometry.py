@@ -202,7 +202,7 @@ def test_unit_norm_clip_features_use_the_unit_ball(tiny_clip):
     assert outs.norm(dim=1).max() <= 1.0 + 1e-6                    # the premise: unit-norm outputs
     row = OutputBoundCertifier(n=16, alpha=0.01, batch_size=16).certify(ctx)
     assert row["bound_rho"] == 1.0 and row["bound_geometry"] == "norm"
-    assert row["bound_mcdiarmid"] == pytest.approx(mcdiarmid_mean_bound(1.0, 16, 0.01))
+    assert row["bound_mcdiarmid"] == pytest.approx(mcdiarmid_mean_bound(1.0, 16, 0.01 / 2))
     row = DistributionCertifier(n=16, alpha=0.01, batch_size=16).certify(ctx)
     assert row["bound_diameter"] == 2.0 and row["bound_w1_eps0.5"] == pytest.approx(2.0 * tv_bound(0.5, 0.25))
 
@@ -304,8 +304,11 @@ def test_mcdiarmid_bound_is_for_the_mean_image_the_row_shows():
         ctx = step_ctx(a, seed, aggregator=agg)
         row = cert.certify(ctx)
         assert row["mcdiarmid_n"] == 20
-        assert row["bound_mcdiarmid"] == pytest.approx(mcdiarmid_mean_bound(rho, 20, 0.01))
-        assert row["bound_mcdiarmid_certifier"] == pytest.approx(mcdiarmid_mean_bound(rho, 2000, 0.01))
+        # three sampled guarantees in the row (shown mean, certifier's mean, intervals): alpha / 3 each
+        assert row["alpha_per_bound"] == pytest.approx(0.01 / 3)
+        assert row["bound_mcdiarmid"] == pytest.approx(mcdiarmid_mean_bound(rho, 20, 0.01 / 3))
+        assert row["bound_mcdiarmid_certifier"] == pytest.approx(mcdiarmid_mean_bound(rho, 2000, 0.01 / 3))
+        assert row["bound_coordinate_halfwidth"] == pytest.approx(math.sqrt(math.log(2 * 16 * 3 / 0.01) / 4000))
         shown = agg.aggregate(ctx)[1].numpy()                            # the image the row shows
         dist = np.linalg.norm(shown - h)
         shown_misses += dist > row["bound_mcdiarmid"]
@@ -314,5 +317,5 @@ def test_mcdiarmid_bound_is_for_the_mean_image_the_row_shows():
     assert certifier_misses >= 10              # the certifier-n bound does not cover the shown image
     for agg in (None, Majority(n=20, alpha=0.001, reuse=True)):          # no mean shown: the certifier's own h_hat
         row = cert.certify(step_ctx(a, aggregator=agg))
-        assert row["mcdiarmid_n"] == 2000
+        assert row["mcdiarmid_n"] == 2000 and row["alpha_per_bound"] == pytest.approx(0.01 / 2)
         assert row["bound_mcdiarmid"] == row["bound_mcdiarmid_certifier"]

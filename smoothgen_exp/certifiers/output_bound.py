@@ -16,6 +16,10 @@ with sigma the noise law's L2 scale:
   2 rho over n). `bound_mcdiarmid` is for the mean output the row shows: with `aggregator=mean` its n
   (`mcdiarmid_n`), else the certifier's; `bound_mcdiarmid_certifier` is for the certifier's own h_hat.
 The first two need no sampling; h_hat is the running mean of n generations (never all held).
+The row's sampled guarantees hold together with probability >= 1 - alpha (its `confidence`): alpha is
+split equally (`alpha_per_bound`) between the coordinate intervals, the McDiarmid bound of the
+certifier's h_hat and, where the row shows another mean (`aggregator=mean`), that mean's McDiarmid bound
+(found by review: each had been taken at alpha, so the row held at 1 - 3 alpha).
 """
 
 from __future__ import annotations
@@ -77,15 +81,17 @@ class OutputBoundCertifier(BoundCertifier):
             total += out.reshape(len(out), -1).sum(0, dtype=torch.float64)
         h_hat = (total / self.n).cpu().numpy()
         u = (h_hat - a) / (b - a)
-        t = math.sqrt(math.log(2.0 * m / self.alpha) / (2.0 * self.n))
+        # the mean output the row shows: the aggregator's (n draws of its own) where it is a mean
+        shown_n = ctx.aggregator.n if isinstance(ctx.aggregator, Mean) else self.n
+        level = self.alpha / (3 if isinstance(ctx.aggregator, Mean) else 2)     # one share per sampled bound
+        t = math.sqrt(math.log(2.0 * m / level) / (2.0 * self.n))
         mean_image = torch.as_tensor(h_hat, dtype=ctx.x.dtype, device=ctx.device).reshape(ctx.model.output_shape)
         with torch.inference_mode():
             mean_class = int(ctx.oracle.classify(mean_image[None])[0])
-        # the mean output the row shows: the aggregator's (n draws of its own) where it is a mean
-        shown_n = ctx.aggregator.n if isinstance(ctx.aggregator, Mean) else self.n
         row = {"prediction": mean_class, "top_class": mean_class, "bound_rho": rho,
-               "bound_geometry": ball.geometry, "bound_mcdiarmid": mcdiarmid_mean_bound(rho, shown_n, self.alpha),
-               "mcdiarmid_n": shown_n, "bound_mcdiarmid_certifier": mcdiarmid_mean_bound(rho, self.n, self.alpha),
+               "bound_geometry": ball.geometry, "bound_mcdiarmid": mcdiarmid_mean_bound(rho, shown_n, level),
+               "mcdiarmid_n": shown_n, "bound_mcdiarmid_certifier": mcdiarmid_mean_bound(rho, self.n, level),
+               "alpha_per_bound": level,
                "bound_coordinate_halfwidth": t * (b - a), "samples_used": self.n}
         for eps in self.eps_grid:
             row[eps_col("bound_tv", eps)] = output_tv_bound(rho, eps, sigma)
