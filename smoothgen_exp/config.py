@@ -16,6 +16,7 @@ import copy
 import os
 import sys
 from dataclasses import MISSING, dataclass, field, fields
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,10 @@ class RunConf:
         "must be {num_processes: a positive integer or auto}"))
     objective: str = "average_certified_radius"
     objective_constraints: dict[str, float] = field(default_factory=dict)
+
+
+# every name a top-level override may set: the groups, the run's own keys, and Hydra's
+TOP_LEVEL = frozenset({*GROUPS, "experiment", "debug", "hydra", *(f.name for f in fields(RunConf))})
 
 
 # --------------------------------------------------------------------------------------- groups
@@ -1043,6 +1048,12 @@ def preflight(argv: list[str]) -> None:
     for ov in overrides:
         group = ov.key_or_group
         head, _, rest = group.partition(".")
+        if head not in TOP_LEVEL and not (ov.is_delete() or ov.is_add() or ov.is_force_add()):
+            close = get_close_matches(head, TOP_LEVEL, n=1)
+            keys = sorted(TOP_LEVEL - set(GROUPS) - {"experiment", "debug", "hydra"})
+            print(f"error: {head}: no such config group or key{f' (did you mean {close[0]}?)' if close else ''}; "
+                  f"groups: {', '.join(GROUPS)}, experiment, debug; keys: {', '.join(keys)}", file=sys.stderr)
+            sys.exit(2)
         if rest and head in GROUPS and not (ov.is_delete() or ov.is_add() or ov.is_force_add()):
             key = rest.split(".")[0]
             if in_effect is None:
@@ -1052,8 +1063,7 @@ def preflight(argv: list[str]) -> None:
             if key not in known:
                 where = f"{head}={option}" if schema else f"conf/{head}/ options"
                 print(f"error: {head}.{key}: unknown key (known keys of {where}: "
-                      f"{', '.join(sorted(known - {'_target_'}))}); `+{group}=...` adds one deliberately",
-                      file=sys.stderr)
+                      f"{', '.join(sorted(known - {'_target_'}))})", file=sys.stderr)
                 sys.exit(2)
             continue
         if ov.is_delete() or group not in GROUPS:

@@ -116,7 +116,19 @@ def test_an_unknown_key_of_a_group_fails_in_one_line(tmp_path):
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: model.bogus: unknown key")
-    assert "latent_dim" in lines[0] and "+model.bogus" in lines[0]
+    assert "latent_dim" in lines[0]
+    assert "+model.bogus" not in lines[0]          # the schemas refuse added keys too: no such advice
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_misspelt_group_fails_in_one_line_with_a_suggestion(tmp_path):
+    """`certifer=cohen` printed Hydra's five lines ("To append to your config use +certifer=cohen") and
+    exited 1 (found by a new user); now one line naming the group meant, exit 2, nothing written."""
+    for override in ("certifer=cohen", "certifer.n=100"):
+        res = cli(override, f"hydra.run.dir={tmp_path / 'run'}")
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert lines[0].startswith("error: certifer: no such config group or key (did you mean certifier?)")
     assert not (tmp_path / "run").exists()
 
 
