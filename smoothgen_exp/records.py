@@ -217,16 +217,21 @@ CURVES = {"certified_accuracy": "certified accuracy ↑", "certified_fraction": 
           "nominal_certified_fraction": "NOMINAL certified fraction (not a certificate)"}
 LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv", "bound_w", "bound_lip",
                    "bound_harm", "bound_eps_out", "bound_interval", "bound_mcdiarmid", "event", "attack_",
-                   "violation", "fid", "_mse")
+                   "violation", "_mse")
+
+
+NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "max_certifiable_radius",
+           "mean_bound_rho", "attack_within_radius", "mcdiarmid_n", "alpha_per_bound")
 
 
 def metric_arrow(key: str) -> str:
-    """↑ when a higher value is better, ↓ when lower is, "" for counts that are neither."""
-    if key in ("items", "attack_w2_items", "n", "n0"):
+    """↑ when a higher value is better, ↓ when lower is, "" for settings and counts that are neither."""
+    if key in NEITHER or key.startswith("items") or key.endswith("_items"):
         return ""
     if key.startswith("retention") or "certified_accuracy" in key or "certified_fraction" in key:
         return "↑"
-    return "↓" if any(t in key for t in LOWER_IS_BETTER) else "↑"
+    fid = "fid" in key.split("_")               # a token: "confidence" holds the letters f, i, d too
+    return "↓" if fid or any(t in key for t in LOWER_IS_BETTER) else "↑"
 
 
 def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:

@@ -94,3 +94,15 @@ def test_the_answers_table_escapes_model_text_and_shows_what_the_radius_is_for(c
     assert "It is [/INST] Paris" in out and "What is [foo]?" in out and "radius 0.05" in out
     assert "NOMINAL radius 0.04 for class 2" in out
     assert "from the certifier" in out and "from the aggregator" not in out
+
+
+def test_summary_arrows_point_the_right_way():
+    """The summary table printed `confidence ↓` ("confidence" holds the letters of fid) and ↑ beside
+    settings and counts such as world_size and items_total (found by a new user)."""
+    from smoothgen_exp.records import metric_arrow
+
+    for neither in ("confidence", "world_size", "items_total", "items", "alpha", "sigma", "n", "n0",
+                    "max_certifiable_radius", "mean_bound_rho", "attack_within_radius", "attack_w2_items"):
+        assert metric_arrow(neither) == "", neither
+    assert metric_arrow("metric_fid_baseline") == metric_arrow("abstain_rate") == "↓"
+    assert metric_arrow("retention_fid") == metric_arrow("certified_accuracy_r0.5") == metric_arrow("mean_radius") == "↑"
