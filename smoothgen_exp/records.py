@@ -220,8 +220,8 @@ LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv",
                    "violation", "_mse")
 
 
-NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "max_certifiable_radius",
-           "mean_bound_rho", "attack_within_radius", "mcdiarmid_n", "alpha_per_bound")
+NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "max_certifiable_radius", "mean_bound_rho",
+           "attack_within_radius", "mcdiarmid_n", "alpha_per_bound")
 
 
 def metric_arrow(key: str) -> str:
@@ -281,6 +281,10 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
             for r, acc in summary[key].items():
                 table.add_row(r, f"{acc:.3f}")
             console.print(table)
+    smoothed = records[records.variant == "smoothed"] if records is not None and "abstained" in records else None
+    if smoothed is not None and (why := smoothed.abstain_reason[smoothed.abstained.fillna(False).astype(bool)]).size:
+        console.print(f"abstained: {len(why)} of {len(smoothed)} items (" + "; ".join(
+            f"{k}: {v}" for k, v in why.fillna("no reason given").value_counts().items()) + ")")
     if not summary.get("certificate_valid", True):
         console.print("[bold red]WARNING: some rows rest on assumptions that fail (input-dependent noise, "
                       "Sukenik et al. 2022; or the symmetric oracle-error model), so their radii and bounds are "
