@@ -273,14 +273,14 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
     console = Console()
     if records is not None and "output_text" in records:
         _print_answers(console, records[(records.variant == "smoothed") & records.output_text.notna()], examples)
-    for key, label in CURVES.items():
-        if key in summary:
-            table = Table(title=title, header_style="bold")
-            table.add_column("radius ≥", justify="right")
-            table.add_column(label, justify="right")
-            for r, acc in summary[key].items():
-                table.add_row(r, f"{acc:.3f}")
-            console.print(table)
+    ceiling = math.inf if summary.get("max_certifiable_radius") is None else summary["max_certifiable_radius"]
+    for key, label in ((k, v) for k, v in CURVES.items() if k in summary):
+        table = Table(title=title, header_style="bold")
+        table.add_column("radius ≥", justify="right")
+        table.add_column(label, justify="right")
+        for r, acc in summary[key].items():      # 0 by arithmetic above what n can certify: say so
+            table.add_row(r, f"{acc:.3f}" + (" (above the ceiling)" if float(r) > ceiling else ""))
+        console.print(table)
     smoothed = records[records.variant == "smoothed"] if records is not None and "abstained" in records else None
     if smoothed is not None and (why := smoothed.abstain_reason[smoothed.abstained.fillna(False).astype(bool)]).size:
         console.print(f"abstained: {len(why)} of {len(smoothed)} items (" + "; ".join(
