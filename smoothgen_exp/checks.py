@@ -108,8 +108,13 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
         return None
     value = summary_value(summary, objective)
     if not isinstance(value, int | float):
-        log.warning("objective %s is not a number in the summary (keys like it: %s): returning NaN", objective,
-                    ", ".join(k for k in summary if objective.split("/")[0] in k) or "none")
+        from smoothgen_exp.config import RunConf
+
+        # the default objective is missing from every run without class certificates: a note; one the
+        # user chose for a sweeper: a warning
+        level = logging.INFO if objective == RunConf.objective else logging.WARNING
+        log.log(level, "objective %s is not a number in the summary (keys like it: %s): returning NaN", objective,
+                ", ".join(k for k in summary if objective.split("/")[0] in k) or "none")
         return math.nan
     for key, minimum in dict(constraints or {}).items():
         got = summary_value(summary, key)

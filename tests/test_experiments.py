@@ -73,7 +73,8 @@ def test_sigma_search_with_optuna_returns_the_objective(tmp_path, t2i):
     assert result["best_value"] == max(values)
 
 
-def test_objective_value_applies_the_constraints():
+def test_objective_value_applies_the_constraints(caplog):
+    import logging
     import math
 
     from smoothgen_exp.checks import objective_value
@@ -88,3 +89,9 @@ def test_objective_value_applies_the_constraints():
     nested = {"certified_accuracy": {"0.25": 0.5}}
     assert objective_value(nested, "certified_accuracy/0.25", {}) == 0.5
     assert math.isnan(objective_value(nested, "certified_accuracy", {}))               # a dict, not a number
+    # a run without class certificates lacks the default objective: a note; a chosen one: a warning
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="smoothgen_exp.checks"):
+        objective_value({"mean_bound_tv_eps0.1": 0.2}, "average_certified_radius", {})
+        objective_value({"mean_bound_tv_eps0.1": 0.2}, "retention_fid", {})
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]
