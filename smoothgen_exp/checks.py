@@ -6,6 +6,7 @@
 - `check_booster_fits_model`: a booster sits around a feature encoder;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `certified_ceiling`: the largest radius any item can reach (`max_certifiable_radius`);
+- `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights;
 - `objective_value`: the summary key a Hydra sweeper optimises, under minimum constraints;
 - `warn_violations`: the loud warning of a run whose attacks broke a certificate.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from smoothgen_exp.errors import ConfigError
+from smoothgen_exp.errors import ConfigError, WeightsNotFound
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,28 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
         log.info("summary_radii %s lie above the largest certifiable radius %.4g (n=%d, alpha=%g): their "
                  "certified accuracy is 0 by arithmetic", above, ceiling, certifier.n, certifier.alpha)
     return ceiling
+
+
+def oracle_naming_every_missing_weight(load_oracle, load_model):
+    """The oracle (it loads first: the default model trains against it). When its weights are missing,
+    the model is tried as well, so that one line names every missing weight (model=sd15 named the CLIP
+    oracle's, and the SD weights only on the next try)."""
+    def missing(err: BaseException) -> WeightsNotFound | None:      # Hydra wraps it in InstantiationException
+        while err is not None and not isinstance(err, WeightsNotFound):
+            err = err.__cause__ or err.__context__
+        return err
+
+    try:
+        return load_oracle()
+    except Exception as err:
+        if (oracle := missing(err)) is None:
+            raise
+        try:
+            load_model()
+        except Exception as also:
+            if (model := missing(also)) is not None:
+                raise WeightsNotFound(f"{model}; and {oracle}") from None
+        raise
 
 
 def check_before_loading(cfg: DictConfig) -> None:

@@ -32,6 +32,7 @@ from smoothgen_exp.checks import (
     certified_ceiling,
     check_before_loading,
     check_certifiable,
+    oracle_naming_every_missing_weight,
     warn_violations,
 )
 from smoothgen_exp.config import validate
@@ -80,7 +81,8 @@ def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> 
     import smoothgen_exp.training  # noqa: F401  (weights missing from the cache train on first use)
 
     runtime = {"cache_dir": cfg.cache_dir, "device": device}
-    oracle = instantiate(cfg.oracle, **runtime)   # first: the default model trains against it
+    oracle = oracle_naming_every_missing_weight(lambda: instantiate(cfg.oracle, **runtime),   # first: the default
+                                                lambda: instantiate(cfg.model, **runtime))    # model trains on it
     # booster=gsb: a trained plug-in around a feature encoder (boosters/; certified unchanged). Every
     # generation runs in chunks that fit: `certifier.batch_size=auto` backs off on out-of-memory
     booster, encoder = instantiate(cfg.booster, **runtime), instantiate(cfg.model, **runtime)

@@ -95,3 +95,27 @@ def test_objective_value_applies_the_constraints(caplog):
         objective_value({"mean_bound_tv_eps0.1": 0.2}, "average_certified_radius", {})
         objective_value({"mean_bound_tv_eps0.1": 0.2}, "retention_fid", {})
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]
+
+
+def test_missing_oracle_and_model_weights_are_named_in_one_line():
+    """model=sd15 named the CLIP oracle's missing weights and, only on the next try, the SD weights (found by
+    a new user): both are named at once, through Hydra's InstantiationException wrapper."""
+    import pytest
+
+    from smoothgen_exp.checks import oracle_naming_every_missing_weight
+    from smoothgen_exp.errors import WeightsNotFound
+
+    def fails(name):
+        def load():
+            try:
+                raise WeightsNotFound(f"{name} weights not found")
+            except WeightsNotFound as err:
+                raise RuntimeError("Error in call to target") from err     # as hydra.utils.instantiate wraps it
+        return load
+
+    assert oracle_naming_every_missing_weight(lambda: "oracle", fails("model")) == "oracle"   # model not tried
+    with pytest.raises(WeightsNotFound, match="^model weights not found; and oracle weights not found$"):
+        oracle_naming_every_missing_weight(fails("oracle"), fails("model"))
+    with pytest.raises(RuntimeError) as only_oracle:                                 # the model loads
+        oracle_naming_every_missing_weight(fails("oracle"), lambda: "model")
+    assert str(only_oracle.value.__cause__) == "oracle weights not found"
