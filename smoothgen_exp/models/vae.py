@@ -23,6 +23,8 @@ argument is unused. Images enter the VAE in [-1, 1], Stable Diffusion's conventi
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.nn import functional as F
 
@@ -139,7 +141,9 @@ class PretrainedVAE(VAEGenerator):
 
         dtype = resolve_dtype(dtype, device, accelerator_auto="float16")
         try:
-            vae = AutoencoderKL.from_pretrained(path or name, local_files_only=True, dtype=getattr(torch, dtype))
+            with warnings.catch_warnings():      # diffusers passes huggingface_hub a deprecated argument
+                warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks", category=UserWarning)
+                vae = AutoencoderKL.from_pretrained(path or name, local_files_only=True, dtype=getattr(torch, dtype))
         except (OSError, ValueError) as err:
             raise missing_weights(name, path, err) from None
         self.weights_file = path or name
