@@ -21,7 +21,7 @@ BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 	table-t2i table-t2i-smoke table-t2i-digits table-t2i-digits-smoke table-llm table-llm-smoke
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-20s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-24s %s\n", $$1, $$2}'
 
 $(VENV)/constraints.txt: FORCE
 	@mkdir -p $(VENV)
@@ -66,7 +66,7 @@ clean: ## remove the venv and caches (keeps outputs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # ---------------------------------------------------------------- paper tables and figures
-tables: table-scaling table-attacks table-quality ## every paper table and figure
+tables: table-scaling table-attacks table-quality ## the scaling, attack and quality tables and figures (the model tables: make table-<name> below)
 
 table-scaling: install ## RS-for-VLM section 5 (Fig. 3-7): radius ratio, accuracy drop, time vs n
 	$(BIN)/python -m smoothgen_exp experiment=scaling_laws progress=false $(ARGS)
@@ -166,7 +166,7 @@ table-vlm-smoke: install ## the same pipeline on tiny_llava at CI size
 FS_SMOKE := certifier.n0=20 certifier.n=200 aggregator.n=20 booster.denoiser_epochs=3 booster.mapper_epochs=3 \
 	progress=false
 
-table-fs: install ## FS + Gaussian Smoothness Booster ablation on the digit encoder, offline on CPU (about 20 min)
+table-fs: install ## FS + Gaussian Smoothness Booster ablation on the digit encoder, offline on CPU (about 8 min here)
 	$(BENCH_ENV) $(BIN)/python -m smoothgen_exp experiment=fs_gsb progress=false $(ARGS)
 	$(BENCH_ENV) $(BIN)/python -m smoothgen_exp experiment=fs_gsb_attacks progress=false $(ARGS)
 	$(BENCH_ENV) $(BIN)/python -m smoothgen_exp experiment=fs_gsb_attacks attack.norm=linf attack.eps=0.2 \

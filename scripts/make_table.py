@@ -37,9 +37,10 @@ def main(argv: list[str] | None = None):
     pretty = formatted(table, metrics)
     caption = args.caption or f"{len(run_dirs)} runs from {', '.join(args.paths)}; ± = binomial stderr over items"
     paths = write_table(pretty, Path(args.out) / args.name, caption)
-    table.to_csv(Path(args.out) / f"{args.name}.raw.csv", index=False)
+    raw = Path(args.out) / f"{args.name}.raw.csv"           # unformatted numbers, for further analysis
+    table.to_csv(raw, index=False)
     print(pretty.to_markdown(index=False))
-    print("wrote " + ", ".join(map(str, paths)))
+    print("wrote " + ", ".join(map(str, [*paths, raw])))
     return table
 
 
