@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from smoothgen_exp.config import configured
+
+log = logging.getLogger(__name__)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -65,5 +68,8 @@ class WandbLogger:
 
     def finish(self) -> None:
         if self.run is not None:
+            offline, where = self.run.settings.mode == "offline", Path(self.run.dir).parent
             self.run.finish()
             self.run = None
+            if offline:                       # WANDB_SILENT hides W&B's own message: say where it went
+                log.info("W&B run saved offline in %s; `wandb sync %s` uploads it", where, where)
