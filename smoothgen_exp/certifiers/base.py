@@ -5,7 +5,8 @@ A certifier's `certify(ctx)` returns the columns of the item's smoothed row. Tho
 accuracy; the others fill `bound_*` columns, summarised by their means.
 
 Every row also carries `confidence` (the probability with which all of the row's guarantees hold
-together) and, where a certifier's assumptions fail, `certificate_valid=false`. `certifies` names what
+together: the certifier's, less the `claim_alpha` of an aggregator whose shown output has a guarantee of
+its own, such as majority's PREDICT) and, where a certifier's assumptions fail, `certificate_valid=false`. `certifies` names what
 an attacked point is checked against (`certifiers.check`). `max_lower_bound(n)` is the largest lower
 bound n estimation samples can give (all of them agreeing), so `max_certifiable_radius` is the ceiling
 of the configuration, known before any sample is drawn (issue 11, point 11).
@@ -50,7 +51,10 @@ class Certifier:
     def certify_program(self, ctx) -> Program:
         """A sampling program (smoothgen_exp.packing) that returns the certificate columns."""
         columns = yield from self._program(ctx)
-        return {"certifier": self.name, **self.run_columns(), "confidence": self.confidence, **columns}
+        # the row also shows the aggregator's output, which may carry a guarantee of its own (majority's
+        # PREDICT, at its alpha): the row's guarantees hold together with the union bound of both
+        shown = float(getattr(getattr(ctx, "aggregator", None), "claim_alpha", 0.0))
+        return {"certifier": self.name, **self.run_columns(), "confidence": self.confidence - shown, **columns}
 
     def _program(self, ctx) -> Program:
         """The certificate as a sampling program; by default `_certify` samples on its own (not packed)."""

@@ -65,4 +65,7 @@ class SemanticCertifier(OracleErrorModel, Certifier):
                 "p_lower": p_lower, **ctx.noise.radius_columns(p_lower, certified),
                 "certified": certified, "abstained": not certified,
                 "abstain_reason": "" if certified else "p_lower<=0.5",
-                **self.oracle_error_columns(), "samples_used": self.n0 + self.n}
+                **self.oracle_error_columns(), "samples_used": self.n0 + self.n,
+                # the certified answer itself (the row's output_text is the aggregator's, which may not be
+                # equivalent to it; found by review)
+                **({"certified_text": representative} if isinstance(representative, str) else {})}
