@@ -279,7 +279,7 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
         table.add_column("radius ≥", justify="right")
         table.add_column(label, justify="right")
         for r, acc in summary[key].items():      # 0 by arithmetic above what n can certify: say so
-            table.add_row(r, f"{acc:.3f}" + (" (above the ceiling)" if float(r) > ceiling else ""))
+            table.add_row(r, f"{acc:.3f}" + (" (above the ceiling)" if float(r) > ceiling and not acc else ""))
         console.print(table)
     smoothed = records[records.variant == "smoothed"] if records is not None and "abstained" in records else None
     if smoothed is not None and (why := smoothed.abstain_reason[smoothed.abstained.fillna(False).astype(bool)]).size:
