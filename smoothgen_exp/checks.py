@@ -8,13 +8,16 @@
 - `certified_ceiling`: the largest radius any item can reach (`max_certifiable_radius`);
 - `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights;
 - `objective_value`: the summary key a Hydra sweeper optimises, under minimum constraints;
+- `completed_summary`: a finished run's summary, shown again when its command is rerun;
 - `warn_violations`: the loud warning of a run whose attacks broke a certificate.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from pathlib import Path
 
 from hydra.utils import get_class
@@ -155,3 +158,18 @@ def warn_violations(count: int, run_dir: Path) -> None:
            f"inspect rows with certificate_violation=true in {run_dir / 'records'}.")
     log.warning(msg)
     Console(stderr=True).print(f"[bold red]{msg}[/]")
+
+
+def completed_summary(run_dir: Path, chash: str, run_id: str) -> dict | None:
+    """The summary of this very configuration if its job finished (summary.json is written last), printed
+    again on rank 0 so that rerunning a command shows its results; None if it did not finish."""
+    from smoothgen_exp.provenance import completed
+    from smoothgen_exp.records import print_summary, read_records
+
+    if not completed(run_dir, chash):
+        return None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if int(os.environ.get("RANK", "0")) == 0:
+        log.info("run %s already complete in %s", run_id, run_dir)
+        print_summary(summary, title=f"{run_id}, already complete ({run_dir})", records=read_records(run_dir))
+    return summary

@@ -10,7 +10,6 @@ resume point.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from smoothgen_exp.checks import (
     certified_ceiling,
     check_before_loading,
     check_certifiable,
+    completed_summary,
     oracle_naming_every_missing_weight,
     warn_violations,
 )
@@ -41,7 +41,7 @@ from smoothgen_exp.data.subsets import keep_baseline_correct
 from smoothgen_exp.distributed import Ranks
 from smoothgen_exp.models.protocol import EncodesItems
 from smoothgen_exp.packing import Draw, Program, alongside, program_of, run_programs
-from smoothgen_exp.provenance import completed, config_hash, git_sha, run_id_of, write_provenance
+from smoothgen_exp.provenance import config_hash, git_sha, run_id_of, write_provenance
 from smoothgen_exp.records import (
     CHOICE_GROUPS,
     RecordWriter,
@@ -204,9 +204,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
     validate(cfg)
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     chash, run_id = config_hash(cfg), run_id_of(cfg)
-    if completed(run_dir, chash):              # a finished job of a resumed sweep: nothing to do
-        log.info("run %s already complete in %s", run_id, run_dir)
-        return json.loads((run_dir / "summary.json").read_text())
+    if (summary := completed_summary(run_dir, chash, run_id)) is not None:   # a finished job: shown again
+        return summary
     ranks = Ranks(cfg.device)
     try:
         return _run(cfg, run_dir, chash, run_id, ranks)

@@ -81,6 +81,7 @@ def test_run_dir_is_deterministic_and_holds_provenance(tmp_path, t2i):
     assert (run_dir / "resolved_config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
     again = cli(*args, "seed=11", f"hydra.run.dir={tmp_path}/${{sg.run_id:}}")
     assert "already complete" in again.stdout + again.stderr
+    assert "certified accuracy" in again.stdout and "abstain_rate" in again.stdout    # its results, shown again
     other = cli(*args, "seed=12", f"hydra.run.dir={tmp_path}/${{sg.run_id:}}")
     assert other.returncode == 0 and len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
