@@ -123,8 +123,9 @@ def known_rate_bet(label: int, p: float, p_star: float, n: int, alpha_bet: float
 
     It gives up on items with p <= p* without drawing a sample and skips selection (c_A is the label);
     on the others it bets the Kelly stake of the true p from the first sample (clipped as the certifier
-    clips it): log K is then the log-likelihood ratio of p against p*, Wald's SPRT for that p, which
-    needs the fewest samples on average to certify at this level when p is known. With alpha_cp > 0 it
+    clips it): log K is then the log-likelihood ratio of p against p*, Wald's SPRT for that p (truncated
+    at n, threshold 1/alpha_bet); for a known p no test with the same error rates needs fewer samples on
+    average (Wald-Wolfowitz), up to that threshold and truncation. With alpha_cp > 0 it
     adds the Clopper-Pearson test at the budget. It shows what the items cost when nothing has to be
     learned from the votes (what to bet, when to give up); a certifier pays for learning on top. Not a
     certifier: p comes from fixed n's votes. Returns (certified, samples)."""
