@@ -47,7 +47,7 @@ def test_two_by_two_multirun_gives_four_run_dirs_and_a_table(tmp_path, t2i):
     mtimes = [p.stat().st_mtime for p in summaries]
     again = cli("-m", "smoothing.sigma=0.05,0.1", "certifier.n=50,100", "debug=smoke", f"cache_dir={CACHE}",
                 f"hydra.sweep.dir={sweep}")
-    assert again.returncode == 0 and (again.stdout + again.stderr).count("already complete") == 4
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("already complete in") == 4   # the log line
     assert [p.stat().st_mtime for p in summaries] == mtimes
 
 
