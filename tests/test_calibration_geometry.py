@@ -319,3 +319,31 @@ def test_mcdiarmid_bound_is_for_the_mean_image_the_row_shows():
         row = cert.certify(step_ctx(a, aggregator=agg))
         assert row["mcdiarmid_n"] == 2000 and row["alpha_per_bound"] == pytest.approx(0.01 / 2)
         assert row["bound_mcdiarmid"] == row["bound_mcdiarmid_certifier"]
+
+
+def test_attacked_points_are_checked_in_the_norm_of_the_certificate():
+    """Under a fixed covariance the certificate covers the Mahalanobis ball ||Sigma^-1/2 delta|| <= R,
+    whose L2 part sqrt(lambda_min) R is smaller: check.py measured L2 only, so attacked points between
+    the two were never checked (found by review). Now both the distance and the radius are in the
+    noise's units: Mahalanobis under `calibrated`, L2 / sigma under isotropic noise."""
+    from smoothgen_exp.certifiers.check import reach
+    from smoothgen_exp.smoothing.calibrated import CalibratedNoise
+
+    law = CalibratedNoise(sigma=0.5)
+    law.chol = torch.diag(torch.tensor([1.0, 0.1], dtype=torch.float64))     # Sigma = diag(1, 0.01)
+    law.lambda_min, law.lambda_max = 0.01, 1.0
+    p = float(norm.cdf(1.0))                                                   # R_M = 1, L2 radius 0.1
+    row = law.radius_columns(p, certified=True)
+    assert row["radius"] == pytest.approx(0.1) and row["radius_mahalanobis"] == pytest.approx(1.0)
+    ctx = SimpleNamespace(x=torch.zeros(2, dtype=torch.float64), noise=law)
+    far_in_l2 = torch.tensor([0.5, 0.0], dtype=torch.float64)                 # L2 0.5 > 0.1, Mahalanobis 0.5
+    assert reach(ctx, row, far_in_l2) == pytest.approx((0.5, 1.0))
+    assert reach(ctx, row, torch.tensor([0.0, 0.05], dtype=torch.float64)) == pytest.approx((0.5, 1.0))
+    # the whitened norm is sqrt(delta^T Sigma^-1 delta) for a full covariance too
+    a = torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    law.chol = torch.linalg.cholesky(a @ a.T + 0.5 * torch.eye(3, dtype=torch.float64))
+    d = torch.tensor([0.3, -0.2, 0.7], dtype=torch.float64)
+    sigma = law.chol @ law.chol.T
+    assert law.whitened_norm(d) == pytest.approx(float(torch.sqrt(d @ torch.linalg.solve(sigma, d))))
+    iso = SimpleNamespace(x=torch.zeros(2), noise=GaussianNoise(0.1))
+    assert reach(iso, {"radius": 0.1}, torch.tensor([0.5, 0.0])) == pytest.approx((5.0, 1.0))

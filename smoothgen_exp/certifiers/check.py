@@ -5,8 +5,10 @@ checked: an abstained item promises nothing, so an attack that leaves it unchang
 At an attacked condition z with d = ||z - x|| <= R, each kind of certificate promises a value:
 
 - class (`cohen`, `sequential`) and answer (`semantic`) certificates promise
-  p_A(z) >= Phi(Phi^-1(p_lower) - d / s) > 1/2, s the noise law's L2 scale (sigma; sqrt(lambda_min)
-  for a fixed covariance, whose Mahalanobis distance is at most d / s). p_A(z) is the probability of
+  p_A(z) >= Phi(Phi^-1(p_lower) - d / s) > 1/2, s the noise law's L2 scale (sigma). Under a fixed
+  covariance (`smoothing=calibrated`) distances are Mahalanobis, ||Sigma^{-1/2}(z - x)|| against
+  `radius_mahalanobis`, in place of d / s: that checks every point the certificate covers, not only
+  those inside its (smaller) L2 radius sqrt(lambda_min) R. p_A(z) is the probability of
   the certified class (or of an output equivalent to the certified answer). With an oracle-error
   correction (bounded model, false-negative rate <= eps) the vote rate q satisfies q >= p (1 - eps), so
   p_A(z) <= q_upper / (1 - eps);
@@ -45,11 +47,21 @@ def checkable(row: dict) -> bool:
             and bool(row.get("certificate_valid", True)))
 
 
+def reach(ctx, row: dict, z: torch.Tensor) -> tuple[float, float | None]:
+    """(how far z is from x, how far the certificate reaches), both in units of the noise: the
+    Mahalanobis distance and radius under a fixed covariance, else L2 over the noise's L2 scale."""
+    delta = z.to(ctx.x) - ctx.x
+    whiten = getattr(ctx.noise, "whitened_norm", None)
+    if whiten is not None and row.get("radius_mahalanobis") is not None:
+        return whiten(delta), row["radius_mahalanobis"]
+    radius = row.get("radius")
+    return float(delta.norm()) / ctx.noise.l2_scale, None if radius is None else radius / ctx.noise.l2_scale
+
+
 def check_certificate(certifier, ctx, row: dict, z: torch.Tensor, n: int, alpha: float) -> dict:
     """The `certificate_*` columns of a smoothed row attacked to condition z."""
-    distance = float((z.to(ctx.x) - ctx.x).norm())
-    radius = row.get("radius")
-    within = checkable(row) and distance <= radius
+    distance, radius = reach(ctx, row, z) if checkable(row) else (math.inf, 0.0)   # in units of the noise
+    within = distance <= radius
     out = {"attack_within_radius": within, "certificate_checked": False, "certificate_violation": False}
     kind = getattr(certifier, "certifies", None)
     if not within or kind not in CHECKS:
@@ -63,7 +75,7 @@ def _class_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
     p_lower = row.get("p_lower")
     if p_lower is None or (isinstance(p_lower, float) and math.isnan(p_lower)):
         p_lower = row["p_required"]              # sequential: p_A(x) > p_required was certified
-    promise = promised(p_lower, distance, ctx.noise.l2_scale)
+    promise = promised(p_lower, distance, 1.0)
     if certifier.certifies == "answer":
         reference = ctx.evidence["representative"]
         k = sum(int(ctx.oracle.equivalent(batch, reference).sum()) for batch in ctx.outputs(n, "check", at=z))
@@ -82,7 +94,7 @@ def _feature_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
     total = 0.0
     for out in ctx.outputs(n, "check", at=z):
         total += float(((1.0 + certifier.features(ctx, out) @ u) / 2.0).sum())
-    promise = promised(row["bound_s_lower"], distance, ctx.noise.l2_scale)
+    promise = promised(row["bound_s_lower"], distance, 1.0)
     return {"certificate_promise": promise, "certificate_check_upper": hoeffding_upper(total / n, n, alpha)}
 
 
@@ -91,7 +103,7 @@ def _decoding_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
     total = sum(p.sum(0) for p in step_prob_batches(ctx, tokens, n, certifier.batch_size, z, "check/noise"))
     level = alpha / len(tokens)
     uppers = [hoeffding_upper(float(m), n, level) for m in total / n]
-    promises = [promised(p, distance, ctx.noise.l2_scale) for p in row["decoding_step_p_lower"]]
+    promises = [promised(p, distance, 1.0) for p in row["decoding_step_p_lower"]]
     worst = min(range(len(tokens)), key=lambda t: uppers[t] - promises[t])
     return {"certificate_promise": promises[worst], "certificate_check_upper": uppers[worst],
             "certificate_check_step": worst}

@@ -109,6 +109,11 @@ class CalibratedNoise:
     def radius_mahalanobis(self, p_lower: float) -> float:
         return cohen_radius(p_lower, 1.0)
 
+    def whitened_norm(self, delta) -> float:
+        """||Sigma^{-1/2} delta|| = ||L^{-1} delta|| (Sigma = L L^T): the norm `radius_mahalanobis` is in."""
+        d = delta.reshape(-1, 1).to(device=self.chol.device, dtype=torch.float64)
+        return float(torch.linalg.solve_triangular(self.chol, d, upper=False).norm())
+
     def radius_columns(self, p_lower: float, certified: bool) -> dict:
         if not certified:
             return {"radius": 0.0, "radius_mahalanobis": 0.0}
