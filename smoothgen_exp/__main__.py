@@ -54,7 +54,7 @@ def launch(processes: int, argv: list[str]) -> int:
     very command through torch.distributed.run; they split the items of one run directory."""
     if any(a in ("-m", "--multirun") for a in argv):
         print("error: distributed.num_processes runs one run on several processes; a sweep runs its jobs "
-              "through hydra/launcher=joblib|submitit_local|slurm instead", file=sys.stderr)
+              "through hydra/launcher=local_joblib|local_submitit|slurm instead", file=sys.stderr)
         return 2
     try:
         validate(compose_overrides([a for a in argv if not a.startswith(("hydra.", "-"))]))

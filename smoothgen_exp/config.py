@@ -1048,7 +1048,7 @@ def preflight(argv: list[str]) -> None:
     for ov in overrides:
         group = ov.key_or_group
         head, _, rest = group.partition(".")
-        if head not in TOP_LEVEL and not (ov.is_delete() or ov.is_add() or ov.is_force_add()):
+        if head.split("/")[0] not in TOP_LEVEL and not (ov.is_delete() or ov.is_add() or ov.is_force_add()):
             close = get_close_matches(head, TOP_LEVEL, n=1)
             keys = sorted(TOP_LEVEL - set(GROUPS) - {"experiment", "debug", "hydra"})
             print(f"error: {head}: no such config group or key{f' (did you mean {close[0]}?)' if close else ''}; "

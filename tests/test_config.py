@@ -141,3 +141,19 @@ def test_a_key_of_another_option_fails_in_one_line_naming_the_option_in_effect(t
     assert preset.returncode == 2 and "known keys of certifier=cohen" in preset.stderr   # the preset's choice
     ok = cli("certifier=feature", "certifier.cos_min=0.3", "dry_run=true")
     assert ok.returncode == 0 and "cos_min: 0.3" in ok.stdout
+
+
+@pytest.mark.parametrize("launcher,target", [("slurm", "SlurmLauncher"), ("local_joblib", "JoblibLauncher"),
+                                             ("local_submitit", "LocalLauncher")])
+def test_every_launcher_config_composes_and_passes_the_preflight(launcher, target):
+    """The launchers named `joblib` and `submitit_local` clashed with the plugins' own configs, which Hydra
+    then used as schemas for ours: both failed to compose, untested (found while checking the preflight,
+    which must let `hydra/...` group overrides through)."""
+    from smoothgen_exp.config import compose_overrides
+
+    cfg = compose_overrides([f"hydra/launcher={launcher}"], hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher.startswith("local_"):                    # one thread per parallel job
+        assert cfg.hydra.job.env_set.OMP_NUM_THREADS == "1"
+    res = cli(f"hydra/launcher={launcher}", "dry_run=true")
+    assert res.returncode == 0, res.stderr[-500:]
