@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from smoothgen_exp.errors import ConfigError, WeightsNotFound
+from smoothgen_exp.errors import ConfigError, WeightsNotFound, cause_of
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +63,15 @@ def oracle_naming_every_missing_weight(load_oracle, load_model):
     """The oracle (it loads first: the default model trains against it). When its weights are missing,
     the model is tried as well, so that one line names every missing weight (model=sd15 named the CLIP
     oracle's, and the SD weights only on the next try)."""
-    def missing(err: BaseException) -> WeightsNotFound | None:      # Hydra wraps it in InstantiationException
-        while err is not None and not isinstance(err, WeightsNotFound):
-            err = err.__cause__ or err.__context__
-        return err
-
     try:
         return load_oracle()
     except Exception as err:
-        if (oracle := missing(err)) is None:
+        if (oracle := cause_of(err, WeightsNotFound)) is None:
             raise
         try:
             load_model()
         except Exception as also:
-            if (model := missing(also)) is not None:
+            if (model := cause_of(also, WeightsNotFound)) is not None:
                 raise WeightsNotFound(f"{model}; and {oracle}") from None
         raise
 
@@ -166,9 +160,8 @@ def completed_summary(run_dir: Path, chash: str, run_id: str) -> dict | None:
     from smoothgen_exp.provenance import completed
     from smoothgen_exp.records import print_summary, read_records
 
-    if not completed(run_dir, chash):
+    if (summary := completed(run_dir, chash)) is None:
         return None
-    summary = json.loads((run_dir / "summary.json").read_text())
     if int(os.environ.get("RANK", "0")) == 0:
         log.info("run %s already complete in %s", run_id, run_dir)
         print_summary(summary, title=f"{run_id}, already complete ({run_dir})", records=read_records(run_dir))

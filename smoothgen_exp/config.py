@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, ValidationError
 
-from smoothgen_exp.errors import ConfigError, SmoothgenError
+from smoothgen_exp.errors import ConfigError, SmoothgenError, cause_of
 from smoothgen_exp.provenance import run_id_of
 
 # Run directories: `<override dirname or "default">/<run_id>`. Deterministic (no timestamps), so the
@@ -954,9 +954,7 @@ def exit_on_user_error(err: BaseException) -> None:
 
     Other exceptions are left alone. HYDRA_FULL_ERROR=1 keeps the full traceback.
     """
-    cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, SmoothgenError):
-        cause = cause.__cause__ or cause.__context__
+    cause = cause_of(err, SmoothgenError)
     if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
         return
     print(f"error: {cause}", file=sys.stderr)
@@ -1048,13 +1046,14 @@ def preflight(argv: list[str]) -> None:
     for ov in overrides:
         group = ov.key_or_group
         head, _, rest = group.partition(".")
-        if head.split("/")[0] not in TOP_LEVEL and not (ov.is_delete() or ov.is_add() or ov.is_force_add()):
+        plain = not (ov.is_delete() or ov.is_add() or ov.is_force_add())     # sets an existing key or group
+        if head.split("/")[0] not in TOP_LEVEL and plain:
             close = get_close_matches(head, TOP_LEVEL, n=1)
             keys = sorted(TOP_LEVEL - set(GROUPS) - {"experiment", "debug", "hydra"})
             print(f"error: {head}: no such config group or key{f' (did you mean {close[0]}?)' if close else ''}; "
                   f"groups: {', '.join(GROUPS)}, experiment, debug; keys: {', '.join(keys)}", file=sys.stderr)
             sys.exit(2)
-        if rest and head in GROUPS and not (ov.is_delete() or ov.is_add() or ov.is_force_add()):
+        if rest and head in GROUPS and plain:
             key = rest.split(".")[0]
             if in_effect is None:
                 in_effect = schemas_in_effect(argv, overrides)

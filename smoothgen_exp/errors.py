@@ -13,6 +13,13 @@ class WeightsNotFound(SmoothgenError):
     """A real-model config whose weights are not present locally."""
 
 
+def cause_of(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type `kind` in err's cause chain (Hydra wraps ours in its own), or None."""
+    while err is not None and not isinstance(err, kind):
+        err = err.__cause__ or err.__context__
+    return err
+
+
 def missing_weights(name: str, path: str | None, err: BaseException, key: str = "model.path") -> WeightsNotFound:
     """The one-line error of a real model whose weights are not on this machine; `key` is the config key
     of its local path (model.path, oracle.path, metrics.path)."""

@@ -73,10 +73,11 @@ def device_info(device) -> dict:
     return info
 
 
-def completed(run_dir: Path, chash: str) -> bool:
-    """summary.json of this very configuration exists: the job finished (it is written last)."""
+def completed(run_dir: Path, chash: str) -> dict | None:
+    """The summary of this very configuration if its job finished (summary.json is written last), else None."""
     path = run_dir / "summary.json"
-    return path.exists() and json.loads(path.read_text()).get("config_hash") == chash
+    summary = json.loads(path.read_text()) if path.exists() else None
+    return summary if summary is not None and summary.get("config_hash") == chash else None
 
 
 def write_provenance(run_dir: Path, cfg: DictConfig, run_id: str, chash: str, device, world: int,

@@ -31,7 +31,11 @@ from smoothgen_exp.packing import Draw, Program, class_counts, run_one
 class Majority:
     def __init__(self, n: int, alpha: float, reuse: bool):
         self.n, self.alpha, self.reuse = int(n), float(alpha), bool(reuse)
-        self.claim_alpha = self.alpha          # PREDICT's guarantee fails with at most this probability
+
+    @property
+    def claim_alpha(self) -> float:
+        """PREDICT's guarantee fails with at most this probability (counted in the row's confidence)."""
+        return self.alpha
 
     def aggregate(self, ctx) -> tuple[dict, torch.Tensor | None]:
         """(columns, smoothed generation) for one item, on its own."""

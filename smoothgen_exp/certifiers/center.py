@@ -78,11 +78,11 @@ class CenterCertifier(BoundCertifier):
                                  f"{self.alpha / 2:g}; use n_centers >= {need}")
         # the paper splits alpha between steps 2 and 3; the candidates' miss comes off first
         self.alpha_1 = self.alpha_2 = (self.alpha - self.alpha_miss) / 2.0
-        delta_1 = math.sqrt(math.log(2.0 / self.alpha_1) / (2.0 * self.n0))
-        if delta_1 > self.delta:                                     # the check could never pass
+        self.delta_1 = math.sqrt(math.log(2.0 / self.alpha_1) / (2.0 * self.n0))      # the check's slack
+        if self.delta_1 > self.delta:                                # the check could never pass
             need = math.ceil(math.log(2.0 / self.alpha_1) / (2.0 * self.delta ** 2))
             raise SmoothgenError(f"certifier.n0={self.n0}: the centre check needs delta_1 = sqrt(ln(2/alpha_1)/(2 n0)) "
-                                 f"= {delta_1:.4g} <= delta = {self.delta:g}, so every item would abstain; use "
+                                 f"= {self.delta_1:.4g} <= delta = {self.delta:g}, so every item would abstain; use "
                                  f"certifier.n0 >= {need} or a larger certifier.delta")
 
     def eps_out(self, dist: np.ndarray, sigma: float) -> dict:
@@ -116,13 +116,13 @@ class CenterCertifier(BoundCertifier):
         best = int(np.argmin(medians))
         center, r = candidates[best:best + 1], float(medians[best])
         frac = float(np.mean(self.distances(ctx, center, "center/check", self.n0)[:, 0] <= r))
-        delta_1 = math.sqrt(math.log(2.0 / self.alpha_1) / (2.0 * self.n0))
-        good = delta_1 <= self.delta and frac - delta_1 > 0.5 - self.delta     # strict: (b) must leave > 1/2 - delta
+        # delta_1 <= delta holds by construction; strict: (b) must leave more than 1/2 - delta
+        good = frac - self.delta_1 > 0.5 - self.delta
         baseline = self.embed(ctx, ctx.baseline_output()[None])
         row = {"bound_center_ok": good, "bound_center_radius": r, "bound_center_frac": frac,
                "bound_smoothing_error": float(torch.dist(center[0], baseline[0])),
                "certified": good, "abstained": not good,
-               "abstain_reason": "" if good else "center check failed (delta_1 > delta, or the ball holds too little)",
+               "abstain_reason": "" if good else "center check failed (the ball holds too little)",
                "samples_used": self.n_centers + 2 * self.n0 + (self.n if good else 0)}
         if not good:
             return {**row, **{eps_col("bound_eps_out", e): math.nan for e in self.eps_grid}}

@@ -34,9 +34,9 @@ from smoothgen_exp.certifiers.decoding import step_prob_batches
 from smoothgen_exp.stats import cp_upper, hoeffding_upper
 
 
-def promised(p_lower: float, distance: float, scale: float) -> float:
-    """The least value a certificate with lower bound p_lower promises at distance `distance`."""
-    return float(norm.cdf(norm.ppf(p_lower) - distance / scale))
+def promised(p_lower: float, distance: float) -> float:
+    """The least value a certificate with lower bound p_lower promises at `distance` (in noise units, `reach`)."""
+    return float(norm.cdf(norm.ppf(p_lower) - distance))
 
 
 def checkable(row: dict) -> bool:
@@ -60,7 +60,7 @@ def reach(ctx, row: dict, z: torch.Tensor) -> tuple[float, float | None]:
 
 def check_certificate(certifier, ctx, row: dict, z: torch.Tensor, n: int, alpha: float) -> dict:
     """The `certificate_*` columns of a smoothed row attacked to condition z."""
-    distance, radius = reach(ctx, row, z) if checkable(row) else (math.inf, 0.0)   # in units of the noise
+    distance, radius = reach(ctx, row, z) if checkable(row) else (math.inf, 0.0)
     within = distance <= radius
     out = {"attack_within_radius": within, "certificate_checked": False, "certificate_violation": False}
     kind = getattr(certifier, "certifies", None)
@@ -75,7 +75,7 @@ def _class_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
     p_lower = row.get("p_lower")
     if p_lower is None or (isinstance(p_lower, float) and math.isnan(p_lower)):
         p_lower = row["p_required"]              # sequential: p_A(x) > p_required was certified
-    promise = promised(p_lower, distance, 1.0)
+    promise = promised(p_lower, distance)
     if certifier.certifies == "answer":
         reference = ctx.evidence["representative"]
         k = sum(int(ctx.oracle.equivalent(batch, reference).sum()) for batch in ctx.outputs(n, "check", at=z))
@@ -94,7 +94,7 @@ def _feature_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
     total = 0.0
     for out in ctx.outputs(n, "check", at=z):
         total += float(((1.0 + certifier.features(ctx, out) @ u) / 2.0).sum())
-    promise = promised(row["bound_s_lower"], distance, 1.0)
+    promise = promised(row["bound_s_lower"], distance)
     return {"certificate_promise": promise, "certificate_check_upper": hoeffding_upper(total / n, n, alpha)}
 
 
@@ -103,7 +103,7 @@ def _decoding_check(certifier, ctx, row, z, distance, n, alpha) -> dict:
     total = sum(p.sum(0) for p in step_prob_batches(ctx, tokens, n, certifier.batch_size, z, "check/noise"))
     level = alpha / len(tokens)
     uppers = [hoeffding_upper(float(m), n, level) for m in total / n]
-    promises = [promised(p, distance, 1.0) for p in row["decoding_step_p_lower"]]
+    promises = [promised(p, distance) for p in row["decoding_step_p_lower"]]
     worst = min(range(len(tokens)), key=lambda t: uppers[t] - promises[t])
     return {"certificate_promise": promises[worst], "certificate_check_upper": uppers[worst],
             "certificate_check_step": worst}

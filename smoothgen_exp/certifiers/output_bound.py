@@ -82,8 +82,9 @@ class OutputBoundCertifier(BoundCertifier):
         h_hat = (total / self.n).cpu().numpy()
         u = (h_hat - a) / (b - a)
         # the mean output the row shows: the aggregator's (n draws of its own) where it is a mean
-        shown_n = ctx.aggregator.n if isinstance(ctx.aggregator, Mean) else self.n
-        level = self.alpha / (3 if isinstance(ctx.aggregator, Mean) else 2)     # one share per sampled bound
+        shows_mean = isinstance(ctx.aggregator, Mean)
+        shown_n = ctx.aggregator.n if shows_mean else self.n
+        level = self.alpha / (3 if shows_mean else 2)                 # one share per sampled bound
         t = math.sqrt(math.log(2.0 * m / level) / (2.0 * self.n))
         mean_image = torch.as_tensor(h_hat, dtype=ctx.x.dtype, device=ctx.device).reshape(ctx.model.output_shape)
         with torch.inference_mode():
