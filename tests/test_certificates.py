@@ -259,3 +259,29 @@ def test_center_smoothing_bounds_the_move_of_the_center():
     assert row["bound_center_ok"]
     for eps in EPS:
         assert row[f"bound_eps_out_eps{eps:g}"] >= eps
+
+
+def test_a_row_with_a_majority_vote_holds_at_its_confidence_not_the_certificates_alone():
+    """The smoothed row claims both CERTIFY's bound (p_lower <= p_cA) and PREDICT's vote (never a class
+    other than g(x)); with reuse they share the n estimation samples. Review's case: two classes at
+    0.495 / 0.505, n0 = 1,000, n = 49, both alphas 0.05. One or the other fails in about 5.6% of runs:
+    above the certificate's own 1 - alpha (the column before), within the row's confidence now
+    (1 - alpha - aggregator.alpha). Simulated with the project's cp_lower and PREDICT on exact counts."""
+    from smoothgen_exp.aggregators.majority import Majority
+    from smoothgen_exp.certifiers.cohen import CohenCertifier
+    from smoothgen_exp.core import ABSTAIN, prediction
+
+    p1, n0, n, alpha, trials = 0.505, 1000, 49, 0.05, 400_000
+    cert, vote = CohenCertifier(n0=n0, n=n, alpha=alpha), Majority(n=n, alpha=alpha, reuse=True)
+    rng = np.random.default_rng(0)
+    c_a = (rng.binomial(n0, p1, trials) > n0 // 2).astype(int)           # selection: argmax, ties to class 0
+    k1 = rng.binomial(n, p1, trials)                                      # estimation votes for class 1
+    k_a = np.where(c_a == 1, k1, n - k1)
+    p_ca = np.where(c_a == 1, p1, 1 - p1)
+    bound_fails = cp_lower(k_a, n, alpha) > p_ca
+    predicted = np.array([prediction(torch.tensor([n - k, k]), vote.alpha).prediction for k in range(n + 1)])
+    vote_fails = (predicted[k1] != ABSTAIN) & (predicted[k1] != 1)        # g(x) = 1
+    joint = float(np.mean(bound_fails | vote_fails))
+    tol = 4 * math.sqrt(0.06 * 0.94 / trials)
+    assert joint > 1 - cert.confidence + tol                              # the certificate's level alone fails
+    assert joint <= 1 - (cert.confidence - vote.claim_alpha)              # what certify_program records
