@@ -163,9 +163,9 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
 
 
 def valid_certificates(rows: pd.DataFrame) -> pd.Series:
-    """The rows whose certificate is valid (`certificate_valid`, missing = false; all, without the column)."""
+    """The rows whose certificate is valid (`certificate_valid`; unknown, as in old records, is not valid)."""
     if "certificate_valid" not in rows:
-        return pd.Series(True, index=rows.index)
+        return pd.Series(False, index=rows.index)
     return rows.certificate_valid.fillna(False).astype(bool)
 
 

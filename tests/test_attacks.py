@@ -117,7 +117,8 @@ def test_no_success_inside_a_known_robust_radius(attack):
     row = attack.run(ctx, "smoothed", reference=1)
     assert not row["attack_success"] and not row["attack_class_changed"]
     # a sound certificate of radius 0.5 (p_lower = Phi(1) < the true Phi(1.2)) is checked, not violated
-    certificate = {"certified": True, "abstained": False, "radius": 0.5, "prediction": 1, "p_lower": 0.8413}
+    certificate = {"certified": True, "abstained": False, "radius": 0.5, "prediction": 1, "p_lower": 0.8413,
+                   "certificate_valid": True}
     check = check_certificate(CohenCertifier(), ctx, certificate, row["attacked_condition"], 2000, 0.001)
     assert check["attack_within_radius"] and check["certificate_checked"] and not check["certificate_violation"]
     # and outside it (eps = 1.0 > 0.6), PGD does flip the smoothed class

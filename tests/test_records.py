@@ -9,7 +9,7 @@ from smoothgen_exp.records import RecordWriter, read_records, rows_to_table, sum
 
 
 def rows(item, certified, correct, radius, time=1.0):
-    common = {"run_id": "r", "item_id": item, "label": 1, "time_total_s": time}
+    common = {"run_id": "r", "item_id": item, "label": 1, "time_total_s": time, "certificate_valid": True}
     return [
         {**common, "variant": "baseline", "prediction": 1, "correct": True, "certified": False,
          "abstained": False, "count": None, "p_lower": None, "radius": None},
@@ -27,6 +27,15 @@ def test_summary_certified_accuracy_on_known_rows():
     assert s["mean_radius"] == pytest.approx((0.3 + 0.1 + 0.6) / 3)
     assert s["average_certified_radius"] == pytest.approx((0.3 + 0.1) / 4)
     assert s["baseline_accuracy"] == 1.0 and s["items"] == 4
+
+
+def test_rows_of_unknown_validity_are_only_nominal():
+    """Records without `certificate_valid` (written before the column existed) cannot show that their
+    noise law and oracle model were sound: the summary reports them as nominal_*, never certified."""
+    df = pd.DataFrame(rows("a", True, True, 0.3) + rows("b", True, True, 0.1)).drop(columns="certificate_valid")
+    s = summarize(df, [0.0, 0.25])
+    assert "certified_accuracy" not in s and s["nominal_certified_accuracy"] == {"0": 1.0, "0.25": 0.5}
+    assert s["certificate_valid"] is False
 
 
 def test_parts_are_atomic_typed_and_readable(tmp_path):

@@ -143,7 +143,8 @@ def test_a_planted_violation_is_reported_and_a_sound_certificate_is_not():
     oracle.classify = lambda out: (out.reshape(len(out), -1)[:, 0] > -0.5).long()   # ... unless z < -0.5
     ctx = toy_ctx(oracle, sigma)
     p_true = norm.cdf(0.5 / sigma)                              # P(class 1) at x = 0: 0.69
-    claimed = {"certified": True, "abstained": False, "radius": 2.0, "prediction": 1, "p_lower": 0.977}
+    claimed = {"certified": True, "abstained": False, "radius": 2.0, "prediction": 1, "p_lower": 0.977,
+               "certificate_valid": True}
     z = torch.tensor([-1.5], dtype=torch.float64)              # inside the claimed radius; p_1(z) = Phi(-1) = 0.16
     out = check_certificate(CohenCertifier(), ctx, claimed, z, 2000, 0.001)
     assert out["certificate_checked"] and out["certificate_violation"]
@@ -165,7 +166,7 @@ def test_sound_certificates_are_not_reported_violated_at_rate_above_alpha():
     oracle = QuantileOracle(q=0.0, s=sigma)
     oracle.classify = lambda out: (out.reshape(len(out), -1)[:, 0] > -1.0).long()    # p_1(x) = Phi(x + 1)
     p_lower = norm.cdf(1.0)                                      # exact at x = 0, radius 1
-    row = {"certified": True, "abstained": False, "radius": 1.0, "prediction": 1, "p_lower": p_lower}
+    row = {"certified": True, "abstained": False, "radius": 1.0, "prediction": 1, "p_lower": p_lower, "certificate_valid": True}
     for seed in range(200):
         ctx = toy_ctx(oracle, sigma, item=f"s{seed}")
         z = torch.tensor([-0.9], dtype=torch.float64)            # p_1(z) = Phi(0.1) = promise, exactly

@@ -44,7 +44,7 @@ def checkable(row: dict) -> bool:
     radius = row.get("radius")
     return (bool(row.get("certified")) and not bool(row.get("abstained"))
             and radius is not None and not math.isnan(radius) and radius > 0
-            and bool(row.get("certificate_valid", True)))
+            and bool(row.get("certificate_valid", False)))
 
 
 def reach(ctx, row: dict, z: torch.Tensor) -> tuple[float, float | None]:
