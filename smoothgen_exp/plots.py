@@ -13,12 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 def preview_grid(previews: list, path: Path) -> None:
     """One column per item: the prompt, the baseline generation and the smoothed output.
 
-    previews: (item, baseline_class, smoothed_class, baseline_image, smoothed_image or None).
+    previews: (item, baseline_class, smoothed_row, baseline_image, smoothed_image or None). The smoothed
+    output's class (`smoothed_prediction`) is shown with what its class certificate says (`certificate_note`):
+    the aggregator's class is not certified where the certifier abstains.
     """
-    fig, axes = plt.subplots(2, len(previews), figsize=(1.6 * len(previews), 4.2), squeeze=False,
+    fig, axes = plt.subplots(2, len(previews), figsize=(max(1.6 * len(previews), 3.2), 4.4), squeeze=False,
                              layout="constrained")
-    for j, (item, b_cls, s_cls, b_img, s_img) in enumerate(previews):
+    for j, (item, b_cls, s_row, b_img, s_img) in enumerate(previews):
         axes[0, j].set_title(item.condition, fontsize=6, wrap=True)
+        s_cls, note = s_row.get("smoothed_prediction"), certificate_note(s_row)
         for i, (img, cls, name) in enumerate(((b_img, b_cls, "baseline"), (s_img, s_cls, "smoothed"))):
             ax = axes[i, j]
             if img is not None:
@@ -27,14 +30,27 @@ def preview_grid(previews: list, path: Path) -> None:
                 ax.set_xticks([])
                 ax.set_yticks([])
             shown = "abstain" if cls == -1 else cls
+            extra = f"\n{note}" if name == "smoothed" and note else ""
             if item.label < 0:                             # no label (GAN latent seeds): no class to judge
-                ax.set_xlabel(name, fontsize=7)
+                ax.set_xlabel(name + extra, fontsize=7)
                 continue
-            ax.set_xlabel(f"{name}: {shown}", fontsize=7, color="k" if cls == item.label else "r")
-    fig.suptitle("prompt → baseline generation (top) and smoothed output (bottom); red = wrong class",
+            ax.set_xlabel(f"{name}: {shown}{extra}", fontsize=7, color="k" if cls == item.label else "r")
+    fig.suptitle("prompt → baseline generation (top)\nand smoothed output (bottom); red = wrong class",
                  fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def certificate_note(row: dict) -> str:
+    """What a smoothed row's class certificate says, for a figure: `certified c, r = 0.42` (the certified
+    class c, which can differ from the shown output's class), `not certified`, `nominal ...` where the
+    certificate is not valid, or "" for certifiers without a class certificate."""
+    if row.get("certified") is None or row.get("radius") is None:
+        return ""
+    if not row["certified"] or row.get("abstained"):
+        return "not certified"
+    text = f"certified {row.get('prediction')}, r = {float(row['radius']):.2g}"
+    return text if row.get("certificate_valid") else f"nominal: {text}"
 
 
 def _show(ax, img) -> None:

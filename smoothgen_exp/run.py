@@ -252,7 +252,7 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
         for item, (rows, extras) in zip(group, evaluate_items(group, parts, cfg, common, device), strict=True):
             writer.add(rows)
             if extras["preview"] is not None and len(previews) < 10:
-                previews.append((item, rows[0]["prediction"], rows[1]["smoothed_prediction"], *extras["preview"]))
+                previews.append((item, rows[0]["prediction"], rows[1], *extras["preview"]))
             for variant, pair in extras["attacked"].items():
                 attacked[variant].append(pair)
         bar.update(len(group))

@@ -6,7 +6,7 @@ import torch
 
 from smoothgen_exp.data.digits import digit_images
 from smoothgen_exp.errors import WeightsNotFound
-from smoothgen_exp.metrics.quality import make_fid
+from smoothgen_exp.metrics.quality import fid_score, make_fid
 from smoothgen_exp.metrics.text import ROUGE_TYPES, TextQuality, bleu, minilm_similarity, rouge, text_quality
 
 
@@ -20,6 +20,22 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_under_a_shift(oracle):
         fids.append(float(fid.compute()))
     assert abs(fids[0]) < 1e-6
     assert 0 < fids[1] < fids[2]
+
+
+def test_fid_from_fewer_samples_than_features_warns(oracle, caplog):
+    """The oracle's features have 128 dimensions: FID from 20 generated digits is mostly bias (it is far
+    above the same generator's FID from the full set) and says so; from the full set it does not."""
+    real = torch.from_numpy(digit_images("heldout")[0])
+    scores = []
+    for n in (20, len(real)):
+        fid = make_fid("oracle", oracle, (1, 8, 8), None)
+        fid.update(real, real=True)
+        fid.update(real[:n], real=False)
+        caplog.clear()
+        scores.append(fid_score(fid, "metric_fid_x"))
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert bool(warned) == (n < 128) and all("20 generated samples" in w for w in warned)
+    assert scores[0] > 10 * max(scores[1], 1e-6)
 
 
 def test_fid_never_downloads(oracle):

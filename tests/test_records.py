@@ -115,3 +115,25 @@ def test_summary_arrows_point_the_right_way():
         assert metric_arrow(neither) == "", neither
     assert metric_arrow("metric_fid_baseline") == metric_arrow("abstain_rate") == "↓"
     assert metric_arrow("retention_fid") == metric_arrow("certified_accuracy_r0.5") == metric_arrow("mean_radius") == "↑"
+
+
+def test_the_preview_figure_says_what_the_certificate_says(tmp_path):
+    """samples.png labels the smoothed output's class with its certificate: an abstaining item's majority
+    class is shown as 'not certified', an invalid certificate as nominal, a bound certifier's row plainly."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from smoothgen_exp.plots import certificate_note, preview_grid
+
+    abstained = {"smoothed_prediction": 3, "certified": False, "abstained": True, "radius": 0.0, "prediction": -1}
+    certified = {"smoothed_prediction": 3, "certified": True, "abstained": False, "radius": 0.4213,
+                 "prediction": 3, "certificate_valid": True}
+    assert certificate_note(abstained) == "not certified"
+    assert certificate_note(certified) == "certified 3, r = 0.42"
+    assert certificate_note({**certified, "certificate_valid": False}) == "nominal: certified 3, r = 0.42"
+    assert certificate_note({"smoothed_prediction": 3, "bound_tv_eps0.1": 0.2}) == ""
+    item = SimpleNamespace(condition="a three", label=3)
+    img = torch.zeros(1, 8, 8)
+    preview_grid([(item, 3, abstained, img, img), (item, 3, certified, img, None)], tmp_path / "samples.png")
+    assert (tmp_path / "samples.png").stat().st_size > 1000

@@ -22,6 +22,7 @@ from torch import nn
 
 from smoothgen_exp.backbones.clip import embeds, image_features, pixel_values, shared_clip
 from smoothgen_exp.config import configured
+from smoothgen_exp.metrics.quality import fid_score
 
 
 class CLIPForTorchmetrics(nn.Module):
@@ -98,5 +99,5 @@ class T2IQuality:
                   for v in ("baseline", "smoothed")}
         base = result["metric_clip_score_baseline"]      # 0 when clipped at 0: retention is undefined
         result["retention_clip_score"] = result["metric_clip_score_smoothed"] / base if base > 0 else math.nan
-        result["metric_fid_smoothed_vs_baseline"] = float(self.fid.compute())
+        result["metric_fid_smoothed_vs_baseline"] = fid_score(self.fid, "metric_fid_smoothed_vs_baseline")
         return result

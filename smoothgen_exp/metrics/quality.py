@@ -14,12 +14,16 @@ clean condition, and the smoothed generator's outputs (`aggregator.samples`). Ov
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import WeightsNotFound
+
+log = logging.getLogger(__name__)
 
 
 class OracleFeatures(nn.Module):
@@ -49,6 +53,17 @@ def make_fid(features: str, oracle, image_shape: tuple, weights: str | None):
                                         reset_real_features=False)
     raise WeightsNotFound(f"metrics.fid_features={features}: use oracle or inception (CLIP features come with "
                           "the CLIP models of issue 6)")
+
+
+def fid_score(fid, name: str) -> float:
+    """fid.compute(), with a warning where the generated set is smaller than the feature dimension: its
+    covariance is then singular and the score mostly small-sample bias (FID falls as the set grows, for
+    the same generator), comparable only with runs of the same size."""
+    n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
+    if n < dim:
+        log.warning("%s from %d generated samples (this process), fewer than its %d feature dimensions: "
+                    "mostly small-sample bias; compare only runs of the same size", name, n, dim)
+    return float(fid.compute())
 
 
 @configured
@@ -92,7 +107,7 @@ class DigitQuality:
     def summary(self, records) -> dict[str, float]:
         result = {}
         for variant in ("baseline", "smoothed"):
-            result[f"metric_fid_{variant}"] = float(self.fid[variant].compute())
+            result[f"metric_fid_{variant}"] = fid_score(self.fid[variant], f"metric_fid_{variant}")
             rows = records[records.variant == variant]
             result[f"metric_digit_prob_{variant}"] = float(rows.metric_digit_prob.astype(float).mean())
         result["retention_fid"] = result["metric_fid_baseline"] / max(result["metric_fid_smoothed"], 1e-12)

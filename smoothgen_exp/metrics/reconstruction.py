@@ -16,7 +16,7 @@ import torch
 
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import ConfigError
-from smoothgen_exp.metrics.quality import make_fid
+from smoothgen_exp.metrics.quality import fid_score, make_fid
 
 VARIANTS = ("baseline", "smoothed")
 
@@ -66,7 +66,7 @@ class ReconstructionQuality:
         result = {}
         for variant in VARIANTS:
             rows = records[records.variant == variant]
-            result[f"metric_fid_{variant}"] = float(self.fid[variant].compute())
+            result[f"metric_fid_{variant}"] = fid_score(self.fid[variant], f"metric_fid_{variant}")
             for col in ("metric_recon_mse", "metric_recon_psnr", "metric_recon_agree"):
                 result[f"{col}_{variant}"] = float(rows[col].astype(float).mean())
         return result
@@ -81,5 +81,5 @@ class ReconstructionQuality:
             fid = self._fid()
             fid.sync_on_compute = False          # the attacked outputs are gathered on rank 0 already
             fid.update(torch.stack(images).reshape(-1, *self.shape).float().clamp(0, 1), real=False)
-            result[f"metric_fid_attacked_{variant}"] = float(fid.compute())
+            result[f"metric_fid_attacked_{variant}"] = fid_score(fid, f"metric_fid_attacked_{variant}")
         return result
