@@ -158,7 +158,8 @@ def completed_summary(run_dir: Path, chash: str, run_id: str) -> dict | None:
     """The summary of this very configuration if its job finished (summary.json is written last), printed
     again on rank 0 so that rerunning a command shows its results; None if it did not finish."""
     from smoothgen_exp.provenance import completed
-    from smoothgen_exp.records import print_summary, read_records
+    from smoothgen_exp.records import read_records
+    from smoothgen_exp.report import print_summary
 
     if (summary := completed(run_dir, chash)) is None:
         return None

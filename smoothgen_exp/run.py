@@ -45,12 +45,12 @@ from smoothgen_exp.provenance import config_hash, git_sha, run_id_of, write_prov
 from smoothgen_exp.records import (
     CHOICE_GROUPS,
     RecordWriter,
-    print_summary,
     read_records,
     recorded_items,
     summarize,
     write_summary,
 )
+from smoothgen_exp.report import print_summary
 from smoothgen_exp.smoothing.protocol import FittedNoiseLaw
 
 log = logging.getLogger(__name__)

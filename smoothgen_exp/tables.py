@@ -130,7 +130,7 @@ def results_table(run_dirs: list[Path], metrics: list[str], by: list[str] | None
 def formatted(df: pd.DataFrame, metrics: list[str], digits: int = 3) -> pd.DataFrame:
     """lm-evaluation-harness style: "value ± stderr" cells, arrows in the metric headers. A value that
     comes from rows whose certificate is invalid (`nominal_*` keys) says "(nominal)"."""
-    from smoothgen_exp.records import metric_arrow
+    from smoothgen_exp.report import metric_arrow
 
     out = df[[c for c in df.columns if c not in metrics and not c.endswith((" stderr", " nominal"))
               and c != "run_dir"]].copy()

@@ -68,7 +68,7 @@ def test_summary_file_is_json_with_nan_allowed(tmp_path):
 def test_the_summary_prints_smoothed_answers_with_their_certificates(capsys):
     """A language model's run shows a few smoothed answers beside their radius, abstention reason, or a
     NOMINAL radius where the certificate's assumptions fail (never a plain "radius" there)."""
-    from smoothgen_exp.records import print_summary
+    from smoothgen_exp.report import print_summary
 
     rows = pd.DataFrame({"variant": ["baseline", "smoothed", "smoothed", "smoothed"],
                          "item_id": ["q0", "q0", "q1", "q2"], "condition": ["Capital of France?"] * 2 + ["2+2?", "Sky?"],
@@ -87,7 +87,7 @@ def test_the_answers_table_escapes_model_text_and_shows_what_the_radius_is_for(c
     """Model text with brackets is printed as is (rich would read "[/INST]" as a closing tag and crash);
     missing values do not crash; an unknown validity is NOMINAL (as valid_certificates counts it); a
     radius for another class than the shown answer's says so; certified decoding shows certified_text."""
-    from smoothgen_exp.records import print_summary
+    from smoothgen_exp.report import print_summary
 
     monkeypatch.setenv("COLUMNS", "250")                                       # no wrapped cells
     rows = pd.DataFrame({"variant": ["smoothed"] * 3, "item_id": ["a", "b", "c"],
@@ -108,7 +108,7 @@ def test_the_answers_table_escapes_model_text_and_shows_what_the_radius_is_for(c
 def test_summary_arrows_point_the_right_way():
     """The summary table printed `confidence ↓` ("confidence" holds the letters of fid) and ↑ beside
     settings and counts such as world_size and items_total (found by a new user)."""
-    from smoothgen_exp.records import metric_arrow
+    from smoothgen_exp.report import metric_arrow
 
     for neither in ("confidence", "world_size", "items_total", "items", "alpha", "sigma", "n", "n0",
                     "max_certifiable_radius", "mean_bound_rho", "attack_within_radius", "attack_w2_items"):
@@ -137,3 +137,23 @@ def test_the_preview_figure_says_what_the_certificate_says(tmp_path):
     img = torch.zeros(1, 8, 8)
     preview_grid([(item, 3, abstained, img, img), (item, 3, certified, img, None)], tmp_path / "samples.png")
     assert (tmp_path / "samples.png").stat().st_size > 1000
+
+
+def test_the_curve_marks_radii_no_row_can_reach(capsys, monkeypatch):
+    """Zeros past the ceiling are marked so; a sequential run certifies only its target radius, whose
+    value the summary carries, and zeros past it are marked as above the target."""
+    from smoothgen_exp.certifiers.sequential import SequentialCertifier
+    from smoothgen_exp.report import print_summary
+
+    monkeypatch.setenv("COLUMNS", "200")
+    curve = {"certified_accuracy": {"0.1": 0.5, "0.2": 0.0, "0.5": 0.0}}
+    print_summary({**curve, "max_certifiable_radius": 0.3}, "t")
+    out = capsys.readouterr().out
+    assert out.count("(above the ceiling)") == 1 and "target" not in out
+    seq = SequentialCertifier(n0=10, n=100, alpha=0.001, batch_size=64, target_radius=0.1, give_up_alpha=0.01,
+                              budget_share=0.0)
+    summary = {**curve, "max_certifiable_radius": 0.3, **seq.summarize(pd.DataFrame({"radius": [0.1]}))}
+    assert summary["target_radius"] == 0.1
+    print_summary(summary, "t")
+    out = capsys.readouterr().out
+    assert out.count("(above the target radius)") == 2 and "target_radius" in out

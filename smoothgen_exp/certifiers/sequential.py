@@ -79,6 +79,10 @@ class SequentialCertifier(Certifier):
         g = (self.alpha_bet ** (-1.0 / n) - 1.0) / MAX_FRACTION
         return max(1.0 / (1.0 + g), self.alpha_cp ** (1.0 / n) if self.alpha_cp > 0 else 0.0)
 
+    def summarize(self, smoothed) -> dict:
+        """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design)."""
+        return {**super().summarize(smoothed), "target_radius": self.target_radius}
+
     def _program(self, ctx) -> Program:
         selection = yield from self._select(ctx)
         c_a, n_select = int(selection.argmax()), int(selection.sum())
