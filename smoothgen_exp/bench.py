@@ -122,21 +122,24 @@ def known_rate_bet(label: int, p: float, p_star: float, n: int, alpha_bet: float
     """The clairvoyant comparator of the sequential certifier: a bet told each item's p_A in advance.
 
     It gives up on items with p <= p* without drawing a sample and skips selection (c_A is the label);
-    on the others it bets the Kelly stake of the true p from the first sample (clipped as the certifier
-    clips it): log K is then the log-likelihood ratio of p against p*, Wald's SPRT for that p (truncated
+    on the others it bets from the first sample the likelihood ratio of Bern(p) against Bern(p*) (p capped
+    at the certifier's largest alternative), the Kelly bet for that p: Wald's SPRT for that p (truncated
     at n, threshold 1/alpha_bet); for a known p no test with the same error rates needs fewer samples on
     average (Wald-Wolfowitz), up to that threshold and truncation. With alpha_cp > 0 it
     adds the Clopper-Pearson test at the budget. It shows what the items cost when nothing has to be
     learned from the votes (what to bet, when to give up); a certifier pays for learning on top. Not a
     certifier: p comes from fixed n's votes. Returns (certified, samples)."""
-    from smoothgen_exp.certifiers.sequential import MAX_FRACTION, MIN_REQUEST
+    from smoothgen_exp.certifiers.sequential import MIN_REQUEST, alternatives
     from smoothgen_exp.packing import Draw
     from smoothgen_exp.stats import cp_lower
 
     if p <= p_star:
         return False, 0
-    stake = min((p - p_star) / (p_star * (1 - p_star)), MAX_FRACTION / p_star)
-    win, loss = math.log1p(stake * (1 - p_star)), math.log1p(-stake * p_star)
+    top_win, top_loss = (float(a[-1]) for a in alternatives(p_star))   # the certifier's largest alternative
+    if math.log(p / p_star) >= top_win:
+        win, loss = top_win, top_loss
+    else:
+        win, loss = math.log(p / p_star), math.log((1 - p) / (1 - p_star))
     threshold = math.log(1 / alpha_bet)
     log_k, hits, used = 0.0, 0, 0
     while used < n:

@@ -17,7 +17,7 @@ from smoothgen_exp.certifiers.center import CenterCertifier
 from smoothgen_exp.certifiers.distribution import DistributionCertifier
 from smoothgen_exp.certifiers.feature import FeatureCertifier
 from smoothgen_exp.certifiers.output_bound import OutputBoundCertifier
-from smoothgen_exp.certifiers.sequential import SequentialCertifier
+from smoothgen_exp.certifiers.sequential import GRID, SequentialCertifier, mixture_log_wealth
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
@@ -173,6 +173,34 @@ def test_sequential_keeps_alpha_at_the_boundary_and_stops_early_when_easy():
     assert not hopeless["certified"] and hopeless["samples_used"] < 10_000
 
 
+def test_the_mixture_wealth_is_a_test_supermartingale_with_the_hand_computed_value():
+    """K_t is the mean over q_j = p* + (1 - p*)(j - 1/2)/GRID of the likelihood ratio of Bern(q_j) against
+    Bern(p*). Its expectation, summed exactly over the binomial law of the hits, is 1 at p_A = p* and below
+    1 for p_A < p* (the second fails for any alternative q_j < p*): Ville's inequality then applies."""
+    from scipy.stats import binom
+
+    p_star, h, t = 0.9, 37, 40
+    q = p_star + (1 - p_star) * (np.arange(GRID) + 0.5) / GRID
+    expected = np.log(np.mean((q / p_star) ** h * ((1 - q) / (1 - p_star)) ** (t - h)))
+    assert float(mixture_log_wealth(torch.tensor(h), torch.tensor(t), p_star)) == pytest.approx(expected, rel=1e-12)
+    for t in (1, 10, 200):
+        hits = torch.arange(t + 1)
+        wealth = torch.exp(mixture_log_wealth(hits, torch.full_like(hits, t), p_star)).numpy()
+        for p, relation in ((p_star, "equal"), (p_star - 0.02, "below")):
+            mean = float((binom.pmf(hits.numpy(), t, p) * wealth).sum())
+            assert mean == pytest.approx(1.0, abs=1e-9) if relation == "equal" else mean < 1.0
+    # exact near p* = 1 (the alternatives are computed from their offsets, not as 1 - q)
+    assert float(mixture_log_wealth(torch.tensor(0), torch.tensor(1), 1 - 1e-12)) == pytest.approx(
+        math.log(np.mean(1 - (np.arange(GRID) + 0.5) / GRID)), rel=1e-9)
+
+
+def test_a_negative_target_radius_is_refused():
+    """Review counterexample: target_radius = -1 at sigma = 1 gives p* = 0.16, and a class with p = 0.3
+    (not the majority: 0.45 was) was returned as certified. A target must be >= 0."""
+    with pytest.raises(SmoothgenError, match="target_radius"):
+        SequentialCertifier(n0=20, n=500, alpha=0.01, batch_size=50, target_radius=-1.0)
+
+
 @pytest.mark.parametrize("share", [0.5, 0.8])
 def test_sequential_with_the_budget_test_keeps_alpha_at_the_boundary(share):
     """The bet at (1 - share) alpha plus Clopper-Pearson on all n samples at share * alpha (union bound)."""
@@ -211,7 +239,7 @@ def _bet_on(certifier: SequentialCertifier, hits: int, p_star: float) -> tuple[s
     """Drive the betting loop on n fixed votes for class 1: `hits` of them hits, evenly spread."""
     n = certifier.n
     votes = torch.tensor([int((i + 1) * hits // n) - int(i * hits // n) for i in range(n)])   # 1 = hit
-    program, done = certifier._bet(1, p_star, prior=(10.5, 11.0)), 0
+    program, done = certifier._bet(1, p_star), 0
     draw = next(program)
     try:
         while True:
