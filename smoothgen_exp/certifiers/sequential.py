@@ -91,16 +91,16 @@ class SequentialCertifier(Certifier):
             raise SmoothgenError(f"certifier.budget_share={budget_share} must lie in [0, 1)")
         self.alpha_cp = self.alpha * float(budget_share)          # the fixed-n test at the budget
         self.alpha_bet = self.alpha - self.alpha_cp               # the bet (Ville); their sum is alpha
+        self.threshold = math.log(1.0 / self.alpha_bet) + 1e-9    # log(1/alpha_bet), a margin for rounding
 
     def max_lower_bound(self, n: int) -> float:
         """The largest p* that n estimation samples can certify: every one a hit (the bet's largest
         wealth, decreasing in p*: bisection), or n hits of n at the budget, whose CP lower bound is
         alpha_cp^(1/n). A ceiling, not a prediction."""
-        threshold, lo, hi = math.log(1.0 / self.alpha_bet), 0.0, 1.0
-        n_t = torch.tensor(float(n))
+        lo, hi, n_t = 0.0, 1.0, torch.tensor(float(n))
         for _ in range(60):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if float(mixture_log_wealth(n_t, n_t, mid)) >= threshold else (lo, mid)
+            lo, hi = (mid, hi) if float(mixture_log_wealth(n_t, n_t, mid)) >= self.threshold else (lo, mid)
         return max(lo, self.alpha_cp ** (1.0 / n) if self.alpha_cp > 0 else 0.0)
 
     def summarize(self, smoothed) -> dict:
@@ -141,7 +141,7 @@ class SequentialCertifier(Certifier):
         most about 1/GROWTH drawn past the crossing). Requests do not depend on `batch_size`, so neither
         do the rows.
         """
-        threshold = math.log(1.0 / self.alpha_bet) + 1e-9      # a margin for the rounding of the sums
+        threshold = self.threshold
         best_step = float(alternatives(p_star)[0][-1])          # log-growth of K from a hit, at most
         log_k, hits, used = 0.0, 0, 0
         while used < self.n:
