@@ -42,14 +42,16 @@ def preview_grid(previews: list, path: Path) -> None:
 
 
 def certificate_note(row: dict) -> str:
-    """What a smoothed row's class certificate says, for a figure: `certified c, r = 0.42` (the certified
-    class c, which can differ from the shown output's class), `not certified`, `nominal ...` where the
-    certificate is not valid, or "" for certifiers without a class certificate."""
+    """What a smoothed row's certificate says, for a figure: `certified c, r = 0.42` (the certified class
+    c, which can differ from the shown output's class; `certified, r = ...` for a certificate without a
+    class, such as `feature`'s cosine radius), `not certified`, `nominal ...` where the certificate is not
+    valid, or "" for certifiers without a radius."""
     if row.get("certified") is None or row.get("radius") is None:
         return ""
     if not row["certified"] or row.get("abstained"):
         return "not certified"
-    text = f"certified {row.get('prediction')}, r = {float(row['radius']):.2g}"
+    cls = "" if row.get("prediction") is None else f" {row['prediction']}"
+    text = f"certified{cls}, r = {float(row['radius']):.2g}"
     return text if row.get("certificate_valid") else f"nominal: {text}"
 
 

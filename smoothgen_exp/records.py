@@ -159,6 +159,8 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
         summary.update({f"nominal_{k}": v for k, v in
                         _certificate_summary(smoothed[~valid], radii, certifier).items()})
     summary["certificate_valid"] = bool(valid.all())
+    if certifier is not None:
+        summary.update(certifier.settings())
     return summary
 
 

@@ -240,14 +240,26 @@ def _bet_on(certifier: SequentialCertifier, hits: int, p_star: float) -> tuple[s
     n = certifier.n
     votes = torch.tensor([int((i + 1) * hits // n) - int(i * hits // n) for i in range(n)])   # 1 = hit
     program, done = certifier._bet(1, p_star), 0
-    draw = next(program)
     try:
+        draw = next(program)
         while True:
             labels = votes[done:done + draw.num]
             done += draw.num
             draw = program.send(SimpleNamespace(labels=labels))
     except StopIteration as stop:
         return stop.value
+
+
+def test_the_bet_gives_up_as_soon_as_even_all_hits_cannot_cross():
+    """At p* just above what 100 samples can certify (max_lower_bound), the bet gives up before drawing;
+    just below it, all hits certify at the 100th sample, and one miss among them makes it give up early
+    (review: a per-hit growth bound let it draw all 100 first)."""
+    cert = SequentialCertifier(n0=20, n=100, alpha=0.001, batch_size=50, target_radius=0.1)
+    ceiling = cert.max_lower_bound(100)
+    assert _bet_on(cert, 100, ceiling + 1e-6) == ("gave up: target out of reach within n", 0, 0)
+    assert _bet_on(cert, 100, ceiling - 1e-6) == ("certified", 100, 100)
+    decision, used, hits = _bet_on(cert, 99, ceiling - 1e-6)
+    assert decision == "gave up: target out of reach within n" and used < 100 and hits == used - 1
 
 
 def test_the_budget_test_is_clopper_pearson_at_its_share_of_alpha(monkeypatch):

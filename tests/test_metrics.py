@@ -34,8 +34,31 @@ def test_fid_from_fewer_samples_than_features_warns(oracle, caplog):
         caplog.clear()
         scores.append(fid_score(fid, "metric_fid_x"))
         warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-        assert bool(warned) == (n < 128) and all("20 generated samples" in w for w in warned)
+        assert bool(warned) == (n <= 128) and all("20 generated samples" in w for w in warned)
     assert scores[0] > 10 * max(scores[1], 1e-6)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_fid_counts_the_samples_it_computes_from(oracle, caplog, sync):
+    """Two simulated processes with 100 generated digits each: a synced FID is computed from 200 (> 128
+    feature dimensions, no warning); one built with sync_on_compute=False (the attacked outputs, gathered
+    on rank 0) from its own 100, and neither compute() nor the count may sync it (review: assigning the
+    attribute after construction did not stop compute() from syncing)."""
+    real = torch.from_numpy(digit_images("heldout")[0])
+    fid = make_fid("oracle", oracle, (1, 8, 8), None, sync_on_compute=sync)
+    fid.update(real, real=True)
+    fid.update(real[:100], real=False)
+    fid.distributed_available_fn = lambda: True
+
+    def two_ranks(tensor, group=None):
+        if not sync:
+            raise AssertionError("a FID built with sync_on_compute=False was synced")
+        return [tensor, tensor]
+
+    fid.dist_sync_fn = two_ranks
+    caplog.clear()
+    fid_score(fid, "metric_fid_x")
+    assert any("100 generated samples" in r.getMessage() for r in caplog.records) == (not sync)
 
 
 def test_fid_never_downloads(oracle):

@@ -133,6 +133,8 @@ def test_the_preview_figure_says_what_the_certificate_says(tmp_path):
     assert certificate_note(certified) == "certified 3, r = 0.42"
     assert certificate_note({**certified, "certificate_valid": False}) == "nominal: certified 3, r = 0.42"
     assert certificate_note({"smoothed_prediction": 3, "bound_tv_eps0.1": 0.2}) == ""
+    feature = {"certified": True, "abstained": False, "radius": 0.42, "certificate_valid": True}   # no class
+    assert certificate_note(feature) == "certified, r = 0.42"
     item = SimpleNamespace(condition="a three", label=3)
     img = torch.zeros(1, 8, 8)
     preview_grid([(item, 3, abstained, img, img), (item, 3, certified, img, None)], tmp_path / "samples.png")
@@ -152,8 +154,10 @@ def test_the_curve_marks_radii_no_row_can_reach(capsys, monkeypatch):
     assert out.count("(above the ceiling)") == 1 and "target" not in out
     seq = SequentialCertifier(n0=10, n=100, alpha=0.001, batch_size=64, target_radius=0.1, give_up_alpha=0.01,
                               budget_share=0.0)
-    summary = {**curve, "max_certifiable_radius": 0.3, **seq.summarize(pd.DataFrame({"radius": [0.1]}))}
-    assert summary["target_radius"] == 0.1
+    for valid in (True, False):       # a setting, never nominal_-prefixed (review: adaptive noise lost it)
+        frame = pd.DataFrame(rows("a", True, True, 0.1)).assign(certificate_valid=valid)
+        assert summarize(frame, [0.1], seq)["target_radius"] == 0.1
+    summary = {**curve, "max_certifiable_radius": 0.3, **seq.settings()}
     print_summary(summary, "t")
     out = capsys.readouterr().out
     assert out.count("(above the target radius)") == 2 and "target_radius" in out

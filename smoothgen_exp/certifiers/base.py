@@ -103,6 +103,10 @@ class Certifier:
             lo, hi = (lo, mid) if ok(mid) else (mid, hi)
         return hi
 
+    def settings(self) -> dict:
+        """Settings the run summary states whether or not its rows are valid (not `nominal_`-prefixed)."""
+        return {}
+
     def summarize(self, smoothed: pd.DataFrame) -> dict:
         """Means of the bound_* columns over items (NaN where a bound was not available)."""
         out = {}

@@ -12,8 +12,11 @@ over (p*, 1). Each term is a product of factors with mean 1 + (q_j - p*)(p_A - p
 when p_A <= p*, all positive (p* < q_j < 1), so each term and their fixed-weight mean is a non-negative
 supermartingale, and by Ville's inequality P(exists t: K_t >= 1/alpha_bet) <= alpha_bet: certifying the
 first time K_t >= 1/alpha_bet holds at level alpha_bet at any stopping time. It needs no stake to be
-learned: the mixture follows the best q_j at a cost of about log(J * posterior width) nats (on the digits
-of `make bench`, 2.7% fewer samples and as many certificates as the plug-in Kelly stake it replaced).
+learned: the mixture follows the best q_j at a cost of log(1/w) nats, w the share of the alternatives
+within the posterior's width (at most log J, paid in full when every vote is a hit). Against the plug-in
+Kelly stake it replaced: on Bernoulli votes at the digits' rates (`scripts/sequential_budget.py`, 10
+seeds, r = 0.5) 3% fewer samples and 0.2 more items certified; on unanimous votes a few more (all hits
+cross at alpha = 0.001 after 396 samples against 375 at p* = 0.977, 53 against 45 at 0.841).
 
 At the budget. An item still undecided after all n estimation samples gets the fixed-n test as well:
 it certifies if the Clopper-Pearson lower bound of its n votes at level alpha_cp exceeds p*. With
@@ -103,9 +106,9 @@ class SequentialCertifier(Certifier):
             lo, hi = (mid, hi) if float(mixture_log_wealth(n_t, n_t, mid)) >= self.threshold else (lo, mid)
         return max(lo, self.alpha_cp ** (1.0 / n) if self.alpha_cp > 0 else 0.0)
 
-    def summarize(self, smoothed) -> dict:
+    def settings(self) -> dict:
         """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design)."""
-        return {**super().summarize(smoothed), "target_radius": self.target_radius}
+        return {"target_radius": self.target_radius}
 
     def _program(self, ctx) -> Program:
         selection = yield from self._select(ctx)
@@ -145,10 +148,11 @@ class SequentialCertifier(Certifier):
         best_step = float(alternatives(p_star)[0][-1])          # log-growth of K from a hit, at most
         log_k, hits, used = 0.0, 0, 0
         while used < self.n:
-            need = math.ceil((threshold - log_k) / best_step)
-            if need > self.n - used and not self._budget_test_plausible(hits + self.n - used, p_star):
+            need, left = math.ceil((threshold - log_k) / best_step), self.n - used
+            all_hits = float(mixture_log_wealth(torch.tensor(hits + left), torch.tensor(self.n), p_star))
+            if all_hits < threshold and not self._budget_test_plausible(hits + left, p_star):
                 return "gave up: target out of reach within n", used, hits   # not even all hits would do
-            k = min(self.n - used, max(need, MIN_REQUEST, used // GROWTH))
+            k = min(left, max(need, MIN_REQUEST, used // GROWTH))
             votes = ((yield Draw("sequential", k)).labels == c_a).long()
             path = mixture_log_wealth(hits + torch.cumsum(votes, 0), used + torch.arange(1, k + 1), p_star)
             used += k

@@ -39,30 +39,34 @@ class OracleFeatures(nn.Module):
         return self.oracle.features(images.float()).double()
 
 
-def make_fid(features: str, oracle, image_shape: tuple, weights: str | None):
+def make_fid(features: str, oracle, image_shape: tuple, weights: str | None, sync_on_compute: bool = True):
+    """torchmetrics' FID with these features. sync_on_compute=False for a set one process holds whole (only
+    the constructor sets it: assigning the attribute later does not stop compute() from syncing)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     if features == "oracle":
         return FrechetInceptionDistance(feature=OracleFeatures(oracle), input_img_size=tuple(image_shape),
-                                        reset_real_features=False)
+                                        reset_real_features=False, sync_on_compute=sync_on_compute)
     if not weights:
         raise WeightsNotFound(f"metrics.fid_features={features}: set metrics.fid_weights=<local weights file>; "
                               "nothing is downloaded")
     if features == "inception":
         return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=weights, normalize=True,
-                                        reset_real_features=False)
+                                        reset_real_features=False, sync_on_compute=sync_on_compute)
     raise WeightsNotFound(f"metrics.fid_features={features}: use oracle or inception (CLIP features come with "
                           "the CLIP models of issue 6)")
 
 
 def fid_score(fid, name: str) -> float:
-    """fid.compute(), with a warning where the generated set is smaller than the feature dimension: its
-    covariance is then singular and the score mostly small-sample bias (FID falls as the set grows, for
-    the same generator), comparable only with runs of the same size."""
-    n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
-    if n < dim:
-        log.warning("%s from %d generated samples (this process), fewer than its %d feature dimensions: "
-                    "mostly small-sample bias; compare only runs of the same size", name, n, dim)
+    """fid.compute(), with a warning where the generated set (over all processes that compute() syncs) is
+    no larger than the feature dimension: its covariance is then singular and the score mostly
+    small-sample bias (FID falls as the set grows, for the same generator), comparable only with runs of
+    the same size. Collective where compute() is."""
+    with fid.sync_context(dist_sync_fn=fid.dist_sync_fn, should_sync=fid.sync_on_compute):
+        n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
+    if n <= dim:
+        log.warning("%s from %d generated samples, no more than its %d feature dimensions: mostly "
+                    "small-sample bias; compare only runs of the same size", name, n, dim)
     return float(fid.compute())
 
 

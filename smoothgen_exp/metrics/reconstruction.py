@@ -46,8 +46,8 @@ class ReconstructionQuality:
         self.real = torch.from_numpy(digit_images("heldout")[0]).float() if reference else None
         self.fid = {v: self._fid() for v in VARIANTS}
 
-    def _fid(self):
-        fid = make_fid("oracle", self.oracle, self.shape, None)
+    def _fid(self, sync_on_compute: bool = True):
+        fid = make_fid("oracle", self.oracle, self.shape, None, sync_on_compute)
         if self.real is not None:
             fid.update(self.real, real=True)
         return fid
@@ -78,8 +78,7 @@ class ReconstructionQuality:
             images = [a for _, a in pairs if torch.is_tensor(a)]
             if len(images) < 2 or self.real is None:
                 continue
-            fid = self._fid()
-            fid.sync_on_compute = False          # the attacked outputs are gathered on rank 0 already
+            fid = self._fid(sync_on_compute=False)   # the attacked outputs are gathered on rank 0 already
             fid.update(torch.stack(images).reshape(-1, *self.shape).float().clamp(0, 1), real=False)
             result[f"metric_fid_attacked_{variant}"] = fid_score(fid, f"metric_fid_attacked_{variant}")
         return result
