@@ -88,8 +88,9 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
             f"{k}: {v}" for k, v in why.fillna("no reason given").value_counts().items()) + ")")
     if not summary.get("certificate_valid", True):
         console.print("[bold red]WARNING: some rows rest on assumptions that fail (input-dependent noise, "
-                      "Sukenik et al. 2022; or the symmetric oracle-error model), so their radii and bounds are "
-                      "NOT certificates. They are reported only as nominal_*.[/]")
+                      "Sukenik et al. 2022; or the symmetric oracle-error model) or, written before rows recorded "
+                      "it, do not say whether they hold, so their radii and bounds are NOT certificates. They are "
+                      "reported only as nominal_*.[/]")
     table = Table(show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
