@@ -221,6 +221,18 @@ def test_sequential_target_above_the_ceiling_fails_and_summary_radii_warn(tmp_pa
     assert len(err) == 1 and "certifier.target_radius=1" in err[0] and "certifier.n >=" in err[0]
 
 
+def test_a_target_no_n_can_reach_says_so():
+    """target 0.1 at noise scale 0.0097 needs p* = Phi(10.3), 1 - 1e-24: no n reaches it, and the error
+    says so instead of "use certifier.n >= None" (seen with smoothing=calibrated)."""
+    from smoothgen_exp.checks import certified_ceiling
+    from smoothgen_exp.errors import ConfigError
+
+    certifier = SequentialCertifier(n=100, alpha=0.001, target_radius=0.1)
+    with pytest.raises(ConfigError, match="no n up to 1e9 reaches it") as err:
+        certified_ceiling(certifier, GaussianNoise(0.0097), [])
+    assert "None" not in str(err.value)
+
+
 def test_run_summary_reports_the_ceiling(tiny_run):
     run_dir, res = tiny_run
     summary = json.loads((run_dir / "summary.json").read_text())
