@@ -108,6 +108,19 @@ def test_two_processes_give_the_rows_of_one(tmp_path, t2i):
     assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "distributed" in bad.stderr
 
 
+@pytest.mark.slow     # about 20 s
+def test_two_processes_with_an_attack_and_set_level_metrics_finish(tmp_path):
+    """The attacked VAE outputs are gathered on rank 0 and their FID computed there alone: it must not
+    wait for the other rank (a FID whose sync_on_compute was switched off after construction still
+    synced, and the run failed with 'Connection closed by peer')."""
+    res = cli("model=tiny_vae", "attack=photoguard", "metrics=reconstruction", "debug=smoke",
+              "distributed.num_processes=2", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert {"metric_fid_attacked_baseline", "metric_fid_attacked_smoothed", "metric_fid_smoothed"} <= set(summary)
+
+
 # a kill before the first part and one in the middle run by default; the other points in `make test-full`
 KILL_AFTER_PARTS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow),
                     pytest.param(5, marks=pytest.mark.slow)]
