@@ -23,9 +23,9 @@ it certifies if the Clopper-Pearson lower bound of its n votes at level alpha_cp
 alpha_bet + alpha_cp = alpha (`budget_share` = alpha_cp / alpha), a false certificate needs either the
 bet to cross falsely at some time (probability <= alpha_bet, Ville) or the one-sided CP test on the n
 samples after the selection (i.i.d. given the selection's outcome) to fail (<= alpha_cp, whether or not
-the run reached them), so by the union bound the 1 - alpha guarantee holds. It gives back to the items just above p*, which no
-bet can decide early, what fixed n would certify, at a slightly stricter alpha (budget_share = 0: the
-pure bet at alpha).
+the run reached them), so by the union bound the 1 - alpha guarantee holds. It gives back to the items
+just above p*, which no bet can decide early, what fixed n would certify, at a slightly stricter alpha
+(budget_share = 0: the pure bet at alpha).
 
 Selection stops after SELECT_FIRST samples when they are unanimous (else it draws n0); an item whose
 selection votes already bound p_A below p* (Clopper-Pearson upper bound at give_up_alpha) gives up
