@@ -214,11 +214,12 @@ def test_a_configuration_that_cannot_certify_fails_in_one_line(tmp_path):
 
 
 def test_sequential_target_above_the_ceiling_fails_and_summary_radii_warn(tmp_path):
-    res = cli("certifier=sequential", "certifier.n=100", "certifier.target_radius=1.0", "smoothing.sigma=0.1",
+    res = cli("certifier=sequential", "certifier.n=100", "certifier.target_radius=0.3", "smoothing.sigma=0.1",
               f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path / 'run'}")
     assert res.returncode == 2
     err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "certifier.target_radius=1" in err[0] and "certifier.n >=" in err[0]
+    need = SequentialCertifier(n=100, alpha=0.001, target_radius=0.3).smallest_n(0.3, 0.1)   # 6,751
+    assert len(err) == 1 and "certifier.target_radius=0.3" in err[0] and f"certifier.n >= {need}" in err[0]
 
 
 def test_a_target_no_n_can_reach_says_so():
