@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -157,8 +158,9 @@ def warn_violations(count: int, run_dir: Path) -> None:
 
 def completed_summary(run_dir: Path, chash: str, run_id: str) -> dict | None:
     """The summary of this very configuration if its job finished (summary.json is written last), printed
-    again on rank 0 so that rerunning a command shows its results; None if it did not finish."""
-    from smoothgen_exp.provenance import completed
+    again on rank 0 so that rerunning a command shows its results; None if it did not finish. A summary
+    written by other code than this (provenance.json's git_sha) follows that code's rules: say so."""
+    from smoothgen_exp.provenance import completed, git_state
     from smoothgen_exp.records import read_records
     from smoothgen_exp.report import print_summary
 
@@ -166,5 +168,11 @@ def completed_summary(run_dir: Path, chash: str, run_id: str) -> dict | None:
         return None
     if int(os.environ.get("RANK", "0")) == 0:
         log.info("run %s already complete in %s", run_id, run_dir)
+        provenance = run_dir / "provenance.json"
+        then = json.loads(provenance.read_text()).get("git_sha", "unknown") if provenance.exists() else "unknown"
+        now = git_state()[0]
+        if "unknown" not in (then, now) and then != now:
+            log.warning("run %s was summarised by the code at %s, not this code (%s): its summary follows that "
+                        "code's rules; rerun under a new run_id to recompute it", run_id, then[:12], now[:12])
         print_summary(summary, title=f"{run_id}, already complete ({run_dir})", records=read_records(run_dir))
     return summary

@@ -161,3 +161,25 @@ def test_the_curve_marks_radii_no_row_can_reach(capsys, monkeypatch):
     print_summary(summary, "t")
     out = capsys.readouterr().out
     assert out.count("(above the target radius)") == 2 and "target_radius" in out
+
+
+def test_a_completed_run_summarised_by_other_code_says_so(tmp_path, caplog, monkeypatch):
+    """Rerunning a finished command reprints its summary.json; where provenance.json names other code than
+    this, the summary follows that code's rules (validity, confidence), and the log says so."""
+    import json
+
+    import smoothgen_exp.records as records
+    from smoothgen_exp.checks import completed_summary
+    from smoothgen_exp.provenance import git_state
+
+    if git_state()[0] == "unknown":
+        pytest.skip("not a git checkout: no code version to compare")
+    monkeypatch.setattr(records, "read_records", lambda run_dir: None)
+    monkeypatch.setenv("COLUMNS", "200")
+    (tmp_path / "summary.json").write_text(json.dumps({"config_hash": "h", "items": 1}))
+    for sha, warned in (("0" * 40, True), (git_state()[0], False)):
+        (tmp_path / "provenance.json").write_text(json.dumps({"git_sha": sha}))
+        caplog.clear()
+        assert completed_summary(tmp_path, "h", "r")["items"] == 1
+        assert any("not this code" in r.getMessage() for r in caplog.records) == warned
+    assert completed_summary(tmp_path, "other", "r") is None
