@@ -18,9 +18,9 @@ LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv",
                    "violation", "_mse")
 
 
-NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "max_certifiable_radius", "target_radius",
-           "mean_bound_rho",
-           "attack_within_radius", "mcdiarmid_n", "alpha_per_bound", "mean_bound_center_radius", "mean_bound_center_frac")
+NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "max_certifiable_radius",
+           "target_radius", "mean_bound_rho", "attack_within_radius", "mcdiarmid_n", "alpha_per_bound",
+           "mean_bound_center_radius", "mean_bound_center_frac")
 
 
 def metric_arrow(key: str) -> str:
