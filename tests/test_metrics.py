@@ -43,22 +43,28 @@ def test_fid_counts_the_samples_it_computes_from(oracle, caplog, sync):
     """Two simulated processes with 100 generated digits each: a synced FID is computed from 200 (> 128
     feature dimensions, no warning); one built with sync_on_compute=False (the attacked outputs, gathered
     on rank 0) from its own 100, and neither compute() nor the count may sync it (review: assigning the
-    attribute after construction did not stop compute() from syncing)."""
+    attribute after construction did not stop compute() from syncing). A synced score is the one of both
+    ranks' sets, from one sync of each state (the count once synced them a second time)."""
     real = torch.from_numpy(digit_images("heldout")[0])
-    fid = make_fid("oracle", oracle, (1, 8, 8), None, sync_on_compute=sync)
-    fid.update(real, real=True)
-    fid.update(real[:100], real=False)
+    fid, both = (make_fid("oracle", oracle, (1, 8, 8), None, sync_on_compute=sync) for _ in range(2))
+    for times, metric in ((1, fid), (2 if sync else 1, both)):
+        for _ in range(times):
+            metric.update(real, real=True)
+            metric.update(real[:100], real=False)
     fid.distributed_available_fn = lambda: True
+    synced = []
 
     def two_ranks(tensor, group=None):
         if not sync:
             raise AssertionError("a FID built with sync_on_compute=False was synced")
+        synced.append(tensor)
         return [tensor, tensor]
 
     fid.dist_sync_fn = two_ranks
     caplog.clear()
-    fid_score(fid, "metric_fid_x")
+    assert fid_score(fid, "metric_fid_x") == pytest.approx(float(both.compute()), rel=1e-9)
     assert any("100 generated samples" in r.getMessage() for r in caplog.records) == (not sync)
+    assert len(synced) == (len(fid._defaults) if sync else 0)          # each state synced once
 
 
 def test_fid_never_downloads(oracle):

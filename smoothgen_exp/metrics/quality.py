@@ -61,13 +61,15 @@ def fid_score(fid, name: str) -> float:
     """fid.compute(), with a warning where the generated set (over all processes that compute() syncs) is
     no larger than the feature dimension: its covariance is then singular and the score mostly
     small-sample bias (FID falls as the set grows, for the same generator), comparable only with runs of
-    the same size. Collective where compute() is."""
+    the same size. Collective where compute() is, and syncs the states once: the count and the score are
+    read inside one sync (torchmetrics' compute unwrapped, as its own wrapper would sync a second time)."""
     with fid.sync_context(dist_sync_fn=fid.dist_sync_fn, should_sync=fid.sync_on_compute):
         n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
+        value = float(fid.compute.__wrapped__())
     if n <= dim:
         log.warning("%s from %d generated samples, no more than its %d feature dimensions: mostly "
                     "small-sample bias; compare only runs of the same size", name, n, dim)
-    return float(fid.compute())
+    return value
 
 
 @configured
