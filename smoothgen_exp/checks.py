@@ -4,6 +4,7 @@
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
 - `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart;
 - `check_booster_fits_model`: a booster sits around a feature encoder;
+- `check_components_fit`: what an aggregator, certifier or metrics class `requires` of the model or oracle;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `certified_ceiling`: the largest radius any item can reach (`max_certifiable_radius`);
 - `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights;
@@ -82,6 +83,37 @@ def check_before_loading(cfg: DictConfig) -> None:
     check_attack_fits_model(cfg)
     check_oracle_fits_certifier(cfg)
     check_booster_fits_model(cfg)
+    check_components_fit(cfg)
+
+
+# what a component may ask of the class chosen in another group (its class attribute `requires`)
+CAPABILITIES = {
+    "tensor outputs (images or features)": lambda cls: getattr(cls, "output_kind", "image") != "text",
+    "text outputs": lambda cls: getattr(cls, "output_kind", "image") == "text",
+    "token-averaged decoding (a language model)": lambda cls: hasattr(cls, "token_average"),
+    "output features": lambda cls: hasattr(cls, "features"),
+}
+
+
+def check_components_fit(cfg: DictConfig) -> None:
+    """Each chosen class's `requires` ({group: capability}) against the class chosen in that group, so
+    that e.g. `aggregator=mean` on a language model fails in one line, not with an AttributeError later."""
+    for group in ("aggregator", "certifier", "metrics"):
+        cls = get_class(cfg[group]._target_)
+        for other, capability in getattr(cls, "requires", {}).items():
+            target = get_class(cfg[other]._target_)
+            if not CAPABILITIES[capability](target):
+                article = "an" if other[0] in "aeiou" else "a"
+                raise ConfigError(f"{group}={_option(cfg, group, cls)}: needs {article} {other} with {capability}, "
+                                  f"and {other}={_option(cfg, other, target)} ({target.__name__}) has none")
+
+
+def _option(cfg: DictConfig, group: str, cls) -> str:
+    """The option chosen in a group: Hydra's choice where known, else the class's name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return str(choices.get(group) or getattr(cls, "name", cls.__name__))
 
 
 def check_booster_fits_model(cfg: DictConfig) -> None:

@@ -157,3 +157,36 @@ def test_every_launcher_config_composes_and_passes_the_preflight(launcher, targe
         assert cfg.hydra.job.env_set.OMP_NUM_THREADS == "1"
     res = cli(f"hydra/launcher={launcher}", "dry_run=true")
     assert res.returncode == 0, res.stderr[-500:]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["certifier=decoding"], r"certifier=decoding: needs a model with token-averaged decoding .*\(DigitsT2I\)"),
+    (["aggregator=token_average"], r"aggregator=\w+: needs a model with token-averaged decoding"),
+    (["model=tiny_gpt2", "aggregator=mean"], r"aggregator=\w+: needs a model with tensor outputs .*\(CausalLM\)"),
+    (["model=tiny_gpt2", "certifier=feature"], r"certifier=feature: needs an oracle with output features"),
+    (["oracle=refusal"], r"metrics=\w+: needs an oracle with output features, .*\(RefusalJudge\)"),
+    (["model=tiny_gpt2", "certifier=output_bound"], r"certifier=output_bound: needs a model with tensor outputs"),
+    (["model=tiny_gpt2", "metrics=digits"], r"metrics=\w+: needs a model with tensor outputs"),
+    (["metrics=text"], r"metrics=\w+: needs a model with text outputs"),
+])
+def test_components_that_do_not_fit_fail_in_one_line_before_loading(overrides, message):
+    """A new user's combinations that ended in AttributeError or KeyError tracebacks after setup (the CLI
+    names Hydra's option, e.g. aggregator=mean; composed here without Hydra, the class)."""
+    from smoothgen_exp.checks import check_before_loading
+    from smoothgen_exp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as err:
+        check_before_loading(composed(*overrides))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_and_model_default_fits(experiment):
+    """The capability check refuses none of the shipped combinations: each experiment, and each model
+    with the groups it presets."""
+    from smoothgen_exp.checks import check_before_loading
+
+    check_before_loading(composed(f"experiment={experiment}"))
+    if experiment == "attacks":                      # once: every model option with its own presets
+        for model in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
+            check_before_loading(composed(f"model={model}"))

@@ -38,6 +38,7 @@ def step_prob_batches(ctx, tokens, n: int, batch_size: int, centre: torch.Tensor
 @configured
 class DecodingCertifier(Certifier):
     name = "decoding"
+    requires = {"model": "token-averaged decoding (a language model)"}
     classifies = False
     certifies = "sequence"
 

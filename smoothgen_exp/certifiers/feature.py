@@ -44,6 +44,7 @@ def cosine_or_nan(inner_lower: float) -> float:
 @configured
 class FeatureCertifier(BoundCertifier):
     name = "feature"
+    requires = {"oracle": "output features"}
     certifies = "cosine"
 
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,

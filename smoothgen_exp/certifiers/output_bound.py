@@ -71,6 +71,7 @@ def output_ball(model) -> OutputBall:
 @configured
 class OutputBoundCertifier(BoundCertifier):
     name = "output_bound"
+    requires = {"model": "tensor outputs (images or features)"}
 
     def _certify(self, ctx) -> dict:
         a, b, m = output_geometry(ctx.model)

@@ -66,6 +66,7 @@ class CLIPImageFeatures(nn.Module):
 @configured
 class T2IQuality:
     enabled = True
+    requires = {"model": "tensor outputs (images or features)"}
 
     def __init__(self, samples_per_item: int, name: str,
                  path: str | None, tiny: dict | None, image_size: int, dtype: str):

@@ -75,6 +75,7 @@ def fid_score(fid, name: str) -> float:
 @configured
 class DigitQuality:
     enabled = True
+    requires = {"model": "tensor outputs (images or features)", "oracle": "output features"}
 
     def __init__(self, samples_per_item: int, fid_features: str, fid_weights: str | None):
         self.k, self.fid_features, self.fid_weights = int(samples_per_item), fid_features, fid_weights

@@ -34,6 +34,7 @@ def reconstruction_columns(oracle, out: torch.Tensor, x: torch.Tensor, prefix: s
 @configured
 class ReconstructionQuality:
     enabled = True
+    requires = {"model": "tensor outputs (images or features)"}
 
     def setup(self, oracle, dataset, model, reference: bool = True) -> None:
         """reference=False on ranks other than 0 (torchmetrics sums the ranks' states; see DigitQuality)."""

@@ -55,6 +55,7 @@ def text_quality(hypotheses: Sequence[str], references: Sequence[str]) -> dict[s
 @configured
 class TextQuality:
     enabled = True
+    requires = {"model": "text outputs"}
 
     def setup(self, oracle, dataset, model, reference: bool = True) -> None:
         # the canonical answer of each class (answers datasets), read per item as its label's
