@@ -40,6 +40,8 @@ COLUMNS: dict[str, pa.DataType] = {
     "samples_used": pa.int64(), "batch_size": pa.int64(),
     "time_encode_s": pa.float64(), "time_generate_s": pa.float64(), "time_predict_s": pa.float64(),
     "time_certify_s": pa.float64(), "time_total_s": pa.float64(),
+    "attack_within_radius": pa.bool_(), "certificate_checked": pa.bool_(),
+    "certificate_violation": pa.bool_(),   # null where the attacked item was not checked
 }
 REQUIRED = ("run_id", "item_id", "seed", "variant", "model", "sigma", "n0", "n", "alpha", "prediction",
             "label", "correct", "count", "p_lower", "radius", "certified", "abstained", "time_total_s")

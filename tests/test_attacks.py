@@ -181,6 +181,8 @@ def test_zero_certificate_violations_on_the_default(attack_runs):
         assert summary["certificate_violations"] == 0, name
         sm = df[df.variant == "smoothed"]
         assert not sm.certificate_violation.any(), name
+        # a row never checked has no verdict (null), not "checked, no violation" (found by a new user)
+        assert sm.certificate_violation[~sm.certificate_checked.astype(bool)].isna().all(), name
         for col in ("attack_success", "attack_eps", "attack_norm", "attack_distance", "attack_queries",
                     "attack_output_shift", "attack_time_s"):
             assert col in df, (name, col)

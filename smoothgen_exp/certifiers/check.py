@@ -62,7 +62,8 @@ def check_certificate(certifier, ctx, row: dict, z: torch.Tensor, n: int, alpha:
     """The `certificate_*` columns of a smoothed row attacked to condition z."""
     distance, radius = reach(ctx, row, z) if checkable(row) else (math.inf, 0.0)
     within = distance <= radius
-    out = {"attack_within_radius": within, "certificate_checked": False, "certificate_violation": False}
+    # unchecked: no verdict (null), not "checked, no violation"
+    out = {"attack_within_radius": within, "certificate_checked": False, "certificate_violation": None}
     kind = getattr(certifier, "certifies", None)
     if not within or kind not in CHECKS:
         return out
