@@ -48,6 +48,9 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
     ceiling = certifier.max_certifiable_radius(scale)
     if ceiling is None:
         return None
+    log.info("largest certifiable radius at n=%d, alpha=%g: %.4g (all samples agreeing)%s", certifier.n,
+             certifier.alpha, ceiling, "" if ceiling_is_certified(certifier, smoothing) else
+             ", NOMINAL: this configuration's certificates rest on assumptions that fail (SPEC 4)")
     target = getattr(certifier, "target_radius", None)
     if target is not None and target > ceiling:
         need = certifier.smallest_n(target, scale)
@@ -60,6 +63,19 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
         log.info("summary_radii %s lie above the largest certifiable radius %.4g (n=%d, alpha=%g): their "
                  "certified accuracy is 0 by arithmetic", above, ceiling, certifier.n, certifier.alpha)
     return ceiling
+
+
+def ceiling_is_certified(certifier, smoothing) -> bool:
+    """False where every row of the configuration is nominal (input-dependent noise, the symmetric
+    oracle-error model: SPEC 4), and so is its ceiling."""
+    return bool(smoothing.certificate_valid and getattr(certifier, "oracle_error_valid", True))
+
+
+def ceiling_summary(certifier, smoothing, ceiling: float | None) -> dict:
+    """The summary's `max_certifiable_radius`, `nominal_`-prefixed where the configuration is nominal (the
+    symmetric model's all-agreeing votes give p_lower = 1, an infinite radius that is no certificate)."""
+    nominal = "" if ceiling_is_certified(certifier, smoothing) else "nominal_"
+    return {f"{nominal}max_certifiable_radius": ceiling}
 
 
 def oracle_naming_every_missing_weight(load_oracle, load_model):

@@ -934,6 +934,9 @@ def validate(cfg: DictConfig) -> None:
     top = OmegaConf.create({k: cfg[k] for k in cfg if k not in GROUPS and k != "hydra"})
     _check_node("", RunConf, top)
     validate_groups(cfg, GROUPS)
+    from smoothgen_exp.devices import resolve_device
+
+    resolve_device(str(cfg.device))              # a device this machine cannot use: one line, before any work
 
 
 def validate_groups(cfg: DictConfig, groups) -> None:

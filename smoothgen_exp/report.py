@@ -15,12 +15,12 @@ CURVES = {"certified_accuracy": "certified accuracy ↑", "certified_fraction": 
           "nominal_certified_fraction": "NOMINAL certified fraction (not a certificate)"}
 LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv", "bound_w", "bound_lip",
                    "bound_harm", "bound_eps_out", "bound_interval", "bound_mcdiarmid", "event", "attack_",
-                   "violation", "_mse")
+                   "violation", "_mse", "halfwidth")
 
 
 NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "max_certifiable_radius",
-           "target_radius", "mean_bound_rho", "attack_within_radius", "mcdiarmid_n", "alpha_per_bound",
-           "mean_bound_center_radius", "mean_bound_center_frac")
+           "nominal_max_certifiable_radius", "target_radius", "mean_bound_rho", "attack_within_radius",
+           "mcdiarmid_n", "alpha_per_bound", "mean_bound_center_radius", "mean_bound_center_frac")
 
 
 def metric_arrow(key: str) -> str:

@@ -28,6 +28,7 @@ from smoothgen_exp.attacks.output_sets import output_set_distances
 from smoothgen_exp.batching import Batcher, OOMGuard
 from smoothgen_exp.certifiers.check import check_certificate
 from smoothgen_exp.checks import (
+    ceiling_summary,
     certified_ceiling,
     check_before_loading,
     check_certifiable,
@@ -204,7 +205,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
     validate(cfg)
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     chash, run_id = config_hash(cfg), run_id_of(cfg)
-    if (summary := completed_summary(run_dir, chash, run_id)) is not None:   # a finished job: shown again
+    if not cfg.resume:                           # a directory with records is refused before anything loads
+        recorded_items(run_dir, chash, resume=False)
+    elif (summary := completed_summary(run_dir, chash, run_id)) is not None:   # a finished job: shown again
         return summary
     ranks = Ranks(cfg.device)
     try:
@@ -229,9 +232,6 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
         parts.dataset = keep_baseline_correct(parts.dataset, parts.oracle,
                                               lambda items: item_contexts(items, parts, cfg, device),
                                               cfg.pack_items, cfg.progress)
-    if parts.ceiling is not None:
-        log.info("largest certifiable radius at n=%d, alpha=%g: %.4g (all samples agreeing)",
-                 parts.certifier.n, parts.certifier.alpha, parts.ceiling)
 
     done = recorded_items(run_dir, chash, cfg.resume)
     if done:
@@ -272,7 +272,7 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
 
     summary = {"run_id": run_id, "config_hash": chash, **choices, "sigma": parts.smoothing.sigma,
                "n0": parts.certifier.n0, "n": parts.certifier.n, "alpha": parts.certifier.alpha,
-               "max_certifiable_radius": parts.ceiling,
+               **ceiling_summary(parts.certifier, parts.smoothing, parts.ceiling),
                **summarize(records, list(cfg.summary_radii), parts.certifier),
                "seconds_per_item": loop_s / max(1, new_items),
                "world_size": ranks.world, "items_total": getattr(parts.dataset, "items_total", len(parts.dataset)),

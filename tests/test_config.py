@@ -190,3 +190,18 @@ def test_every_experiment_and_model_default_fits(experiment):
     if experiment == "attacks":                      # once: every model option with its own presets
         for model in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
             check_before_loading(composed(f"model={model}"))
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("tpu", "device=tpu: not a device; use auto, cpu, cuda, cuda:N or mps"),
+    ("cuda:x", "device=cuda:x: not a device"),
+    ("cuda:99", "device=cuda:99: this (torch sees no CUDA GPU|machine has)"),
+])
+def test_a_device_this_machine_cannot_use_fails_in_one_line(device, message):
+    """device=tpu or cuda:x ended in a RuntimeError traceback; device=cuda on a CPU build in an
+    AssertionError, after setup (found by a new user)."""
+    from smoothgen_exp.errors import ConfigError
+
+    validate(composed("device=cpu"))
+    with pytest.raises(ConfigError, match=message):
+        validate(composed(f"device={device}"))

@@ -130,6 +130,30 @@ def test_symmetric_oracle_error_rows_are_nominal_only(option_runs):
     assert summary["certificate_valid"] is False
     assert not [k for k in summary if k.startswith(("certified_", "mean_radius", "acr", "mean_bound_"))]
     assert "nominal_certified_accuracy" in summary
+    # its ceiling is nominal too (all-agreeing votes at n = 1,000 and eps = 0.05 gave p_lower = 1: "inf")
+    assert "max_certifiable_radius" not in summary and "nominal_max_certifiable_radius" in summary
+
+
+def test_summaries_are_strict_json_and_a_finished_run_with_resume_false_is_refused(option_runs, tmp_path):
+    """summary.json held `Infinity` (the symmetric model's nominal radius), which is not JSON: a value that
+    is not a finite number is written as null. resume=false on a finished run printed its old summary and
+    exited 0; it is refused in one line, as the README says (found by a new user)."""
+    import json
+
+    from smoothgen_exp.errors import SmoothgenError
+    from smoothgen_exp.records import write_summary
+
+    def strict(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    write_summary(tmp_path, {"nominal_max_certifiable_radius": math.inf, "radii": {"0.5": math.nan}, "a": [1.5]})
+    assert json.loads((tmp_path / "summary.json").read_text(), parse_constant=strict) == {
+        "nominal_max_certifiable_radius": None, "radii": {"0.5": None}, "a": [1.5]}
+    run_dir = tmp_path / "finished"
+    run_in_process(*TINY, "certifier.n=100", "dataset.limit=2", "metrics=none", run_dir=run_dir)
+    json.loads((run_dir / "summary.json").read_text(), parse_constant=strict)
+    with pytest.raises(SmoothgenError, match="resume=false: .* already holds records"):
+        run_in_process(*TINY, "certifier.n=100", "dataset.limit=2", "metrics=none", "resume=false", run_dir=run_dir)
 
 
 def test_calibrated_runs_record_both_radii(option_runs):
