@@ -1,13 +1,14 @@
 """What a configuration can do, decided before any weights load, and what a finished run returns.
 
-- `check_before_loading`: both checks below, before any weights load;
+- `check_before_loading`: the four checks below, before any weights load;
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
 - `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart;
 - `check_booster_fits_model`: a booster sits around a feature encoder;
 - `check_components_fit`: what an aggregator, certifier or metrics class `requires` of the model or oracle;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
-- `certified_ceiling`: the largest radius any item can reach (`max_certifiable_radius`);
+- `certified_ceiling`, `ceiling_summary`: the largest radius any item can reach (`max_certifiable_radius`);
 - `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights;
+- `set_level_quality`: the metrics' summary, and after a resume how many items its FID covers;
 - `objective_value`: the summary key a Hydra sweeper optimises, under minimum constraints;
 - `completed_summary`: a finished run's summary, shown again when its command is rerun;
 - `warn_violations`: the loud warning of a run whose attacks broke a certificate.
@@ -157,6 +158,20 @@ def check_attack_fits_model(cfg: DictConfig) -> None:
     if getattr(attack, "white_box", False) and not getattr(model, "differentiable", True):
         raise ConfigError(f"attack={attack.name}: needs gradients through the generator, and {model.__name__} "
                           "has none; use attack=nes or attack=random_search")
+
+
+def set_level_quality(metrics, records, new_items: int, resumed_items: int) -> dict:
+    """The metrics' summary. Set-level numbers (FID) accumulate in memory, over the items this process
+    generated: after a resume they cover `quality_items` of the run's items only, and the log says so."""
+    if not metrics.enabled or not new_items:
+        return {}
+    quality = metrics.summary(records)
+    if resumed_items:
+        log.warning("set-level metrics (FID) cover the %d items generated since the resume, not the %d recorded "
+                    "before it: compare them only with runs of the same size, or rerun under a new run_id",
+                    new_items, resumed_items)
+        quality["quality_items"] = new_items
+    return quality
 
 
 def summary_value(summary: dict, key: str):

@@ -33,6 +33,7 @@ from smoothgen_exp.checks import (
     check_before_loading,
     check_certifiable,
     completed_summary,
+    set_level_quality,
     oracle_naming_every_missing_weight,
     warn_violations,
 )
@@ -263,7 +264,7 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
 
     records = read_records(run_dir)
     new_items = len(parts.dataset) - len(done)   # the same on every rank: the FID sync is collective
-    quality = parts.metrics.summary(records) if parts.metrics.enabled and new_items else {}
+    quality = set_level_quality(parts.metrics, records, new_items, len(done))
     per_rank = ranks.gather(attacked)
     attacked = {v: [pair for pairs in per_rank for pair in pairs[v]] for v in attacked}
     loop_s = max(ranks.gather(loop_s))

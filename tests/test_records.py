@@ -183,3 +183,18 @@ def test_a_completed_run_summarised_by_other_code_says_so(tmp_path, caplog, monk
         assert completed_summary(tmp_path, "h", "r")["items"] == 1
         assert any("not this code" in r.getMessage() for r in caplog.records) == warned
     assert completed_summary(tmp_path, "other", "r") is None
+
+
+def test_set_level_metrics_after_a_resume_say_how_many_items_they_cover(caplog):
+    """A resumed run's FID covers only the items generated since the resume (found by a new user: 45 of
+    60 gave 53.7 against 50.3, with nothing in the log or summary)."""
+    from types import SimpleNamespace
+
+    from smoothgen_exp.checks import set_level_quality
+
+    metrics = SimpleNamespace(enabled=True, summary=lambda records: {"metric_fid_smoothed": 50.0})
+    assert set_level_quality(metrics, None, 60, 0) == {"metric_fid_smoothed": 50.0}
+    assert not caplog.records
+    assert set_level_quality(metrics, None, 45, 15) == {"metric_fid_smoothed": 50.0, "quality_items": 45}
+    assert "cover the 45 items generated since the resume, not the 15" in caplog.text
+    assert set_level_quality(metrics, None, 0, 60) == {}                  # nothing new: nothing to compute
