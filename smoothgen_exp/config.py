@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sys
 from dataclasses import MISSING, dataclass, field, fields
 from difflib import get_close_matches
@@ -934,9 +935,8 @@ def validate(cfg: DictConfig) -> None:
     top = OmegaConf.create({k: cfg[k] for k in cfg if k not in GROUPS and k != "hydra"})
     _check_node("", RunConf, top)
     validate_groups(cfg, GROUPS)
-    from smoothgen_exp.devices import resolve_device
-
-    resolve_device(str(cfg.device))              # a device this machine cannot use: one line, before any work
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(cfg.device)):   # availability: devices.resolve_device
+        raise ConfigError(f"device={cfg.device}: not a device; use auto, cpu, cuda, cuda:N or mps")
 
 
 def validate_groups(cfg: DictConfig, groups) -> None:

@@ -199,9 +199,12 @@ def test_every_experiment_and_model_default_fits(experiment):
 ])
 def test_a_device_this_machine_cannot_use_fails_in_one_line(device, message):
     """device=tpu or cuda:x ended in a RuntimeError traceback; device=cuda on a CPU build in an
-    AssertionError, after setup (found by a new user)."""
+    AssertionError, after setup (found by a new user). Names are checked at validation (without torch:
+    dry_run imports none), availability where the device is resolved, before any weights load."""
+    from smoothgen_exp.devices import resolve_device
     from smoothgen_exp.errors import ConfigError
 
     validate(composed("device=cpu"))
     with pytest.raises(ConfigError, match=message):
         validate(composed(f"device={device}"))
+        resolve_device(device)

@@ -1,5 +1,6 @@
 """Row schema, parquet parts and the summary on rows with a known answer."""
 
+import json
 import math
 
 import pandas as pd
@@ -60,9 +61,10 @@ def test_fixed_column_types_do_not_depend_on_values():
     assert t1.schema == t2.schema
 
 
-def test_summary_file_is_json_with_nan_allowed(tmp_path):
-    write_summary(tmp_path, {"x": math.nan, "y": 1})
-    assert (tmp_path / "summary.json").read_text().count("NaN") == 1
+def test_summary_file_is_strict_json_with_null_for_nan(tmp_path):
+    """NaN and infinity are not JSON (jq and JavaScript refuse them): written as null."""
+    write_summary(tmp_path, {"x": math.nan, "y": 1, "z": math.inf})
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"x": None, "y": 1, "z": None}
 
 
 def test_the_summary_prints_smoothed_answers_with_their_certificates(capsys):

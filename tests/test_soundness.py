@@ -133,7 +133,7 @@ def test_abstained_item_with_a_zero_distance_attack_is_no_violation():
     ctx = toy_ctx(QuantileOracle(0.4, 1.0))
     row = {"certified": False, "abstained": True, "radius": 0.0, "prediction": -1, "p_lower": 0.3}
     out = check_certificate(CohenCertifier(), ctx, row, ctx.x.clone(), 1000, 0.001)
-    assert out == {"attack_within_radius": False, "certificate_checked": False, "certificate_violation": False}
+    assert out == {"attack_within_radius": False, "certificate_checked": False, "certificate_violation": None}
 
 
 def test_a_planted_violation_is_reported_and_a_sound_certificate_is_not():
