@@ -13,6 +13,8 @@ table of the project goes through this script (or its functions in smoothgen_exp
 from __future__ import annotations
 
 import argparse
+import sys
+from difflib import get_close_matches
 from pathlib import Path
 
 from smoothgen_exp.tables import formatted, load_summaries, require_runs, results_table, write_table
@@ -32,7 +34,13 @@ def main(argv: list[str] | None = None):
     args = p.parse_args(argv)
     run_dirs = require_runs(*args.paths)
     available = set(load_summaries(run_dirs).columns)
-    metrics = [m for m in (args.metrics or DEFAULT_METRICS) if m in available]
+    known = [m for m in (args.metrics or DEFAULT_METRICS) if m in available or f"nominal_{m}" in available]
+    missing = sorted(set(args.metrics or []) - set(known))
+    if missing:                         # a key asked for by name that no run has: say so (a typo wrote no column)
+        hints = [f"{m} (did you mean {close[0]}?)" if (close := get_close_matches(m, available, n=1)) else m
+                 for m in missing]
+        sys.exit(f"error: no run under {', '.join(args.paths)} has --metrics {', '.join(hints)}")
+    metrics = known
     table = results_table(run_dirs, metrics, args.by)
     pretty = formatted(table, metrics)
     caption = args.caption or f"{len(run_dirs)} runs from {', '.join(args.paths)}; ± = binomial stderr over items"

@@ -908,13 +908,16 @@ def _fmt(value: Any) -> str:
 
 def _check_node(prefix: str, schema: type, node: DictConfig) -> None:
     """Merge `node` into `schema` (types, unknown keys), then apply the schema's range rules."""
+    def name(key) -> str:                      # top-level keys have no prefix (`resume`, not `.resume`)
+        return f"{prefix}.{key}" if prefix else str(key)
+
     try:
         OmegaConf.merge(OmegaConf.structured(schema), node)
     except ConfigKeyError as e:
         known = ", ".join(f.name for f in fields(schema) if f.name != "_target_")
-        raise ConfigError(f"{prefix}.{e.key}: unknown key (known keys: {known})") from None
+        raise ConfigError(f"{name(e.key)}: unknown key (known keys: {known})") from None
     except ValidationError as e:
-        raise ConfigError(f"{prefix}.{e.key}={_fmt(e.value)}: {e.msg.splitlines()[0]}") from None
+        raise ConfigError(f"{name(e.key)}={_fmt(e.value)}: {e.msg.splitlines()[0]}") from None
     for f in fields(schema):
         rule = f.metadata.get("check") and f.metadata
         if not rule or f.name not in node:
@@ -926,8 +929,7 @@ def _check_node(prefix: str, schema: type, node: DictConfig) -> None:
         if isinstance(value, DictConfig | list) or OmegaConf.is_list(value):
             value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         if not rule["check"](value):
-            key = f"{prefix}.{f.name}" if prefix else f.name
-            raise ConfigError(f"{key}={_fmt(value)}: {rule['text']}")
+            raise ConfigError(f"{name(f.name)}={_fmt(value)}: {rule['text']}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -1064,11 +1066,13 @@ def preflight(argv: list[str]) -> None:
             known = {f.name for f in fields(schema)} if schema else group_keys(head)
             if key not in known:
                 where = f"{head}={option}" if schema else f"conf/{head}/ options"
-                print(f"error: {head}.{key}: unknown key (known keys of {where}: "
-                      f"{', '.join(sorted(known - {'_target_'}))})", file=sys.stderr)
+                settings = sorted(known - {"_target_"})
+                print(f"error: {head}.{key}: unknown key " + (f"(known keys of {where}: {', '.join(settings)})"
+                      if settings else f"({where} has no settings: choose an option first, {head}=...)"),
+                      file=sys.stderr)
                 sys.exit(2)
             continue
-        if ov.is_delete() or group not in GROUPS:
+        if ov.is_delete() or group not in (*GROUPS, "experiment", "debug"):
             continue
         if ov.is_sweep_override():
             try:

@@ -223,5 +223,5 @@ def write_summary(run_dir: str | os.PathLike, summary: dict) -> None:
     """Atomically write `<run_dir>/summary.json`, the completion marker of a run."""
     path = Path(run_dir) / "summary.json"
     tmp = path.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(_finite(summary), indent=2, sort_keys=True, default=float, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(_finite(summary), indent=2, default=float, allow_nan=False) + "\n")
     os.replace(tmp, path)

@@ -33,8 +33,8 @@ from smoothgen_exp.checks import (
     check_before_loading,
     check_certifiable,
     completed_summary,
-    set_level_quality,
     oracle_naming_every_missing_weight,
+    set_level_quality,
     warn_violations,
 )
 from smoothgen_exp.config import validate

@@ -200,3 +200,23 @@ def test_set_level_metrics_after_a_resume_say_how_many_items_they_cover(caplog):
     assert set_level_quality(metrics, None, 45, 15) == {"metric_fid_smoothed": 50.0, "quality_items": 45}
     assert "cover the 45 items generated since the resume, not the 15" in caplog.text
     assert set_level_quality(metrics, None, 0, 60) == {}                  # nothing new: nothing to compute
+
+
+def test_make_table_refuses_a_metric_no_run_has(tmp_path, capsys):
+    """`--metrics certified_acuracy/0.1` (a typo) wrote a table with the group columns only, silently."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_table", "scripts/make_table.py")
+    make_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_table)
+    run = tmp_path / "run"
+    records = rows("a", True, True, 0.3) + rows("b", False, False, 0.0)
+    df = pd.DataFrame(records)
+    writer = RecordWriter(run, rank=0, flush_every=10)
+    writer.add(records)
+    writer.flush()
+    write_summary(run, summarize(df, [0.0, 0.1]))
+    with pytest.raises(SystemExit, match=r"--metrics certified_acuracy/0.1 \(did you mean certified_accuracy/0.1\?\)"):
+        make_table.main([str(run), "--metrics", "certified_acuracy/0.1", "--out", str(tmp_path / "t")])
+    table = make_table.main([str(run), "--metrics", "certified_accuracy/0.1", "--out", str(tmp_path / "t")])
+    assert table["certified_accuracy/0.1"].tolist() == [0.5]

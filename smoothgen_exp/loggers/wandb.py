@@ -37,18 +37,21 @@ class WandbLogger:
         self.run = None
 
     def start(self, run_dir: Path, run_id: str, config: dict) -> None:
-        root = Path(run_dir).resolve() / "wandb"
-        for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                         ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            os.environ[var] = str(root / sub)
+        # W&B writes its runs to <dir>/wandb/: <run_dir>/wandb/offline-run-..., beside its cache and config
+        base = Path(run_dir).resolve()
+        root = base / "wandb"
+        for var, path in (("WANDB_DIR", base), ("WANDB_CACHE_DIR", root / "cache"),
+                          ("WANDB_CONFIG_DIR", root / "config"), ("WANDB_DATA_DIR", root / "data"),
+                          ("WANDB_ARTIFACT_DIR", root / "artifacts")):
+            path.mkdir(parents=True, exist_ok=True)
+            os.environ[var] = str(path)
         mode = self.mode
         if mode == "auto":
             mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
-        self.run = wandb.init(project=self.project, entity=self.entity, mode=mode, dir=str(root),
+        self.run = wandb.init(project=self.project, entity=self.entity, mode=mode, dir=str(base),
                               id=run_id, resume="allow", config=config, tags=self.tags,
                               settings=wandb.Settings(console="off", quiet=True))
 
