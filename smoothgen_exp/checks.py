@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from smoothgen_exp.errors import ConfigError, WeightsNotFound, cause_of
 
@@ -121,15 +121,19 @@ def check_components_fit(cfg: DictConfig) -> None:
             target = get_class(cfg[other]._target_)
             if not CAPABILITIES[capability](target):
                 article = "an" if other[0] in "aeiou" else "a"
+                chosen = _option(cfg, other, target)
+                named = chosen if chosen == target.__name__ else f"{chosen} ({target.__name__})"
                 raise ConfigError(f"{group}={_option(cfg, group, cls)}: needs {article} {other} with {capability}, "
-                                  f"and {other}={_option(cfg, other, target)} ({target.__name__}) has none")
+                                  f"and {other}={named} has none")
 
 
 def _option(cfg: DictConfig, group: str, cls) -> str:
-    """The option chosen in a group: Hydra's choice where known, else the class's name."""
+    """The option chosen in a group: Hydra's choice where known (a running app, or a config composed with
+    its hydra node), else the class's name."""
     from hydra.core.hydra_config import HydraConfig
 
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    choices = (HydraConfig.get().runtime.choices if HydraConfig.initialized()
+               else OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {})
     return str(choices.get(group) or getattr(cls, "name", cls.__name__))
 
 
