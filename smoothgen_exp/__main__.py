@@ -75,6 +75,7 @@ if __name__ == "__main__":
     preflight(sys.argv[1:])
     if "LOCAL_RANK" not in os.environ and (n := requested_processes(sys.argv[1:])) > 1:
         sys.exit(launch(n, sys.argv[1:]))
-    if int(os.environ.get("RANK", "0")) > 0:
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    if (rank := int(os.environ.get("RANK", "0"))) > 0:       # rank 0 logs the run; the others only warnings
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra.job_logging.root.level=WARNING",
+                     f"hydra.job_logging.formatters.simple.format='[rank {rank}][%(levelname)s] %(message)s'"]
     main()

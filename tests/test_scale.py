@@ -97,6 +97,8 @@ def test_two_processes_give_the_rows_of_one(tmp_path, t2i):
     res = cli(*common, "distributed.num_processes=2", f"hydra.run.dir={tmp_path / 'two'}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]          # one run dir, not one per rank
+    out = res.stdout + res.stderr                  # rank 0 logs the run; rank 1 repeated it, unprefixed
+    assert "(rank 0 of 2)" in out and "(rank 1 of 2)" not in out
     parts = sorted(p.name for p in (tmp_path / "two" / "records").glob("part-*.parquet"))
     assert {p.split("-")[1] for p in parts} == {"000", "001"}                     # each rank its own parts
     two = rows(tmp_path / "two")
