@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from smoothgen_exp.config import exit_on_user_error, validate_groups
+from smoothgen_exp.config import CONF_DIR, exit_on_user_error, validate_groups
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -37,6 +37,16 @@ def main(cfg: DictConfig) -> dict:
         raise
 
 
+def check_task(argv: list[str]) -> None:
+    """`task=<name>` naming no conf/task/ option fails in one line (Hydra's message lists its schemas too)."""
+    tasks = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
+    for arg in argv:
+        if arg.startswith("task=") and arg.split("=", 1)[1] not in tasks:
+            print(f"error: {arg}: no such task (available: {', '.join(tasks)})", file=sys.stderr)
+            sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_task(sys.argv[1:])
     main()
     sys.exit(0)

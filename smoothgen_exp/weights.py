@@ -105,7 +105,11 @@ def load_or_train(cache_dir: str | os.PathLike, name: str, params: dict,
         raise SmoothgenError(f"{name} weights are not in {cache_dir} ({path.name}): train them with "
                              f"`python -m smoothgen_exp.train task={name}`, or import smoothgen_exp.training "
                              "to train them on first use")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SmoothgenError(f"cache_dir={cache_dir}: cannot create {path.parent} to cache the trained {name} "
+                             f"weights ({err.strerror}); choose a writable cache_dir") from None
     with FileLock(str(path) + ".lock"):
         if path.exists() and not retrain:     # another process trained it while this one waited
             return _load(path)

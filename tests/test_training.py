@@ -38,6 +38,15 @@ def test_missing_weights_without_a_trainer_say_how_to_train(tmp_path, monkeypatc
     assert "\n" not in str(err.value)
 
 
+def test_a_cache_dir_that_cannot_be_created_is_named(tmp_path):
+    """cache_dir=/proc/nope printed FileNotFoundError(2, 'No such file or directory'), naming no path."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SmoothgenError, match=r"cache_dir=.*a_file/cache: cannot create .* choose a writable") as err:
+        weights.load_or_train(blocker / "cache", "digit_oracle", PARAMS)
+    assert "\n" not in str(err.value)
+
+
 def train_cli(*args):
     return subprocess.run([sys.executable, "-m", "smoothgen_exp.train", *args], cwd=REPO, capture_output=True,
                           text=True, stdin=subprocess.DEVNULL, timeout=600)
@@ -64,6 +73,9 @@ def test_train_entrypoint_rejects_bad_values_in_one_line(tmp_path):
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert lines == ["error: oracle.epochs=0: must be > 0"]
+    res = train_cli("task=nope", f"hydra.run.dir={tmp_path / 'r'}")     # Hydra's message listed its _schema_ nodes
+    assert res.returncode == 2 and res.stderr.strip().startswith("error: task=nope: no such task (available: ")
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_weights_do_not_depend_on_the_process_thread_count(tmp_path):
