@@ -55,7 +55,7 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
     target = getattr(certifier, "target_radius", None)
     if target is not None and target > ceiling:
         need = certifier.smallest_n(target, scale)
-        fix = f"use certifier.n >= {need}" if need is not None else "no n up to 1e9 reaches it: raise the noise"
+        fix = f"use certifier.n >= {need}" if need is not None else "raise the noise (no n up to 1e9 reaches it)"
         raise ConfigError(f"certifier.target_radius={target:g}: above the largest radius n={certifier.n} samples "
                           f"can certify at alpha={certifier.alpha:g} and noise scale {scale:g} ({ceiling:.4g}); "
                           f"lower it or {fix}")

@@ -229,7 +229,7 @@ def test_a_target_no_n_can_reach_says_so():
     from smoothgen_exp.errors import ConfigError
 
     certifier = SequentialCertifier(n=100, alpha=0.001, target_radius=0.1)
-    with pytest.raises(ConfigError, match="no n up to 1e9 reaches it") as err:
+    with pytest.raises(ConfigError, match=r"lower it or raise the noise \(no n up to 1e9 reaches it\)") as err:
         certified_ceiling(certifier, GaussianNoise(0.0097), [])
     assert "None" not in str(err.value)
 

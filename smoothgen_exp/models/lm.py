@@ -34,6 +34,7 @@ forcing (used by certified decoding); `answer_logprob(z, tokens)` is its log-lik
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -71,6 +72,12 @@ class GumbelSampler:
 
 
 CHAT_MARK = "\x00PROMPT\x00"      # stands for the user's text when the chat template is split
+
+
+def _cache_arg(model) -> str:
+    """The forward's KV-cache argument: `cache` (transformers >= 5.2x; `past_key_values` warns there and goes
+    in 5.40) or `past_key_values` (earlier versions)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @configured
@@ -195,7 +202,7 @@ class CausalLM:
         past = None
         inputs = embeds
         for _ in range(steps):
-            out = self.model(inputs_embeds=inputs, past_key_values=past, use_cache=use_cache)
+            out = self.model(inputs_embeds=inputs, use_cache=use_cache, **{_cache_arg(self.model): past})
             probs = F.softmax(out.logits[:, -1].float(), dim=-1).mean(0)
             token = int(probs.argmax()) if greedy else int(torch.multinomial(probs, 1, generator=generator))
             tokens.append(token)
@@ -204,7 +211,7 @@ class CausalLM:
                 break
             step_embed = self.embed(torch.full((n, 1), token, device=z.device))
             if use_cache:
-                past, inputs = out.past_key_values, step_embed
+                past, inputs = (out.cache if "cache" in out else out.past_key_values), step_embed
             else:
                 embeds = torch.cat([embeds, step_embed], dim=1)
                 inputs = embeds
