@@ -199,10 +199,10 @@ class CausalLM:
         n = z.shape[0]
         tokens, dists = [], []
         embeds = z.to(dtype)
-        past = None
+        past, cache_arg = None, _cache_arg(self.model)
         inputs = embeds
         for _ in range(steps):
-            out = self.model(inputs_embeds=inputs, use_cache=use_cache, **{_cache_arg(self.model): past})
+            out = self.model(inputs_embeds=inputs, use_cache=use_cache, **{cache_arg: past})
             probs = F.softmax(out.logits[:, -1].float(), dim=-1).mean(0)
             token = int(probs.argmax()) if greedy else int(torch.multinomial(probs, 1, generator=generator))
             tokens.append(token)
