@@ -34,7 +34,10 @@ def tiny_llava(tiny: dict):
     family = "LlavaNext" if tiny.get("next") else "Llava"
     config_cls, model_cls, processor_cls = (getattr(transformers, family + suffix)
                                             for suffix in ("Config", "ForConditionalGeneration", "Processor"))
-    image_processor_cls = transformers.LlavaNextImageProcessor if tiny.get("next") else transformers.CLIPImageProcessor
+    # the PIL backend by name where transformers has one: what it falls back to without torchvision (never
+    # installed here), without its notice on every run
+    base = "LlavaNextImageProcessor" if tiny.get("next") else "CLIPImageProcessor"
+    image_processor_cls = getattr(transformers, base + "Pil", None) or getattr(transformers, base)
 
     tok = tiny_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
