@@ -14,7 +14,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from smoothgen_exp.config import compose_overrides, exit_on_user_error, preflight, print_config, validate
+from smoothgen_exp.config import (
+    CONF_DIR,
+    GROUPS,
+    compose_overrides,
+    exit_on_user_error,
+    preflight,
+    print_config,
+    validate,
+)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -71,7 +79,22 @@ def launch(processes: int, argv: list[str]) -> int:
     return 0
 
 
+def print_help(argv: list[str]) -> None:
+    """`--help`: each group's options (its conf/ files; Hydra's own help also lists the schema nodes and
+    the training entrypoint's `task` group) and the config that the other arguments compose."""
+    print("python -m smoothgen_exp [group=option ...] [key=value ...]    (-m: a sweep; --hydra-help: Hydra's flags)\n")
+    print("== Config groups (group=option) ==")
+    for group in (*GROUPS, "experiment", "debug"):
+        print(f"{group}: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}")
+    print("\n== Config (any key: key=value) ==")
+    print_config(compose_overrides([a for a in argv if not a.startswith("-")]))
+
+
 if __name__ == "__main__":
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        preflight([a for a in sys.argv[1:] if a not in ("--help", "-h", "-m", "--multirun")])
+        print_help(sys.argv[1:])
+        sys.exit(0)
     preflight(sys.argv[1:])
     if "LOCAL_RANK" not in os.environ and (n := requested_processes(sys.argv[1:])) > 1:
         sys.exit(launch(n, sys.argv[1:]))

@@ -224,3 +224,12 @@ def test_a_sweep_with_a_bad_value_fails_before_its_first_job(tmp_path, sweep, me
     res = cli("-m", *sweep, "debug=smoke", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert res.returncode == 2 and re.search(message, res.stderr), res.stderr[-2000:]
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "sweep").exists()
+
+
+def test_help_lists_each_groups_options_and_the_composed_config():
+    """--help listed Hydra's _schema_ nodes among the options, and the training entrypoint's task group."""
+    res = cli("model=tiny_gpt2", "--help")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "_schema_" not in res.stdout and "\ntask:" not in res.stdout
+    assert "\ncertifier: center, cohen, decoding," in res.stdout and "\nexperiment: attacks," in res.stdout
+    assert "_target_: smoothgen_exp.models.lm.CausalLM" in res.stdout          # the config with the override
