@@ -241,5 +241,5 @@ def completed_summary(run_dir: Path, chash: str, run_id: str) -> dict | None:
         if "unknown" not in (then, now) and then != now:
             log.warning("run %s was summarised by the code at %s, not this code (%s): its summary follows that "
                         "code's rules; rerun under a new run_id to recompute it", run_id, then[:12], now[:12])
-        print_summary(summary, title=f"{run_id}, already complete ({run_dir})", records=read_records(run_dir))
+        print_summary(summary, title=f"{run_id}, already complete", records=read_records(run_dir), run_dir=run_dir)
     return summary

@@ -63,9 +63,11 @@ def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
     console.print(table)
 
 
-def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None, examples: int = 5) -> None:
+def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None, examples: int = 5,
+                  run_dir=None) -> None:
     """The summary as two small tables: certified accuracy by radius, then every other number; for text
-    outputs (language models), first the smoothed answers of a few items with their certificates."""
+    outputs (language models), first the smoothed answers of a few items with their certificates. The run
+    directory follows on a line of its own (in a narrow table's title it wrapped mid-word)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -100,3 +102,5 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
         arrow = metric_arrow(key)
         table.add_row(f"{key} {arrow}", f"{value:.4g}")
     console.print(table)
+    if run_dir is not None:
+        console.print(f"run directory: {run_dir}", soft_wrap=True, highlight=False)

@@ -281,8 +281,8 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     if parts.attack.enabled:
         summary.update(output_set_distances(attacked, parts.metrics))
     write_summary(run_dir, summary)              # last: the completion marker
-    print_summary(summary, title=f"{choices['model']} σ={parts.smoothing.sigma:g} "
-                                 f"n={parts.certifier.n} α={parts.certifier.alpha:g}  ({run_dir})", records=records)
+    print_summary(summary, title=f"{choices['model']} σ={parts.smoothing.sigma:g} n={parts.certifier.n} "
+                                 f"α={parts.certifier.alpha:g}", records=records, run_dir=run_dir)
     from smoothgen_exp.plots import write_figures
 
     write_figures(run_dir, previews, attacked)
