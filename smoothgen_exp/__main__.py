@@ -86,8 +86,12 @@ def print_help(argv: list[str]) -> None:
     print("== Config groups (group=option) ==")
     for group in (*GROUPS, "experiment", "debug"):
         print(f"{group}: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}")
-    print("\n== Config (any key: key=value) ==")
-    print_config(compose_overrides([a for a in argv if not a.startswith("-")]))
+    print("\n== Config (any key: key=value; a sweep's values left out) ==")
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [a for a in argv if not a.startswith("-")]
+    overrides = OverridesParser.create().parse_overrides(plain)
+    print_config(compose_overrides([a for a, ov in zip(plain, overrides, strict=True) if not ov.is_sweep_override()]))
 
 
 if __name__ == "__main__":
@@ -96,6 +100,10 @@ if __name__ == "__main__":
         print_help(sys.argv[1:])
         sys.exit(0)
     preflight(sys.argv[1:])
+    if "LOCAL_RANK" not in os.environ:          # a sweep's jobs (command line or experiment), before the first
+        from smoothgen_exp.checks import check_swept_values
+
+        check_swept_values(sys.argv[1:])
     if "LOCAL_RANK" not in os.environ and (n := requested_processes(sys.argv[1:])) > 1:
         sys.exit(launch(n, sys.argv[1:]))
     if (rank := int(os.environ.get("RANK", "0"))) > 0:       # rank 0 logs the run; the others only warnings

@@ -938,7 +938,7 @@ def validate(cfg: DictConfig) -> None:
     _check_node("", RunConf, top)
     validate_groups(cfg, GROUPS)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(cfg.device)):   # availability: devices.resolve_device
-        raise ConfigError(f"device={cfg.device}: not a device; use auto, cpu, cuda, cuda:N or mps")
+        raise ConfigError(f"device={cfg.device}: not supported; use auto, cpu, cuda, cuda:N or mps")
 
 
 def validate_groups(cfg: DictConfig, groups) -> None:
@@ -1086,39 +1086,4 @@ def preflight(argv: list[str]) -> None:
             if isinstance(value, str) and value not in available:
                 print(f"error: {group}={value}: no such option (available: {', '.join(available)})",
                       file=sys.stderr)
-                sys.exit(2)
-    check_swept_values(argv, overrides)
-
-
-def check_swept_values(argv: list[str], overrides) -> None:
-    """Each value a multirun lists (`smoothing.sigma=0.1,-1`), validated with the rest of the command
-    before the first job starts: a bad value fails in one line, not when its job comes up hours later.
-    One config per value (not per combination); values Hydra expands itself (glob, range) are left to it.
-    Beyond the schema, the checks run before weights load (components that fit, an n that can certify)."""
-    if not any(a in ("-m", "--multirun") for a in argv) or "dry_run=true" in argv:
-        return
-    plain = [a for a in argv if not a.startswith("-")]
-    fixed = [a for a, ov in zip(plain, overrides, strict=False) if not ov.is_sweep_override()]
-    for ov in overrides:
-        if not ov.is_sweep_override() or ov.key_or_group.startswith("hydra"):
-            continue
-        try:
-            values = list(ov.sweep_string_iterator())
-        except Exception:  # glob() and friends: Hydra expands those itself
-            continue
-        for value in values:
-            try:
-                cfg = compose_overrides([*fixed, f"{ov.get_key_element()}={value}"], hydra_config=True)
-            except Exception:  # Hydra reports what it cannot compose at that job
-                continue
-            try:
-                validate(cfg)
-                from hydra.utils import instantiate
-
-                from smoothgen_exp.checks import check_before_loading, check_certifiable
-
-                check_before_loading(cfg)
-                check_certifiable(instantiate(cfg.certifier))
-            except ConfigError as err:
-                print(f"error: {err} (a value of this sweep; no job has started)", file=sys.stderr)
                 sys.exit(2)

@@ -19,7 +19,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"device={spec}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(f"device={spec}: not supported; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={spec}: this torch sees no CUDA GPU (a CPU build, or no driver); use "
                           "device=auto or cpu")

@@ -74,7 +74,8 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
     console = Console()
     if records is not None and "output_text" in records:
         _print_answers(console, records[(records.variant == "smoothed") & records.output_text.notna()], examples)
-    ceiling = math.inf if summary.get("max_certifiable_radius") is None else summary["max_certifiable_radius"]
+    ceiling = summary.get("max_certifiable_radius", summary.get("nominal_max_certifiable_radius"))
+    ceiling = math.inf if ceiling is None else ceiling
     target = summary.get("target_radius", math.inf)        # a sequential run certifies its target radius only
     mark = " (above the target radius)" if target < ceiling else " (above the ceiling)"
     for key, label in ((k, v) for k, v in CURVES.items() if k in summary):
@@ -82,6 +83,7 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
         table.add_column("radius ≥", justify="right")
         table.add_column(label, justify="right")
         for r, acc in summary[key].items():      # 0 by arithmetic above what n can certify: say so
+            acc = math.nan if acc is None else acc       # strict JSON writes NaN as null
             table.add_row(r, f"{acc:.3f}" + (mark if float(r) > min(ceiling, target) and not acc else ""))
         console.print(table)
     smoothed = records[records.variant == "smoothed"] if records is not None and "abstained" in records else None

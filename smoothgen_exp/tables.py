@@ -45,7 +45,12 @@ def load_summaries(run_dirs: list[Path]) -> pd.DataFrame:
     for d in run_dirs:
         summary = json.loads((d / "summary.json").read_text())
         rows.append({"run_dir": str(d), **pd.json_normalize(summary, sep="/").iloc[0].to_dict()})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for col in df.columns[df.dtypes == object]:     # summary.json writes NaN as null: numbers again
+        values = df[col].dropna()
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            df[col] = df[col].astype(float)
+    return df
 
 
 NOMINAL_TAG = " — NOMINAL, not certified"     # how figures label values from invalid certificates

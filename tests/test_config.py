@@ -196,8 +196,8 @@ def test_every_experiment_and_model_default_fits(experiment):
 
 
 @pytest.mark.parametrize(("device", "message"), [
-    ("tpu", "device=tpu: not a device; use auto, cpu, cuda, cuda:N or mps"),
-    ("cuda:x", "device=cuda:x: not a device"),
+    ("tpu", "device=tpu: not supported; use auto, cpu, cuda, cuda:N or mps"),
+    ("cuda:x", "device=cuda:x: not supported"),
     ("cuda:99", "device=cuda:99: this (torch sees no CUDA GPU|machine has)"),
 ])
 def test_a_device_this_machine_cannot_use_fails_in_one_line(device, message):
@@ -214,21 +214,37 @@ def test_a_device_this_machine_cannot_use_fails_in_one_line(device, message):
 
 
 @pytest.mark.parametrize(("sweep", "message"), [
-    (["smoothing.sigma=0.1,-1"], r"smoothing.sigma=-1: must be >= 0.0 \(a value of this sweep; no job has started\)"),
-    (["certifier.n=100,5"], r"certifier.n=5: .* use certifier.n >= 10 \(a value of this sweep"),
-    (["model=tiny_gpt2", "aggregator=majority,mean"], r"aggregator=mean: needs a model with tensor outputs"),
+    (["-m", "smoothing.sigma=0.1,-1"], r"smoothing.sigma=-1: must be >= 0.0 \(the sweep's job smoothing.sigma=-1; "
+                                       r"no job has started\)"),
+    (["-m", "certifier.n=100,5"], r"certifier.n=5: .* use certifier.n >= 10 \(the sweep's job certifier.n=5;"),
+    (["-m", "model=tiny_gpt2", "aggregator=majority,mean"], r"aggregator=mean: needs a model with tensor outputs"),
+    (["-m", "certifier=center", "smoothing.sigma=0.1,0.2"], r"certifier.n0=20: the centre check needs"),
+    (["experiment=scaling_laws", "certifier.n=100,5"], r"certifier.n=5: "),           # the experiment's multirun
 ])
-def test_a_sweep_with_a_bad_value_fails_before_its_first_job(tmp_path, sweep, message):
+def test_a_sweep_with_a_bad_job_fails_before_its_first_job(tmp_path, sweep, message):
     """`-m smoothing.sigma=0.1,-1` ran job 0 in full, then failed at job 1 (a new user's finding: a long
     sweep could die hours in on a value that could have been checked at the start)."""
-    res = cli("-m", *sweep, "debug=smoke", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    res = cli(*sweep, "debug=smoke", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert res.returncode == 2 and re.search(message, res.stderr), res.stderr[-2000:]
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.parametrize("sweep", [
+    ["model=tiny_gpt2,smollm2", "metrics=text,none"],
+    ["model=digit_encoder,tiny_clip_vision", "booster=none,gsb"],
+    ["certifier.n=5,10", "certifier.alpha=0.1,0.2"],
+])
+def test_a_sweep_whose_every_job_is_valid_is_not_refused(sweep):
+    """Review counterexamples: checking each value with the other swept keys at their defaults refused
+    these (metrics=text beside the default digits model); every job of each is valid."""
+    from smoothgen_exp.checks import check_swept_values
+
+    check_swept_values(["-m", *sweep, "debug=smoke"])
+
+
 def test_help_lists_each_groups_options_and_the_composed_config():
     """--help listed Hydra's _schema_ nodes among the options, and the training entrypoint's task group."""
-    res = cli("model=tiny_gpt2", "--help")
+    res = cli("model=tiny_gpt2", "--help", "-m", "smoothing.sigma=0.1,0.2")      # a sweep's values: left out
     assert res.returncode == 0, res.stderr[-2000:]
     assert "_schema_" not in res.stdout and "\ntask:" not in res.stdout
     assert "\ncertifier: center, cohen, decoding," in res.stdout and "\nexperiment: attacks," in res.stdout

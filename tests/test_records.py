@@ -163,6 +163,24 @@ def test_the_curve_marks_radii_no_row_can_reach(capsys, monkeypatch):
     print_summary(summary, "t")
     out = capsys.readouterr().out
     assert out.count("(above the target radius)") == 2 and "target_radius" in out
+    # a nominal configuration's curve and ceiling (review: the nominal_ ceiling lost its marks), and a NaN
+    # point that strict JSON wrote as null
+    print_summary({"nominal_certified_accuracy": {"0.1": None, "0.2": 0.0, "0.5": 0.0},
+                   "nominal_max_certifiable_radius": 0.3}, "t")
+    out = capsys.readouterr().out
+    assert out.count("(above the ceiling)") == 1 and "nan" in out
+
+
+def test_summaries_read_back_null_as_nan(tmp_path):
+    """summary.json writes NaN as null; the tables read it back as a float NaN (a column of None broke
+    the scripts' number formatting)."""
+    from smoothgen_exp.tables import load_summaries
+
+    for name, fid in (("a", math.nan), ("b", math.nan)):
+        (tmp_path / name).mkdir()
+        write_summary(tmp_path / name, {"metric_fid_smoothed": fid, "certified_accuracy": {"0.5": 0.25}})
+    df = load_summaries([tmp_path / "a", tmp_path / "b"])
+    assert df["metric_fid_smoothed"].dtype == float and f"{df['metric_fid_smoothed'][0]:.1f}" == "nan"
 
 
 def test_a_completed_run_summarised_by_other_code_says_so(tmp_path, caplog, monkeypatch):
