@@ -46,7 +46,7 @@ def load_summaries(run_dirs: list[Path]) -> pd.DataFrame:
         summary = json.loads((d / "summary.json").read_text())
         rows.append({"run_dir": str(d), **pd.json_normalize(summary, sep="/").iloc[0].to_dict()})
     df = pd.DataFrame(rows)
-    for col in df.columns[df.dtypes == object]:     # summary.json writes NaN as null: numbers again
+    for col in df.select_dtypes(include="object").columns:     # summary.json writes NaN as null: numbers again
         values = df[col].dropna()
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             df[col] = df[col].astype(float)
