@@ -46,9 +46,9 @@ def load_summaries(run_dirs: list[Path]) -> pd.DataFrame:
         summary = json.loads((d / "summary.json").read_text())
         rows.append({"run_dir": str(d), **pd.json_normalize(summary, sep="/").iloc[0].to_dict()})
     df = pd.DataFrame(rows)
-    for col in df.select_dtypes(include="object").columns:     # summary.json writes NaN as null: numbers again
+    for col in df.columns:                          # summary.json writes NaN as null: numbers again
         values = df[col].dropna()
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        if pd.api.types.is_object_dtype(df[col]) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             df[col] = df[col].astype(float)
     return df
 
