@@ -101,7 +101,7 @@ if __name__ == "__main__":
         sys.exit(0)
     preflight(sys.argv[1:])
     if "LOCAL_RANK" not in os.environ:          # a sweep's jobs (command line or experiment), before the first
-        from smoothgen_exp.checks import check_swept_values
+        from smoothgen_exp.sweeps import check_swept_values
 
         check_swept_values(sys.argv[1:])
     if "LOCAL_RANK" not in os.environ and (n := requested_processes(sys.argv[1:])) > 1:

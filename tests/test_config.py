@@ -237,7 +237,7 @@ def test_a_sweep_with_a_bad_job_fails_before_its_first_job(tmp_path, sweep, mess
 def test_a_sweep_whose_every_job_is_valid_is_not_refused(sweep):
     """Review counterexamples: checking each value with the other swept keys at their defaults refused
     these (metrics=text beside the default digits model); every job of each is valid."""
-    from smoothgen_exp.checks import check_swept_values
+    from smoothgen_exp.sweeps import check_swept_values
 
     check_swept_values(["-m", *sweep, "debug=smoke"])
 
