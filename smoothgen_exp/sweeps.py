@@ -42,51 +42,49 @@ def check_swept_values(argv: list[str]) -> None:
     if not ("-m" in argv or "--multirun" in argv or base.hydra.mode == RunMode.MULTIRUN) or base.get("dry_run"):
         return
     params = base.hydra.sweeper.get("params")
-    params = OmegaConf.to_container(params, resolve=False) if params else {}
-    swept = [f"{key}={value}" for key, value in params.items()] + [a for a, ov in zip(plain, overrides, strict=True)
-                                                                     if ov.is_sweep_override()]
+    params = [f"{k}={v}" for k, v in (OmegaConf.to_container(params, resolve=False) if params else {}).items()]
+    # the jobs as Hydra's basic sweeper forms them: the experiment's params, then the command line, one
+    # entry per key (a later override of a key replaces an earlier one, sweep or not)
     axes: dict[str, list[str]] = {}
-    for ov in parser.parse_overrides(swept):            # the command line's replace the experiment's
-        if ov.key_or_group.startswith("hydra"):
+    for arg, ov in zip([*params, *plain], parser.parse_overrides([*params, *plain]), strict=True):
+        key = ov.get_key_element()
+        if not ov.is_sweep_override():
+            axes[key] = [arg]
             continue
         try:
-            axes[ov.get_key_element()] = [str(v) for v in ov.sweep_string_iterator()]
-        except Exception:  # glob(), interval() and friends: Hydra (or its sweeper) expands those itself
-            continue
-    axes = {key: values for key, values in axes.items() if values}
-    fixed = [a for a, ov in zip(plain, overrides, strict=True) if not ov.is_sweep_override()]
+            axes[key] = [f"{key}={value}" for value in ov.sweep_string_iterator()]
+        except Exception:  # glob(), interval(): the jobs are not known here; left to Hydra and its sweeper
+            return
+    swept = {arg for values in axes.values() if len(values) > 1 for arg in values}
     for job in _sweep_jobs(axes):
-        _check_job(compose_overrides, fixed, job)
+        _check_job(compose_overrides, job, " ".join(arg for arg in job if arg in swept))
 
 
 def _sweep_jobs(axes: dict[str, list[str]]):
     """The combinations to check: all of them up to MAX_SWEEP_CHECKS, else each value once."""
     if math.prod(len(v) for v in axes.values()) <= MAX_SWEEP_CHECKS:
-        yield from (dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values()))
+        yield from (list(combo) for combo in itertools.product(*axes.values()))
         return
     first = {key: values[0] for key, values in axes.items()}
-    yield first
+    yield list(first.values())
     for key, values in axes.items():
-        yield from ({**first, key: value} for value in values[1:])
+        yield from (list({**first, key: value}.values()) for value in values[1:])
 
 
-def _check_job(compose, fixed: list[str], job: dict[str, str]) -> None:
-    """One job's config through the checks that need no weights; exit 2 with one line if it fails."""
+def _check_job(compose, job: list[str], label: str) -> None:
+    """One job's config through the checks that need no weights; exit 2 with one line if one fails (an
+    error that is not the project's own is left to the job itself)."""
     from hydra.utils import instantiate
 
     from smoothgen_exp.config import validate
 
-    swept = [f"{key}={value}" for key, value in job.items()]
     try:
-        cfg = compose([*fixed, *swept], hydra_config=True)
-    except Exception:  # Hydra reports what it cannot compose at that job
-        return
-    try:
+        cfg = compose(job, hydra_config=True)
         validate(cfg)
         check_before_loading(cfg)
         check_certifiable(instantiate(cfg.certifier))
     except Exception as err:
         if (cause := cause_of(err, SmoothgenError)) is None:
-            raise
-        print(f"error: {cause} (the sweep's job {' '.join(swept)}; no job has started)", file=sys.stderr)
+            return
+        print(f"error: {cause} (the sweep's job {label}; no job has started)", file=sys.stderr)
         sys.exit(2)
