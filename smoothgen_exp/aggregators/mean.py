@@ -15,6 +15,7 @@ from smoothgen_exp.packing import Program, output_batches, run_one
 @configured
 class Mean:
     requires = {"model": "tensor outputs (images or features)"}
+
     def __init__(self, n: int):
         self.n = int(n)
 

@@ -29,6 +29,7 @@ def tv_shift_factor(noise_mode: str, n: int, max_new_tokens: int) -> float:
 @configured
 class TokenAverage:
     requires = {"model": "token-averaged decoding (a language model)"}
+
     def __init__(self, n: int, greedy: bool, noise: str, use_cache: bool):
         if noise not in ("sequence", "step"):
             raise ValueError("noise must be sequence | step")
