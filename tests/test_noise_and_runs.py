@@ -134,7 +134,7 @@ def test_symmetric_oracle_error_rows_are_nominal_only(option_runs):
     assert "max_certifiable_radius" not in summary and "nominal_max_certifiable_radius" in summary
 
 
-def test_summaries_are_strict_json_and_a_finished_run_with_resume_false_is_refused(option_runs, tmp_path):
+def test_summaries_are_strict_json_and_a_finished_run_with_resume_false_is_refused(tmp_path, t2i):
     """summary.json held `Infinity` (the symmetric model's nominal radius), which is not JSON: a value that
     is not a finite number is written as null. resume=false on a finished run printed its old summary and
     exited 0; it is refused in one line, as the README says (found by a new user)."""
