@@ -22,6 +22,7 @@ from smoothgen_exp.config import (
     preflight,
     print_config,
     validate,
+    without_sweeps,
 )
 
 
@@ -87,11 +88,7 @@ def print_help(argv: list[str]) -> None:
     for group in (*GROUPS, "experiment", "debug"):
         print(f"{group}: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}")
     print("\n== Config (any key: key=value; a sweep's values left out) ==")
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    plain = [a for a in argv if not a.startswith("-")]
-    overrides = OverridesParser.create().parse_overrides(plain)
-    print_config(compose_overrides([a for a, ov in zip(plain, overrides, strict=True) if not ov.is_sweep_override()]))
+    print_config(compose_overrides(without_sweeps(argv)))
 
 
 if __name__ == "__main__":
@@ -100,7 +97,8 @@ if __name__ == "__main__":
         print_help(sys.argv[1:])
         sys.exit(0)
     preflight(sys.argv[1:])
-    if "LOCAL_RANK" not in os.environ:          # a sweep's jobs (command line or experiment), before the first
+    if "LOCAL_RANK" not in os.environ and any(a in ("-m", "--multirun") or a.startswith(("experiment=", "hydra.mode="))
+                                              for a in sys.argv[1:]):    # a sweep (experiments may set one)
         from smoothgen_exp.sweeps import check_swept_values
 
         check_swept_values(sys.argv[1:])

@@ -1,6 +1,7 @@
 """What a configuration can do, decided before any weights load, and what a finished run returns.
 
-- `check_before_loading`: the four checks below, before any weights load;
+- `check_before_loading`: the four checks below, before any weights load; `checked_certifier` adds
+  `check_certifiable` and returns the configured certifier;
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
 - `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart;
 - `check_booster_fits_model`: a booster sits around a feature encoder;
@@ -121,20 +122,32 @@ def check_components_fit(cfg: DictConfig) -> None:
             target = get_class(cfg[other]._target_)
             if not CAPABILITIES[capability](target):
                 article = "an" if other[0] in "aeiou" else "a"
-                chosen = _option(cfg, other, target)
+                chosen = hydra_choice(cfg, other) or target.__name__
                 named = chosen if chosen == target.__name__ else f"{chosen} ({target.__name__})"
-                raise ConfigError(f"{group}={_option(cfg, group, cls)}: needs {article} {other} with {capability}, "
+                option = hydra_choice(cfg, group) or getattr(cls, "name", cls.__name__)
+                raise ConfigError(f"{group}={option}: needs {article} {other} with {capability}, "
                                   f"and {other}={named} has none")
 
 
-def _option(cfg: DictConfig, group: str, cls) -> str:
-    """The option chosen in a group: Hydra's choice where known (a running app, or a config composed with
-    its hydra node), else the class's name."""
+def hydra_choice(cfg: DictConfig, group: str) -> str | None:
+    """The option chosen in a group, where Hydra knows it (a running app, or a config composed with its
+    hydra node); None elsewhere."""
     from hydra.core.hydra_config import HydraConfig
 
     choices = (HydraConfig.get().runtime.choices if HydraConfig.initialized()
                else OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {})
-    return str(choices.get(group) or getattr(cls, "name", cls.__name__))
+    return None if choices.get(group) is None else str(choices.get(group))
+
+
+def checked_certifier(cfg: DictConfig):
+    """The checks that need no weights (`check_before_loading`, then `check_certifiable` on the configured
+    certifier); returns that certifier. A run makes them before loading, a sweep for its jobs up front."""
+    from hydra.utils import instantiate
+
+    check_before_loading(cfg)
+    certifier = instantiate(cfg.certifier)
+    check_certifiable(certifier)
+    return certifier
 
 
 def check_booster_fits_model(cfg: DictConfig) -> None:

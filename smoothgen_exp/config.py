@@ -932,13 +932,16 @@ def _check_node(prefix: str, schema: type, node: DictConfig) -> None:
             raise ConfigError(f"{name(f.name)}={_fmt(value)}: {rule['text']}")
 
 
+DEVICES = "auto, cpu, cuda, cuda:N or mps"      # what `device` may name
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line, naming the key) if the composed config is invalid."""
     top = OmegaConf.create({k: cfg[k] for k in cfg if k not in GROUPS and k != "hydra"})
     _check_node("", RunConf, top)
     validate_groups(cfg, GROUPS)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(cfg.device)):   # availability: devices.resolve_device
-        raise ConfigError(f"device={cfg.device}: not supported; use auto, cpu, cuda, cuda:N or mps")
+        raise ConfigError(f"device={cfg.device}: not supported; use {DEVICES}")
 
 
 def validate_groups(cfg: DictConfig, groups) -> None:
@@ -1012,6 +1015,15 @@ def compose_overrides(overrides: list[str], hydra_config: bool = False) -> DictC
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+
+
+def without_sweeps(args: list[str]) -> list[str]:
+    """The overrides among command-line `args` that are not sweeps (what every job of a sweep shares)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [a for a in args if not a.startswith("-")]
+    return [a for a, ov in zip(plain, OverridesParser.create().parse_overrides(plain), strict=True)
+            if not ov.is_sweep_override()]
 
 
 def schemas_in_effect(argv: list[str], overrides) -> dict[str, tuple[str, type]]:

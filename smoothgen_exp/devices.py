@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from smoothgen_exp.config import DEVICES
 from smoothgen_exp.errors import ConfigError
 
 
@@ -19,7 +20,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"device={spec}: not supported; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(f"device={spec}: not supported; use {DEVICES}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={spec}: this torch sees no CUDA GPU (a CPU build, or no driver); use "
                           "device=auto or cpu")
@@ -28,7 +29,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if device.type == "mps" and not _mps_available():
         raise ConfigError(f"device={spec}: MPS is not available here; use device=auto or cpu")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device={spec}: not supported; use auto, cpu, cuda, cuda:N or mps")
+        raise ConfigError(f"device={spec}: not supported; use {DEVICES}")
     return device
 
 

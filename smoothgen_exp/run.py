@@ -30,9 +30,9 @@ from smoothgen_exp.certifiers.check import check_certificate
 from smoothgen_exp.checks import (
     ceiling_summary,
     certified_ceiling,
-    check_before_loading,
-    check_certifiable,
+    checked_certifier,
     completed_summary,
+    hydra_choice,
     oracle_naming_every_missing_weight,
     set_level_quality,
     warn_violations,
@@ -75,9 +75,8 @@ class Parts:
 
 
 def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> Parts:
-    check_before_loading(cfg)                    # the attack and the oracle fit, before any weights load
-    certifier, smoothing = instantiate(cfg.certifier), instantiate(cfg.smoothing)
-    check_certifiable(certifier)                 # likewise: a configuration that can certify nothing fails
+    certifier = checked_certifier(cfg)           # the parts fit and can certify, before any weights load
+    smoothing = instantiate(cfg.smoothing)
     needs_setup = isinstance(smoothing, FittedNoiseLaw)    # fitted on the calibration split
     ceiling = None if needs_setup else certified_ceiling(certifier, smoothing, cfg.summary_radii)
     import smoothgen_exp.training  # noqa: F401  (weights missing from the cache train on first use)
@@ -296,5 +295,4 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
 
 def _choices(cfg: DictConfig) -> dict[str, str]:
     """The option chosen in each group (Hydra's runtime choices, else the target's class name)."""
-    hydra_choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    return {g: str(hydra_choices.get(g) or cfg[g]._target_.rsplit(".", 1)[-1]) for g in CHOICE_GROUPS}
+    return {g: hydra_choice(cfg, g) or cfg[g]._target_.rsplit(".", 1)[-1] for g in CHOICE_GROUPS}
