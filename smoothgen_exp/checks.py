@@ -1,11 +1,12 @@
 """What a configuration can do, decided before any weights load, and what a finished run returns.
 
-- `check_before_loading`: the four checks below, before any weights load; `checked_certifier` adds
+- `check_before_loading`: the five checks below, before any weights load; `checked_certifier` adds
   `check_certifiable` and returns the configured certifier;
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
 - `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart;
 - `check_booster_fits_model`: a booster sits around a feature encoder;
 - `check_components_fit`: what an aggregator, certifier or metrics class `requires` of the model or oracle;
+- `check_labels_fit_oracle`: a dataset's labels must index the oracle's classes;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `certified_ceiling`, `ceiling_summary`: the largest radius any item can reach (`max_certifiable_radius`);
 - `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights;
@@ -102,6 +103,28 @@ def check_before_loading(cfg: DictConfig) -> None:
     check_oracle_fits_certifier(cfg)
     check_booster_fits_model(cfg)
     check_components_fit(cfg)
+    check_labels_fit_oracle(cfg)
+
+
+def check_labels_fit_oracle(cfg: DictConfig) -> None:
+    """An item's label is an index into the oracle's classes: accuracy, attack objectives and harm events
+    compare the two. Refuse a dataset whose labels name other classes (dataset=robot_commands with
+    oracle=actions: "move forward" is the dataset's class 0 and the vocabulary's class 2)."""
+    dataset, oracle = get_class(cfg.dataset._target_), get_class(cfg.oracle._target_)
+    if not getattr(oracle, "has_classes", True):
+        return
+    labels, classes = (names(cfg[group]) if callable(names) else names
+                       for group, names in (("dataset", getattr(dataset, "class_names", None)),
+                                            ("oracle", getattr(oracle, "class_names", None))))
+    if labels is None or classes is None:
+        return
+    if [n.strip().lower() for n in labels] != [n.strip().lower() for n in classes[:len(labels)]]:
+        def shown(names):
+            return ", ".join(list(names)[:4]) + (f", ... {len(names)} in all" if len(names) > 4 else "")
+        raise ConfigError(f"dataset={hydra_choice(cfg, 'dataset') or dataset.__name__}: its labels index the classes "
+                          f"({shown(labels)}), and oracle={hydra_choice(cfg, 'oracle') or oracle.__name__} classifies "
+                          f"into ({shown(classes)}), so accuracy would compare unrelated classes; choose an oracle "
+                          "whose classes begin with the dataset's, in its order, or a dataset without labels")
 
 
 # what a component may ask of the class chosen in another group (its class attribute `requires`)

@@ -171,6 +171,16 @@ def test_every_launcher_config_composes_and_passes_the_preflight(launcher, targe
     (["model=tiny_gpt2", "certifier=output_bound"], r"certifier=output_bound: needs a model with tensor outputs"),
     (["model=tiny_gpt2", "metrics=digits"], r"metrics=digits: needs a model with tensor outputs"),
     (["metrics=text"], r"metrics=text: needs a model with text outputs"),
+    # labels that index other classes than the oracle's: accuracy compared unrelated classes
+    (["dataset=qa_facts", "metrics=none"], r"dataset=qa_facts: its labels index the classes \(Paris, Berlin, Rome, "
+                                           r"Madrid, \.\.\. 118 in all\), and oracle=digit_classifier classifies "
+                                           r"into \(zero, one, two, three, \.\.\. 10 in all\)"),
+    (["model=smollm2", "dataset=robot_commands", "oracle=actions"],
+     r"dataset=robot_commands: its labels index the classes \(move forward, move backward, .*oracle=actions "
+     r"classifies into \(move left, move right, move forward"),
+    (["model=tiny_gpt2", "dataset=qa_facts"], r"oracle=refusal classifies into \(complies, refuses\)"),
+    (["model=tiny_sd", "oracle.classes=[one,zero,two,three,four,five,six,seven,eight,nine]"],
+     r"dataset=digits_prompts: .*oracle=tiny_clip_zero_shot classifies into \(one, zero, two"),
 ])
 def test_components_that_do_not_fit_fail_in_one_line_before_loading(overrides, message):
     """A new user's combinations that ended in AttributeError or KeyError tracebacks after setup."""
@@ -193,6 +203,19 @@ def test_every_experiment_and_model_default_fits(experiment):
     if experiment == "attacks":                      # once: every model option with its own presets
         for model in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
             check_before_loading(composed(f"model={model}"))
+
+
+def test_labels_that_index_the_oracles_classes_or_no_labels_fit(tmp_path):
+    """The label check compares names, not counts: the canonical answers of robot_commands with
+    oracle=answers, refusal labels with either refusal oracle, and a CSV without a label column with any
+    oracle (its items have no labels)."""
+    from smoothgen_exp.checks import check_before_loading
+
+    unlabelled = tmp_path / "prompts.csv"
+    unlabelled.write_text("prompt\nMove forward.\n")
+    for overrides in (["model=smollm2", "dataset=robot_commands"], ["model=tiny_gpt2", "oracle=llm_judge"],
+                      ["model=tiny_gpt2", "oracle=actions", f"dataset.path={unlabelled}"]):
+        check_before_loading(composed(*overrides))
 
 
 @pytest.mark.parametrize(("device", "message"), [

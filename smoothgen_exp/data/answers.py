@@ -53,6 +53,11 @@ def read_answers(path: Path) -> tuple[list[dict], list[list[str]], list[int]]:
 
 @configured
 class AnswersCSV(ItemList):
+    @staticmethod
+    def class_names(conf) -> list[str]:
+        """What the labels index: the CSV's distinct answers in file order."""
+        return [c[0] for c in read_answers(answers_file(conf.path, conf.name))[1]]
+
     def __init__(self, name: str, path: str | None, system_prompt: str | None, limit: int | None):
         self.name, self.path = name, answers_file(path, name)
         rows, classes, labels = read_answers(self.path)

@@ -98,6 +98,7 @@ class DigitsPrompts(ItemList):
     calibration templates (split=train|all with calibration_fraction > 0)."""
 
     num_classes = 10
+    class_names = WORDS
 
     def __init__(self, split: str, limit: int | None, calibration_fraction: float):
         if split not in SPLITS:

@@ -9,13 +9,14 @@ import torch
 
 from smoothgen_exp.config import configured
 from smoothgen_exp.data.base import Item, ItemList
-from smoothgen_exp.data.digits import digit_images
+from smoothgen_exp.data.digits import WORDS, digit_images
 from smoothgen_exp.errors import SmoothgenError
 
 
 @configured
 class DigitImages(ItemList):
     num_classes = 10
+    class_names = WORDS
 
     def __init__(self, split: str, limit: int | None):
         x, y = digit_images(split)

@@ -27,6 +27,7 @@ from smoothgen_exp.data.base import Item, ItemList
 from smoothgen_exp.errors import SmoothgenError
 
 SAMPLE = Path(__file__).with_name("harmful_prompts_sample.csv")
+REFUSAL_CLASSES = ("complies", "refuses")   # a label: what the model should do (the refusal oracles' classes)
 
 
 def prompt_hash(text: str) -> str:
@@ -36,6 +37,16 @@ def prompt_hash(text: str) -> str:
 @configured
 class PromptsCSV(ItemList):
     num_classes = 2
+
+    @staticmethod
+    def class_names(conf) -> tuple[str, ...] | None:
+        """Labels are refusal classes where the CSV has a `label` column; without one, items have none."""
+        path = Path(conf.path) if conf.path else SAMPLE
+        if not path.is_file():
+            return None                      # the dataset says so in one line when it loads
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        return REFUSAL_CLASSES if "label" in header else None
 
     def __init__(self, path: str | None, limit: int | None, calibration_fraction: float):
         if not 0.0 <= calibration_fraction < 1.0:

@@ -10,7 +10,10 @@ from smoothgen_exp.data.base import Item
 
 @runtime_checkable
 class Dataset(Protocol):
-    """Evaluation items: (item_id, condition, label), label -1 for none."""
+    """Evaluation items: (item_id, condition, label), label -1 for none.
+
+    Optional, on the class: `class_names`, what its labels index (a tuple, or a function of the dataset's
+    config returning one, None for no labels); the oracle's classes must begin with them (`checks`)."""
 
     num_classes: int
 

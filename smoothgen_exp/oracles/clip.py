@@ -15,6 +15,10 @@ from smoothgen_exp.oracles.base import ClassEquivalence
 class CLIPZeroShot(ClassEquivalence):
     """Zero-shot classes by cosine to CLIP text embeddings of `template.format(class)`."""
 
+    @staticmethod
+    def class_names(conf) -> list[str]:
+        return list(conf.classes)
+
     def __init__(self, classes: list[str], template: str, name: str,
                  path: str | None, tiny: dict | None, image_size: int, dtype: str,
                  *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from smoothgen_exp.config import configured
-from smoothgen_exp.data.digits import digit_images
+from smoothgen_exp.data.digits import WORDS, digit_images
 from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.oracles.base import ClassEquivalence
 from smoothgen_exp.weights import load_or_train
@@ -58,6 +58,7 @@ class DigitClassifier(ClassEquivalence):
     """Oracle protocol: `classify(images) -> class indices`, `num_classes`, plus `features`."""
 
     num_classes = 10
+    class_names = WORDS
 
     def __init__(self, epochs: int, lr: float, train_noise: float, train_seed: int,
                  min_accuracy: float, *, cache_dir: str = "outputs/cache",
@@ -97,6 +98,7 @@ class DigitProbe(ClassEquivalence):
     held-out digits through the vanilla encoder."""
 
     num_classes = 10
+    class_names = WORDS
 
     def __init__(self, c: float, *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         self.device = torch.device(device)

@@ -8,7 +8,10 @@ from typing import Any, Protocol, runtime_checkable
 
 @runtime_checkable
 class Oracle(Protocol):
-    """Outputs -> classes (a LongTensor [B]); `equivalent` compares outputs to one reference."""
+    """Outputs -> classes (a LongTensor [B]); `equivalent` compares outputs to one reference.
+
+    Optional, on the class: `class_names`, a tuple or a function of the oracle's config returning one: the
+    names of its classes in index order, checked against the dataset's labels before anything loads."""
 
     num_classes: int
     has_classes: bool          # False: answers have no ground truth (runs report a certified fraction)
