@@ -141,7 +141,8 @@ def check_components_fit(cfg: DictConfig) -> None:
     that e.g. `aggregator=mean` on a language model fails in one line, not with an AttributeError later."""
     for group in ("aggregator", "certifier", "metrics"):
         cls = get_class(cfg[group]._target_)
-        for other, capability in getattr(cls, "requires", {}).items():
+        requires = getattr(cls, "requires", {})                 # or a function of the group's config
+        for other, capability in (requires(cfg[group]) if callable(requires) else requires).items():
             target = get_class(cfg[other]._target_)
             if not CAPABILITIES[capability](target):
                 article = "an" if other[0] in "aeiou" else "a"
@@ -183,13 +184,17 @@ def check_booster_fits_model(cfg: DictConfig) -> None:
 
 
 def check_oracle_fits_certifier(cfg: DictConfig) -> None:
-    """oracle=none puts every output in one class: a class or answer certificate would "certify" it at the
-    largest radius n allows and say nothing. Refuse it."""
+    """oracle=none and oracle=equivalence put every output in class 0: a class certificate would "certify"
+    it at the largest radius n allows and say nothing. Refuse it; an answer certificate (semantic) may use
+    an oracle's own equivalence (`compares_answers`) instead of classes."""
     oracle, certifier = get_class(cfg.oracle._target_), get_class(cfg.certifier._target_)
-    if not getattr(oracle, "classifies", True) and getattr(certifier, "certifies", None) in ("class", "answer"):
-        raise ConfigError(f"certifier={getattr(certifier, 'name', certifier.__name__)}: certifies a class, and "
-                          "oracle=none has none (every output is class 0); use certifier=output_bound, "
-                          "distribution or center")
+    certifies, answers = getattr(certifier, "certifies", None), getattr(oracle, "compares_answers", False)
+    if getattr(oracle, "classifies", True) or certifies not in ("class", "answer") or (certifies == "answer" and answers):
+        return
+    fix = "certifier=semantic (answers up to equivalence)" if answers else "certifier=output_bound, distribution or center"
+    raise ConfigError(f"certifier={getattr(certifier, 'name', certifier.__name__)}: certifies a class, and "
+                      f"oracle={hydra_choice(cfg, 'oracle') or oracle.__name__} has none (every output is class 0); "
+                      f"use {fix}")
 
 
 def check_attack_fits_model(cfg: DictConfig) -> None:

@@ -293,6 +293,13 @@ def test_distribution_certifier_reports_no_harm_bound_without_a_label():
     assert all(math.isfinite(labelled[k]) for k in labelled if k.startswith("bound_harm"))
     with pytest.raises(SmoothgenError, match="item it0: label 3 is not a class"):
         cert.certify(step_ctx(label=3))
+    # an oracle without classes (none, equivalence) puts every output in class 0: "class != label" was
+    # then the constant "label != 0" (found by review); its labelled items get no harm bound either
+    unclassed = step_ctx(label=1)
+    unclassed.oracle.has_classes = False
+    row = cert.certify(unclassed)
+    assert row["bound_event_count"] is None and "oracle without classes" in row["abstain_reason"]
+    assert all(math.isnan(row[k]) for k in row if k.startswith("bound_harm"))
 
 
 def test_mcdiarmid_bound_is_for_the_mean_image_the_row_shows():

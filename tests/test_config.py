@@ -171,6 +171,16 @@ def test_every_launcher_config_composes_and_passes_the_preflight(launcher, targe
     (["model=tiny_gpt2", "certifier=output_bound"], r"certifier=output_bound: needs a model with tensor outputs"),
     (["model=tiny_gpt2", "metrics=digits"], r"metrics=digits: needs a model with tensor outputs"),
     (["metrics=text"], r"metrics=text: needs a model with text outputs"),
+    # center's distances: between tensor outputs (metric=l2) or the oracle's features (found by review:
+    # an AttributeError mid-run on a language model)
+    (["model=tiny_gpt2", "certifier=center"], r"certifier=center: needs a model with tensor outputs .* "
+                                              r"model=tiny_gpt2 \(CausalLM\) has none"),
+    (["model=tiny_gpt2", "certifier=center", "certifier.metric=feature"],
+     r"certifier=center: needs an oracle with output features, and oracle=refusal"),
+    # equivalence puts every answer in class 0: cohen "certified" it at the largest radius (found by review)
+    (["model=tiny_gpt2", "oracle=equivalence"], r"certifier=cohen: certifies a class, and oracle=equivalence has "
+                                                r"none \(every output is class 0\); use certifier=semantic"),
+    (["model=tiny_gpt2", "oracle=equivalence", "certifier=sequential"], r"certifier=sequential: certifies a class"),
     # labels that index other classes than the oracle's: accuracy compared unrelated classes
     (["dataset=qa_facts", "metrics=none"], r"dataset=qa_facts: its labels index the classes \(Paris, Berlin, Rome, "
                                            r"Madrid, \.\.\. 118 in all\), and oracle=digit_classifier classifies "

@@ -301,3 +301,16 @@ def test_center_refuses_an_n0_whose_check_can_never_pass():
     with pytest.raises(SmoothgenError, match=r"n0=1000: .* use certifier.n0 >= 1199"):
         CenterCertifier(n0=1000, n=10, alpha=0.01, eps_grid=EPS)
     CenterCertifier(n0=1199, n=10, alpha=0.01, eps_grid=EPS)
+
+
+def test_center_summary_says_how_many_items_abstained():
+    """The eps_out means are over the items whose centre check passed; without `abstain_rate` beside them a
+    summary of 1 passing item in 4 read like one of 4 (found by review)."""
+    import pandas as pd
+
+    cert = CenterCertifier(n0=2000, n=1000, alpha=0.01, eps_grid=(0.25,))
+    rows = pd.DataFrame({"abstained": [False, True, True, True], "bound_eps_out_eps0.25": [0.1] + [math.nan] * 3})
+    summary = cert.summarize(rows)
+    assert summary["abstain_rate"] == 0.75 and summary["mean_bound_eps_out_eps0.25"] == pytest.approx(0.1)
+    # rows of certifiers that cannot abstain (distribution, output_bound) leave it empty: no abstain_rate
+    assert "abstain_rate" not in cert.summarize(rows.assign(abstained=None))

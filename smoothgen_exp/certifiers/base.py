@@ -108,8 +108,11 @@ class Certifier:
         return {}
 
     def summarize(self, smoothed: pd.DataFrame) -> dict:
-        """Means of the bound_* columns over items (NaN where a bound was not available)."""
+        """Means of the bound_* columns over the items that have them (NaN where none has); where items can
+        abstain (center's check) and rows have no radius, `abstain_rate` beside them says how many did not."""
         out = {}
+        if "abstained" in smoothed and "radius" not in smoothed and smoothed.abstained.notna().any():
+            out["abstain_rate"] = float(smoothed.abstained.dropna().astype(float).mean())   # None: cannot abstain
         for col in smoothed.columns:
             if col.startswith("bound_") and pd.api.types.is_numeric_dtype(smoothed[col]) \
                     and not pd.api.types.is_bool_dtype(smoothed[col]):

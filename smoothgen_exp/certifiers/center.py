@@ -64,6 +64,11 @@ def quantile_upper(values: np.ndarray, q: float, alpha: float) -> float:
 class CenterCertifier(BoundCertifier):
     name = "center"
 
+    @staticmethod
+    def requires(conf) -> dict:
+        """What the metric measures distances between (checks.check_components_fit)."""
+        return {"oracle": "output features"} if conf.metric == "feature" else {"model": "tensor outputs (images or features)"}
+
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
                  eps_grid: tuple, n_centers: int, delta: float,
                  metric: str):

@@ -30,7 +30,8 @@ class DistributionCertifier(BoundCertifier):
 
     def _certify(self, ctx) -> dict:
         diameter, sigma = output_ball(ctx.model).diameter, ctx.noise.l2_scale
-        label = int(ctx.item.label)
+        # the harm event (class != label) needs ground truth: a label, and an oracle whose classes are it
+        label = int(ctx.item.label) if getattr(ctx.oracle, "has_classes", True) else -1
         if label >= ctx.num_classes:
             raise SmoothgenError(f"item {ctx.item.item_id}: label {label} is not a class of the oracle "
                                  f"(0..{ctx.num_classes - 1}; -1 for none)")
@@ -39,7 +40,7 @@ class DistributionCertifier(BoundCertifier):
         row = {"prediction": int(torch.argmax(counts)), "bound_diameter": diameter, "samples_used": self.n}
         if label < 0:        # no label, no event "class != label": never counts[-1], the last class
             row.update({"bound_event_count": None, "bound_event_p_hat": math.nan, "bound_event_p_upper": math.nan,
-                        "abstain_reason": "no label: the harm event (class != label) needs one"})
+                        "abstain_reason": "no label, or an oracle without classes: the harm event (class != label) needs both"})
         else:
             k_event = int(counts.sum() - counts[label])
             row.update({"bound_event_count": k_event, "bound_event_p_hat": k_event / self.n,

@@ -86,6 +86,8 @@ class MiniLMEquivalence:
 
     num_classes = 2
     has_classes = False
+    classifies = False        # every answer is class 0: class certificates are refused (checks.py) ...
+    compares_answers = True   # ... answer certificates (semantic) use `equivalent`
 
     def __init__(self, threshold: float, **_):
         from smoothgen_exp.backbones.text_encoder import shared_minilm
