@@ -942,6 +942,24 @@ def validate(cfg: DictConfig) -> None:
     validate_groups(cfg, GROUPS)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(cfg.device)):   # availability: devices.resolve_device
         raise ConfigError(f"device={cfg.device}: not supported; use {DEVICES}")
+    check_radius_keys(top)
+
+
+CURVE_KEYS = ("certified_accuracy", "certified_fraction", "nominal_certified_accuracy", "nominal_certified_fraction")
+
+
+def check_radius_keys(top: DictConfig) -> None:
+    """An `objective` or constraint reading a certified curve at a radius (`certified_accuracy/0.3`) must
+    name one of `summary_radii`, as the summary writes it: else every job of a search returns NaN."""
+    radii = {f"{float(r):g}" for r in top.summary_radii}
+    for name, key in [("objective", top.objective), *((f"objective_constraints.{k}", k)
+                                                         for k in top.objective_constraints or {})]:
+        curve, _, radius = str(key).partition("/")
+        if curve in CURVE_KEYS and radius not in radii:
+            shown = ", ".join(sorted(radii, key=float))
+            raise ConfigError(f"{name}={key}: the summary has {curve} at summary_radii only ({shown}), written "
+                              f"as {curve}/<radius> with the shortest decimal; add the radius to summary_radii or "
+                              "choose one of these")
 
 
 def validate_groups(cfg: DictConfig, groups) -> None:

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from smoothgen_exp.config import CONF_DIR, GROUPS, SCHEMAS, validate
+from smoothgen_exp.config import CONF_DIR, GROUPS, SCHEMAS, ConfigError, validate
 
 from .conftest import CACHE, cli
 
@@ -53,6 +53,24 @@ def test_overrides_reach_the_config():
 
 BAD = ["smoothing.sigma=-1", "certifier.alpha=1.5", "certifier.n=0", "certifier.n0=0", "dataset.limit=-3",
        "model=does_not_exist", "certifier.batch_size=0", "certifier.n=abc", "seed=-1"]
+
+
+def test_an_objective_at_a_radius_the_summary_lacks_fails_in_one_line():
+    """The summary writes certified curves at summary_radii only, as f"{r:g}": an optuna search on
+    certified_accuracy/0.3 (or /0.250) got NaN from every job, and said so only after each one."""
+    from omegaconf import open_dict
+
+    for key in ("certified_accuracy/0.3", "certified_accuracy/0.250", "certified_accuracy"):
+        with pytest.raises(ConfigError, match=rf"^objective={key}: the summary has certified_accuracy at "
+                                              r"summary_radii only \(0, 0.05, .*, 1\)"):
+            validate(composed(f"objective={key}"))
+    validate(composed("objective=certified_accuracy/0.25"))
+    validate(composed("objective=certified_accuracy/0.3", "summary_radii=[0.3]"))
+    cfg = composed()
+    with open_dict(cfg):
+        cfg.objective_constraints["nominal_certified_fraction/2"] = 0.5
+    with pytest.raises(ConfigError, match=r"^objective_constraints.nominal_certified_fraction/2=nominal_"):
+        validate(cfg)
 
 
 @pytest.mark.parametrize("override", BAD)
