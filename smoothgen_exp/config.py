@@ -917,7 +917,11 @@ def _check_node(prefix: str, schema: type, node: DictConfig) -> None:
         known = ", ".join(f.name for f in fields(schema) if f.name != "_target_")
         raise ConfigError(f"{name(e.key)}: unknown key (known keys: {known})") from None
     except ValidationError as e:
-        raise ConfigError(f"{name(e.key)}={_fmt(e.value)}: {e.msg.splitlines()[0]}") from None
+        msg = e.msg.splitlines()[0]
+        if "is not a ListConfig" in msg:           # OmegaConf's words for a scalar given to a list field
+            msg = f"must be a list, e.g. [{_fmt(e.value)}]"
+        key = e.full_key or e.key                  # a list entry: `summary_radii[1]`, not `1`
+        raise ConfigError(f"{name(key)}={_fmt(e.value)}: {msg}") from None
     for f in fields(schema):
         rule = f.metadata.get("check") and f.metadata
         if not rule or f.name not in node:

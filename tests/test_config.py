@@ -73,6 +73,17 @@ def test_an_objective_at_a_radius_the_summary_lacks_fails_in_one_line():
         validate(cfg)
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["summary_radii=0.1"], "summary_radii=0.1: must be a list, e.g. [0.1]"),   # was OmegaConf's "AnyNode is not a ListConfig"
+    (["summary_radii=[0.1,b]"], "summary_radii[1]=b: "),                         # was "1=b": the entry's index alone
+    (["certifier=center", "certifier.eps_grid=[x]"], "certifier.eps_grid[0]=x: "),
+])
+def test_a_list_key_names_itself_and_the_bad_entry(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(composed(*overrides))
+    assert str(err.value).startswith(message), err.value
+
+
 @pytest.mark.parametrize("override", BAD)
 def test_bad_values_fail_in_one_line_and_leave_nothing(override, tmp_path):
     run_dir = tmp_path / "run"
