@@ -997,12 +997,23 @@ def print_config(cfg: DictConfig) -> None:
     print(OmegaConf.to_yaml(body, resolve=True), end="")
 
 
+def refuse_existing_records(run_dir: str | os.PathLike) -> None:
+    """resume=false on a directory that holds records: refused (records.recorded_items, and before Hydra
+    writes the run's .hydra/ into it: `ValidateOnStart`)."""
+    if any((Path(run_dir) / "records").glob("part-*.parquet")):
+        raise ConfigError(f"resume=false: {run_dir} already holds records; resume them (resume=true) or "
+                          "choose another hydra.run.dir")
+
+
 class ValidateOnStart(Callback):
-    """Validate (and answer dry_run) before Hydra creates the run directory: nothing is left behind."""
+    """Validate (and answer dry_run) before Hydra creates the run directory: nothing is left behind, and a
+    refused resume=false leaves the finished run's .hydra/ as it was."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             validate(config)
+            if not config.resume and not config.get("dry_run"):
+                refuse_existing_records(config.hydra.run.dir)
         except ConfigError as e:
             exit_on_user_error(e)
             raise

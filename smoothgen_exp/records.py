@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from smoothgen_exp.config import GROUPS
+from smoothgen_exp.config import GROUPS, refuse_existing_records
 from smoothgen_exp.errors import SmoothgenError
 
 CHOICE_GROUPS = tuple(g for g in GROUPS if g != "logger")     # the option chosen per group is a column
@@ -103,11 +103,10 @@ def recorded_items(run_dir: str | os.PathLike, config_hash: str, resume: bool = 
     Records of another configuration in the same directory are an error: mixing them would silently
     corrupt every table made from the directory. So are existing records with resume=false.
     """
+    if not resume:
+        refuse_existing_records(run_dir)
     if not list((Path(run_dir) / "records").glob("part-*.parquet")):
         return set()
-    if not resume:
-        raise SmoothgenError(f"resume=false: {run_dir} already holds records; resume them (resume=true) or "
-                             "choose another hydra.run.dir")
     df = read_records(run_dir)
     other = set(df.config_hash.unique()) - {config_hash}
     if other:
