@@ -22,7 +22,7 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_under_a_shift(oracle):
     assert 0 < fids[1] < fids[2]
 
 
-def test_fid_from_fewer_samples_than_features_warns(oracle, caplog):
+def test_fid_from_fewer_samples_than_features_warns(oracle, caplog, monkeypatch):
     """The oracle's features have 128 dimensions: FID from 20 generated digits is mostly bias (it is far
     above the same generator's FID from the full set) and says so; from the full set it does not."""
     real = torch.from_numpy(digit_images("heldout")[0])
@@ -36,6 +36,14 @@ def test_fid_from_fewer_samples_than_features_warns(oracle, caplog):
         warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert bool(warned) == (n <= 128) and all("20 generated samples" in w for w in warned)
     assert scores[0] > 10 * max(scores[1], 1e-6)
+    # every rank computes the same synced FID: only rank 0 warns (each rank printed it before)
+    monkeypatch.setenv("RANK", "1")
+    caplog.clear()
+    fid = make_fid("oracle", oracle, (1, 8, 8), None)
+    fid.update(real, real=True)
+    fid.update(real[:20], real=False)
+    fid_score(fid, "metric_fid_x")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 @pytest.mark.parametrize("sync", [True, False])

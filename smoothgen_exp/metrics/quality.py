@@ -15,6 +15,7 @@ clean condition, and the smoothed generator's outputs (`aggregator.samples`). Ov
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch import nn
@@ -61,12 +62,12 @@ def fid_score(fid, name: str) -> float:
     """fid.compute(), with a warning where the generated set (over all processes that compute() syncs) is
     no larger than the feature dimension: its covariance is then singular and the score mostly
     small-sample bias (FID falls as the set grows, for the same generator), comparable only with runs of
-    the same size. Collective where compute() is, and syncs the states once: the count and the score are
+    the same size (rank 0 says so). Collective where compute() is, and syncs the states once: the count and the score are
     read inside one sync (torchmetrics' compute unwrapped, as its own wrapper would sync a second time)."""
     with fid.sync_context(dist_sync_fn=fid.dist_sync_fn, should_sync=fid.sync_on_compute):
         n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
         value = float(fid.compute.__wrapped__())
-    if n <= dim:
+    if n <= dim and os.environ.get("RANK", "0") == "0":      # every rank computes the same synced set
         log.warning("%s from %d generated samples, no more than its %d feature dimensions: mostly "
                     "small-sample bias; compare only runs of the same size", name, n, dim)
     return value
