@@ -22,6 +22,7 @@ from smoothgen_exp.certifiers.sequential import SequentialCertifier
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.errors import ConfigError
 from smoothgen_exp.records import summarize
+from smoothgen_exp.oracles.base import ClassEquivalence
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from smoothgen_exp.stats import tv_bound
 from smoothgen_exp.tables import by_validity, formatted, results_table
@@ -273,3 +274,29 @@ def test_tv_factor_of_step_noise_uses_max_new_tokens_not_the_steps_taken():
     assert worst > 0.01                                                  # factor 1 is violated somewhere
     assert tv_shift_factor("step", 16, 32) == pytest.approx(math.sqrt(16 * 32))
     assert tv_shift_factor("sequence", 16, 32) == pytest.approx(4.0)
+
+
+class SignText:
+    """G(z) = "pos" or "neg" by the sign of z's first coordinate: a text generator."""
+
+    def generate(self, z, gen, shared=False):
+        return ["pos" if v > 0 else "neg" for v in z.reshape(len(z), -1)[:, 0].tolist()]
+
+
+class WordOracle(ClassEquivalence):
+    num_classes = 2
+
+    def classify(self, outputs):
+        return torch.tensor([int(o == "pos") for o in outputs])
+
+
+def test_semantic_names_a_certified_answer_only_where_it_certifies():
+    """`certified_text` held the representative of abstaining items too, and the printed answers showed it
+    as the smoothed answer (found by review). P("pos") = Phi(x): 0.9987 at x = 3, 1/2 at x = 0."""
+    for x, certified in ((3.0, True), (0.0, False)):
+        item = SimpleNamespace(item_id=f"x{x:g}", condition="", label=-1)
+        ctx = ItemContext(item, torch.tensor([x], dtype=torch.float64), SignText(), WordOracle(),
+                          GaussianNoise(1.0), 0, 1000)
+        row = SemanticCertifier(n0=50, n=1000, alpha=0.001, batch_size=1000).certify(ctx)
+        assert row["certified"] is certified and row["abstained"] is not certified
+        assert row["certified_text"] == ("pos" if certified else None)

@@ -67,5 +67,5 @@ class SemanticCertifier(OracleErrorModel, Certifier):
                 "abstain_reason": "" if certified else "p_lower<=0.5",
                 **self.oracle_error_columns(), "samples_used": self.n0 + self.n,
                 # the certified answer itself (the row's output_text is the aggregator's, which may not be
-                # equivalent to it; found by review)
-                **({"certified_text": representative} if isinstance(representative, str) else {})}
+                # equivalent to it; found by review); none where the item abstains
+                **({"certified_text": representative if certified else None} if isinstance(representative, str) else {})}
