@@ -21,8 +21,8 @@ from smoothgen_exp.certifiers.semantic import SemanticCertifier
 from smoothgen_exp.certifiers.sequential import SequentialCertifier
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.errors import ConfigError
-from smoothgen_exp.records import summarize
 from smoothgen_exp.oracles.base import ClassEquivalence
+from smoothgen_exp.records import summarize
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from smoothgen_exp.stats import tv_bound
 from smoothgen_exp.tables import by_validity, formatted, results_table
