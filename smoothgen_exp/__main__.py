@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.dry_run:
             print_config(cfg)
             return None
-        from smoothgen_exp.checks import objective_value
+        from smoothgen_exp.outcome import objective_value
         from smoothgen_exp.run import run
 
         return objective_value(run(cfg), cfg.objective, cfg.objective_constraints)

@@ -31,17 +31,15 @@ from smoothgen_exp.checks import (
     ceiling_summary,
     certified_ceiling,
     checked_certifier,
-    completed_summary,
     hydra_choice,
     oracle_naming_every_missing_weight,
-    set_level_quality,
-    warn_violations,
 )
 from smoothgen_exp.config import validate
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.data.subsets import keep_baseline_correct
 from smoothgen_exp.distributed import Ranks
 from smoothgen_exp.models.protocol import EncodesItems
+from smoothgen_exp.outcome import completed_summary, set_level_quality, warn_violations
 from smoothgen_exp.packing import Draw, Program, alongside, program_of, run_programs
 from smoothgen_exp.provenance import config_hash, git_sha, run_id_of, write_provenance
 from smoothgen_exp.records import (

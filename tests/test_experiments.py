@@ -77,7 +77,7 @@ def test_objective_value_applies_the_constraints(caplog):
     import logging
     import math
 
-    from smoothgen_exp.checks import objective_value
+    from smoothgen_exp.outcome import objective_value
 
     summary = {"average_certified_radius": 0.3, "retention_digit_prob": 0.85, "acc": math.nan}
     assert objective_value(summary, "average_certified_radius", {}) == 0.3
@@ -91,7 +91,7 @@ def test_objective_value_applies_the_constraints(caplog):
     assert math.isnan(objective_value(nested, "certified_accuracy", {}))               # a dict, not a number
     # a run without class certificates lacks the default objective: a note; a chosen one: a warning
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="smoothgen_exp.checks"):
+    with caplog.at_level(logging.INFO, logger="smoothgen_exp.outcome"):
         objective_value({"mean_bound_tv_eps0.1": 0.2}, "average_certified_radius", {})
         objective_value({"mean_bound_tv_eps0.1": 0.2}, "retention_fid", {})
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]

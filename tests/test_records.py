@@ -189,7 +189,7 @@ def test_a_completed_run_summarised_by_other_code_says_so(tmp_path, caplog, monk
     import json
 
     import smoothgen_exp.records as records
-    from smoothgen_exp.checks import completed_summary
+    from smoothgen_exp.outcome import completed_summary
     from smoothgen_exp.provenance import git_state
 
     if git_state()[0] == "unknown":
@@ -210,7 +210,7 @@ def test_set_level_metrics_after_a_resume_say_how_many_items_they_cover(caplog):
     60 gave 53.7 against 50.3, with nothing in the log or summary)."""
     from types import SimpleNamespace
 
-    from smoothgen_exp.checks import set_level_quality
+    from smoothgen_exp.outcome import set_level_quality
 
     metrics = SimpleNamespace(enabled=True, summary=lambda records: {"metric_fid_smoothed": 50.0})
     assert set_level_quality(metrics, None, 60, 0) == {"metric_fid_smoothed": 50.0}

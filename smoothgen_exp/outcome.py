@@ -1,0 +1,98 @@
+"""What a finished run returns, and what its end says.
+
+- `set_level_quality`: the metrics' summary, and after a resume how many items its FID covers;
+- `objective_value`: the summary key a Hydra sweeper optimises, under minimum constraints;
+- `completed_summary`: a finished run's summary, shown again when its command is rerun;
+- `warn_violations`: the loud warning of a run whose attacks broke a certificate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def set_level_quality(metrics, records, new_items: int, resumed_items: int) -> dict:
+    """The metrics' summary. Set-level numbers (FID) accumulate in memory, over the items this process
+    generated: after a resume they cover `quality_items` of the run's items only, and the log says so."""
+    if not metrics.enabled or not new_items:
+        return {}
+    quality = metrics.summary(records)
+    if resumed_items:
+        log.warning("set-level metrics (FID) cover the %d items generated since the resume, not the %d recorded "
+                    "before it: compare them only with runs of the same size, or rerun under a new run_id",
+                    new_items, resumed_items)
+        quality["quality_items"] = new_items
+    return quality
+
+
+def summary_value(summary: dict, key: str):
+    """A summary value by key; `a/b` reads nested keys (`certified_accuracy/0.25`), as the tables do."""
+    if key in summary:
+        return summary[key]
+    value = summary
+    for part in key.split("/"):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def objective_value(summary: dict | None, objective: str, constraints) -> float | None:
+    """summary[objective] for a sweeper; -inf when a constraint (summary key: minimum) is missed, NaN
+    (with a warning) when the summary has no such key (e.g. only `nominal_*` keys); None off rank 0."""
+    if summary is None:
+        return None
+    value = summary_value(summary, objective)
+    if not isinstance(value, int | float):
+        from smoothgen_exp.config import RunConf
+
+        # the default objective is missing from every run without class certificates: a note; one the
+        # user chose for a sweeper: a warning
+        level = logging.INFO if objective == RunConf.objective else logging.WARNING
+        log.log(level, "objective %s is not a number in the summary (keys like it: %s): returning NaN", objective,
+                ", ".join(k for k in summary if objective.split("/")[0] in k) or "none")
+        return math.nan
+    for key, minimum in dict(constraints or {}).items():
+        got = summary_value(summary, key)
+        if not isinstance(got, int | float) or not got >= minimum:     # NaN or missing: not met
+            log.info("constraint %s >= %s not met (%s): objective -inf", key, minimum, got)
+            return -math.inf
+    return float(value)
+
+
+def warn_violations(count: int, run_dir: Path) -> None:
+    from rich.console import Console
+
+    msg = (f"CERTIFICATE VIOLATIONS: at {count} attacked item(s) a fresh upper confidence bound fell below "
+           f"what the certificate promises within its radius. That is a bug or a probability-alpha event; "
+           f"inspect rows with certificate_violation=true in {run_dir / 'records'}.")
+    log.warning(msg)
+    Console(stderr=True).print(f"[bold red]{msg}[/]")
+
+
+def completed_summary(run_dir: Path, chash: str, run_id: str) -> dict | None:
+    """The summary of this very configuration if its job finished (summary.json is written last), printed
+    again on rank 0 so that rerunning a command shows its results; None if it did not finish. A summary
+    written by other code than this (provenance.json's git_sha) follows that code's rules: say so."""
+    from smoothgen_exp.provenance import completed, git_state
+    from smoothgen_exp.records import read_records
+    from smoothgen_exp.report import print_summary
+
+    if (summary := completed(run_dir, chash)) is None:
+        return None
+    if int(os.environ.get("RANK", "0")) == 0:
+        log.info("run %s already complete in %s", run_id, run_dir)
+        provenance = run_dir / "provenance.json"
+        then = json.loads(provenance.read_text()).get("git_sha", "unknown") if provenance.exists() else "unknown"
+        now = git_state()[0]
+        if "unknown" not in (then, now) and then != now:
+            log.warning("run %s was summarised by the code at %s, not this code (%s): its summary follows that "
+                        "code's rules; rerun under a new run_id to recompute it", run_id, then[:12], now[:12])
+        print_summary(summary, title=f"{run_id}, already complete", records=read_records(run_dir), run_dir=run_dir)
+    return summary
