@@ -1,11 +1,12 @@
 """What a configuration can do, decided before any weights load (what a finished run returns: `outcome`).
 
-- `check_before_loading`: the five checks below, before any weights load; `checked_certifier` adds
+- `check_before_loading`: the six checks below, before any weights load; `checked_certifier` adds
   `check_certifiable` and returns the configured certifier;
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
 - `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart;
 - `check_booster_fits_model`: a booster sits around a feature encoder;
 - `check_components_fit`: what an aggregator, certifier or metrics class `requires` of the model or oracle;
+- `check_items_fit_model`: a model reads prompts, images or latent seeds, and the dataset must hold them;
 - `check_labels_fit_oracle`: a dataset's labels must index the oracle's classes;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `certified_ceiling`, `ceiling_summary`: the largest radius any item can reach (`max_certifiable_radius`);
@@ -95,7 +96,25 @@ def check_before_loading(cfg: DictConfig) -> None:
     check_oracle_fits_certifier(cfg)
     check_booster_fits_model(cfg)
     check_components_fit(cfg)
+    check_items_fit_model(cfg)
     check_labels_fit_oracle(cfg)
+
+
+def check_items_fit_model(cfg: DictConfig) -> None:
+    """A model reads one kind of item (`reads`): prompts, images or latent seeds. The default text-to-image
+    model given dataset=digits_images encoded "heldout digit image 0" as a prompt; a VAE given prompts
+    failed mid-run with a TypeError."""
+    from smoothgen_exp.config import CONF_DIR
+
+    dataset, model = get_class(cfg.dataset._target_), get_class(cfg.model._target_)
+    reads, kind = getattr(model, "reads", None), getattr(dataset, "item_kind", None)
+    if None in (reads, kind) or reads == kind:
+        return
+    fitting = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml")
+                     if getattr(get_class(OmegaConf.load(p)._target_), "item_kind", None) == reads)
+    raise ConfigError(f"model={hydra_choice(cfg, 'model') or model.__name__}: generates from {reads}, and "
+                      f"dataset={hydra_choice(cfg, 'dataset') or dataset.__name__} holds {kind}; use "
+                      f"dataset={' | '.join(fitting) or 'one of ' + reads}")
 
 
 def check_labels_fit_oracle(cfg: DictConfig) -> None:

@@ -210,6 +210,14 @@ def test_every_launcher_config_composes_and_passes_the_preflight(launcher, targe
     (["model=tiny_gpt2", "oracle=equivalence"], r"certifier=cohen: certifies a class, and oracle=equivalence has "
                                                 r"none \(every output is class 0\); use certifier=semantic"),
     (["model=tiny_gpt2", "oracle=equivalence", "certifier=sequential"], r"certifier=sequential: certifies a class"),
+    # items of another kind than the model reads: a prompt model encoded "heldout digit image 0" as a prompt,
+    # a VAE given prompts failed mid-run with a TypeError
+    (["dataset=digits_images"], r"model=digits_t2i: generates from prompts, and dataset=digits_images holds "
+                                r"images; use dataset=digits_prompts \| harmful_prompts \| qa_facts \| robot_commands"),
+    (["model=tiny_vae", "dataset=digits_prompts"], r"model=tiny_vae: generates from images, and "
+                                                   r"dataset=digits_prompts holds prompts; use dataset=digits_images$"),
+    (["dataset=gan_latents", "oracle=none", "certifier=distribution", "metrics=none"],
+     r"dataset=gan_latents holds latent seeds"),
     # labels that index other classes than the oracle's: accuracy compared unrelated classes
     (["dataset=qa_facts", "metrics=none"], r"dataset=qa_facts: its labels index the classes \(Paris, Berlin, Rome, "
                                            r"Madrid, \.\.\. 118 in all\), and oracle=digit_classifier classifies "

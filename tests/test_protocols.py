@@ -58,6 +58,9 @@ def test_every_class_has_its_protocols_methods(group, protocol):
         assert not missing, f"{group}={path.stem}: {cls.__name__} lacks {sorted(missing)}"
         if group == "model":                                # encode, or encode_items (images with the prompt)
             assert any(callable(getattr(cls, m, None)) for m in methods(EncodesConditions) | methods(EncodesItems))
+            assert cls.reads in ("prompts", "images", "latent seeds"), path.stem  # checks.check_items_fit_model
+        if group == "dataset":
+            assert cls.item_kind in ("prompts", "images", "latent seeds"), path.stem
 
 
 def test_noise_laws_and_datasets_answer_the_optional_protocols():

@@ -53,6 +53,8 @@ def read_answers(path: Path) -> tuple[list[dict], list[list[str]], list[int]]:
 
 @configured
 class AnswersCSV(ItemList):
+    item_kind = "prompts"
+
     @staticmethod
     def class_names(conf) -> list[str]:
         """What the labels index: the CSV's distinct answers in file order."""

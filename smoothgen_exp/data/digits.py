@@ -99,6 +99,7 @@ class DigitsPrompts(ItemList):
 
     num_classes = 10
     class_names = WORDS
+    item_kind = "prompts"
 
     def __init__(self, split: str, limit: int | None, calibration_fraction: float):
         if split not in SPLITS:

@@ -17,6 +17,7 @@ from smoothgen_exp.errors import SmoothgenError
 class DigitImages(ItemList):
     num_classes = 10
     class_names = WORDS
+    item_kind = "images"
 
     def __init__(self, split: str, limit: int | None):
         x, y = digit_images(split)

@@ -37,6 +37,7 @@ def prompt_hash(text: str) -> str:
 @configured
 class PromptsCSV(ItemList):
     num_classes = 2
+    item_kind = "prompts"
 
     @staticmethod
     def class_names(conf) -> tuple[str, ...] | None:

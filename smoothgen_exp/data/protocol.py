@@ -16,6 +16,7 @@ class Dataset(Protocol):
     config returning one, None for no labels); the oracle's classes must begin with them (`checks`)."""
 
     num_classes: int
+    item_kind: str             # "prompts" | "images" | "latent seeds": the models that read them (`reads`)
 
     def __iter__(self) -> Iterator[Item]: ...
 

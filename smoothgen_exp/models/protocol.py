@@ -16,6 +16,7 @@ class Generator(Protocol):
     """G: condition -> output. Noise is added in the space `encode` returns."""
 
     condition_kind: str        # "text" (prompts) | "image" (pixels in [0, 1]) | "latent" (a GAN's latent)
+    reads: str                 # the dataset items it takes: "prompts" | "images" | "latent seeds"
     differentiable: bool       # white-box attacks (PGD) need gradients through `generate`
 
     def generate(self, z: Any, generator: Any) -> Any:
