@@ -11,7 +11,9 @@ with, over the attacked items,
 - the oracle's class agreement between the input and the reconstruction;
 - for the smoothed rows, the certified output bound at that eps (TV form of SPEC C2, at the L2 radius
   eps * sqrt(d) of the L-inf ball on d pixels, rounded up to `certifier.eps_grid`), which bounds how far the smoothed mean
-  reconstruction can move, and the measured movement (`attack_output_shift`) beside it.
+  reconstruction can move, and the measured movement (`attack_output_shift`) beside it;
+- the largest L-inf distance the attack reached (a step schedule too short for the budget stops inside
+  the ball, and the row's label would overstate it; the attack warns when it cannot reach eps).
 And <name>.png: for each row, the reconstructions of the first `--columns` digits, clean and under PhotoGuard
 at the largest eps (from each run's attacked_outputs.safetensors).
 """
@@ -74,7 +76,8 @@ def table(sweep: Path) -> tuple[pd.DataFrame, dict]:
                             "PSNR (dB)": mean_se(rows.metric_recon_psnr, 2),
                             "FID": f"{summary[f'metric_fid_{variant}']:.1f}",
                             "class agreement": f"{rows.metric_recon_agree.astype(float).mean():.3f}",
-                            "certified bound": "–", "measured shift": "–", "items": len(rows)})
+                            "certified bound": "–", "measured shift": "–", "L-inf reached": "–",
+                            "items": len(rows)})
             bound = "–"
             if variant == "smoothed" and radius is not None:
                 bound = mean_se(rows[eps_col("bound_tv", radius)], 3)
@@ -84,6 +87,8 @@ def table(sweep: Path) -> tuple[pd.DataFrame, dict]:
                         "FID": f"{summary.get(f'metric_fid_attacked_{variant}', math.nan):.1f}",
                         "class agreement": f"{rows.attack_recon_agree.astype(float).mean():.3f}",
                         "certified bound": bound, "measured shift": mean_se(rows.attack_output_shift, 3),
+                        # what the attack used of its budget (a short step schedule stops inside the ball)
+                        "L-inf reached": f"{rows.attack_distance_linf.astype(float).max() * 255:.1f}/255",
                         "items": len(rows)})
         if objective == "latent":
             figures[(robust, eps)] = run_dir

@@ -69,6 +69,24 @@ def test_photoguard_reaches_the_known_optimum_on_a_linear_encoder():
     assert row["attack_recon_mse"] == pytest.approx(float((optimum - x).pow(2).mean()), abs=1e-5)
 
 
+def test_photoguard_says_when_its_steps_cannot_reach_the_budget(caplog):
+    """10 steps from 0.005 with linear decay move a pixel at most 0.0275: at 15/255 the table-vae smoke's
+    rows were labelled with a budget the attack never used (found by a new user). The attack says so once."""
+    x = torch.full((1, 2, 2), 0.9, dtype=torch.float64)          # the grey target is 0.4 away
+    short = photoguard(eps=15 / 255, steps=10)
+    assert short.reach() == pytest.approx(0.0275)
+    with caplog.at_level("WARNING", logger="smoothgen_exp.attacks.photoguard"):
+        rows = [short.run(linear_ctx(x), "baseline", 0) for _ in range(2)]
+    assert [r.getMessage() for r in caplog.records if "cannot use its budget" in r.getMessage()] == [
+        "attack=photoguard: 10 steps from step_size 0.005 (linear decay) move a pixel at most 0.0275, less than "
+        "attack.eps=0.05882: the attack cannot use its budget; raise attack.step_size or attack.steps"]
+    assert rows[0]["attack_distance_linf"] == pytest.approx(0.0275)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="smoothgen_exp.attacks.photoguard"):
+        row = photoguard(eps=15 / 255, steps=10, step_size=0.02).run(linear_ctx(x), "baseline", 0)
+    assert not caplog.records and row["attack_distance_linf"] == pytest.approx(15 / 255)
+
+
 def test_photoguard_against_the_smoothed_encoder_reaches_the_same_optimum_inside_the_image_range():
     x = torch.tensor([0.02, 0.97, 0.1, 0.9], dtype=torch.float64).reshape(1, 2, 2)
     ctx = linear_ctx(x, sigma=0.1)
@@ -134,4 +152,6 @@ def test_table_vae_smoke(tmp_path):
     smoothed = table[table.VAE == "smoothed VAE"].set_index("input")
     # C2's TV form at the L2 radius 8 * 15/255 <= 0.4706, sigma 0.1: 2 rho (2 Phi(0.4706 / 0.2) - 1), rho = 4
     assert smoothed.loc["PhotoGuard 15/255", "certified bound"].startswith("7.851")
+    # the attack used its budget: the smoke's 10 steps reach 15/255 (they stopped at 7/255 before)
+    assert list(smoothed["L-inf reached"]) == ["–", "8.0/255", "15.0/255"]
     assert (out / "vae_table.png").stat().st_size > 1000

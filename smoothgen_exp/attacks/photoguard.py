@@ -17,10 +17,14 @@ returned, always inside the ball and the image range.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from smoothgen_exp.attacks.base import Attack, Budget, Victim, random_in_ball
 from smoothgen_exp.config import configured
+
+log = logging.getLogger(__name__)
 
 
 @configured
@@ -33,6 +37,11 @@ class PhotoGuard(Attack):
         super().__init__(**kwargs)
         self.steps, self.step_size, self.decay = int(steps), float(step_size), decay
         self.target_grey, self.random_start = float(target_grey), bool(random_start)
+        self._short = set()                # budgets the step schedule cannot reach, said once each
+
+    def reach(self) -> float:
+        """The farthest the schedule's steps can move a pixel from the start: sum_k a_k."""
+        return sum(self.step_length(k) for k in range(self.steps))
 
     def step_length(self, k: int) -> float:
         return self.step_size * (1.0 - k / self.steps) if self.decay == "linear" else self.step_size
@@ -41,6 +50,11 @@ class PhotoGuard(Attack):
     def search(self, victim: Victim, budget: Budget) -> torch.Tensor:
         x = victim.x
         lo, hi = victim.ctx.model.output_range
+        if self.reach() < budget.eps and budget.eps not in self._short:     # a table would label the budget
+            self._short.add(budget.eps)
+            log.warning("attack=photoguard: %d steps from step_size %g (%s decay) move a pixel at most %.4g, "
+                        "less than attack.eps=%.4g: the attack cannot use its budget; raise attack.step_size or "
+                        "attack.steps", self.steps, self.step_size, self.decay, self.reach(), budget.eps)
         if self.objective == "latent":
             victim.set_target_image(torch.full_like(x, self.target_grey))
         delta = torch.zeros_like(x)
