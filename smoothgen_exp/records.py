@@ -40,7 +40,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "samples_used": pa.int64(), "batch_size": pa.int64(),
     "time_encode_s": pa.float64(), "time_generate_s": pa.float64(), "time_predict_s": pa.float64(),
     "time_certify_s": pa.float64(), "time_total_s": pa.float64(),
-    "attack_within_radius": pa.bool_(), "certificate_checked": pa.bool_(),
+    "attack_within_radius": pa.bool_(), "certificate_checked": pa.bool_(), "attack_abstained": pa.bool_(),
     "certificate_violation": pa.bool_(),   # null where the attacked item was not checked
 }
 REQUIRED = ("run_id", "item_id", "seed", "variant", "model", "sigma", "n0", "n", "alpha", "prediction",
@@ -153,6 +153,9 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
             summary[f"attack_success_rate_{variant}"] = _mean(rows.attack_success.astype(float))
             summary[f"attack_output_shift_{variant}"] = _mean(rows.attack_output_shift.astype(float))
             summary[f"attack_class_changed_{variant}"] = _mean(rows.attack_class_changed.astype(float))
+            summary[f"attack_unmoved_{variant}"] = int((rows.attack_distance.astype(float) == 0).sum())
+        if "attack_abstained" in smoothed:
+            summary["attack_abstain_rate_smoothed"] = _mean(smoothed.attack_abstained.astype(float))
     valid = valid_certificates(smoothed)
     if valid.any() or not len(smoothed):
         summary.update(_certificate_summary(smoothed[valid], radii, certifier))

@@ -187,6 +187,10 @@ def test_zero_certificate_violations_on_the_default(attack_runs):
                     "attack_output_shift", "attack_time_s"):
             assert col in df, (name, col)
         assert "attack_w2_smoothed" in summary and "attack_success_rate_baseline" in summary
+        # attacks that returned x itself are counted, and none of them is a checked point
+        assert summary["attack_unmoved_smoothed"] == int((sm.attack_distance == 0).sum()), name
+        assert not (sm.attack_within_radius.astype(bool) & (sm.attack_distance == 0)).any(), name
+        assert "attack_abstain_rate_smoothed" in summary and sm.attack_abstained.notna().all(), name
     # perturbations inside the radii were tried and checked, and large ones outside them succeeded on the baseline
     inside = attack_runs["pgd-in"][0].query("variant == 'smoothed' and attack_within_radius")
     assert len(inside) and inside.certificate_checked.all()
@@ -196,3 +200,24 @@ def test_zero_certificate_violations_on_the_default(attack_runs):
     assert not math.isnan(attack_runs["semantic"][0].attack_distance.iloc[0])
     for objective in ("distance", "feature", "event"):
         assert (attack_runs[f"pgd-{objective}"][0].attack_objective == objective).all()
+
+
+def test_an_abstention_under_attack_leaves_the_reference_and_an_unmoved_attack_checks_nothing():
+    """Found by a new user: NES drove the smoothed prediction to abstain (65% of its votes off the digit)
+    and the row said attack_success false; and an attack that returned x itself (distance 0) counted as a
+    certificate checked within the radius. At the step's boundary w.x = 0 the votes split evenly, so
+    PREDICT abstains; at x (w.x = 0.6, sigma 0.5) it says class 1."""
+    x = torch.zeros(D, dtype=torch.float64)
+    x[0] = 0.6
+    ctx = ctx_for(StepModel(), x)
+    victim = Victim(ctx, "smoothed", "flip", 1, None, 4, 2000, 0.001)
+    on_boundary = victim.judge(torch.zeros(D, dtype=torch.float64), 1.0, 0.5)
+    assert on_boundary["attack_class"] == -1 and on_boundary["attack_abstained"]
+    assert on_boundary["attack_success"] and not on_boundary["attack_class_changed"]
+    clean = victim.judge(x, 1.0, 0.5)
+    assert not clean["attack_success"] and not clean["attack_abstained"]
+    certificate = {"certified": True, "abstained": False, "radius": 0.5, "prediction": 1, "p_lower": 0.8413,
+                   "certificate_valid": True}
+    unmoved = check_certificate(CohenCertifier(), ctx, certificate, x.clone(), 2000, 0.001)
+    assert not unmoved["attack_within_radius"] and not unmoved["certificate_checked"]
+    assert unmoved["certificate_violation"] is None

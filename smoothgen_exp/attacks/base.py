@@ -25,8 +25,10 @@ Objectives (all maximised by the attacker):
 Success: flip/event: the variant's class at x' leaves the reference (or hits the target) / the event
 happens (baseline) or has probability >= 1/2 (smoothed); distance: output shift >= shift_threshold;
 feature: cosine <= cos_threshold; latent/reconstruction: the class leaves the reference (a VAE's rows add
-the attacked output against the clean input: `attack_recon_*`). `attack_class_changed` says whether the
-class moved. The attacked condition comes back as `attacked_condition`; whether it violates the smoothed
+the attacked output against the clean input: `attack_recon_*`). Leaving the reference includes the
+smoothed prediction abstaining at x' (`attack_abstained`); `attack_class_changed` says whether the
+class moved to another class. An attack that returns x itself (`attack_distance` 0) is counted in
+`attack_unmoved_<variant>`, and its point is no check of a certificate. The attacked condition comes back as `attacked_condition`; whether it violates the smoothed
 row's certificate is judged by a sound test against what the certificate promises (certifiers.check).
 """
 
@@ -216,25 +218,30 @@ class Victim:
             counts = smooth.sample_counts(z, self.eval_n, ctx.batch_size, ctx.generator("attack/event/noise"))
             event_p = 1.0 - float(counts[ctx.item.label]) / self.eval_n
             out, clean = (None, None) if self.text else (self._mean_output(z), self._mean_output(self.x))
-        changed = cls != ABSTAIN and cls != self.reference
+        abstained = cls == ABSTAIN
+        changed = not abstained and cls != self.reference
+        # untargeted: the reference output is gone, to another class or to an abstention (the smoothed
+        # PREDICT can no longer say it; Salman et al. 2019 count an abstention under attack as an error)
+        left = changed or (abstained and self.reference != ABSTAIN)
         if self.text:
-            success = {"flip": (cls == self.target) if self.target is not None else changed,
+            success = {"flip": (cls == self.target) if self.target is not None else left,
                        "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0}[self.objective_name]
             return {"attack_success": bool(success), "attack_class": cls, "attack_class_changed": bool(changed),
-                    "attack_output_shift": math.nan, "attack_cosine": math.nan, "attack_event_p": event_p,
+                    "attack_abstained": abstained, "attack_output_shift": math.nan, "attack_cosine": math.nan, "attack_event_p": event_p,
                     "attacked_output": None, "clean_output": None}
         shift_space = self._features if self.space == "feature" else (lambda o: o.reshape(len(o), -1))
         shift = float((shift_space(out[None]) - shift_space(clean[None])).norm())
         cosine = float((self._features(out[None]) * self._features(clean[None])).sum())
         success = {
-            "flip": (cls == self.target) if self.target is not None else changed,
+            "flip": (cls == self.target) if self.target is not None else left,
             "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0,
             "distance": shift >= shift_threshold,
             "feature": cosine <= cos_threshold,
-            "latent": changed,
-            "reconstruction": changed,
+            "latent": left,
+            "reconstruction": left,
         }[self.objective_name]
         return {"attack_success": bool(success), "attack_class": cls, "attack_class_changed": bool(changed),
+                "attack_abstained": abstained,
                 "attack_output_shift": shift, "attack_cosine": cosine, "attack_event_p": event_p,
                 **(reconstruction_columns(ctx.oracle, out, self.x, "attack_recon") if self.reconstructs else {}),
                 "attacked_output": out.cpu(), "clean_output": clean.cpu()}

@@ -61,7 +61,9 @@ def reach(ctx, row: dict, z: torch.Tensor) -> tuple[float, float | None]:
 def check_certificate(certifier, ctx, row: dict, z: torch.Tensor, n: int, alpha: float) -> dict:
     """The `certificate_*` columns of a smoothed row attacked to condition z."""
     distance, radius = reach(ctx, row, z) if checkable(row) else (math.inf, 0.0)
-    within = distance <= radius
+    # an attack that returned x itself moved nothing: its point is the clean one, not a check of the
+    # certificate against an attack (found by a new user: 3 of 3 "checked" at distance 0)
+    within = 0 < distance <= radius
     # unchecked: no verdict (null), not "checked, no violation"
     out = {"attack_within_radius": within, "certificate_checked": False, "certificate_violation": None}
     kind = getattr(certifier, "certifies", None)
