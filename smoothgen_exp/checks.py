@@ -1,8 +1,9 @@
 """What a configuration can do, decided before any weights load (what a finished run returns: `outcome`).
 
-- `check_before_loading`: the six checks below, before any weights load; `checked_certifier` adds
+- `check_before_loading`: the seven checks below, before any weights load; `checked_certifier` adds
   `check_certifiable` and returns the configured certifier;
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
+- `check_attack_objective_fits_model`: what the attack's objective measures must exist on the model;
 - `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart;
 - `check_booster_fits_model`: a booster sits around a feature encoder;
 - `check_components_fit`: what an aggregator, certifier or metrics class `requires` of the model or oracle;
@@ -93,6 +94,7 @@ def oracle_naming_every_missing_weight(load_oracle, load_model):
 
 def check_before_loading(cfg: DictConfig) -> None:
     check_attack_fits_model(cfg)
+    check_attack_objective_fits_model(cfg)
     check_oracle_fits_certifier(cfg)
     check_booster_fits_model(cfg)
     check_components_fit(cfg)
@@ -183,6 +185,28 @@ def checked_certifier(cfg: DictConfig):
     certifier = instantiate(cfg.certifier)
     check_certifiable(certifier)
     return certifier
+
+
+def check_attack_objective_fits_model(cfg: DictConfig) -> None:
+    """What an attack's objective measures must exist on the model: an output space to move in (distance,
+    feature), a reconstruction of the input (latent, reconstruction: a VAE), a prompt to edit (semantic),
+    class probabilities for a target. These failed after the weights loaded (a VAE trained 85 s first)."""
+    attack, model = get_class(cfg.attack._target_), get_class(cfg.model._target_)
+    objective, name = cfg.attack.get("objective"), hydra_choice(cfg, "attack") or getattr(attack, "name", "attack")
+    chosen = hydra_choice(cfg, "model") or model.__name__
+    text = getattr(model, "output_kind", None) == "text"
+    if objective in ("distance", "feature") and text:
+        raise ConfigError(f"attack.objective={objective}: model={chosen} outputs text, which has no output space "
+                          "to move in; use attack.objective=flip or event")
+    if objective in ("latent", "reconstruction") and not getattr(model, "reconstructs", False):
+        raise ConfigError(f"attack={name} (attack.objective={objective}): needs a model that reconstructs its "
+                          f"input, a VAE (model=tiny_vae or sd_vae), and model={chosen} does not")
+    if getattr(attack, "edits_prompts", False) and getattr(model, "condition_kind", None) != "text":
+        raise ConfigError(f"attack={name}: edits prompts, and model={chosen} is conditioned on "
+                          f"{getattr(model, 'condition_kind', 'something else')}s; use a text-conditioned model")
+    if hasattr(model, "answer_logprob") and objective == "flip" and cfg.attack.get("target") is not None:
+        raise ConfigError("attack.target: a language model's answer is attacked untargeted (the likelihood of "
+                          "the clean answer); set attack.target=null")
 
 
 def check_booster_fits_model(cfg: DictConfig) -> None:

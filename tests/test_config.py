@@ -210,6 +210,15 @@ def test_every_launcher_config_composes_and_passes_the_preflight(launcher, targe
     (["model=tiny_gpt2", "oracle=equivalence"], r"certifier=cohen: certifies a class, and oracle=equivalence has "
                                                 r"none \(every output is class 0\); use certifier=semantic"),
     (["model=tiny_gpt2", "oracle=equivalence", "certifier=sequential"], r"certifier=sequential: certifies a class"),
+    # attack objectives the model cannot answer: these failed after the weights loaded (a VAE trained 85 s)
+    (["attack=semantic", "model=tiny_vae"], r"attack=semantic: edits prompts, and model=tiny_vae is conditioned "
+                                            r"on images; use a text-conditioned model"),
+    (["attack=photoguard"], r"attack=photoguard \(attack.objective=latent\): needs a model that reconstructs its "
+                            r"input, a VAE \(model=tiny_vae or sd_vae\), and model=digits_t2i does not"),
+    (["model=tiny_gpt2", "attack=pgd", "attack.objective=distance"],
+     r"attack.objective=distance: model=tiny_gpt2 outputs text, which has no output space to move in"),
+    (["model=tiny_gpt2", "attack=pgd", "attack.target=1"], r"attack.target: a language model's answer is attacked "
+                                                           r"untargeted"),
     # items of another kind than the model reads: a prompt model encoded "heldout digit image 0" as a prompt,
     # a VAE given prompts failed mid-run with a TypeError
     (["dataset=digits_images"], r"model=digits_t2i: generates from prompts, and dataset=digits_images holds "

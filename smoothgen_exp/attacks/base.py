@@ -43,7 +43,6 @@ from torch.nn import functional as F
 
 from smoothgen_exp.context import batch_of_one
 from smoothgen_exp.core import ABSTAIN, noisy_batches
-from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.metrics.reconstruction import reconstruction_columns
 
 OBJECTIVES = ("flip", "distance", "feature", "event", "latent", "reconstruction")
@@ -86,20 +85,13 @@ class Victim:
         self.eot_gen = ctx.generator(f"attack/{variant}/eot")
         # text has no output space to measure a shift or a cosine in: the class decides
         self.text = getattr(ctx.model, "output_kind", None) == "text"
-        if self.text and objective in ("distance", "feature"):
-            raise SmoothgenError(f"attack.objective={objective}: text outputs have no output space to move in; "
-                                 "use flip or event")
+        # objectives the model cannot answer are refused before loading (checks.check_attack_objective_fits_model)
         with torch.no_grad():       # reference output for distance/feature
             self.clean_out = None if self.text else self.outputs(self.x[None])[0]
         self.reconstructs = getattr(ctx.model, "reconstructs", False)      # a VAE: its output lives in x's space
-        if objective in ("latent", "reconstruction") and not self.reconstructs:
-            raise SmoothgenError(f"attack.objective={objective} needs a model that reconstructs its input (a VAE)")
         self.target_latent = None   # latent: E(t) of the target image (`set_target_image`)
         self.answer = None          # text: the clean answer's tokens, whose likelihood `flip` lowers
         if self.text and objective == "flip" and hasattr(ctx.model, "answer_logprob"):
-            if target is not None:
-                raise SmoothgenError("attack.target: a language model's answer is attacked untargeted (the "
-                                     "likelihood of the clean answer); set attack.target=null")
             self.answer = ctx.model.answer_tokens(self.x[None], ctx.generator("baseline"))
 
     # ---------------------------------------------------------------- generations
