@@ -60,6 +60,8 @@ def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
             cert = f"{label} {r['radius']:.3g} for class {r['prediction']}, not this answer's"
         else:
             cert = f"{label} {r['radius']:.3g}"
+        if r.get("certified") and r.get("correct") is not None and not bool(r["correct"]):   # the wrong class
+            cert += f" (certifies class {r['prediction']}, the label is {r['label']})"
         table.add_row(*(escape(str(v)[:60]) for v in (r.get("item_id"), r.get("condition"), answer, cert)))
     console.print(table)
 

@@ -88,7 +88,8 @@ def test_the_summary_prints_smoothed_answers_with_their_certificates(capsys):
 def test_the_answers_table_escapes_model_text_and_shows_what_the_radius_is_for(capsys, monkeypatch):
     """Model text with brackets is printed as is (rich would read "[/INST]" as a closing tag and crash);
     missing values do not crash; an unknown validity is NOMINAL (as valid_certificates counts it); a
-    radius for another class than the shown answer's says so; certified decoding shows certified_text."""
+    radius for another class than the shown answer's says so, and so does a certificate of the wrong class;
+    certified decoding shows certified_text."""
     from smoothgen_exp.report import print_summary
 
     monkeypatch.setenv("COLUMNS", "250")                                       # no wrapped cells
@@ -97,12 +98,15 @@ def test_the_answers_table_escapes_model_text_and_shows_what_the_radius_is_for(c
                          "output_text": ["It is [/INST] Paris", "blue", "from the aggregator"],
                          "certified_text": [None, None, "from the certifier"],
                          "certified": [True, True, True], "radius": [0.05, 0.04, 0.03],
-                         "prediction": [1, 2, 0], "smoothed_class": [1.0, 3.0, None],
+                         "prediction": [1, 2, 0], "smoothed_class": [1.0, 3.0, None], "label": [0, 2, 0],
+                         "correct": pd.array([False, True, pd.NA], dtype="boolean"),
                          "abstain_reason": pd.array([pd.NA, pd.NA, pd.NA], dtype="string"),
                          "certificate_valid": pd.array([True, pd.NA, True], dtype="boolean")})
     print_summary({"items": 3}, "t", records=rows)
     out = capsys.readouterr().out
-    assert "It is [/INST] Paris" in out and "What is [foo]?" in out and "radius 0.05" in out
+    assert "It is [/INST] Paris" in out and "What is [foo]?" in out
+    # a certificate of the wrong class says so (it read like a certified-safe answer; found by a new user)
+    assert "radius 0.05 (certifies class 1, the label is 0)" in out
     assert "NOMINAL radius 0.04 for class 2" in out
     assert "from the certifier" in out and "from the aggregator" not in out
 
