@@ -6,7 +6,8 @@ From an `experiment=fs_gsb` sweep (sigma x booster.components on model=digit_enc
 fs_gsb.{md,tex,csv}: per sigma and variant (vanilla, +P, +M, +P+M), over the held-out digits,
 - S: the Gaussian robustness score E[(1 + cos(f'(x + eta), f'(x)))/2] (Monte Carlo, `bound_robustness_score`);
 - s_lower and the FCSB bound b(eps) = 2 Phi(Phi^-1(s_lower) - eps/sigma) - 1 on <F(x + delta), u> at the eps
-  grid (a cosine bound where positive; the mean over items of b itself, which may be negative);
+  grid: a cosine bound only where positive, so its mean over the items where it is, with their count
+  where some are not, and "vacuous" where none is (the rows' bound_fcsb_* are NaN there);
 - the certified radius at cos_min (the largest eps with b >= cos_min; 0 for an item that certifies none),
   its mean over all items, and the fraction of items certified;
 - the linear probe's accuracy on the clean boosted feature f'(x) (`baseline` rows; for vanilla: the plain
@@ -47,6 +48,16 @@ def cell(values, digits: int = 3) -> str:
     return f"{m:.{digits}f}" if math.isnan(se) else f"{m:.{digits}f} ± {se:.{digits}f}"
 
 
+def fcsb_cell(s_lower, eps: float, sigma: float) -> str:
+    """The FCSB b(eps) over the items where it bounds the cosine (b > 0), with how many those are; b <= 0
+    says nothing about the cosine (the rows hold NaN there), so it is not averaged in as a number."""
+    b = np.array([fcsb(s, eps, sigma) for s in s_lower], dtype=float)
+    positive = b[b > 0]
+    if not len(positive):
+        return "vacuous (b ≤ 0)"
+    return cell(positive) + ("" if len(positive) == len(b) else f" ({len(positive)} of {len(b)} items)")
+
+
 def run_key(run_dir) -> dict:
     cfg = run_config(Path(run_dir))
     return {"sigma": float(cfg["smoothing"]["sigma"]), "components": cfg["booster"].get("components", "none"),
@@ -69,7 +80,7 @@ def certificate_table(run_dirs) -> pd.DataFrame:
                "items": len(sm), "S ↑": cell(sm.bound_robustness_score), "s_lower ↑": cell(sm.bound_s_lower)}
         s_lower = sm.bound_s_lower.astype(float).to_numpy()
         for eps in key["eps_grid"]:
-            row[f"FCSB b(ε={eps:g}) ↑"] = cell([fcsb(s, eps, key["sigma"]) for s in s_lower])
+            row[f"FCSB b(ε={eps:g}) ↑"] = fcsb_cell(s_lower, eps, key["sigma"])
         row[f"radius at cos ≥ {key['cos_min']:g} ↑"] = cell(radius)
         row["certified ↑"] = cell(sm.certified.fillna(False).astype(float))
         row["probe acc. clean ↑"] = cell(base.correct.astype(float))

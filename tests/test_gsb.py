@@ -232,8 +232,24 @@ def test_trained_booster_is_picked_up_by_the_runner_and_tabulated(tmp_path, cach
     table = subprocess.run([sys.executable, "scripts/fs_table.py", str(sweep), "--attacks", str(sweep), "--out",
                             str(out)], cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert table.returncode == 0, table.stderr[-2000:]
-    assert list(pd.read_csv(out / "fs_gsb.csv").variant) == ["vanilla", "+P", "+M", "+P+M"]
+    fs = pd.read_csv(out / "fs_gsb.csv")
+    assert list(fs.variant) == ["vanilla", "+P", "+M", "+P+M"]
+    # b <= 0 bounds no cosine: never a negative mean in the table (it showed -0.374 at eps 0.5; a new user)
+    bounds = fs[[c for c in fs.columns if c.startswith("FCSB b")]].astype(str).to_numpy().ravel()
+    assert not [b for b in bounds if b.startswith("-")], bounds
     assert len(pd.read_csv(out / "fs_gsb_attacks.csv")) == 4 and "sigma=0.5: mean certified radius" in table.stdout
+
+
+def test_the_fs_table_averages_the_fcsb_only_where_it_bounds_the_cosine():
+    """b(eps) <= 0 bounds no cosine; the table averaged it in (-0.374 at eps 0.5; found by a new user)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fs_table", REPO / "scripts" / "fs_table.py")
+    fs_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fs_table)
+    assert fs_table.fcsb_cell([0.6, 0.6], 0.5, 0.25) == "vacuous (b ≤ 0)"           # b = 2 Phi(-1.75) - 1 < 0
+    # s = 0.99 at eps 0.1: b = 2 Phi(2.326 - 0.4) - 1 = 0.946; s = 0.6: b = -0.117, left out and counted
+    assert fs_table.fcsb_cell([0.99, 0.6], 0.1, 0.25) == "0.946 (1 of 2 items)"
 
 
 @pytest.mark.slow
