@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.inference_mode():
         pred = oracle.classify(torch.from_numpy(x)).numpy()
     result = oracle_error_bound(pred, y, oracle.num_classes, args.alpha)
-    print(pd.DataFrame(result["per_class"]).to_markdown(index=False, floatfmt=".4f"))
+    table = pd.DataFrame(result["per_class"])          # counts as integers, rates to four places
+    print(table.to_markdown(index=False, floatfmt=[".0f" if pd.api.types.is_integer_dtype(t) else ".4f"
+                                                   for t in table.dtypes]))
     print(f"held-out accuracy {result['accuracy']:.4f} on {result['n']} real digits; simultaneous "
           f"{1 - args.alpha:.3%} upper bound on every one-directional error rate: eps = {result['eps']:.4f}")
     # eps bounds each one-directional error rate, the premise of the sound `bounded` model only; printed

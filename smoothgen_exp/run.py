@@ -52,6 +52,7 @@ from smoothgen_exp.records import (
 )
 from smoothgen_exp.report import print_summary
 from smoothgen_exp.smoothing.protocol import FittedNoiseLaw
+from smoothgen_exp.training.checkpoint import training_progress
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     log.info("run %s in %s on %s (rank %d of %d)", run_id, run_dir, device, ranks.rank, ranks.world)
 
     t_setup = time.perf_counter()
-    with ranks.main_process_first():             # rank 0 trains cached weights, the others load them
+    with ranks.main_process_first(), training_progress(cfg.progress):   # rank 0 trains cached weights
         parts = build_parts(cfg, device, ranks.is_main)
     log.info("setup (weights, encoders) %.1fs", time.perf_counter() - t_setup)
     if hasattr(parts.model, "columns"):          # how the model is conditioned (a language model's noise_on)

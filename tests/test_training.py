@@ -111,3 +111,15 @@ def test_the_scikit_learn_probe_does_not_depend_on_the_blas_thread_count(tmp_pat
         with threadpool_limits(limits=threads, user_api="blas"):
             fitted.append(weights.load_or_train(tmp_path / f"blas{threads}", "digit_probe", params, net=net)[0])
     assert all(torch.equal(fitted[0][k], fitted[1][k]) for k in fitted[0])
+
+
+def test_progress_false_trains_without_bars(capsys):
+    """Weights trained inside a run with progress=false drew their epoch bars into the logs (a new user's
+    make logs); the run now turns them off around setup."""
+    from smoothgen_exp.training.checkpoint import epochs, training_progress
+
+    with training_progress(False):
+        assert [e for e, _ in epochs(3, None, {}, {}, "quiet")] == [0, 1, 2]
+    assert "quiet" not in capsys.readouterr().err
+    list(epochs(3, None, {}, {}, "shown"))
+    assert "shown" in capsys.readouterr().err

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,19 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
+SHOW_PROGRESS: ContextVar[bool] = ContextVar("show_training_progress", default=True)
+
+
+@contextmanager
+def training_progress(show: bool):
+    """Training bars on or off inside the block (a run with progress=false trains weights without them)."""
+    token = SHOW_PROGRESS.set(bool(show))
+    try:
+        yield
+    finally:
+        SHOW_PROGRESS.reset(token)
+
+
 def epochs(total: int, checkpoint: Checkpoint | None, stateful: dict[str, Any],
            generators: dict[str, torch.Generator], desc: str, stop_after: int | None = None):
     """The epochs still to run (resuming from `checkpoint`), with a progress bar; a checkpoint is saved
@@ -86,7 +101,7 @@ def epochs(total: int, checkpoint: Checkpoint | None, stateful: dict[str, Any],
     from tqdm.auto import trange
 
     start = checkpoint.restore(stateful, generators) if checkpoint else 0
-    bar = trange(start, total, desc=desc, leave=False, initial=start, total=total)
+    bar = trange(start, total, desc=desc, leave=False, initial=start, total=total, disable=not SHOW_PROGRESS.get())
     for done, epoch in enumerate(bar):
         yield epoch, bar
         if checkpoint:
