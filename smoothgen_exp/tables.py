@@ -7,6 +7,7 @@ Scripts that make tables and figures start here, so they never depend on how a r
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -128,23 +129,41 @@ def results_table(run_dirs: list[Path], metrics: list[str], by: list[str] | None
             row[m] = value
             row[f"{m} stderr"] = stderr_of(m, value, int(s.get("items", 0)))
             row[f"{m} nominal"] = key != m and not pd.isna(value)
+            row[f"{m} above"] = value == 0 and _radius_of(m) > _reach(s)   # 0 by arithmetic, not measured
         rows.append(row)
     return pd.DataFrame(rows).sort_values(by).reset_index(drop=True) if by else pd.DataFrame(rows)
 
 
+def _radius_of(metric: str) -> float:
+    """The radius a certified curve is read at (`certified_accuracy/0.25` -> 0.25); -inf for other keys."""
+    curve, _, radius = metric.partition("/")
+    try:
+        return float(radius) if curve.endswith(("certified_accuracy", "certified_fraction")) else -math.inf
+    except ValueError:
+        return -math.inf
+
+
+def _reach(summary: pd.Series) -> float:
+    """The largest radius the run could certify: its ceiling, or a sequential run's target radius."""
+    values = [summary.get(k) for k in ("max_certifiable_radius", "nominal_max_certifiable_radius", "target_radius")]
+    return min([float(v) for v in values if v is not None and pd.notna(v)], default=math.inf)
+
+
 def formatted(df: pd.DataFrame, metrics: list[str], digits: int = 3) -> pd.DataFrame:
     """lm-evaluation-harness style: "value ± stderr" cells, arrows in the metric headers. A value that
-    comes from rows whose certificate is invalid (`nominal_*` keys) says "(nominal)"."""
+    comes from rows whose certificate is invalid (`nominal_*` keys) says "(nominal)", and a certified curve
+    read above the run's ceiling (0 by arithmetic: no n-sample count reaches it) says "(above the ceiling)"."""
     from smoothgen_exp.report import metric_arrow
 
-    out = df[[c for c in df.columns if c not in metrics and not c.endswith((" stderr", " nominal"))
+    out = df[[c for c in df.columns if c not in metrics and not c.endswith((" stderr", " nominal", " above"))
               and c != "run_dir"]].copy()
     for m in metrics:
         cells = []
         nominal = df[f"{m} nominal"] if f"{m} nominal" in df else [False] * len(df)
-        for v, e, nom in zip(df[m], df[f"{m} stderr"], nominal, strict=True):
+        above = df[f"{m} above"] if f"{m} above" in df else [False] * len(df)
+        for v, e, nom, high in zip(df[m], df[f"{m} stderr"], nominal, above, strict=True):
             cell = "–" if pd.isna(v) else f"{v:.{digits}f}"
             cell = cell if pd.isna(e) or pd.isna(v) else f"{cell} ± {e:.{digits}f}"
-            cells.append(f"{cell} (nominal)" if nom else cell)
+            cells.append(f"{cell} (nominal)" if nom else f"{cell} (above the ceiling)" if high else cell)
         out[f"{m} {metric_arrow(m.split('/')[0])}".strip()] = cells
     return out

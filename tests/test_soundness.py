@@ -129,6 +129,20 @@ def test_tables_and_figures_label_nominal_values(tmp_path):
     assert [nominal for _, nominal in parts] == [False, True]
 
 
+def test_tables_mark_a_certified_curve_read_above_the_ceiling(tmp_path):
+    """quality.md showed certified_accuracy/0.25 = 0.000 ± 0.000 for a run whose ceiling was 0.15, as if
+    measured (found by a new user); the printed summary marks it, and so do the tables now."""
+    for name, ceiling in (("low", 0.15), ("high", 0.4)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"items": 4, "max_certifiable_radius": ceiling,
+                                                      "certified_accuracy": {"0": 0.5, "0.25": 0.0}}))
+    metrics = ["certified_accuracy/0", "certified_accuracy/0.25"]
+    cells = formatted(results_table(sorted(tmp_path.iterdir()), metrics, by=[]), metrics)
+    assert cells.iloc[:, -1].tolist() == ["0.000 ± 0.000", "0.000 ± 0.000 (above the ceiling)"]   # high, low
+    assert not cells.iloc[:, -2].str.contains("above").any()
+
+
 # ------------------------------------------------------------------ 4. the violation check
 def test_abstained_item_with_a_zero_distance_attack_is_no_violation():
     ctx = toy_ctx(QuantileOracle(0.4, 1.0))
