@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None):
     metrics = METRICS + [f"certified_accuracy/{args.radius}"]
     table = results_table(run_dirs, metrics, by=["attack._target_", "attack.eps"])
     table["attack._target_"] = table["attack._target_"].str.rsplit(".", n=1).str[-1]
+    table = table.rename(columns={"attack._target_": "attack"})
     write_table(formatted(table, metrics), out / args.name,
                 "Attack success rate (↓ for the defender) against eps, baseline vs smoothed; ± = binomial stderr.")
 
@@ -60,17 +61,19 @@ def main(argv: list[str] | None = None):
     grid = np.linspace(0, rows.attack_eps.astype(float).max() * 1.05, 100)
     tag, style = (NOMINAL_TAG, "--") if nominal else ("", "-")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     for i, (name, g) in enumerate(rows.groupby("attack")):
         rates = g.groupby(["attack_eps", "variant"]).attack_success.mean().unstack()
         color = f"C{i}"
-        ax.plot(rates.index, rates["baseline"], "--o", color=color, ms=3, label=f"{name}: baseline")
+        # baseline dash-dotted with large hollow markers, smoothed solid with small filled ones: equal rates
+        # stay visible (dashes are kept for NOMINAL curves, as in the other figures)
+        ax.plot(rates.index, rates["baseline"], "-.o", color=color, ms=7, mfc="none", label=f"{name}: baseline")
         ax.plot(rates.index, rates["smoothed"], "-s", color=color, ms=3, label=f"{name}: smoothed")
     ax.plot(grid, [(good & (radius >= e)).mean() for e in grid], "k" + style, lw=2, label="certified accuracy" + tag)
     ax.plot(grid, [1 - (radius >= e).mean() for e in grid], "k:", label="1 - certified fraction (ceiling)" + tag)
     ax.set(xlabel="eps (L2 in the noised space)", ylabel="rate", ylim=(-0.02, 1.02),
            title="Attack success vs eps")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)   # beside the curves
     fig.tight_layout()
     fig.savefig(out / f"{args.name}.png", dpi=130)
     print(formatted(table, metrics).to_markdown(index=False))
