@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from smoothgen_exp.tables import formatted, require_runs, results_table, write_table  # noqa: E402
+from smoothgen_exp.tables import formatted, require_runs, results_table, swept_keys, write_table  # noqa: E402
 
 METRICS = ["metric_minilm_similarity_baseline_vs_answer", "metric_minilm_similarity_smoothed_vs_answer",
            "retention_minilm_similarity", "metric_rougeL_baseline_vs_answer", "metric_rougeL_smoothed_vs_answer",
@@ -34,18 +34,22 @@ def main(argv: list[str] | None = None):
     args = p.parse_args(argv)
     run_dirs = require_runs(args.sweep, hint="run `make table-llm` first")
     out = Path(args.out)
-    table = results_table(run_dirs, METRICS, by=["smoothing.sigma"])
+    # sigma first, then any other swept key (an attack sweep's attack.eps), so that no two rows look alike
+    by = ["smoothing.sigma", *(k for k in swept_keys(run_dirs) if k != "smoothing.sigma")]
+    table = results_table(run_dirs, METRICS, by=by)
     write_table(formatted(table, METRICS), out / args.name,
                 "Answer quality of the smoothed model against sigma: similarity to the canonical answer "
                 "(baseline and smoothed), retention = smoothed / baseline, agreement with the baseline answer, "
                 "and certified accuracy.")
-    sigma = table["smoothing.sigma"].astype(float)
+    plotted = table.drop_duplicates("smoothing.sigma")     # one run per sigma (the others only vary the attack)
+    sigma = plotted["smoothing.sigma"].astype(float)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(sigma, table["metric_minilm_similarity_baseline_vs_answer"], "k--", label="baseline: MiniLM sim. to answer")
-    ax.plot(sigma, table["metric_minilm_similarity_smoothed_vs_answer"], "o-", label="smoothed: MiniLM sim. to answer")
-    ax.plot(sigma, table["metric_rougeL_smoothed_vs_baseline"], "s-", label="smoothed vs baseline: ROUGE-L")
-    ax.plot(sigma, table["smoothed_accuracy"], "^-", label="smoothed accuracy")
-    ax.plot(sigma, table["certified_accuracy/0.05"], "v-", label="certified accuracy at r = 0.05")
+    ax.plot(sigma, plotted["metric_minilm_similarity_baseline_vs_answer"], "k--o", mfc="none",
+            label="baseline: MiniLM sim. to answer")
+    ax.plot(sigma, plotted["metric_minilm_similarity_smoothed_vs_answer"], "o-", label="smoothed: MiniLM sim. to answer")
+    ax.plot(sigma, plotted["metric_rougeL_smoothed_vs_baseline"], "s-", label="smoothed vs baseline: ROUGE-L")
+    ax.plot(sigma, plotted["smoothed_accuracy"], "^-", label="smoothed accuracy")
+    ax.plot(sigma, plotted["certified_accuracy/0.05"], "v-", label="certified accuracy at r = 0.05")
     ax.set(xlabel="sigma (noise on the question's input embeddings)", ylabel="score", ylim=(-0.02, 1.02),
            title="Answer quality vs sigma")
     ax.legend(fontsize=7)
