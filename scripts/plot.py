@@ -33,6 +33,12 @@ from smoothgen_exp.tables import (  # noqa: E402
 )
 
 
+def named(pairs) -> str:
+    """"key=value, ..." for a legend, leaving out keys a run does not set (a run outside any experiment
+    had "experiment=" beside one inside it)."""
+    return ", ".join(f"{k}={v}" for k, v in pairs if v not in ("", None) and not (isinstance(v, float) and v != v))
+
+
 def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+")
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None):
     labels = {}
     if keys:
         table = results_table(run_dirs, [], by=keys)
-        labels = {r.run_dir: ", ".join(f"{k}={r[k]}" for k in keys) for _, r in table.astype(object).iterrows()}
+        labels = {r.run_dir: named((k, r[k]) for k in keys) for _, r in table.astype(object).iterrows()}
     rows = load_records(run_dirs)
     sm = rows[rows.variant == "smoothed"]
 
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None):
             groups = table.groupby(others) if others else [((), table)]
             for i, (key, g) in enumerate(groups):
                 g = g.sort_values("n")
-                label = ", ".join(f"{k}={v}" for k, v in zip(others, key, strict=True)) or "runs"
+                label = named(zip(others, key, strict=True)) or "runs"
                 nominal = bool(g.get(f"{metric} nominal", pd.Series(False)).any())
                 # own marker, shrinking line by line: equal curves (every item abstaining: 0) stay visible
                 ax.plot(g.n, g[metric], "--" if nominal else "-", marker="osD^v<>p"[i % 8], ms=max(3.0, 8.0 - 1.5 * i),
