@@ -976,7 +976,23 @@ def validate_groups(cfg: DictConfig, groups) -> None:
         schema = SCHEMAS.get(target)
         if schema is None:
             raise ConfigError(f"{group}._target_={target}: no schema registered in smoothgen_exp.config")
-        _check_node(group, schema, node)
+        try:
+            _check_node(group, schema, node)
+        except ConfigError as err:
+            raise ConfigError(f"{err}{_preset_note(cfg, str(err).split(':')[0])}") from None
+
+
+def _preset_note(cfg: DictConfig, key: str) -> str:
+    """Where a key came from when the model option's preset sets it for the group it chose (model=tiny_biggan
+    sets dataset.classes for dataset=gan_latents: with dataset=digits_prompts that key is unknown)."""
+    model = OmegaConf.select(cfg, "hydra.runtime.choices.model", default=None)
+    path = CONF_DIR / "model" / f"{model}.yaml"
+    if model is None or not path.is_file() or OmegaConf.select(OmegaConf.load(path), key, default=None) is None:
+        return ""
+    group = key.split(".")[0]
+    preset = re.search(rf"override /{group}: *(\w+)", path.read_text())
+    chosen = f" for {group}={preset.group(1)}" if preset else ""
+    return f"; model={model} sets it{chosen}, its preset, which another {group} does not fit"
 
 
 def exit_on_user_error(err: BaseException) -> None:

@@ -73,6 +73,15 @@ def test_an_objective_at_a_radius_the_summary_lacks_fails_in_one_line():
         validate(cfg)
 
 
+def test_a_key_a_model_preset_sets_for_its_own_dataset_says_so():
+    """model=tiny_biggan dataset=digits_prompts: 'dataset.classes: unknown key', a key the user never set."""
+    from smoothgen_exp.config import compose_overrides
+
+    with pytest.raises(ConfigError, match=r"^dataset.classes: unknown key .*; model=tiny_biggan sets it for "
+                                          r"dataset=gan_latents, its preset, which another dataset does not fit$"):
+        validate(compose_overrides(["model=tiny_biggan", "dataset=digits_prompts"], hydra_config=True))
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["summary_radii=0.1"], "summary_radii=0.1: must be a list, e.g. [0.1]"),   # was OmegaConf's "AnyNode is not a ListConfig"
     (["summary_radii=[0.1,b]"], "summary_radii[1]=b: "),                         # was "1=b": the entry's index alone
