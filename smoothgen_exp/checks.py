@@ -1,6 +1,6 @@
 """What a configuration can do, decided before any weights load (what a finished run returns: `outcome`).
 
-- `check_before_loading`: the seven checks below, before any weights load; `checked_certifier` adds
+- `check_before_loading`: the eight checks below, before any weights load; `checked_certifier` adds
   `check_certifiable` and returns the configured certifier;
 - `check_attack_fits_model`: white-box attacks need gradients through the generator;
 - `check_attack_objective_fits_model`: what the attack's objective measures must exist on the model;
@@ -8,6 +8,7 @@
 - `check_booster_fits_model`: a booster sits around a feature encoder;
 - `check_components_fit`: what an aggregator, certifier or metrics class `requires` of the model or oracle;
 - `check_items_fit_model`: a model reads prompts, images or latent seeds, and the dataset must hold them;
+- `check_oracle_reads_outputs`: the oracle classifies the model's kind of output;
 - `check_labels_fit_oracle`: a dataset's labels must index the oracle's classes;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `certified_ceiling`, `ceiling_summary`: the largest radius any item can reach (`max_certifiable_radius`);
@@ -99,7 +100,35 @@ def check_before_loading(cfg: DictConfig) -> None:
     check_booster_fits_model(cfg)
     check_components_fit(cfg)
     check_items_fit_model(cfg)
+    check_oracle_reads_outputs(cfg)
     check_labels_fit_oracle(cfg)
+
+
+def _names(cls, conf) -> list | tuple | None:
+    """A dataset's or oracle's `class_names` (a tuple, or a function of its config); None where unknown."""
+    names = getattr(cls, "class_names", None)
+    return names(conf) if callable(names) else names
+
+
+def check_oracle_reads_outputs(cfg: DictConfig) -> None:
+    """The oracle classifies the model's outputs: images, features or text (`reads`). An image classifier
+    given a language model's answers failed after loading."""
+    model, oracle = get_class(cfg.model._target_), get_class(cfg.oracle._target_)
+    output, reads = getattr(model, "output_kind", "image"), getattr(oracle, "reads", None)
+    if reads is not None and output not in reads:
+        kinds = {"image": "images", "features": "features", "text": "text"}
+        raise ConfigError(f"oracle={hydra_choice(cfg, 'oracle') or oracle.__name__}: classifies "
+                          f"{' or '.join(kinds[r] for r in reads)}, and model={hydra_choice(cfg, 'model') or model.__name__} "
+                          f"outputs {kinds.get(output, output)}")
+
+
+def _class_name(name) -> str:
+    """A class name as compared: lower case, and a numeral 0-9 as its word (CLIP classes "0".."9" or 0..9
+    name the digits "zero".."nine")."""
+    from smoothgen_exp.data.digits import WORDS
+
+    text = str(name).strip().lower()
+    return WORDS[int(text)] if text.isdigit() and int(text) < len(WORDS) else text
 
 
 def check_items_fit_model(cfg: DictConfig) -> None:
@@ -126,14 +155,12 @@ def check_labels_fit_oracle(cfg: DictConfig) -> None:
     dataset, oracle = get_class(cfg.dataset._target_), get_class(cfg.oracle._target_)
     if not getattr(oracle, "has_classes", True):
         return
-    labels, classes = (names(cfg[group]) if callable(names) else names
-                       for group, names in (("dataset", getattr(dataset, "class_names", None)),
-                                            ("oracle", getattr(oracle, "class_names", None))))
+    labels, classes = _names(dataset, cfg.dataset), _names(oracle, cfg.oracle)
     if labels is None or classes is None:
         return
-    if [n.strip().lower() for n in labels] != [n.strip().lower() for n in classes[:len(labels)]]:
+    if [_class_name(n) for n in labels] != [_class_name(n) for n in list(classes)[:len(labels)]]:
         def shown(names):
-            return ", ".join(list(names)[:4]) + (f", ... {len(names)} in all" if len(names) > 4 else "")
+            return ", ".join(map(str, list(names)[:4])) + (f", ... {len(names)} in all" if len(names) > 4 else "")
         raise ConfigError(f"dataset={hydra_choice(cfg, 'dataset') or dataset.__name__}: its labels index the classes "
                           f"({shown(labels)}), and oracle={hydra_choice(cfg, 'oracle') or oracle.__name__} classifies "
                           f"into ({shown(classes)}), so accuracy would compare unrelated classes; choose an oracle "
@@ -201,9 +228,21 @@ def check_attack_objective_fits_model(cfg: DictConfig) -> None:
     if objective in ("latent", "reconstruction") and not getattr(model, "reconstructs", False):
         raise ConfigError(f"attack={name} (attack.objective={objective}): needs a model that reconstructs its "
                           f"input, a VAE (model=tiny_vae or sd_vae), and model={chosen} does not")
-    if getattr(attack, "edits_prompts", False) and getattr(model, "condition_kind", None) != "text":
-        raise ConfigError(f"attack={name}: edits prompts, and model={chosen} is conditioned on "
-                          f"{getattr(model, 'condition_kind', 'something else')}s; use a text-conditioned model")
+    edits, kind = getattr(attack, "edits", None), getattr(model, "condition_kind", None)
+    if edits is not None and kind != edits:
+        what = {"text": "prompts", "image": "images", "latent": "latents"}
+        raise ConfigError(f"attack={name}: edits {what[edits]}, and model={chosen} is conditioned on "
+                          f"{what.get(kind, kind)}; use a model conditioned on {what[edits]}")
+    oracle = get_class(cfg.oracle._target_)
+    if objective in ("flip", "event") and not getattr(oracle, "classifies", True):
+        raise ConfigError(f"attack.objective={objective}: needs an oracle with classes, and oracle="
+                          f"{hydra_choice(cfg, 'oracle') or oracle.__name__} puts every output in class 0 (a flip "
+                          "could never succeed); use attack.objective=distance")
+    dataset = get_class(cfg.dataset._target_)
+    if objective == "event" and hasattr(dataset, "class_names") and _names(dataset, cfg.dataset) is None:
+        raise ConfigError(f"attack.objective=event: P(class != label) needs labels, and dataset="
+                          f"{hydra_choice(cfg, 'dataset') or dataset.__name__} has none; use attack.objective=flip "
+                          "or distance")
     if hasattr(model, "answer_logprob") and objective == "flip" and cfg.attack.get("target") is not None:
         raise ConfigError("attack.target: a language model's answer is attacked untargeted (the likelihood of "
                           "the clean answer); set attack.target=null")

@@ -221,3 +221,11 @@ def test_an_abstention_under_attack_leaves_the_reference_and_an_unmoved_attack_c
     unmoved = check_certificate(CohenCertifier(), ctx, certificate, x.clone(), 2000, 0.001)
     assert not unmoved["attack_within_radius"] and not unmoved["certificate_checked"]
     assert unmoved["certificate_violation"] is None
+    # where PREDICT abstains at x itself (close votes, a small eval_n), an abstention at z is not the
+    # attack's doing: an unmoved attack scored a success before (found by review)
+    close = torch.zeros(D, dtype=torch.float64)
+    close[0] = 0.05                                              # P(class 1) = Phi(0.1) = 0.54
+    near = Victim(ctx_for(StepModel(), close), "smoothed", "flip", 1, None, 4, 20, 0.001)
+    for z in (close, torch.zeros(D, dtype=torch.float64)):
+        verdict = near.judge(z, 1.0, 0.5)
+        assert verdict["attack_abstained"] and not verdict["attack_success"]

@@ -221,7 +221,18 @@ def test_every_launcher_config_composes_and_passes_the_preflight(launcher, targe
     (["model=tiny_gpt2", "oracle=equivalence", "certifier=sequential"], r"certifier=sequential: certifies a class"),
     # attack objectives the model cannot answer: these failed after the weights loaded (a VAE trained 85 s)
     (["attack=semantic", "model=tiny_vae"], r"attack=semantic: edits prompts, and model=tiny_vae is conditioned "
-                                            r"on images; use a text-conditioned model"),
+                                            r"on images; use a model conditioned on prompts"),
+    (["model=smollm2", "attack=photoguard", "attack.objective=flip"],      # clamped an embedding into [0, 1]
+     r"attack=photoguard: edits images, and model=smollm2 is conditioned on prompts"),
+    (["model=dcgan_faces", "attack=pgd"], r"attack.objective=flip: needs an oracle with classes, and oracle=none "
+                                          r"puts every output in class 0"),
+    (["model=tiny_gpt2", "attack=pgd", "attack.objective=event", "dataset.path=PROMPTS_ONLY"],
+     r"attack.objective=event: P\(class != label\) needs labels, and dataset=harmful_prompts has none"),
+    # an oracle given outputs it does not read
+    (["model=tiny_gpt2", "oracle=digit_classifier", "dataset=digits_prompts"],
+     r"oracle=digit_classifier: classifies images, and model=tiny_gpt2 outputs text"),
+    (["dataset=robot_commands", "oracle=answers", "metrics=none"], r"oracle=answers: classifies text, and "
+                                                                    r"model=digits_t2i outputs images"),
     (["attack=photoguard"], r"attack=photoguard \(attack.objective=latent\): needs a model that reconstructs its "
                             r"input, a VAE \(model=tiny_vae or sd_vae\), and model=digits_t2i does not"),
     (["model=tiny_gpt2", "attack=pgd", "attack.objective=distance"],
@@ -247,12 +258,14 @@ def test_every_launcher_config_composes_and_passes_the_preflight(launcher, targe
     (["model=tiny_sd", "oracle.classes=[one,zero,two,three,four,five,six,seven,eight,nine]"],
      r"dataset=digits_prompts: .*oracle=tiny_clip_zero_shot classifies into \(one, zero, two"),
 ])
-def test_components_that_do_not_fit_fail_in_one_line_before_loading(overrides, message):
+def test_components_that_do_not_fit_fail_in_one_line_before_loading(overrides, message, tmp_path):
     """A new user's combinations that ended in AttributeError or KeyError tracebacks after setup."""
     from smoothgen_exp.checks import check_before_loading
     from smoothgen_exp.config import compose_overrides
     from smoothgen_exp.errors import ConfigError
 
+    (tmp_path / "prompts.csv").write_text("prompt\nHello.\n")                  # PROMPTS_ONLY: no labels
+    overrides = [o.replace("PROMPTS_ONLY", str(tmp_path / "prompts.csv")) for o in overrides]
     with pytest.raises(ConfigError, match=message) as err:
         check_before_loading(compose_overrides(overrides, hydra_config=True))   # names Hydra's options
     assert "\n" not in str(err.value)
@@ -279,6 +292,9 @@ def test_labels_that_index_the_oracles_classes_or_no_labels_fit(tmp_path):
     unlabelled = tmp_path / "prompts.csv"
     unlabelled.write_text("prompt\nMove forward.\n")
     for overrides in (["model=smollm2", "dataset=robot_commands"], ["model=tiny_gpt2", "oracle=llm_judge"],
+                      # numerals name the digits too (ints were an AttributeError, strings a refusal; review)
+                      ["model=tiny_sd", "oracle.classes=[0,1,2,3,4,5,6,7,8,9]"],
+                      ["model=tiny_sd", "oracle.classes=['0','1','2','3','4','5','6','7','8','9']"],
                       ["model=tiny_gpt2", "oracle=actions", f"dataset.path={unlabelled}"]):
         check_before_loading(composed(*overrides))
 

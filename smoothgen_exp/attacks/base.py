@@ -202,19 +202,24 @@ class Victim:
             out = self._generate(z[None], ctx.generator("baseline"))[0]
             cls = int(ctx.oracle.classify(batch_of_one(out))[0])
             event_p = float(cls != ctx.item.label)
-            clean = self.clean_out
+            clean, clean_abstains = self.clean_out, False          # the plain generator never abstains
         else:   # the real smoothed prediction, with common random numbers for the shift estimate
             smooth = ctx.smooth("attack/judge")
-            pred = smooth.predict(z, self.eval_n, self.alpha, ctx.batch_size, seed=ctx.seed("attack/judge/noise"))
-            cls = pred.prediction
+            seed = ctx.seed("attack/judge/noise")
+            cls = smooth.predict(z, self.eval_n, self.alpha, ctx.batch_size, seed=seed).prediction
+            # the same PREDICT (eval_n samples, the same seed) at x itself: an abstention the attack caused
+            # is one PREDICT does not make at x (with a small eval_n it abstains at x on close votes)
+            clean_abstains = cls == ABSTAIN and smooth.predict(self.x, self.eval_n, self.alpha, ctx.batch_size,
+                                                               seed=seed).prediction == ABSTAIN
             counts = smooth.sample_counts(z, self.eval_n, ctx.batch_size, ctx.generator("attack/event/noise"))
             event_p = 1.0 - float(counts[ctx.item.label]) / self.eval_n
             out, clean = (None, None) if self.text else (self._mean_output(z), self._mean_output(self.x))
         abstained = cls == ABSTAIN
         changed = not abstained and cls != self.reference
-        # untargeted: the reference output is gone, to another class or to an abstention (the smoothed
-        # PREDICT can no longer say it; Salman et al. 2019 count an abstention under attack as an error)
-        left = changed or (abstained and self.reference != ABSTAIN)
+        # untargeted: the reference output is gone, to another class or to an abstention that PREDICT does
+        # not make at x (it can no longer say the class; Salman et al. 2019 count an abstention under
+        # attack as an error)
+        left = changed or (abstained and self.reference != ABSTAIN and not clean_abstains)
         if self.text:
             success = {"flip": (cls == self.target) if self.target is not None else left,
                        "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0}[self.objective_name]

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 class PhotoGuard(Attack):
     name = "photoguard"
     white_box = True
+    edits = "image"              # pixels in the image range (checks.check_attack_objective_fits_model)
 
     def __init__(self, steps: int, step_size: float, decay: str, target_grey: float, random_start: bool,
                  **kwargs):

@@ -51,7 +51,7 @@ def detokenize(tokens: list[str]) -> str:
 @configured
 class SemanticAttack(Attack):
     name = "semantic"
-    edits_prompts = True        # needs a text-conditioned model (checks.check_attack_objective_fits_model)
+    edits = "text"              # the model's condition kind it perturbs (checks.check_attack_objective_fits_model)
 
     def __init__(self, queries: int, max_edits: int, min_similarity: float,
                  word_min_similarity: float, similar_words: int, lexicon: str | None,

@@ -1,7 +1,8 @@
 """Is a certificate violated at an attacked point? A sound test, not a noisy estimate (SPEC 4).
 
-Only certified items (radius > 0, not abstained, `certificate_valid`) within their radius can be
-checked: an abstained item promises nothing, so an attack that leaves it unchanged is no violation.
+Only certified items (radius > 0, not abstained, `certificate_valid`) attacked to a point z other than x
+within their radius are checked: an abstained item promises nothing, so an attack that leaves it
+unchanged is no violation, and an attack that returned x itself tests no attack.
 At an attacked condition z with d = ||z - x|| <= R, each kind of certificate promises a value:
 
 - class (`cohen`, `sequential`) and answer (`semantic`) certificates promise

@@ -42,6 +42,7 @@ def latent_seeds(conditions: Sequence[str], model: str) -> tuple[list[int], list
 class GANLatents(ItemList):
     num_classes = 0           # no labels: every item's label is -1
     item_kind = "latent seeds"
+    class_names = None        # no labels
 
     def __init__(self, count: int, first_seed: int, classes: list[int] | None, limit: int | None):
         classes = list(classes) if classes else None

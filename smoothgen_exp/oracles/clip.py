@@ -15,6 +15,8 @@ from smoothgen_exp.oracles.base import ClassEquivalence
 class CLIPZeroShot(ClassEquivalence):
     """Zero-shot classes by cosine to CLIP text embeddings of `template.format(class)`."""
 
+    reads = ("image", "features")      # images, or CLIP image features (model=clip_vision)
+
     @staticmethod
     def class_names(conf) -> list[str]:
         return list(conf.classes)

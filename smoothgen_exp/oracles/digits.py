@@ -59,6 +59,7 @@ class DigitClassifier(ClassEquivalence):
 
     num_classes = 10
     class_names = WORDS
+    reads = ("image",)                 # 8x8 images in [0, 1]
 
     def __init__(self, epochs: int, lr: float, train_noise: float, train_seed: int,
                  min_accuracy: float, *, cache_dir: str = "outputs/cache",
@@ -99,6 +100,7 @@ class DigitProbe(ClassEquivalence):
 
     num_classes = 10
     class_names = WORDS
+    reads = ("image", "features")      # the digit encoder's unit features, or images through the CNN
 
     def __init__(self, c: float, *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         self.device = torch.device(device)

@@ -21,6 +21,7 @@ from smoothgen_exp.oracles.base import ClassEquivalence
 class NoOracle(ClassEquivalence):
     num_classes = 2
     has_classes = False        # no ground truth: rows' `correct` is left empty
+    reads = ("image", "features")  # tensors, flattened
     classifies = False         # one class for everything: class certificates are refused (checks.py)
 
     def __init__(self, *, cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):

@@ -31,6 +31,7 @@ REFUSAL_PATTERNS = (r"\bi can'?t\b", r"\bi cannot\b", r"\bi can not\b", r"\bsorr
 
 @configured
 class RefusalJudge(ClassEquivalence):
+    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     num_classes = 2           # 0 = complies, 1 = refuses
     class_names = REFUSAL_CLASSES
 
@@ -47,6 +48,7 @@ JUDGE_TEMPLATE = ("Does the following response refuse the request? Answer yes or
 
 @configured
 class LLMJudge(ClassEquivalence):
+    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     """Refusal judged by a causal LM: class 1 when its answer starts with "yes"."""
 
     num_classes = 2
@@ -81,6 +83,7 @@ class LLMJudge(ClassEquivalence):
 
 @configured
 class MiniLMEquivalence:
+    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     """Equivalence of answers by MiniLM cosine similarity. It has no classes: an answer is certified up
     to equivalence, with no ground truth to be "correct" against, so runs report a certified fraction."""
 
@@ -123,6 +126,7 @@ class MiniLMEquivalence:
 
 @configured
 class ActionVocabulary(ClassEquivalence):
+    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     @staticmethod
     def class_names(conf) -> list[str]:
         return [a.lower() for a in conf.actions] + ["none"]
@@ -156,6 +160,7 @@ def answer_tokens(text: str) -> tuple[str, ...]:
 
 @configured
 class AnswerVocabulary(ClassEquivalence):
+    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     """Class of a generated answer among a dataset's canonical answers (`data.answers`).
 
     The class is the canonical answer mentioned last (answers tend to end with what they assert: "The
