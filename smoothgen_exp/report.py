@@ -66,6 +66,18 @@ def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
     console.print(table)
 
 
+def ceiling_mark(summary) -> tuple[float, str]:
+    """(the largest radius a run can certify, how a certified curve read above it is marked): its ceiling,
+    or a sequential run's target radius, which is all it certifies. `summary` is a dict or a table row."""
+    def number(key):
+        value = summary.get(key)
+        return math.inf if value is None or value != value else float(value)     # missing, null or NaN
+
+    ceiling = min(number("max_certifiable_radius"), number("nominal_max_certifiable_radius"))
+    target = number("target_radius")
+    return min(ceiling, target), " (above the target radius)" if target < ceiling else " (above the ceiling)"
+
+
 def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None, examples: int = 5,
                   run_dir=None) -> None:
     """The summary as two small tables: certified accuracy by radius, then every other number; for text
@@ -77,17 +89,14 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
     console = Console()
     if records is not None and "output_text" in records:
         _print_answers(console, records[(records.variant == "smoothed") & records.output_text.notna()], examples)
-    ceiling = summary.get("max_certifiable_radius", summary.get("nominal_max_certifiable_radius"))
-    ceiling = math.inf if ceiling is None else ceiling
-    target = summary.get("target_radius", math.inf)        # a sequential run certifies its target radius only
-    mark = " (above the target radius)" if target < ceiling else " (above the ceiling)"
+    reach, mark = ceiling_mark(summary)
     for key, label in ((k, v) for k, v in CURVES.items() if k in summary):
         table = Table(title=title, header_style="bold")
         table.add_column("radius ≥", justify="right")
         table.add_column(label, justify="right")
         for r, acc in summary[key].items():      # 0 by arithmetic above what n can certify: say so
             acc = math.nan if acc is None else acc       # strict JSON writes NaN as null
-            table.add_row(r, f"{acc:.3f}" + (mark if float(r) > min(ceiling, target) and not acc else ""))
+            table.add_row(r, f"{acc:.3f}" + (mark if float(r) > reach and not acc else ""))
         console.print(table)
     smoothed = records[records.variant == "smoothed"] if records is not None and "abstained" in records else None
     if smoothed is not None and (why := smoothed.abstain_reason[smoothed.abstained.fillna(False).astype(bool)]).size:

@@ -14,6 +14,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from smoothgen_exp.records import read_records, valid_certificates
+from smoothgen_exp.report import ceiling_mark, metric_arrow
 
 
 def find_run_dirs(*paths: str | Path) -> list[Path]:
@@ -129,7 +130,8 @@ def results_table(run_dirs: list[Path], metrics: list[str], by: list[str] | None
             row[m] = value
             row[f"{m} stderr"] = stderr_of(m, value, int(s.get("items", 0)))
             row[f"{m} nominal"] = key != m and not pd.isna(value)
-            row[f"{m} above"] = value == 0 and _radius_of(m) > _reach(s)   # 0 by arithmetic, not measured
+            reach, mark = ceiling_mark(s)                 # 0 by arithmetic above it, not a measurement
+            row[f"{m} above"] = mark if value == 0 and _radius_of(m) > reach else ""
         rows.append(row)
     return pd.DataFrame(rows).sort_values(by).reset_index(drop=True) if by else pd.DataFrame(rows)
 
@@ -143,27 +145,19 @@ def _radius_of(metric: str) -> float:
         return -math.inf
 
 
-def _reach(summary: pd.Series) -> float:
-    """The largest radius the run could certify: its ceiling, or a sequential run's target radius."""
-    values = [summary.get(k) for k in ("max_certifiable_radius", "nominal_max_certifiable_radius", "target_radius")]
-    return min([float(v) for v in values if v is not None and pd.notna(v)], default=math.inf)
-
-
 def formatted(df: pd.DataFrame, metrics: list[str], digits: int = 3) -> pd.DataFrame:
     """lm-evaluation-harness style: "value ± stderr" cells, arrows in the metric headers. A value that
     comes from rows whose certificate is invalid (`nominal_*` keys) says "(nominal)", and a certified curve
     read above the run's ceiling (0 by arithmetic: no n-sample count reaches it) says "(above the ceiling)"."""
-    from smoothgen_exp.report import metric_arrow
-
     out = df[[c for c in df.columns if c not in metrics and not c.endswith((" stderr", " nominal", " above"))
               and c != "run_dir"]].copy()
     for m in metrics:
         cells = []
         nominal = df[f"{m} nominal"] if f"{m} nominal" in df else [False] * len(df)
-        above = df[f"{m} above"] if f"{m} above" in df else [False] * len(df)
-        for v, e, nom, high in zip(df[m], df[f"{m} stderr"], nominal, above, strict=True):
+        above = df[f"{m} above"] if f"{m} above" in df else [""] * len(df)
+        for v, e, nom, mark in zip(df[m], df[f"{m} stderr"], nominal, above, strict=True):
             cell = "–" if pd.isna(v) else f"{v:.{digits}f}"
             cell = cell if pd.isna(e) or pd.isna(v) else f"{cell} ± {e:.{digits}f}"
-            cells.append(f"{cell} (nominal)" if nom else f"{cell} (above the ceiling)" if high else cell)
+            cells.append(f"{cell} (nominal)" if nom else cell + mark)
         out[f"{m} {metric_arrow(m.split('/')[0])}".strip()] = cells
     return out

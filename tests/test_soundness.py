@@ -141,6 +141,12 @@ def test_tables_mark_a_certified_curve_read_above_the_ceiling(tmp_path):
     cells = formatted(results_table(sorted(tmp_path.iterdir()), metrics, by=[]), metrics)
     assert cells.iloc[:, -1].tolist() == ["0.000 ± 0.000", "0.000 ± 0.000 (above the ceiling)"]   # high, low
     assert not cells.iloc[:, -2].str.contains("above").any()
+    # a sequential run certifies its target radius only: marked as the printed summary marks it (review)
+    (tmp_path / "low" / "summary.json").write_text(json.dumps({"items": 4, "max_certifiable_radius": 0.4,
+                                                               "target_radius": 0.1,
+                                                               "certified_accuracy": {"0": 0.5, "0.25": 0.0}}))
+    cells = formatted(results_table(sorted(tmp_path.iterdir()), metrics, by=[]), metrics)
+    assert cells.iloc[:, -1].tolist() == ["0.000 ± 0.000", "0.000 ± 0.000 (above the target radius)"]
 
 
 # ------------------------------------------------------------------ 4. the violation check

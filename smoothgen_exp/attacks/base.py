@@ -26,10 +26,10 @@ Success: flip/event: the variant's class at x' leaves the reference (or hits the
 happens (baseline) or has probability >= 1/2 (smoothed); distance: output shift >= shift_threshold;
 feature: cosine <= cos_threshold; latent/reconstruction: the class leaves the reference (a VAE's rows add
 the attacked output against the clean input: `attack_recon_*`). Leaving the reference includes the
-smoothed prediction abstaining at x' (`attack_abstained`); `attack_class_changed` says whether the
-class moved to another class. An attack that returns x itself (`attack_distance` 0) is counted in
-`attack_unmoved_<variant>`, and its point is no check of a certificate. The attacked condition comes back as `attacked_condition`; whether it violates the smoothed
-row's certificate is judged by a sound test against what the certificate promises (certifiers.check).
+smoothed PREDICT abstaining at x' where it does not at x (`attack_abstained`); `attack_class_changed`
+says whether the class moved to another class. The attacked condition comes back as
+`attacked_condition`; whether it violates the smoothed row's certificate is judged by a sound test
+against what the certificate promises (certifiers.check), never at x itself (an unmoved attack).
 """
 
 from __future__ import annotations
@@ -84,8 +84,7 @@ class Victim:
         self.generations = 0                 # generator calls behind them
         self.eot_gen = ctx.generator(f"attack/{variant}/eot")
         # text has no output space to measure a shift or a cosine in: the class decides
-        self.text = getattr(ctx.model, "output_kind", None) == "text"
-        # objectives the model cannot answer are refused before loading (checks.check_attack_objective_fits_model)
+        self.text = getattr(ctx.model, "output_kind", None) == "text"      # objectives: checks.py, before loading
         with torch.no_grad():       # reference output for distance/feature
             self.clean_out = None if self.text else self.outputs(self.x[None])[0]
         self.reconstructs = getattr(ctx.model, "reconstructs", False)      # a VAE: its output lives in x's space
@@ -216,9 +215,8 @@ class Victim:
             out, clean = (None, None) if self.text else (self._mean_output(z), self._mean_output(self.x))
         abstained = cls == ABSTAIN
         changed = not abstained and cls != self.reference
-        # untargeted: the reference output is gone, to another class or to an abstention that PREDICT does
-        # not make at x (it can no longer say the class; Salman et al. 2019 count an abstention under
-        # attack as an error)
+        # untargeted: the reference is gone, to another class or to an abstention PREDICT does not make at
+        # x (Salman et al. 2019 count an abstention under attack as an error)
         left = changed or (abstained and self.reference != ABSTAIN and not clean_abstains)
         if self.text:
             success = {"flip": (cls == self.target) if self.target is not None else left,
