@@ -979,7 +979,8 @@ def validate_groups(cfg: DictConfig, groups) -> None:
         try:
             _check_node(group, schema, node)
         except ConfigError as err:
-            raise ConfigError(f"{err}{_preset_note(cfg, str(err).split(':')[0])}") from None
+            unknown = str(err).split(": unknown key")
+            raise ConfigError(f"{err}{_preset_note(cfg, unknown[0]) if len(unknown) > 1 else ''}") from None
 
 
 def _preset_note(cfg: DictConfig, key: str) -> str:
@@ -991,8 +992,9 @@ def _preset_note(cfg: DictConfig, key: str) -> str:
         return ""
     group = key.split(".")[0]
     preset = re.search(rf"override /{group}: *(\w+)", path.read_text())
-    chosen = f" for {group}={preset.group(1)}" if preset else ""
-    return f"; model={model} sets it{chosen}, its preset, which another {group} does not fit"
+    if preset is None or preset.group(1) == OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None):
+        return ""                                   # the preset's own choice: the key is the user's
+    return f"; model={model} sets it for {group}={preset.group(1)}, its preset, which another {group} does not fit"
 
 
 def exit_on_user_error(err: BaseException) -> None:

@@ -80,6 +80,10 @@ def test_a_key_a_model_preset_sets_for_its_own_dataset_says_so():
     with pytest.raises(ConfigError, match=r"^dataset.classes: unknown key .*; model=tiny_biggan sets it for "
                                           r"dataset=gan_latents, its preset, which another dataset does not fit$"):
         validate(compose_overrides(["model=tiny_biggan", "dataset=digits_prompts"], hydra_config=True))
+    # with the preset's own dataset, a bad value is the user's: no note (review)
+    with pytest.raises(ConfigError) as err:
+        validate(compose_overrides(["model=tiny_biggan", "dataset.classes=[abc]"], hydra_config=True))
+    assert "preset" not in str(err.value)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
