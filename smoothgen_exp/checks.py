@@ -131,18 +131,32 @@ def _class_name(name) -> str:
     return WORDS[int(text)] if text.isdigit() and int(text) < len(WORDS) else text
 
 
+def _labels_fit(labels, classes) -> bool:
+    """Labels index the oracle's classes: its names begin with the dataset's (unknown on either side: yes)."""
+    return labels is None or classes is None or \
+        [_class_name(n) for n in labels] == [_class_name(n) for n in list(classes)[:len(labels)]]
+
+
 def check_items_fit_model(cfg: DictConfig) -> None:
     """A model reads one kind of item (`reads`): prompts, images or latent seeds. The default text-to-image
     model given dataset=digits_images encoded "heldout digit image 0" as a prompt; a VAE given prompts
     failed mid-run with a TypeError."""
-    from smoothgen_exp.config import CONF_DIR
+    from smoothgen_exp.config import CONF_DIR, SCHEMAS
 
-    dataset, model = get_class(cfg.dataset._target_), get_class(cfg.model._target_)
+    dataset, model, oracle = (get_class(cfg[g]._target_) for g in ("dataset", "model", "oracle"))
     reads, kind = getattr(model, "reads", None), getattr(dataset, "item_kind", None)
     if None in (reads, kind) or reads == kind:
         return
-    fitting = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml")
-                     if getattr(get_class(OmegaConf.load(p)._target_), "item_kind", None) == reads)
+    classes = _names(oracle, cfg.oracle) if getattr(oracle, "has_classes", True) else None
+
+    def labels_of(raw):                                  # an option's labels, from its yaml and schema
+        node = OmegaConf.merge(OmegaConf.structured(SCHEMAS[raw._target_]), {k: v for k, v in raw.items()
+                                                                             if k != "defaults"})
+        return _names(get_class(raw._target_), node)
+
+    options = {p.stem: OmegaConf.load(p) for p in sorted((CONF_DIR / "dataset").glob("*.yaml"))}
+    kinds = [name for name, raw in options.items() if getattr(get_class(raw._target_), "item_kind", None) == reads]
+    fitting = [name for name in kinds if _labels_fit(labels_of(options[name]), classes)] or kinds
     raise ConfigError(f"model={hydra_choice(cfg, 'model') or model.__name__}: generates from {reads}, and "
                       f"dataset={hydra_choice(cfg, 'dataset') or dataset.__name__} holds {kind}; use "
                       f"dataset={' | '.join(fitting) or 'one of ' + reads}")
@@ -156,9 +170,7 @@ def check_labels_fit_oracle(cfg: DictConfig) -> None:
     if not getattr(oracle, "has_classes", True):
         return
     labels, classes = _names(dataset, cfg.dataset), _names(oracle, cfg.oracle)
-    if labels is None or classes is None:
-        return
-    if [_class_name(n) for n in labels] != [_class_name(n) for n in list(classes)[:len(labels)]]:
+    if not _labels_fit(labels, classes):
         def shown(names):
             return ", ".join(map(str, list(names)[:4])) + (f", ... {len(names)} in all" if len(names) > 4 else "")
         raise ConfigError(f"dataset={hydra_choice(cfg, 'dataset') or dataset.__name__}: its labels index the classes "

@@ -246,7 +246,8 @@ def test_every_launcher_config_composes_and_passes_the_preflight(launcher, targe
     # items of another kind than the model reads: a prompt model encoded "heldout digit image 0" as a prompt,
     # a VAE given prompts failed mid-run with a TypeError
     (["dataset=digits_images"], r"model=digits_t2i: generates from prompts, and dataset=digits_images holds "
-                                r"images; use dataset=digits_prompts \| harmful_prompts \| qa_facts \| robot_commands"),
+                                r"images; use dataset=digits_prompts$"),   # the prompts whose labels fit its oracle
+    (["model=tiny_gpt2", "dataset=digits_images"], r"holds images; use dataset=harmful_prompts$"),
     (["model=tiny_vae", "dataset=digits_prompts"], r"model=tiny_vae: generates from images, and "
                                                    r"dataset=digits_prompts holds prompts; use dataset=digits_images$"),
     (["dataset=gan_latents", "oracle=none", "certifier=distribution", "metrics=none"],
