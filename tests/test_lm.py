@@ -8,8 +8,10 @@ import torch
 from scipy.special import softmax
 
 from smoothgen_exp.certifiers.decoding import DecodingCertifier
+from smoothgen_exp.certifiers.semantic import SemanticCertifier
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.models.lm import CausalLM
+from smoothgen_exp.oracles.base import ClassEquivalence
 from smoothgen_exp.oracles.text import ActionVocabulary, MiniLMEquivalence, RefusalJudge
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 
@@ -253,3 +255,30 @@ def test_decoding_certificate_check_holds_inside_the_radius_and_catches_a_plante
     planted = {**row, "decoding_step_p_lower": [0.999999] * len(row["decoding_step_p_lower"])}
     caught = check_certificate(cert, ctx, planted, z, 4000, 0.001)
     assert caught["certificate_checked"] and caught["certificate_violation"]
+
+
+
+class SignText:
+    """G(z) = "pos" or "neg" by the sign of z's first coordinate: a text generator."""
+
+    def generate(self, z, gen, shared=False):
+        return ["pos" if v > 0 else "neg" for v in z.reshape(len(z), -1)[:, 0].tolist()]
+
+
+class WordOracle(ClassEquivalence):
+    num_classes = 2
+
+    def classify(self, outputs):
+        return torch.tensor([int(o == "pos") for o in outputs])
+
+
+def test_semantic_names_a_certified_answer_only_where_it_certifies():
+    """`certified_text` held the representative of abstaining items too, and the printed answers showed it
+    as the smoothed answer (found by review). P("pos") = Phi(x): 0.9987 at x = 3, 1/2 at x = 0."""
+    for x, certified in ((3.0, True), (0.0, False)):
+        item = SimpleNamespace(item_id=f"x{x:g}", condition="", label=-1)
+        ctx = ItemContext(item, torch.tensor([x], dtype=torch.float64), SignText(), WordOracle(),
+                          GaussianNoise(1.0), 0, 1000)
+        row = SemanticCertifier(n0=50, n=1000, alpha=0.001, batch_size=1000).certify(ctx)
+        assert row["certified"] is certified and row["abstained"] is not certified
+        assert row["certified_text"] == ("pos" if certified else None)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from smoothgen_exp.records import RecordWriter, read_records, rows_to_table, summarize, write_summary
+from smoothgen_exp.tables import formatted, results_table
 
 
 def rows(item, certified, correct, radius, time=1.0):
@@ -242,3 +243,24 @@ def test_make_table_refuses_a_metric_no_run_has(tmp_path, capsys):
         make_table.main([str(run), "--metrics", "certified_acuracy/0.1", "--out", str(tmp_path / "t")])
     table = make_table.main([str(run), "--metrics", "certified_accuracy/0.1", "--out", str(tmp_path / "t")])
     assert table["certified_accuracy/0.1"].tolist() == [0.5]
+
+
+
+def test_tables_mark_a_certified_curve_read_above_the_ceiling(tmp_path):
+    """quality.md showed certified_accuracy/0.25 = 0.000 ± 0.000 for a run whose ceiling was 0.15, as if
+    measured (found by a new user); the printed summary marks it, and so do the tables now."""
+    for name, ceiling in (("low", 0.15), ("high", 0.4)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"items": 4, "max_certifiable_radius": ceiling,
+                                                      "certified_accuracy": {"0": 0.5, "0.25": 0.0}}))
+    metrics = ["certified_accuracy/0", "certified_accuracy/0.25"]
+    cells = formatted(results_table(sorted(tmp_path.iterdir()), metrics, by=[]), metrics)
+    assert cells.iloc[:, -1].tolist() == ["0.000 ± 0.000", "0.000 ± 0.000 (above the ceiling)"]   # high, low
+    assert not cells.iloc[:, -2].str.contains("above").any()
+    # a sequential run certifies its target radius only: marked as the printed summary marks it (review)
+    (tmp_path / "low" / "summary.json").write_text(json.dumps({"items": 4, "max_certifiable_radius": 0.4,
+                                                               "target_radius": 0.1,
+                                                               "certified_accuracy": {"0": 0.5, "0.25": 0.0}}))
+    cells = formatted(results_table(sorted(tmp_path.iterdir()), metrics, by=[]), metrics)
+    assert cells.iloc[:, -1].tolist() == ["0.000 ± 0.000", "0.000 ± 0.000 (above the target radius)"]

@@ -21,7 +21,6 @@ from smoothgen_exp.certifiers.semantic import SemanticCertifier
 from smoothgen_exp.certifiers.sequential import SequentialCertifier
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.errors import ConfigError
-from smoothgen_exp.oracles.base import ClassEquivalence
 from smoothgen_exp.records import summarize
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from smoothgen_exp.stats import tv_bound
@@ -127,26 +126,6 @@ def test_tables_and_figures_label_nominal_values(tmp_path):
     assert [c.endswith("(nominal)") for c in cells] == [True, False]          # adaptive, valid (sorted)
     parts = by_validity(pd.DataFrame(bound_rows(True, ("a",)) + bound_rows(False, ("b",))))
     assert [nominal for _, nominal in parts] == [False, True]
-
-
-def test_tables_mark_a_certified_curve_read_above_the_ceiling(tmp_path):
-    """quality.md showed certified_accuracy/0.25 = 0.000 ± 0.000 for a run whose ceiling was 0.15, as if
-    measured (found by a new user); the printed summary marks it, and so do the tables now."""
-    for name, ceiling in (("low", 0.15), ("high", 0.4)):
-        run = tmp_path / name
-        run.mkdir()
-        (run / "summary.json").write_text(json.dumps({"items": 4, "max_certifiable_radius": ceiling,
-                                                      "certified_accuracy": {"0": 0.5, "0.25": 0.0}}))
-    metrics = ["certified_accuracy/0", "certified_accuracy/0.25"]
-    cells = formatted(results_table(sorted(tmp_path.iterdir()), metrics, by=[]), metrics)
-    assert cells.iloc[:, -1].tolist() == ["0.000 ± 0.000", "0.000 ± 0.000 (above the ceiling)"]   # high, low
-    assert not cells.iloc[:, -2].str.contains("above").any()
-    # a sequential run certifies its target radius only: marked as the printed summary marks it (review)
-    (tmp_path / "low" / "summary.json").write_text(json.dumps({"items": 4, "max_certifiable_radius": 0.4,
-                                                               "target_radius": 0.1,
-                                                               "certified_accuracy": {"0": 0.5, "0.25": 0.0}}))
-    cells = formatted(results_table(sorted(tmp_path.iterdir()), metrics, by=[]), metrics)
-    assert cells.iloc[:, -1].tolist() == ["0.000 ± 0.000", "0.000 ± 0.000 (above the target radius)"]
 
 
 # ------------------------------------------------------------------ 4. the violation check
@@ -294,29 +273,3 @@ def test_tv_factor_of_step_noise_uses_max_new_tokens_not_the_steps_taken():
     assert worst > 0.01                                                  # factor 1 is violated somewhere
     assert tv_shift_factor("step", 16, 32) == pytest.approx(math.sqrt(16 * 32))
     assert tv_shift_factor("sequence", 16, 32) == pytest.approx(4.0)
-
-
-class SignText:
-    """G(z) = "pos" or "neg" by the sign of z's first coordinate: a text generator."""
-
-    def generate(self, z, gen, shared=False):
-        return ["pos" if v > 0 else "neg" for v in z.reshape(len(z), -1)[:, 0].tolist()]
-
-
-class WordOracle(ClassEquivalence):
-    num_classes = 2
-
-    def classify(self, outputs):
-        return torch.tensor([int(o == "pos") for o in outputs])
-
-
-def test_semantic_names_a_certified_answer_only_where_it_certifies():
-    """`certified_text` held the representative of abstaining items too, and the printed answers showed it
-    as the smoothed answer (found by review). P("pos") = Phi(x): 0.9987 at x = 3, 1/2 at x = 0."""
-    for x, certified in ((3.0, True), (0.0, False)):
-        item = SimpleNamespace(item_id=f"x{x:g}", condition="", label=-1)
-        ctx = ItemContext(item, torch.tensor([x], dtype=torch.float64), SignText(), WordOracle(),
-                          GaussianNoise(1.0), 0, 1000)
-        row = SemanticCertifier(n0=50, n=1000, alpha=0.001, batch_size=1000).certify(ctx)
-        assert row["certified"] is certified and row["abstained"] is not certified
-        assert row["certified_text"] == ("pos" if certified else None)

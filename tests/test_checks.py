@@ -1,0 +1,111 @@
+"""What a configuration can do, decided before any weights load (smoothgen_exp.checks): combinations of
+components, items, outputs, labels and attack objectives that cannot work fail in one line, and every
+shipped combination passes."""
+
+import pytest
+
+from smoothgen_exp.config import CONF_DIR
+
+from .test_config import composed
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["certifier=decoding"], r"certifier=decoding: needs a model with token-averaged decoding .* "
+                             r"model=digits_t2i \(DigitsT2I\) has none"),
+    (["aggregator=token_average"], r"aggregator=token_average: needs a model with token-averaged decoding"),
+    (["model=tiny_gpt2", "aggregator=mean"], r"aggregator=mean: needs a model with tensor outputs .* "
+                                             r"model=tiny_gpt2 \(CausalLM\)"),
+    (["model=tiny_gpt2", "certifier=feature"], r"certifier=feature: needs an oracle with output features"),
+    (["oracle=refusal"], r"metrics=digits: needs an oracle with output features, and oracle=refusal"),
+    (["model=tiny_gpt2", "certifier=output_bound"], r"certifier=output_bound: needs a model with tensor outputs"),
+    (["model=tiny_gpt2", "metrics=digits"], r"metrics=digits: needs a model with tensor outputs"),
+    (["metrics=text"], r"metrics=text: needs a model with text outputs"),
+    # center's distances: between tensor outputs (metric=l2) or the oracle's features (found by review:
+    # an AttributeError mid-run on a language model)
+    (["model=tiny_gpt2", "certifier=center"], r"certifier=center: needs a model with tensor outputs .* "
+                                              r"model=tiny_gpt2 \(CausalLM\) has none"),
+    (["model=tiny_gpt2", "certifier=center", "certifier.metric=feature"],
+     r"certifier=center: needs an oracle with output features, and oracle=refusal"),
+    # equivalence puts every answer in class 0: cohen "certified" it at the largest radius (found by review)
+    (["model=tiny_gpt2", "oracle=equivalence"], r"certifier=cohen: certifies a class, and oracle=equivalence has "
+                                                r"none \(every output is class 0\); use certifier=semantic"),
+    (["model=tiny_gpt2", "oracle=equivalence", "certifier=sequential"], r"certifier=sequential: certifies a class"),
+    # attack objectives the model cannot answer: these failed after the weights loaded (a VAE trained 85 s)
+    (["attack=semantic", "model=tiny_vae"], r"attack=semantic: edits prompts, and model=tiny_vae is conditioned "
+                                            r"on images; use a model conditioned on prompts"),
+    (["model=smollm2", "attack=photoguard", "attack.objective=flip"],      # clamped an embedding into [0, 1]
+     r"attack=photoguard: edits images, and model=smollm2 is conditioned on prompts"),
+    (["model=dcgan_faces", "attack=pgd"], r"attack.objective=flip: needs an oracle with classes, and oracle=none "
+                                          r"puts every output in class 0"),
+    (["model=tiny_gpt2", "attack=pgd", "attack.objective=event", "dataset.path=PROMPTS_ONLY"],
+     r"attack.objective=event: P\(class != label\) needs labels, and dataset=harmful_prompts has none"),
+    # an oracle given outputs it does not read
+    (["model=tiny_gpt2", "oracle=digit_classifier", "dataset=digits_prompts"],
+     r"oracle=digit_classifier: classifies images, and model=tiny_gpt2 outputs text"),
+    (["dataset=robot_commands", "oracle=answers", "metrics=none"], r"oracle=answers: classifies text, and "
+                                                                    r"model=digits_t2i outputs images"),
+    (["attack=photoguard"], r"attack=photoguard \(attack.objective=latent\): needs a model that reconstructs its "
+                            r"input, a VAE \(model=tiny_vae or sd_vae\), and model=digits_t2i does not"),
+    (["model=tiny_gpt2", "attack=pgd", "attack.objective=distance"],
+     r"attack.objective=distance: model=tiny_gpt2 outputs text, which has no output space to move in"),
+    (["model=tiny_gpt2", "attack=pgd", "attack.target=1"], r"attack.target: a language model's answer is attacked "
+                                                           r"untargeted"),
+    # items of another kind than the model reads: a prompt model encoded "heldout digit image 0" as a prompt,
+    # a VAE given prompts failed mid-run with a TypeError
+    (["dataset=digits_images"], r"model=digits_t2i: generates from prompts, and dataset=digits_images holds "
+                                r"images; use dataset=digits_prompts$"),   # the prompts whose labels fit its oracle
+    (["model=tiny_gpt2", "dataset=digits_images"], r"holds images; use dataset=harmful_prompts$"),
+    (["model=tiny_vae", "dataset=digits_prompts"], r"model=tiny_vae: generates from images, and "
+                                                   r"dataset=digits_prompts holds prompts; use dataset=digits_images$"),
+    (["dataset=gan_latents", "oracle=none", "certifier=distribution", "metrics=none"],
+     r"dataset=gan_latents holds latent seeds"),
+    # labels that index other classes than the oracle's: accuracy compared unrelated classes
+    (["dataset=qa_facts", "metrics=none"], r"dataset=qa_facts: its labels index the classes \(Paris, Berlin, Rome, "
+                                           r"Madrid, \.\.\. 118 in all\), and oracle=digit_classifier classifies "
+                                           r"into \(zero, one, two, three, \.\.\. 10 in all\)"),
+    (["model=smollm2", "dataset=robot_commands", "oracle=actions"],
+     r"dataset=robot_commands: its labels index the classes \(move forward, move backward, .*oracle=actions "
+     r"classifies into \(move left, move right, move forward"),
+    (["model=tiny_gpt2", "dataset=qa_facts"], r"oracle=refusal classifies into \(complies, refuses\)"),
+    (["model=tiny_sd", "oracle.classes=[one,zero,two,three,four,five,six,seven,eight,nine]"],
+     r"dataset=digits_prompts: .*oracle=tiny_clip_zero_shot classifies into \(one, zero, two"),
+])
+def test_components_that_do_not_fit_fail_in_one_line_before_loading(overrides, message, tmp_path):
+    """A new user's combinations that ended in AttributeError or KeyError tracebacks after setup."""
+    from smoothgen_exp.checks import check_before_loading
+    from smoothgen_exp.config import compose_overrides
+    from smoothgen_exp.errors import ConfigError
+
+    (tmp_path / "prompts.csv").write_text("prompt\nHello.\n")                  # PROMPTS_ONLY: no labels
+    overrides = [o.replace("PROMPTS_ONLY", str(tmp_path / "prompts.csv")) for o in overrides]
+    with pytest.raises(ConfigError, match=message) as err:
+        check_before_loading(compose_overrides(overrides, hydra_config=True))   # names Hydra's options
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_and_model_default_fits(experiment):
+    """The capability check refuses none of the shipped combinations: each experiment, and each model
+    with the groups it presets."""
+    from smoothgen_exp.checks import check_before_loading
+
+    check_before_loading(composed(f"experiment={experiment}"))
+    if experiment == "attacks":                      # once: every model option with its own presets
+        for model in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
+            check_before_loading(composed(f"model={model}"))
+
+
+def test_labels_that_index_the_oracles_classes_or_no_labels_fit(tmp_path):
+    """The label check compares names, not counts: the canonical answers of robot_commands with
+    oracle=answers, refusal labels with either refusal oracle, and a CSV without a label column with any
+    oracle (its items have no labels)."""
+    from smoothgen_exp.checks import check_before_loading
+
+    unlabelled = tmp_path / "prompts.csv"
+    unlabelled.write_text("prompt\nMove forward.\n")
+    for overrides in (["model=smollm2", "dataset=robot_commands"], ["model=tiny_gpt2", "oracle=llm_judge"],
+                      # numerals name the digits too (ints were an AttributeError, strings a refusal; review)
+                      ["model=tiny_sd", "oracle.classes=[0,1,2,3,4,5,6,7,8,9]"],
+                      ["model=tiny_sd", "oracle.classes=['0','1','2','3','4','5','6','7','8','9']"],
+                      ["model=tiny_gpt2", "oracle=actions", f"dataset.path={unlabelled}"]):
+        check_before_loading(composed(*overrides))
