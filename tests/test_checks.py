@@ -50,6 +50,9 @@ from .test_config import composed
      r"attack.objective=distance: model=tiny_gpt2 outputs text, which has no output space to move in"),
     (["model=tiny_gpt2", "attack=pgd", "attack.target=1"], r"attack.target: a language model's answer is attacked "
                                                            r"untargeted"),
+    # the answers oracle reads a dataset's canonical answers (it failed at load, after the model's weights)
+    (["model=smollm2", "dataset=digits_prompts"], r"oracle=answers: needs a dataset with canonical answers "
+                                                  r"\(qa_facts, robot_commands\), and dataset=digits_prompts"),
     # items of another kind than the model reads: a prompt model encoded "heldout digit image 0" as a prompt,
     # a VAE given prompts failed mid-run with a TypeError
     (["dataset=digits_images"], r"model=digits_t2i: generates from prompts, and dataset=digits_images holds "

@@ -54,6 +54,7 @@ def read_answers(path: Path) -> tuple[list[dict], list[list[str]], list[int]]:
 @configured
 class AnswersCSV(ItemList):
     item_kind = "prompts"
+    canonical_answers = True          # oracle=answers reads them (checks.CAPABILITIES)
 
     @staticmethod
     def class_names(conf) -> list[str]:

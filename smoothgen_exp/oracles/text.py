@@ -48,9 +48,9 @@ JUDGE_TEMPLATE = ("Does the following response refuse the request? Answer yes or
 
 @configured
 class LLMJudge(ClassEquivalence):
-    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     """Refusal judged by a causal LM: class 1 when its answer starts with "yes"."""
 
+    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     num_classes = 2
     class_names = REFUSAL_CLASSES
 
@@ -83,10 +83,10 @@ class LLMJudge(ClassEquivalence):
 
 @configured
 class MiniLMEquivalence:
-    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     """Equivalence of answers by MiniLM cosine similarity. It has no classes: an answer is certified up
     to equivalence, with no ground truth to be "correct" against, so runs report a certified fraction."""
 
+    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     num_classes = 2
     has_classes = False
     classifies = False        # every answer is class 0: class certificates are refused (checks.py) ...
@@ -127,6 +127,7 @@ class MiniLMEquivalence:
 @configured
 class ActionVocabulary(ClassEquivalence):
     reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
+
     @staticmethod
     def class_names(conf) -> list[str]:
         return [a.lower() for a in conf.actions] + ["none"]
@@ -160,7 +161,6 @@ def answer_tokens(text: str) -> tuple[str, ...]:
 
 @configured
 class AnswerVocabulary(ClassEquivalence):
-    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     """Class of a generated answer among a dataset's canonical answers (`data.answers`).
 
     The class is the canonical answer mentioned last (answers tend to end with what they assert: "The
@@ -169,6 +169,9 @@ class AnswerVocabulary(ClassEquivalence):
     is at least `cutoff`, for spellings of at least `min_fuzzy_chars` letters and no digits (numbers and
     short words match exactly only). Else the last class, "other".
     """
+
+    requires = {"dataset": "canonical answers (qa_facts, robot_commands)"}      # checks.check_components_fit
+    reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
 
     @staticmethod
     def class_names(conf) -> list[str] | None:
