@@ -248,9 +248,10 @@ def check_attack_objective_fits_model(cfg: DictConfig) -> None:
                           f"{what.get(kind, kind)}; use a model conditioned on {what[edits]}")
     oracle = get_class(cfg.oracle._target_)
     if objective in ("flip", "event") and not getattr(oracle, "classifies", True):
+        fix = "an oracle with classes (oracle=refusal, answers or actions)" if text else "attack.objective=distance"
         raise ConfigError(f"attack.objective={objective}: needs an oracle with classes, and oracle="
                           f"{hydra_choice(cfg, 'oracle') or oracle.__name__} puts every output in class 0 (a flip "
-                          "could never succeed); use attack.objective=distance")
+                          f"could never succeed); use {fix}")
     dataset = get_class(cfg.dataset._target_)
     if objective == "event" and hasattr(dataset, "class_names") and _names(dataset, cfg.dataset) is None:
         raise ConfigError(f"attack.objective=event: P(class != label) needs labels, and dataset="

@@ -36,7 +36,9 @@ from .test_config import composed
     (["model=smollm2", "attack=photoguard", "attack.objective=flip"],      # clamped an embedding into [0, 1]
      r"attack=photoguard: edits images, and model=smollm2 is conditioned on prompts"),
     (["model=dcgan_faces", "attack=pgd"], r"attack.objective=flip: needs an oracle with classes, and oracle=none "
-                                          r"puts every output in class 0"),
+                                          r"puts every output in class 0 .*; use attack.objective=distance$"),
+    (["model=tiny_gpt2", "certifier=semantic", "oracle=equivalence", "attack=pgd"],
+     r"oracle=equivalence puts every output in class 0 .*; use an oracle with classes"),
     (["model=tiny_gpt2", "attack=pgd", "attack.objective=event", "dataset.path=PROMPTS_ONLY"],
      r"attack.objective=event: P\(class != label\) needs labels, and dataset=harmful_prompts has none"),
     # an oracle given outputs it does not read
