@@ -23,6 +23,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from smoothgen_exp.errors import ConfigError, WeightsNotFound, cause_of
+from smoothgen_exp.models.protocol import ITEMS_READ, model_reads
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,8 @@ def check_oracle_reads_outputs(cfg: DictConfig) -> None:
     output, reads = getattr(model, "output_kind", "image"), getattr(oracle, "reads", None)
     if reads is not None and output not in reads:
         kinds = {"image": "images", "features": "features", "text": "text"}
-        raise ConfigError(f"oracle={hydra_choice(cfg, 'oracle') or oracle.__name__}: classifies "
-                          f"{' or '.join(kinds[r] for r in reads)}, and model={hydra_choice(cfg, 'model') or model.__name__} "
+        raise ConfigError(f"oracle={_chosen(cfg, 'oracle', oracle)}: classifies "
+                          f"{' or '.join(kinds[r] for r in reads)}, and model={_chosen(cfg, 'model', model)} "
                           f"outputs {kinds.get(output, output)}")
 
 
@@ -138,13 +139,13 @@ def _labels_fit(labels, classes) -> bool:
 
 
 def check_items_fit_model(cfg: DictConfig) -> None:
-    """A model reads one kind of item (`reads`): prompts, images or latent seeds. The default text-to-image
+    """A model reads one kind of item (`model_reads`): prompts, images or latent seeds. The default text-to-image
     model given dataset=digits_images encoded "heldout digit image 0" as a prompt; a VAE given prompts
     failed mid-run with a TypeError."""
     from smoothgen_exp.config import CONF_DIR, SCHEMAS
 
     dataset, model, oracle = (get_class(cfg[g]._target_) for g in ("dataset", "model", "oracle"))
-    reads, kind = getattr(model, "reads", None), getattr(dataset, "item_kind", None)
+    reads, kind = model_reads(model), getattr(dataset, "item_kind", None)
     if None in (reads, kind) or reads == kind:
         return
     classes = _names(oracle, cfg.oracle) if getattr(oracle, "has_classes", True) else None
@@ -157,8 +158,8 @@ def check_items_fit_model(cfg: DictConfig) -> None:
     options = {p.stem: OmegaConf.load(p) for p in sorted((CONF_DIR / "dataset").glob("*.yaml"))}
     kinds = [name for name, raw in options.items() if getattr(get_class(raw._target_), "item_kind", None) == reads]
     fitting = [name for name in kinds if _labels_fit(labels_of(options[name]), classes)] or kinds
-    raise ConfigError(f"model={hydra_choice(cfg, 'model') or model.__name__}: generates from {reads}, and "
-                      f"dataset={hydra_choice(cfg, 'dataset') or dataset.__name__} holds {kind}; use "
+    raise ConfigError(f"model={_chosen(cfg, 'model', model)}: generates from {reads}, and "
+                      f"dataset={_chosen(cfg, 'dataset', dataset)} holds {kind}; use "
                       f"dataset={' | '.join(fitting) or 'one of ' + reads}")
 
 
@@ -173,8 +174,8 @@ def check_labels_fit_oracle(cfg: DictConfig) -> None:
     if not _labels_fit(labels, classes):
         def shown(names):
             return ", ".join(map(str, list(names)[:4])) + (f", ... {len(names)} in all" if len(names) > 4 else "")
-        raise ConfigError(f"dataset={hydra_choice(cfg, 'dataset') or dataset.__name__}: its labels index the classes "
-                          f"({shown(labels)}), and oracle={hydra_choice(cfg, 'oracle') or oracle.__name__} classifies "
+        raise ConfigError(f"dataset={_chosen(cfg, 'dataset', dataset)}: its labels index the classes "
+                          f"({shown(labels)}), and oracle={_chosen(cfg, 'oracle', oracle)} classifies "
                           f"into ({shown(classes)}), so accuracy would compare unrelated classes; choose an oracle "
                           "whose classes begin with the dataset's, in its order, or a dataset without labels")
 
@@ -199,7 +200,7 @@ def check_components_fit(cfg: DictConfig) -> None:
             target = get_class(cfg[other]._target_)
             if not CAPABILITIES[capability](target):
                 article = "an" if other[0] in "aeiou" else "a"
-                chosen = hydra_choice(cfg, other) or target.__name__
+                chosen = _chosen(cfg, other, target)
                 named = chosen if chosen == target.__name__ else f"{chosen} ({target.__name__})"
                 option = hydra_choice(cfg, group) or getattr(cls, "name", cls.__name__)
                 raise ConfigError(f"{group}={option}: needs {article} {other} with {capability}, "
@@ -214,6 +215,11 @@ def hydra_choice(cfg: DictConfig, group: str) -> str | None:
     choices = (HydraConfig.get().runtime.choices if HydraConfig.initialized()
                else OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {})
     return None if choices.get(group) is None else str(choices.get(group))
+
+
+def _chosen(cfg: DictConfig, group: str, cls: type) -> str:
+    """How a message names the option chosen in `group`: Hydra's choice, else its class's name."""
+    return hydra_choice(cfg, group) or cls.__name__
 
 
 def checked_certifier(cfg: DictConfig):
@@ -233,7 +239,7 @@ def check_attack_objective_fits_model(cfg: DictConfig) -> None:
     class probabilities for a target. These failed after the weights loaded (a VAE trained 85 s first)."""
     attack, model = get_class(cfg.attack._target_), get_class(cfg.model._target_)
     objective, name = cfg.attack.get("objective"), hydra_choice(cfg, "attack") or getattr(attack, "name", "attack")
-    chosen = hydra_choice(cfg, "model") or model.__name__
+    chosen = _chosen(cfg, "model", model)
     text = getattr(model, "output_kind", None) == "text"
     if objective in ("distance", "feature") and text:
         raise ConfigError(f"attack.objective={objective}: model={chosen} outputs text, which has no output space "
@@ -243,19 +249,18 @@ def check_attack_objective_fits_model(cfg: DictConfig) -> None:
                           f"input, a VAE (model=tiny_vae or sd_vae), and model={chosen} does not")
     edits, kind = getattr(attack, "edits", None), getattr(model, "condition_kind", None)
     if edits is not None and kind != edits:
-        what = {"text": "prompts", "image": "images", "latent": "latents"}
-        raise ConfigError(f"attack={name}: edits {what[edits]}, and model={chosen} is conditioned on "
-                          f"{what.get(kind, kind)}; use a model conditioned on {what[edits]}")
+        raise ConfigError(f"attack={name}: edits {ITEMS_READ[edits]}, and model={chosen} is conditioned on "
+                          f"{ITEMS_READ.get(kind, kind)}; use a model conditioned on {ITEMS_READ[edits]}")
     oracle = get_class(cfg.oracle._target_)
     if objective in ("flip", "event") and not getattr(oracle, "classifies", True):
         fix = "an oracle with classes (oracle=refusal, answers or actions)" if text else "attack.objective=distance"
         raise ConfigError(f"attack.objective={objective}: needs an oracle with classes, and oracle="
-                          f"{hydra_choice(cfg, 'oracle') or oracle.__name__} puts every output in class 0 (a flip "
+                          f"{_chosen(cfg, 'oracle', oracle)} puts every output in class 0 (a flip "
                           f"could never succeed); use {fix}")
     dataset = get_class(cfg.dataset._target_)
     if objective == "event" and hasattr(dataset, "class_names") and _names(dataset, cfg.dataset) is None:
         raise ConfigError(f"attack.objective=event: P(class != label) needs labels, and dataset="
-                          f"{hydra_choice(cfg, 'dataset') or dataset.__name__} has none; use attack.objective=flip "
+                          f"{_chosen(cfg, 'dataset', dataset)} has none; use attack.objective=flip "
                           "or distance")
     if hasattr(model, "answer_logprob") and objective == "flip" and cfg.attack.get("target") is not None:
         raise ConfigError("attack.target: a language model's answer is attacked untargeted (the likelihood of "
@@ -281,7 +286,7 @@ def check_oracle_fits_certifier(cfg: DictConfig) -> None:
         return
     fix = "certifier=semantic (answers up to equivalence)" if answers else "certifier=output_bound, distribution or center"
     raise ConfigError(f"certifier={getattr(certifier, 'name', certifier.__name__)}: certifies a class, and "
-                      f"oracle={hydra_choice(cfg, 'oracle') or oracle.__name__} has none (every output is class 0); "
+                      f"oracle={_chosen(cfg, 'oracle', oracle)} has none (every output is class 0); "
                       f"use {fix}")
 
 

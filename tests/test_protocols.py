@@ -14,7 +14,7 @@ from smoothgen_exp.certifiers.protocol import CertifierProtocol
 from smoothgen_exp.config import CONF_DIR
 from smoothgen_exp.data.protocol import CalibrationSplit, Dataset
 from smoothgen_exp.metrics.protocol import Metrics
-from smoothgen_exp.models.protocol import EncodesConditions, EncodesItems, Generator
+from smoothgen_exp.models.protocol import EncodesConditions, EncodesItems, Generator, model_reads
 from smoothgen_exp.oracles.protocol import Oracle
 from smoothgen_exp.smoothing.protocol import FittedNoiseLaw, NoiseLaw, Smoothing
 
@@ -58,7 +58,7 @@ def test_every_class_has_its_protocols_methods(group, protocol):
         assert not missing, f"{group}={path.stem}: {cls.__name__} lacks {sorted(missing)}"
         if group == "model":                                # encode, or encode_items (images with the prompt)
             assert any(callable(getattr(cls, m, None)) for m in methods(EncodesConditions) | methods(EncodesItems))
-            assert cls.reads in ("prompts", "images", "latent seeds"), path.stem  # checks.check_items_fit_model
+            assert model_reads(cls) in ("prompts", "images", "latent seeds"), path.stem  # checks.check_items_fit_model
         if group == "dataset":
             assert cls.item_kind in ("prompts", "images", "latent seeds"), path.stem
 

@@ -21,7 +21,6 @@ from smoothgen_exp.config import configured
 @configured
 class CLIPVisionEncoder:
     condition_kind = "image"
-    reads = "images"
     output_kind = "features"
     # outputs are unit vectors: the ball ||y|| <= 1 (radius 1, diameter 2) is far tighter than the box
     # [-1, 1]^dim (radius sqrt(dim)); certifiers.output_bound.output_ball uses the tighter of the two

@@ -99,7 +99,6 @@ def load_pipeline(name: str, path: str | None, dtype: str, device_map: str | Non
 @configured
 class StableDiffusion:
     condition_kind = "text"
-    reads = "prompts"
     differentiable = False    # no gradients through sampling: black-box attacks only
     output_range = (0.0, 1.0)
 

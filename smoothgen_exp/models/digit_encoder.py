@@ -22,7 +22,6 @@ IMAGE_SHAPE = (1, 8, 8)
 @configured
 class DigitEncoder:
     condition_kind = "image"
-    reads = "images"
     output_kind = "features"
     differentiable = True
     output_norm = 1.0              # unit features: the ball ||y|| <= 1 (certifiers.output_bound)

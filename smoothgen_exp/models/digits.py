@@ -59,7 +59,6 @@ class DigitsT2I:
     """Generator protocol: `encode(prompts) -> [B, 384]`, `generate(z, generator) -> [B, 1, 8, 8]`."""
 
     condition_kind = "text"
-    reads = "prompts"
     output_shape = IMAGE_SHAPE
     output_range = (0.0, 1.0)
 

@@ -133,7 +133,6 @@ class DigitsDiffusion:
     """Generator protocol: `encode(prompts) -> [B, 384]`, `generate(z, generator) -> [B, 1, 8, 8]`."""
 
     condition_kind = "text"
-    reads = "prompts"
     differentiable = True      # PGD runs through the DDIM sampler (every step under autograd)
     output_shape = IMAGE_SHAPE
     output_range = (0.0, 1.0)

@@ -42,7 +42,6 @@ class LatentGAN:
     """What both GANs share: image outputs in [0, 1], gradients, deterministic generation."""
 
     condition_kind = "latent"
-    reads = "latent seeds"       # the dataset's items (checks.check_items_fit_model)
     differentiable = True
     output_range = (0.0, 1.0)
     # rows run in blocks of exactly this many (the last one zero-padded): CPU convolution kernels change

@@ -83,7 +83,6 @@ def _cache_arg(model) -> str:
 @configured
 class CausalLM:
     condition_kind = "text"
-    reads = "prompts"
     # white-box attacks get the gradient of the clean answer's teacher-forced likelihood (answer_logprob);
     # nothing differentiates through sampling
     differentiable = True

@@ -10,13 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+# the dataset items a model conditioned on each kind reads (a class's `reads` says so where it differs: a VLM
+# noises its image but reads prompts, with the images they name)
+ITEMS_READ = {"text": "prompts", "image": "images", "latent": "latent seeds"}
+
+
+def model_reads(model: type) -> str | None:
+    """The kind of dataset item a model class reads: prompts, images or latent seeds (checks.py)."""
+    return getattr(model, "reads", None) or ITEMS_READ.get(getattr(model, "condition_kind", None))
+
 
 @runtime_checkable
 class Generator(Protocol):
     """G: condition -> output. Noise is added in the space `encode` returns."""
 
     condition_kind: str        # "text" (prompts) | "image" (pixels in [0, 1]) | "latent" (a GAN's latent)
-    reads: str                 # the dataset items it takes: "prompts" | "images" | "latent seeds"
+    # the dataset items it reads follow from it (`model_reads`); a class says `reads` where they do not
     differentiable: bool       # white-box attacks (PGD) need gradients through `generate`
 
     def generate(self, z: Any, generator: Any) -> Any:

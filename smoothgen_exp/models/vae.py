@@ -67,7 +67,6 @@ class VAEGenerator:
     """G(x) = D(E(x)) on images in [0, 1]; subclasses build `self.vae` and the output geometry."""
 
     condition_kind = "image"
-    reads = "images"
     differentiable = True
     reconstructs = True          # the output lives in the condition's space (metrics=reconstruction)
 

@@ -79,7 +79,7 @@ def load_image(path: str | None, size: int) -> torch.Tensor:
 @configured
 class VisionLanguageModel:
     condition_kind = "image"
-    reads = "prompts"            # with their images (dataset=harmful_prompts: a CSV's `image` column)
+    reads = "prompts"            # not its noised images: prompts naming them (models.protocol.model_reads)
     differentiable = False    # no gradients through sampling: black-box attacks only
     output_kind = "text"
     output_range = (0.0, 1.0)
