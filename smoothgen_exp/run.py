@@ -34,7 +34,7 @@ from smoothgen_exp.checks import (
     hydra_choice,
     oracle_naming_every_missing_weight,
 )
-from smoothgen_exp.config import validate
+from smoothgen_exp.config import refuse_existing_records, validate
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.data.subsets import keep_baseline_correct
 from smoothgen_exp.distributed import Ranks
@@ -205,7 +205,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     chash, run_id = config_hash(cfg), run_id_of(cfg)
     if not cfg.resume:                           # a directory with records is refused before anything loads
-        recorded_items(run_dir, chash, resume=False)
+        refuse_existing_records(run_dir)
     elif (summary := completed_summary(run_dir, chash, run_id)) is not None:   # a finished job: shown again
         return summary
     ranks = Ranks(cfg.device)

@@ -45,7 +45,7 @@ def check_swept_values(argv: list[str]) -> None:
         return
     shared = set.intersection(*map(set, jobs))
     for job in _jobs_to_check(jobs):
-        _check_job(compose_overrides, job, " ".join(arg for arg in job if arg not in shared))
+        _check_job(job, " ".join(arg for arg in job if arg not in shared))
 
 
 def _jobs_to_check(jobs: list[list[str]]) -> list[list[str]]:
@@ -61,13 +61,13 @@ def _jobs_to_check(jobs: list[list[str]]) -> list[list[str]]:
     return chosen
 
 
-def _check_job(compose, job: list[str], label: str) -> None:
+def _check_job(job: list[str], label: str) -> None:
     """One job's config through the checks that need no weights; exit 2 with one line if one fails (an
     error that is not the project's own is left to the job itself)."""
-    from smoothgen_exp.config import validate
+    from smoothgen_exp.config import compose_overrides, validate
 
     try:
-        cfg = compose(job, hydra_config=True)
+        cfg = compose_overrides(job, hydra_config=True)
         validate(cfg)
         checked_certifier(cfg)
     except Exception as err:

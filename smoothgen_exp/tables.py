@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from smoothgen_exp.config import CURVE_KEYS
 from smoothgen_exp.records import read_records, valid_certificates
 from smoothgen_exp.report import ceiling_mark, metric_arrow
 
@@ -117,7 +118,7 @@ def results_table(run_dirs: list[Path], metrics: list[str], by: list[str] | None
     by = by if by is not None else swept_keys(run_dirs)
     rows = []
     for d, (_, s) in zip(run_dirs, summaries.iterrows(), strict=True):
-        cfg = run_config(d)
+        cfg, (reach, mark) = run_config(d), ceiling_mark(s)    # 0 above the reach is arithmetic, not measured
         row = {"run_dir": str(d)}
         for key in by:
             node = cfg
@@ -130,7 +131,6 @@ def results_table(run_dirs: list[Path], metrics: list[str], by: list[str] | None
             row[m] = value
             row[f"{m} stderr"] = stderr_of(m, value, int(s.get("items", 0)))
             row[f"{m} nominal"] = key != m and not pd.isna(value)
-            reach, mark = ceiling_mark(s)                 # 0 by arithmetic above it, not a measurement
             row[f"{m} above"] = mark if value == 0 and _radius_of(m) > reach else ""
         rows.append(row)
     return pd.DataFrame(rows).sort_values(by).reset_index(drop=True) if by else pd.DataFrame(rows)
@@ -140,7 +140,7 @@ def _radius_of(metric: str) -> float:
     """The radius a certified curve is read at (`certified_accuracy/0.25` -> 0.25); -inf for other keys."""
     curve, _, radius = metric.partition("/")
     try:
-        return float(radius) if curve.endswith(("certified_accuracy", "certified_fraction")) else -math.inf
+        return float(radius) if curve in CURVE_KEYS else -math.inf
     except ValueError:
         return -math.inf
 
