@@ -100,6 +100,7 @@ class CausalLM:
         if device_map is None:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)
+        self.cache_arg = _cache_arg(self.model)          # read once, not at every decoding call
         # not under a device map: accelerate's hooks move a sharded layer's weights in its own forward,
         # which the row-blocked wrapper bypasses
         if batch_invariant and device_map is None:
@@ -199,10 +200,10 @@ class CausalLM:
         n = z.shape[0]
         tokens, dists = [], []
         embeds = z.to(dtype)
-        past, cache_arg = None, _cache_arg(self.model)
+        past = None
         inputs = embeds
         for _ in range(steps):
-            out = self.model(inputs_embeds=inputs, use_cache=use_cache, **{cache_arg: past})
+            out = self.model(inputs_embeds=inputs, use_cache=use_cache, **{self.cache_arg: past})
             probs = F.softmax(out.logits[:, -1].float(), dim=-1).mean(0)
             token = int(probs.argmax()) if greedy else int(torch.multinomial(probs, 1, generator=generator))
             tokens.append(token)
