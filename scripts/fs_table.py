@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from smoothgen_exp.stats import fcsb
+from smoothgen_exp.certifiers.base import eps_col
+from smoothgen_exp.records import valid_certificates
 from smoothgen_exp.tables import load_records, require_runs, run_config, write_table
 
 VARIANTS = {"none": "vanilla", "p": "+P", "m": "+M", "pm": "+P+M"}
@@ -48,11 +49,12 @@ def cell(values, digits: int = 3) -> str:
     return f"{m:.{digits}f}" if math.isnan(se) else f"{m:.{digits}f} ± {se:.{digits}f}"
 
 
-def fcsb_cell(s_lower, eps: float, sigma: float) -> str:
-    """The FCSB b(eps) over the items where it bounds the cosine (b > 0), with how many those are; b <= 0
-    says nothing about the cosine (the rows hold NaN there), so it is not averaged in as a number."""
-    b = np.array([fcsb(s, eps, sigma) for s in s_lower], dtype=float)
-    positive = b[b > 0]
+def fcsb_cell(b) -> str:
+    """The FCSB b(eps) the rows hold (`bound_fcsb_eps*`, computed with the noise the run drew) over the items
+    where it bounds the cosine, with how many those are; b <= 0 says nothing about the cosine (the rows hold
+    NaN there), so it is not averaged in as a number."""
+    b = np.asarray(b, dtype=float)
+    positive = b[~np.isnan(b)]
     if not len(positive):
         return "vacuous (b ≤ 0)"
     return cell(positive) + ("" if len(positive) == len(b) else f" ({len(positive)} of {len(b)} items)")
@@ -78,9 +80,9 @@ def certificate_table(run_dirs) -> pd.DataFrame:
         radius = sm.radius.astype(float).where(sm.certified.fillna(False).astype(bool), 0.0).fillna(0.0)
         row = {"sigma": key["sigma"], "components": key["components"], "variant": VARIANTS[key["components"]],
                "items": len(sm), "S ↑": cell(sm.bound_robustness_score), "s_lower ↑": cell(sm.bound_s_lower)}
-        s_lower = sm.bound_s_lower.astype(float).to_numpy()
+        valid = sm[valid_certificates(sm)]                    # a bound only where the certificate holds
         for eps in key["eps_grid"]:
-            row[f"FCSB b(ε={eps:g}) ↑"] = fcsb_cell(s_lower, eps, key["sigma"])
+            row[f"FCSB b(ε={eps:g}) ↑"] = fcsb_cell(valid[eps_col("bound_fcsb", eps)]) if len(valid) else "–"
         row[f"radius at cos ≥ {key['cos_min']:g} ↑"] = cell(radius)
         row["certified ↑"] = cell(sm.certified.fillna(False).astype(float))
         row["probe acc. clean ↑"] = cell(base.correct.astype(float))

@@ -2,7 +2,9 @@
 
     python scripts/oracle_error.py [--alpha 0.001] [--cache-dir outputs/cache]
 
-Prints the per-class false-negative / false-positive bounds and the override to pass on, e.g.
+Prints the per-class false-negative bounds (eps, their maximum, also bounds every rate at which outputs of
+other classes are read as class c, under any class mix: smoothgen_exp/oracles/error.py) with the
+false-positive counts, and the override to pass on, e.g.
 `python -m smoothgen_exp certifier.oracle_error=0.05 certifier.oracle_error_alpha=0.001`; writes outputs/oracle_error.json.
 """
 
@@ -38,8 +40,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(table.to_markdown(index=False, floatfmt=[".0f" if pd.api.types.is_integer_dtype(t) else ".4f"
                                                    for t in table.dtypes]))
     print(f"held-out accuracy {result['accuracy']:.4f} on {result['n']} real digits; simultaneous "
-          f"{1 - args.alpha:.3%} upper bound on every one-directional error rate: eps = {result['eps']:.4f}")
-    # eps bounds each one-directional error rate, the premise of the sound `bounded` model only; printed
+          f"{1 - args.alpha:.3%} upper bound on every false-negative rate, so on every rate at which other "
+          f"classes are read as one class, in any mix: eps = {result['eps']:.4f}")
+    # eps bounds the false-positive rate into c_A under any class mix, the premise of the sound `bounded`
+    # model only (not the symmetric one's: both rates equal to eps); printed
     # rounded *up*, since a rounded-down eps would understate the bound
     eps_up = math.ceil(result["eps"] * 1e4) / 1e4
     print(f"use: python -m smoothgen_exp certifier.oracle_error={eps_up:.4f} "

@@ -5,7 +5,8 @@
 From an `experiment=t2i_digits` sweep (model x sigma x {mean, ot_blend} x n): writes
 - `<name>.{md,tex,csv}`: per run, certified accuracy at the radius grid, the average certified radius,
   the certified output bound on ||h(x) - h(x + delta)|| at eps (C2, TV form: it needs no sampling, so it
-  is computed here from sigma and the output ball, rho = sqrt(64) / 2 = 4), FID and digit probability
+  is computed here from the noise's L2 scale, as the rows record it, and the output ball, rho = sqrt(64) / 2
+  = 4; empty where the run's certificates are not valid), FID and digit probability
   of baseline and smoothed images with their retention (smoothed / baseline, FID inverted), the same
   against the smoothed output at sigma = 0 (the cost of the noise alone: at sigma = 0 the aggregate
   already averages over the per-sample seeds), and seconds per item;
@@ -29,8 +30,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from smoothgen_exp.records import valid_certificates  # noqa: E402
 from smoothgen_exp.stats import output_tv_bound  # noqa: E402
-from smoothgen_exp.tables import load_summaries, require_runs, run_config, write_table  # noqa: E402
+from smoothgen_exp.tables import load_records, load_summaries, require_runs, run_config, write_table  # noqa: E402
 
 RADII = ("0", "0.05", "0.1", "0.25")
 EPS = (0.1, 0.25)
@@ -39,6 +41,19 @@ MODELS = {"DigitsDiffusion": "digits_diffusion", "DigitsT2I": "digits_t2i (CVAE)
 AGGREGATORS = {"Mean": "mean", "OTBlend": "ot_blend"}
 GRID_PROMPTS = ("a blurry seven", "show me a 3", "a small pixelated five", "number 0 in handwriting",
                 "the figure eight, written by hand")
+
+
+def certified_scale(run_dir: Path) -> float:
+    """The L2 scale of the noise a run drew, over its rows with a valid certificate: `sigma` for isotropic
+    noise, sqrt(lambda_min) (`noise_sigma_min`) for calibrated noise; NaN where no row is valid (input-
+    dependent noise certifies nothing) or the noise is 0. The output bound is computed from it, not from
+    the config's smoothing.sigma, which is not the L2 scale of every noise law."""
+    rows = load_records([run_dir])
+    rows = rows[(rows.variant == "smoothed")]
+    rows = rows[valid_certificates(rows)]
+    scale = rows["noise_sigma_min"] if "noise_sigma_min" in rows else rows["sigma"]
+    scale = scale.astype(float).min() if len(rows) else np.nan
+    return float(scale) if scale > 0 else np.nan
 
 
 def table_of(run_dirs: list[Path]) -> pd.DataFrame:
@@ -53,8 +68,9 @@ def table_of(run_dirs: list[Path]) -> pd.DataFrame:
         for r in RADII:
             row[f"cert_acc@{r}"] = s.get(f"certified_accuracy/{r}", np.nan)
         row["ACR"] = s.get("average_certified_radius", np.nan)
+        scale = certified_scale(d)
         for eps in EPS:
-            row[f"output_bound@{eps}"] = float(output_tv_bound(RHO, eps, sigma)) if sigma > 0 else np.nan
+            row[f"output_bound@{eps}"] = np.nan if np.isnan(scale) else float(output_tv_bound(RHO, eps, scale))
         for key, col in (("metric_fid_baseline", "FID base"), ("metric_fid_smoothed", "FID smooth"),
                          ("metric_digit_prob_baseline", "p(digit) base"),
                          ("metric_digit_prob_smoothed", "p(digit) smooth"),

@@ -201,7 +201,11 @@ class Smooth:
         NoiseStream), streamed in batches (int64, on CPU)."""
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
         for noisy in noisy_batches(x, num, batch_size, self.noise, gen):
-            votes = torch.bincount(self.base(noisy).reshape(-1), minlength=self.num_classes)
+            labels = self.base(noisy)
+            if labels.shape != (len(noisy),):         # [b, k] would cast k votes per draw
+                raise ValueError(f"base must return one class index per noisy input, shape ({len(noisy)},); "
+                                 f"it returned {tuple(labels.shape)}")
+            votes = torch.bincount(labels, minlength=self.num_classes)
             if votes.numel() > self.num_classes:
                 raise ValueError(f"base returned a class index >= num_classes={self.num_classes}")
             counts += votes

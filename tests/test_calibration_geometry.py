@@ -169,6 +169,15 @@ def test_noise_laws_record_the_items_that_calibrated_them(law):
     assert noise.columns()["noise_calibration_hash"] == short_hash(expected)
 
 
+def test_adaptive_ceiling_is_that_of_its_largest_law():
+    """The ceiling of an adaptive run's (nominal) radii comes from `l2_scale`: an item's law reaches
+    max_scale * sigma, so a ceiling at sigma marked radii some items reach "above the ceiling" (review)."""
+    noise = AdaptiveNoise(sigma=0.1, min_scale=0.5, max_scale=3.0, calibration_items=2, probes=2)
+    noise.reference = 1e6                                   # every item as insensitive as can be: clipped
+    law = noise.at(torch.ones(3, dtype=torch.float64), LinearModel())
+    assert law.sigma == pytest.approx(0.3) and noise.l2_scale == pytest.approx(law.l2_scale)
+
+
 def test_a_calibration_split_that_overlaps_the_evaluation_items_is_refused():
     class Leaky:
         items = [Item("a", "one", 1), Item("b", "two", 2)]

@@ -203,3 +203,27 @@ def test_the_trained_model_draws_recognisable_digits_for_held_out_prompts():
 
     model = DigitsDiffusion(cache_dir=str(CACHE))
     assert model.heldout_prompt_accuracy >= 0.9
+
+
+def test_the_t2i_table_bounds_outputs_with_the_noise_the_run_drew(tmp_path):
+    """scripts/t2i_digits.py computed its output bound from smoothing.sigma: with calibrated noise, whose L2
+    scale is sqrt(lambda_min) (0.0092 against sigma 0.1 in review), it printed 3.06 where the sound bound is
+    vacuous, and it printed the same for adaptive noise, whose certificates are void (found by review)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("t2i_digits", REPO / "scripts" / "t2i_digits.py")
+    t2i_digits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(t2i_digits)
+
+    def run(name, **columns):
+        (tmp_path / name / "records").mkdir(parents=True)
+        rows = pd.DataFrame({"variant": ["baseline", "smoothed", "smoothed"], **columns})
+        rows.to_parquet(tmp_path / name / "records" / "part-0.parquet")
+        return tmp_path / name
+
+    gaussian = run("gaussian", sigma=[0.1] * 3, certificate_valid=[True] * 3)
+    calibrated = run("calibrated", sigma=[0.1] * 3, noise_sigma_min=[0.0092] * 3, certificate_valid=[True] * 3)
+    adaptive = run("adaptive", sigma=[0.1, 0.2, 0.3], certificate_valid=[False] * 3)
+    assert t2i_digits.certified_scale(gaussian) == pytest.approx(0.1)
+    assert t2i_digits.certified_scale(calibrated) == pytest.approx(0.0092)
+    assert math.isnan(t2i_digits.certified_scale(adaptive))

@@ -312,5 +312,18 @@ def test_center_summary_says_how_many_items_abstained():
     rows = pd.DataFrame({"abstained": [False, True, True, True], "bound_eps_out_eps0.25": [0.1] + [math.nan] * 3})
     summary = cert.summarize(rows)
     assert summary["abstain_rate"] == 0.75 and summary["mean_bound_eps_out_eps0.25"] == pytest.approx(0.1)
+    assert summary["mean_bound_eps_out_eps0.25_items"] == 1                # the mean is over 1 item, not 4
     # rows of certifiers that cannot abstain (distribution, output_bound) leave it empty: no abstain_rate
     assert "abstain_rate" not in cert.summarize(rows.assign(abstained=None))
+
+
+def test_bound_means_say_over_how_many_items_they_are():
+    """FCSB's b(eps) is NaN where it bounds no cosine: the summary's mean over the other items read like a mean
+    over all of them (1 of 10 items with 0.6 printed as mean_bound_fcsb 0.6; found by review)."""
+    import pandas as pd
+
+    cert = FeatureCertifier(n0=10, n=100, alpha=0.01, eps_grid=(0.25,))
+    rows = pd.DataFrame({"bound_fcsb_eps0.25": [0.6] + [math.nan] * 9, "bound_s_lower": [0.9] * 10})
+    summary = cert.summarize(rows)
+    assert summary["mean_bound_fcsb_eps0.25"] == pytest.approx(0.6) and summary["mean_bound_fcsb_eps0.25_items"] == 1
+    assert "mean_bound_s_lower_items" not in summary                      # every item has it: no count

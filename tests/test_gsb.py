@@ -247,9 +247,15 @@ def test_the_fs_table_averages_the_fcsb_only_where_it_bounds_the_cosine():
     spec = importlib.util.spec_from_file_location("fs_table", REPO / "scripts" / "fs_table.py")
     fs_table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fs_table)
-    assert fs_table.fcsb_cell([0.6, 0.6], 0.5, 0.25) == "vacuous (b ≤ 0)"           # b = 2 Phi(-1.75) - 1 < 0
+    from smoothgen_exp.certifiers.feature import cosine_or_nan
+    from smoothgen_exp.stats import fcsb
+
+    def rows(s_lower, eps, sigma):       # what the feature certifier's rows hold in bound_fcsb_eps*
+        return [cosine_or_nan(fcsb(s, eps, sigma)) for s in s_lower]
+
+    assert fs_table.fcsb_cell(rows([0.6, 0.6], 0.5, 0.25)) == "vacuous (b ≤ 0)"     # b = 2 Phi(-1.75) - 1 < 0
     # s = 0.99 at eps 0.1: b = 2 Phi(2.326 - 0.4) - 1 = 0.946; s = 0.6: b = -0.117, left out and counted
-    assert fs_table.fcsb_cell([0.99, 0.6], 0.1, 0.25) == "0.946 (1 of 2 items)"
+    assert fs_table.fcsb_cell(rows([0.99, 0.6], 0.1, 0.25)) == "0.946 (1 of 2 items)"
 
 
 @pytest.mark.slow

@@ -108,8 +108,9 @@ class Certifier:
         return {}
 
     def summarize(self, smoothed: pd.DataFrame) -> dict:
-        """Means of the bound_* columns over the items that have them (NaN where none has); where items can
-        abstain (center's check) and rows have no radius, `abstain_rate` beside them says how many did not."""
+        """Means of the bound_* columns over the items that have them (NaN where none has), with the count of
+        those items (`mean_<col>_items`) where some have none; where items can abstain (center's check) and
+        rows have no radius, `abstain_rate` beside them says how many did not."""
         out = {}
         if "abstained" in smoothed and "radius" not in smoothed and smoothed.abstained.notna().any():
             out["abstain_rate"] = float(smoothed.abstained.dropna().astype(float).mean())   # None: cannot abstain
@@ -118,6 +119,8 @@ class Certifier:
                     and not pd.api.types.is_bool_dtype(smoothed[col]):
                 vals = smoothed[col].astype(float)
                 out[f"mean_{col}"] = float(vals.mean()) if vals.notna().any() else math.nan
+                if vals.isna().any():
+                    out[f"mean_{col}_items"] = int(vals.notna().sum())
         return out
 
 

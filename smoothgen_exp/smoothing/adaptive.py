@@ -57,7 +57,8 @@ class AdaptiveNoise:
 
     @property
     def l2_scale(self) -> float:
-        return self.sigma
+        """The largest sigma an item's law can have: the ceiling of the (nominal) radii any item reaches."""
+        return self.sigma * self.max_scale
 
     def columns(self) -> dict:
         return {"noise": "adaptive", "sigma": self.sigma, "certificate_valid": False,
