@@ -619,7 +619,7 @@ class SemanticAttackConf(AttackConf):
     max_edits: int = field(default=4, metadata=gt(0))
     min_similarity: float = field(default=0.75, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
     word_min_similarity: float = field(default=0.6, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
-    similar_words: int = field(default=3, metadata=ge(0))
+    similar_words: int = field(default=0, metadata=ge(0))   # > 0: MiniLM nearest words too (attacks/semantic.py)
     lexicon: str | None = None  # null: the shipped lexicon
 
 

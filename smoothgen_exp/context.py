@@ -40,6 +40,7 @@ class ItemContext:
     run_seed: int
     batch_size: int
     aggregator: Any = None    # the run's aggregator (what the smoothed row shows), where a certifier needs it
+    smoothing: Any = None     # the run's noise law (`.at(z, model)`: the law at any condition); None: `noise`
     # what a certificate was issued for (the representative answer, the feature direction u, the
     # certified tokens), kept by the certifier so that an attacked point can be checked against it
     evidence: dict = field(default_factory=dict)
@@ -57,6 +58,11 @@ class ItemContext:
     @property
     def num_classes(self) -> int:
         return self.oracle.num_classes
+
+    def noise_at(self, z: torch.Tensor):
+        """The law the smoothed generator uses at condition z: `noise` unless it depends on the input
+        (smoothing=adaptive), where an attacked point gets its own."""
+        return self.noise if self.smoothing is None else self.smoothing.at(z, self.model)
 
     def seed(self, stream: str) -> int:
         return item_seed(self.run_seed, self.item.item_id, stream)

@@ -20,7 +20,8 @@ LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv",
 
 NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "max_certifiable_radius",
            "nominal_max_certifiable_radius", "target_radius", "mean_bound_rho", "attack_within_radius",
-           "attack_unmoved_baseline", "attack_unmoved_smoothed",
+           "attack_unmoved_baseline", "attack_unmoved_smoothed", "attack_reference_unstable_baseline",
+           "attack_reference_unstable_smoothed",
            "mcdiarmid_n", "alpha_per_bound", "mean_bound_center_radius", "mean_bound_center_frac")
 
 

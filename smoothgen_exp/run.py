@@ -112,7 +112,8 @@ def item_contexts(items: list, parts: Parts, cfg: DictConfig, device: torch.devi
     """The items' conditions, encoded in one call, each with its noise law and random streams."""
     xs = [x.to(device) for x in encode_items(parts.model, parts.dataset, items)]
     return [ItemContext(item, x, parts.model, parts.oracle, parts.smoothing.at(x, parts.model), cfg.seed,
-                        parts.certifier.batch_size, parts.aggregator) for item, x in zip(items, xs, strict=True)]
+                        parts.certifier.batch_size, parts.aggregator, parts.smoothing)
+            for item, x in zip(items, xs, strict=True)]
 
 
 def sample_item(ctx: ItemContext, parts: Parts) -> Program:

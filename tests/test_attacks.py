@@ -229,3 +229,84 @@ def test_an_abstention_under_attack_leaves_the_reference_and_an_unmoved_attack_c
     for z in (close, torch.zeros(D, dtype=torch.float64)):
         verdict = near.judge(z, 1.0, 0.5)
         assert verdict["attack_abstained"] and not verdict["attack_success"]
+
+
+def test_an_unmoved_attack_never_succeeds_where_the_judge_is_off_the_reference_at_x():
+    """The smoothed reference (the aggregator's class, or the top selection vote) can differ from what
+    PREDICT says at x itself; an attack of eps 1e-4 then "succeeded" on 5 to 11 of 60 digits (review).
+    Here PREDICT says class 1 at x (p = Phi(0.4) = 0.66 over 300 votes) and the reference is 0; on the
+    boundary it abstains or picks either class, whatever the reference."""
+    x = torch.zeros(D, dtype=torch.float64)
+    x[0] = 0.2
+    row = PGD(eps=1e-4, steps=2, m=8, eval_n=300).run(ctx_for(StepModel(), x, sigma=0.5), "smoothed", reference=0)
+    assert row["attack_class"] == row["attack_clean_class"] == 1 and not row["attack_success"]
+    x[0] = 0.0
+    for reference in (0, 1):
+        row = PGD(eps=1e-4, steps=2, m=8, eval_n=200).run(ctx_for(StepModel(), x, sigma=0.5), "smoothed", reference)
+        assert not row["attack_success"], row
+    # a class the judge keeps at x and loses at z still counts
+    x[0] = 0.2
+    row = PGD(eps=0.5, steps=10, m=8, eval_n=500).run(ctx_for(StepModel(), x, sigma=0.25), "smoothed", reference=1)
+    assert row["attack_success"] and row["attack_clean_class"] == 1 and row["attack_class"] in (-1, 0)
+
+
+def test_the_smoothed_judge_uses_the_same_draws_at_x_and_at_z():
+    """Both PREDICTs came from one judge whose generator advanced between them: at the same x, two calls
+    gave different counts on 56 of 60 digits (review). Now a judge at z = x agrees with the one at x."""
+    class NoisyStep(StepModel):                       # the generator's own randomness decides near 0
+        def generate(self, z, gen, shared=False):
+            u = torch.randn(len(z), 1, generator=gen, dtype=z.dtype)
+            s = (z[:, 0:1] + 0.5 * u) * 50.0
+            return torch.cat([-s, s], 1)
+
+    x = torch.zeros(D, dtype=torch.float64)
+    x[0] = 0.02                                      # p = 0.52: the draws decide between 1 and abstaining
+    for seed in range(8):
+        victim = Victim(ctx_for(NoisyStep(), x, sigma=0.5, seed=seed), "smoothed", "flip", 1, None, 4, 2000, 0.2)
+        verdict = victim.judge(x.clone(), 0.1, 0.5)
+        assert verdict["attack_class"] == verdict["attack_clean_class"] and not verdict["attack_success"]
+
+
+def test_image_attacks_stay_in_the_valid_image_range():
+    """PGD, NES and random search left 14 to 19 of 64 pixels outside [0, 1] on tiny_vae (review)."""
+    class ImageStep(StepModel):
+        condition_kind = "image"
+
+    x = torch.full((D,), 0.98, dtype=torch.float64)
+    x[0] = 0.02
+    for attack in (PGD(eps=0.5, norm="linf", steps=5), NES(eps=0.5, norm="linf", queries=60),
+                   RandomSearch(eps=0.5, norm="linf", queries=60), PGD(eps=1.0, steps=5)):
+        ctx = ctx_for(ImageStep(), x.clone(), sigma=0.25)
+        victim = Victim(ctx, "baseline", "flip", 1, None, 4, 100, 0.001)
+        z = attack.search(victim, attack.budget)
+        assert float(z.min()) >= 0.0 and float(z.max()) <= 1.0, attack
+        assert float((z - x).abs().max() if attack.budget.norm == "linf" else (z - x).norm()) <= attack.budget.eps + 1e-9
+
+
+def test_the_judge_uses_the_noise_law_of_the_attacked_point():
+    """With input-dependent noise (smoothing=adaptive) the judge used x's law at z, a classifier the
+    defence never is (review). Here the law at z = e_0 is sigma 0.01 (PREDICT: class 1 at once), x's is
+    sigma 5 (p = Phi(0.2) = 0.58 over 300 votes: it abstains)."""
+    class ByPoint:
+        def at(self, z, model):
+            return GaussianNoise(0.01 if float(z[0]) > 0.5 else 5.0)
+
+    x = torch.zeros(D, dtype=torch.float64)
+    ctx = ctx_for(StepModel(), x, sigma=5.0)
+    ctx.smoothing = ByPoint()
+    z = x.clone()
+    z[0] = 1.0
+    verdict = Victim(ctx, "smoothed", "flip", 0, None, 4, 300, 0.001).judge(z, 0.1, 0.5)
+    assert verdict["attack_class"] == 1 and verdict["attack_clean_class"] == -1
+
+
+def test_semantic_candidates_come_from_the_lexicon_by_default_and_never_replace_numbers():
+    """MiniLM nearest words are not synonyms: they turned "big" into "small", "Red Planet" into "white
+    Planet" and "10" into "digit" on qa_facts, and the attack counted the changed questions (review)."""
+    from smoothgen_exp.attacks.semantic import tokenize
+
+    tokens = tokenize("What is 10 plus ten on a big red planet?")
+    assert {c[-1] for c in SemanticAttack(eval_n=10, m=2).candidates(tokens, set())} <= {"lexicon"}
+    cands = SemanticAttack(eval_n=10, m=2, similar_words=3).candidates(tokens, set())
+    assert "similarity" in {c[-1] for c in cands}                 # opted in, the mechanism is live ...
+    assert not {tokens.index("10"), tokens.index("ten")} & {c[1] for c in cands}   # ... but not on numbers

@@ -25,50 +25,32 @@ Objectives (all maximised by the attacker):
 Success: flip/event: the variant's class at x' leaves the reference (or hits the target) / the event
 happens (baseline) or has probability >= 1/2 (smoothed); distance: output shift >= shift_threshold;
 feature: cosine <= cos_threshold; latent/reconstruction: the class leaves the reference (a VAE's rows add
-the attacked output against the clean input: `attack_recon_*`). Leaving the reference includes the
-smoothed PREDICT abstaining at x' where it does not at x (`attack_abstained`); `attack_class_changed`
-says whether the class moved to another class. The attacked condition comes back as
-`attacked_condition`; whether it violates the smoothed row's certificate is judged by a sound test
-against what the certificate promises (certifiers.check), never at x itself (an unmoved attack).
+the attacked output against the clean input: `attack_recon_*`). A class verdict is the same judge at x'
+and at x (`attack_clean_class`; the smoothed PREDICT with the same eval_n and draws): it leaves the
+reference only where the judge keeps it at x, and reaches a target only where x is not there already, so
+an unmoved attack never succeeds. Leaving includes the smoothed PREDICT abstaining at x'
+(`attack_abstained`); `attack_class_changed` says whether the class moved to another class. With
+input-dependent noise (smoothing=adaptive) the judge uses the law at x' (`ItemContext.noise_at`); the
+attack's own expectation over noise draws x's. Image conditions stay in [0, 1] (`Victim.inside`). The
+attacked condition comes back as `attacked_condition`; whether it violates the smoothed row's certificate
+is judged by a sound test against what the certificate promises (certifiers.check), never at x itself
+(an unmoved attack).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
+from smoothgen_exp.attacks.budget import Budget
 from smoothgen_exp.context import batch_of_one
-from smoothgen_exp.core import ABSTAIN, noisy_batches
+from smoothgen_exp.core import ABSTAIN, Smooth, noisy_batches
 from smoothgen_exp.metrics.reconstruction import reconstruction_columns
 
 OBJECTIVES = ("flip", "distance", "feature", "event", "latent", "reconstruction")
-
-
-@dataclass
-class Budget:
-    eps: float
-    norm: str                # l2 | linf
-
-
-def project(delta: torch.Tensor, budget: Budget) -> torch.Tensor:
-    """Project perturbations [B, d] onto the eps-ball of the budget's norm."""
-    if budget.norm == "linf":
-        return delta.clamp(-budget.eps, budget.eps)
-    norms = delta.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return delta * (budget.eps / norms).clamp(max=1.0)
-
-
-def random_in_ball(shape: tuple, budget: Budget, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """Uniform draws from the eps-ball (L2: uniform direction, radius eps U^(1/d); Linf: the cube)."""
-    if budget.norm == "linf":
-        return (torch.rand(shape, generator=gen, device=like.device, dtype=like.dtype) * 2 - 1) * budget.eps
-    direction = F.normalize(torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype), dim=1)
-    radius = torch.rand((shape[0], 1), generator=gen, device=like.device, dtype=like.dtype) ** (1 / shape[1])
-    return direction * radius * budget.eps
 
 
 class Victim:
@@ -193,59 +175,72 @@ class Victim:
         return -(self._features(out) * self._features(self.clean_out[None])).sum(1)   # feature
 
     # ---------------------------------------------------------------- judgement
+    def inside(self, z: torch.Tensor) -> torch.Tensor:
+        """z (any shape) clipped to the valid conditions: pixels in [0, 1] for an image condition (each
+        coordinate moves towards x's, so a point of the eps-ball stays in it), anything else as it is."""
+        return z.clamp(0.0, 1.0) if getattr(self.ctx.model, "condition_kind", None) == "image" else z
+
+    def _baseline(self, z: torch.Tensor):
+        """(output, class) of the attacked baseline G(z, u0) at one condition z."""
+        out = self._generate(z[None], self.ctx.generator("baseline"))[0]
+        return out, int(self.ctx.oracle.classify(batch_of_one(out))[0])
+
+    def _predict(self, z: torch.Tensor, law) -> int:
+        """The smoothed PREDICT (eval_n samples) at z under `law`: its noise and the generator's draws are
+        the same at every z (a fresh judge each call, one seed): x and z are judged alike."""
+        smooth = Smooth(self.ctx.base("attack/judge"), noise=law, num_classes=self.ctx.num_classes)
+        return smooth.predict(z, self.eval_n, self.alpha, self.ctx.batch_size,
+                              seed=self.ctx.seed("attack/judge/noise")).prediction
+
     @torch.no_grad()
     def judge(self, z: torch.Tensor, shift_threshold: float, cos_threshold: float) -> dict:
-        """The verdict at the final condition z [d], with the real (not surrogate) variant."""
+        """The verdict at the final condition z [d], with the real (not surrogate) variant, beside the same
+        judge at x itself (`attack_clean_class`). A class leaves the reference only where the judge keeps it
+        at x: the smoothed PREDICT at x may abstain (a small eval_n) or differ from the reference (the
+        aggregator's class, or the top selection vote), and then an unmoved attack would count."""
         ctx = self.ctx
         if self.variant == "baseline":
-            out = self._generate(z[None], ctx.generator("baseline"))[0]
-            cls = int(ctx.oracle.classify(batch_of_one(out))[0])
-            event_p = float(cls != ctx.item.label)
-            clean, clean_abstains = self.clean_out, False          # the plain generator never abstains
-        else:   # the real smoothed prediction, with common random numbers for the shift estimate
-            smooth = ctx.smooth("attack/judge")
-            seed = ctx.seed("attack/judge/noise")
-            cls = smooth.predict(z, self.eval_n, self.alpha, ctx.batch_size, seed=seed).prediction
-            # the same PREDICT (eval_n samples, the same seed) at x itself: an abstention the attack caused
-            # is one PREDICT does not make at x (with a small eval_n it abstains at x on close votes)
-            clean_abstains = cls == ABSTAIN and smooth.predict(self.x, self.eval_n, self.alpha, ctx.batch_size,
-                                                               seed=seed).prediction == ABSTAIN
+            (out, cls), (_, clean_cls) = self._baseline(z), self._baseline(self.x)
+            event_p, clean = float(cls != ctx.item.label), self.clean_out
+        else:   # the real smoothed prediction, under the law the defence uses at each point
+            law = ctx.noise_at(z)
+            cls, clean_cls = self._predict(z, law), self._predict(self.x, ctx.noise)
+            smooth = Smooth(ctx.base("attack/judge"), noise=law, num_classes=ctx.num_classes)
             counts = smooth.sample_counts(z, self.eval_n, ctx.batch_size, ctx.generator("attack/event/noise"))
             event_p = 1.0 - float(counts[ctx.item.label]) / self.eval_n
-            out, clean = (None, None) if self.text else (self._mean_output(z), self._mean_output(self.x))
+            out, clean = (None, None) if self.text else (self._mean_output(z, law), self._mean_output(self.x, ctx.noise))
         abstained = cls == ABSTAIN
         changed = not abstained and cls != self.reference
-        # untargeted: the reference is gone, to another class or to an abstention PREDICT does not make at
-        # x (Salman et al. 2019 count an abstention under attack as an error)
-        left = changed or (abstained and self.reference != ABSTAIN and not clean_abstains)
+        # untargeted: the reference is gone, to another class or to an abstention (Salman et al. 2019
+        # count an abstention under attack as an error); targeted: the target reached, not there at x
+        left = self.reference != ABSTAIN and clean_cls == self.reference and (changed or abstained)
+        flip = (cls == self.target and clean_cls != self.target) if self.target is not None else left
+        verdict = {"attack_class": cls, "attack_clean_class": clean_cls, "attack_class_changed": bool(changed),
+                   "attack_abstained": abstained, "attack_event_p": event_p}
         if self.text:
-            success = {"flip": (cls == self.target) if self.target is not None else left,
-                       "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0}[self.objective_name]
-            return {"attack_success": bool(success), "attack_class": cls, "attack_class_changed": bool(changed),
-                    "attack_abstained": abstained, "attack_output_shift": math.nan, "attack_cosine": math.nan, "attack_event_p": event_p,
-                    "attacked_output": None, "clean_output": None}
+            success = {"flip": flip, "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0}
+            return {"attack_success": bool(success[self.objective_name]), **verdict, "attack_output_shift": math.nan,
+                    "attack_cosine": math.nan, "attacked_output": None, "clean_output": None}
         shift_space = self._features if self.space == "feature" else (lambda o: o.reshape(len(o), -1))
         shift = float((shift_space(out[None]) - shift_space(clean[None])).norm())
         cosine = float((self._features(out[None]) * self._features(clean[None])).sum())
         success = {
-            "flip": (cls == self.target) if self.target is not None else left,
+            "flip": flip,
             "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0,
             "distance": shift >= shift_threshold,
             "feature": cosine <= cos_threshold,
             "latent": left,
             "reconstruction": left,
         }[self.objective_name]
-        return {"attack_success": bool(success), "attack_class": cls, "attack_class_changed": bool(changed),
-                "attack_abstained": abstained,
-                "attack_output_shift": shift, "attack_cosine": cosine, "attack_event_p": event_p,
+        return {"attack_success": bool(success), **verdict, "attack_output_shift": shift, "attack_cosine": cosine,
                 **(reconstruction_columns(ctx.oracle, out, self.x, "attack_recon") if self.reconstructs else {}),
                 "attacked_output": out.cpu(), "clean_output": clean.cpu()}
 
-    def _mean_output(self, z: torch.Tensor) -> torch.Tensor:
-        """h_hat(z) over eval_n draws; the same seeds at every z (common random numbers for shifts)."""
+    def _mean_output(self, z: torch.Tensor, law) -> torch.Tensor:
+        """h_hat(z) over eval_n draws of `law`; the same seeds at every z (common random numbers for shifts)."""
         total = None
         model_gen = self.ctx.generator("attack/shift/model")
-        for noisy in noisy_batches(z, self.eval_n, self.ctx.batch_size, self.ctx.noise,
+        for noisy in noisy_batches(z, self.eval_n, self.ctx.batch_size, law,
                                    self.ctx.generator("attack/shift/noise")):
             part = self.ctx.model.generate(noisy, model_gen).sum(0)
             total = part if total is None else total + part

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from smoothgen_exp.attacks.base import Attack, Budget, Victim, project, random_in_ball
+from smoothgen_exp.attacks.base import Attack, Victim
+from smoothgen_exp.attacks.budget import Budget, project, random_in_ball
 from smoothgen_exp.config import configured
 
 
@@ -37,6 +38,7 @@ class PGD(Attack):
         for _ in range(self.restarts):
             delta = random_in_ball((1, x.numel()), budget, gen, x).reshape(x.shape) if self.random_start \
                 else torch.zeros_like(x)
+            delta = victim.inside(x + delta) - x
             for _ in range(self.steps):
                 delta = delta.detach().requires_grad_(True)
                 (grad,) = torch.autograd.grad(victim.objective((x + delta)[None]).sum(), delta)
@@ -45,7 +47,7 @@ class PGD(Attack):
                 else:
                     step = grad / grad.norm().clamp_min(1e-12)
                 delta = project((delta + self.step_size * budget.eps * step).reshape(1, -1), budget)
-                delta = delta.reshape(x.shape)
+                delta = victim.inside(x + delta.reshape(x.shape)) - x          # a valid condition
             finals.append((x + delta).detach())
         if len(finals) == 1:
             return finals[0]

@@ -21,7 +21,8 @@ import logging
 
 import torch
 
-from smoothgen_exp.attacks.base import Attack, Budget, Victim, random_in_ball
+from smoothgen_exp.attacks.base import Attack, Victim
+from smoothgen_exp.attacks.budget import Budget, random_in_ball
 from smoothgen_exp.config import configured
 
 log = logging.getLogger(__name__)

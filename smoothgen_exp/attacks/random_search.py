@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.attacks.base import Attack, Budget, Victim
+from smoothgen_exp.attacks.base import Attack, Victim
+from smoothgen_exp.attacks.budget import Budget
 from smoothgen_exp.config import configured
 
 
@@ -28,7 +29,7 @@ class RandomSearch(Attack):
             b = min(self.batch, self.queries - victim.queries)
             u = torch.randn((b, x.numel()), generator=gen, device=x.device, dtype=x.dtype)
             step = u.sign() if budget.norm == "linf" else F.normalize(u, dim=1)
-            candidates = x + budget.eps * step
+            candidates = victim.inside(x + budget.eps * step)
             values = victim.objective(candidates)
             i = int(values.argmax())
             if float(values[i]) > best_value:

@@ -2,8 +2,13 @@
 
 Candidates, one edit at a time:
 - lexicon: synonyms of a word and paraphrases of a phrase, from the shipped `lexicon.yaml`;
-- similarity: for words outside the lexicon, the lexicon vocabulary's words closest to them by MiniLM
-  cosine (>= word_min_similarity). Protected words (the digits) are only replaced through the lexicon.
+- similarity (off by default, `similar_words` > 0 turns it on): for words outside the lexicon, the
+  lexicon vocabulary's words closest to them by MiniLM cosine (>= word_min_similarity). Nearest words
+  are not synonyms: on qa_facts they gave big -> small, red -> white, blue -> black, ten -> digit, and
+  every one of those prompts kept sentence similarity >= 0.76 ("Which planet is known as the white
+  Planet?"), so an attack that counts them changes the question, not its wording. Numbers (any token with
+  a digit, number words) and the lexicon's protected words are never replaced this way; edits say
+  their source (`attack_edits`: lexicon@i or similarity@i).
 Every candidate prompt must keep MiniLM cosine >= min_similarity to the original prompt. With `eps`
 set, candidates whose prompt embedding moved by more than eps are discarded.
 
@@ -24,12 +29,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from smoothgen_exp.attacks.base import Attack, Budget, Victim
+from smoothgen_exp.attacks.base import Attack, Victim
+from smoothgen_exp.attacks.budget import Budget
 from smoothgen_exp.backbones.text_encoder import shared_minilm
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
 
 LEXICON = Path(__file__).with_name("lexicon.yaml")
+NUMBER_WORDS = frozenset(("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+                          "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
+                          "eighty ninety hundred thousand million billion first second third half").split())
 
 
 @lru_cache(maxsize=4)
@@ -89,7 +98,8 @@ class SemanticAttack(Attack):
                 continue
             if word in self.lexicon["words"]:
                 subs, source = self.lexicon["words"][word], "lexicon"
-            elif word in self.lexicon["protected"]:
+            elif word in self.lexicon["protected"] or word in NUMBER_WORDS or re.search(r"\d", word) \
+                    or not self.similar_words:
                 continue
             else:
                 subs, source = self._similar_words(word), "similarity"

@@ -101,4 +101,5 @@ class T2IQuality:
         base = result["metric_clip_score_baseline"]      # 0 when clipped at 0: retention is undefined
         result["retention_clip_score"] = result["metric_clip_score_smoothed"] / base if base > 0 else math.nan
         result["metric_fid_smoothed_vs_baseline"] = fid_score(self.fid, "metric_fid_smoothed_vs_baseline")
+        result["metric_fid_features"] = "clip"                  # a Frechet distance on CLIP image features
         return result

@@ -113,7 +113,7 @@ class DigitQuality:
         return out
 
     def summary(self, records) -> dict[str, float]:
-        result = {}
+        result = {"metric_fid_features": self.fid_features}    # a Frechet distance on whose features
         for variant in ("baseline", "smoothed"):
             result[f"metric_fid_{variant}"] = fid_score(self.fid[variant], f"metric_fid_{variant}")
             rows = records[records.variant == variant]
