@@ -72,6 +72,9 @@ def launch(processes: int, argv: list[str]) -> int:
         raise
     from torch.distributed.run import main as torchrun
 
+    from smoothgen_exp.distributed import LAUNCHER
+
+    os.environ[LAUNCHER] = str(os.getpid())      # the workers die with this process (die_with_launcher)
     try:
         torchrun(["--standalone", f"--nproc_per_node={processes}", "-m", "smoothgen_exp", *argv])
     except Exception as err:          # ChildFailedError: the workers printed their own errors
@@ -104,6 +107,10 @@ if __name__ == "__main__":
         check_swept_values(sys.argv[1:])
     if "LOCAL_RANK" not in os.environ and (n := requested_processes(sys.argv[1:])) > 1:
         sys.exit(launch(n, sys.argv[1:]))
+    if "LOCAL_RANK" in os.environ:
+        from smoothgen_exp.distributed import die_with_launcher
+
+        die_with_launcher()
     if (rank := int(os.environ.get("RANK", "0"))) > 0:       # rank 0 logs the run; the others only warnings
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra.job_logging.root.level=WARNING",
                      f"hydra.job_logging.formatters.simple.format='[rank {rank}][%(levelname)s] %(message)s'"]

@@ -1023,15 +1023,35 @@ def refuse_existing_records(run_dir: str | os.PathLike) -> None:
                           "choose another hydra.run.dir")
 
 
+def refuse_other_configuration(run_dir: str | os.PathLike, cfg: DictConfig) -> None:
+    """A directory that holds another configuration's records (its provenance.json says which) is refused
+    before Hydra writes this command's .hydra/ into it (`ValidateOnStart`; records.recorded_items refuses
+    it again after): a refused command left the new config beside the old records, and tables read the
+    refused command's sigma for the old run (found by a new user)."""
+    import json
+
+    from smoothgen_exp.provenance import config_hash
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "provenance.json").exists() or not any((run_dir / "records").glob("part-*.parquet")):
+        return
+    recorded = json.loads((run_dir / "provenance.json").read_text()).get("config_hash")
+    if recorded and recorded != config_hash(cfg):
+        raise ConfigError(f"hydra.run.dir={run_dir}: holds records of another configuration (config_hash "
+                          f"{recorded[:12]}); choose a new run directory")
+
+
 class ValidateOnStart(Callback):
     """Validate (and answer dry_run) before Hydra creates the run directory: nothing is left behind, and a
-    refused resume=false leaves the finished run's .hydra/ as it was."""
+    refused resume=false, or a directory of another configuration, leaves that run's .hydra/ as it was."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             validate(config)
             if not config.resume and not config.get("dry_run"):
                 refuse_existing_records(config.hydra.run.dir)
+            if not config.get("dry_run"):
+                refuse_other_configuration(config.hydra.run.dir, config)
         except ConfigError as e:
             exit_on_user_error(e)
             raise

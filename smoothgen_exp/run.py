@@ -37,7 +37,7 @@ from smoothgen_exp.checks import (
 from smoothgen_exp.config import refuse_existing_records, validate
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.data.subsets import keep_baseline_correct
-from smoothgen_exp.distributed import Ranks
+from smoothgen_exp.distributed import Ranks, run_lock
 from smoothgen_exp.models.protocol import EncodesItems
 from smoothgen_exp.outcome import completed_summary, set_level_quality, warn_violations
 from smoothgen_exp.packing import Draw, Program, alongside, program_of, run_programs
@@ -211,7 +211,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
         return summary
     ranks = Ranks(cfg.device)
     try:
-        return _run(cfg, run_dir, chash, run_id, ranks)
+        with run_lock(run_dir, ranks.is_main):
+            return _run(cfg, run_dir, chash, run_id, ranks)
     finally:
         ranks.close()
 

@@ -162,6 +162,16 @@ def test_summaries_are_strict_json_and_a_finished_run_with_resume_false_is_refus
     with pytest.raises(SystemExit) as refused:
         ValidateOnStart().on_run_start(config=cfg)
     assert refused.value.code == 2
+    # so is another configuration in the directory: Hydra rewrote the old run's .hydra/ with the refused
+    # command's config, and tables read its sigma for the old run (found by a new user)
+    def start(*overrides):
+        ValidateOnStart().on_run_start(config=compose_overrides(
+            [*TINY, "dataset.limit=2", "metrics=none", *overrides, f"hydra.run.dir={run_dir}"], hydra_config=True))
+
+    start("certifier.n=100")                                         # the same configuration: it resumes
+    with pytest.raises(SystemExit) as refused:
+        start("certifier.n=200")
+    assert refused.value.code == 2
 
 
 def test_calibrated_runs_record_both_radii(option_runs):

@@ -163,3 +163,45 @@ def test_kill_9_then_resume_gives_exactly_the_uninterrupted_rows(tmp_path, unint
     got = rows(run_dir)
     assert not got.duplicated(["item_id", "variant"]).any()
     pd.testing.assert_frame_equal(got, uninterrupted)
+
+
+def test_a_run_directory_is_written_by_one_process_at_a_time(tmp_path):
+    """Workers that outlived a kill -9 of `distributed.num_processes=2` kept writing beside the rerun: 140
+    rows for 60 items, and a summary over them (found by a new user). A second writer is now refused."""
+    from smoothgen_exp.distributed import run_lock
+    from smoothgen_exp.errors import SmoothgenError
+
+    with run_lock(tmp_path):
+        with pytest.raises(SmoothgenError, match=rf"another process \(pid {os.getpid()}\) is writing this run"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):                     # released at the end of the run
+        pass
+
+
+def test_workers_end_with_the_launcher_that_started_them():
+    """`distributed.num_processes` marks its workers (distributed.LAUNCHER); a kill -9 of the launcher ends
+    them too, instead of leaving them re-parented and writing (found by a new user)."""
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time\n"
+        "from smoothgen_exp.distributed import LAUNCHER\n"
+        "env = dict(os.environ, **{LAUNCHER: str(os.getpid())})\n"
+        "code = 'from smoothgen_exp.distributed import die_with_launcher; die_with_launcher(); print(1, flush=True); "
+        "import time; time.sleep(120)'\n"
+        "child = subprocess.Popen([sys.executable, '-c', code], env=env, stdout=sys.stdout)\n"
+        "print(child.pid, flush=True); time.sleep(120)\n")], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    child = int(parent.stdout.readline())
+    assert parent.stdout.readline().strip() == "1"           # the child has set its death signal
+    parent.kill()
+    parent.wait()
+
+    def alive(pid):
+        try:
+            return open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 10
+    while alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)
