@@ -13,6 +13,7 @@ fails with one line naming the key before anything heavy is loaded. It runs twic
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 import sys
@@ -1006,6 +1007,9 @@ def exit_on_user_error(err: BaseException) -> None:
     if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
         return
     print(f"error: {cause}", file=sys.stderr)
+    for handler in logging.getLogger().handlers:     # the run's log file says why it ended, too
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord("smoothgen_exp", logging.ERROR, __file__, 0, f"error: {cause}", None, None))
     sys.exit(2)
 
 

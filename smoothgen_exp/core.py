@@ -202,9 +202,9 @@ class Smooth:
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
         for noisy in noisy_batches(x, num, batch_size, self.noise, gen):
             labels = self.base(noisy)
-            if labels.shape != (len(noisy),):         # [b, k] would cast k votes per draw
-                raise ValueError(f"base must return one class index per noisy input, shape ({len(noisy)},); "
-                                 f"it returned {tuple(labels.shape)}")
+            if labels.shape != (len(noisy),) or labels.is_floating_point():   # [b, k] casts k votes per draw
+                raise ValueError(f"base must return one integer class index per noisy input, shape ({len(noisy)},) "
+                                 f"(logits: .argmax(1)); it returned {tuple(labels.shape)} {labels.dtype}")
             votes = torch.bincount(labels, minlength=self.num_classes)
             if votes.numel() > self.num_classes:
                 raise ValueError(f"base returned a class index >= num_classes={self.num_classes}")

@@ -269,3 +269,22 @@ def test_help_lists_each_groups_options_and_the_composed_config():
     assert "_schema_" not in res.stdout and "\ntask:" not in res.stdout
     assert "\ncertifier: center, cohen, decoding," in res.stdout and "\nexperiment: attacks," in res.stdout
     assert "_target_: smoothgen_exp.models.lm.CausalLM" in res.stdout          # the config with the override
+
+
+def test_a_refused_run_says_why_in_its_log_file(tmp_path):
+    """The one-line error went to stderr only: a cluster job's log file ended with no reason (found by a
+    new user). It is written to the run's log file as well."""
+    import logging
+
+    from smoothgen_exp.config import exit_on_user_error
+    from smoothgen_exp.errors import SmoothgenError
+
+    handler = logging.FileHandler(tmp_path / "job.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        with pytest.raises(SystemExit):
+            exit_on_user_error(SmoothgenError("model weights for 'x' not found"))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    assert "error: model weights for 'x' not found" in (tmp_path / "job.log").read_text()

@@ -61,3 +61,25 @@ def test_wandb_logger_runs_offline_under_the_run_dir(tmp_path, t2i):
     runs = list((run_dir / "wandb").glob("offline-run-*"))           # not wandb/wandb/ (found by a new user)
     assert runs, sorted(p.name for p in (run_dir / "wandb").rglob("*"))[:20]
     assert (run_dir / "summary.json").exists()
+
+
+def test_wandb_falls_back_to_offline_where_online_fails(tmp_path, monkeypatch):
+    """With WANDB_API_KEY set on a node without network, W&B waited 95 s and the run died with a traceback,
+    certifying nothing (found by a new user). It now waits INIT_TIMEOUT_S and goes on offline."""
+    import wandb
+
+    from smoothgen_exp.loggers.wandb import INIT_TIMEOUT_S, WandbLogger
+
+    modes = []
+
+    def init(mode, settings, **kwargs):
+        modes.append((mode, settings.init_timeout))
+        if mode == "online":
+            raise wandb.errors.CommError("Failed to get resume status: no such host")
+        return "offline run"
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(wandb, "teardown", lambda: modes.append("teardown"))
+    logger = WandbLogger(project="p", entity=None, mode="online", tags=[], log_rows=False)
+    logger.start(tmp_path, "r1", {})
+    assert logger.run == "offline run" and modes == [("online", INIT_TIMEOUT_S), "teardown", ("offline", INIT_TIMEOUT_S)]

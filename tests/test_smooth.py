@@ -124,5 +124,8 @@ def test_base_out_of_range_labels_are_an_error():
 def test_a_base_returning_several_labels_per_input_is_an_error():
     """bincount over a [b, k] output cast k votes per draw: 10 draws counted as 20 (found by review)."""
     smooth = Smooth(lambda z: torch.zeros(len(z), 2, dtype=torch.long), 1.0, num_classes=2)
-    with pytest.raises(ValueError, match=r"one class index per noisy input, shape \(10,\); it returned \(10, 2\)"):
+    with pytest.raises(ValueError, match=r"one integer class index per noisy input, shape \(10,\) .* returned \(10, 2\)"):
         smooth.certify(torch.zeros(2), 10, 10, 0.01, 10, seed=0)
+    logits = Smooth(lambda z: torch.zeros(len(z)), 1.0, num_classes=2)      # bincount: "not implemented for 'Float'"
+    with pytest.raises(ValueError, match=r"\(logits: .argmax\(1\)\); it returned \(10,\) torch.float32"):
+        logits.certify(torch.zeros(2), 10, 10, 0.01, 10, seed=0)

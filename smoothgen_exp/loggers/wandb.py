@@ -23,6 +23,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+INIT_TIMEOUT_S = 30       # W&B's own default, 90 s, is how long a node without network waited before failing
+
+
 @configured
 class WandbLogger:
     """logger=wandb: config, rows (as a table) and summary. Offline unless an API key is set.
@@ -51,9 +54,20 @@ class WandbLogger:
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
-        self.run = wandb.init(project=self.project, entity=self.entity, mode=mode, dir=str(base),
-                              id=run_id, resume="allow", config=config, tags=self.tags,
-                              settings=wandb.Settings(console="off", quiet=True))
+        def init(mode: str):
+            return wandb.init(project=self.project, entity=self.entity, mode=mode, dir=str(base), id=run_id,
+                              resume="allow", config=config, tags=self.tags,
+                              settings=wandb.Settings(console="off", quiet=True, init_timeout=INIT_TIMEOUT_S))
+
+        try:
+            self.run = init(mode)
+        except Exception as err:           # a key but no network (a cluster node): the run goes on offline
+            if mode != "online":
+                raise
+            log.warning("W&B online failed (%s: %s); logging offline instead (`wandb sync` uploads it later)",
+                        type(err).__name__, str(err).splitlines()[0][:200] if str(err) else "")
+            wandb.teardown()                   # the failed run still holds its id in W&B's service
+            self.run = init("offline")
 
     def log_rows(self, df: pd.DataFrame) -> None:
         if self.run is not None and self.rows and len(df):
