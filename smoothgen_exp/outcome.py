@@ -56,14 +56,27 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
         # user chose for a sweeper: a warning
         level = logging.INFO if objective == RunConf.objective else logging.WARNING
         log.log(level, "objective %s is not a number in the summary (keys like it: %s): returning NaN", objective,
-                ", ".join(k for k in summary if objective.split("/")[0] in k) or "none")
+                keys_like(summary, objective))
         return math.nan
     for key, minimum in dict(constraints or {}).items():
         got = summary_value(summary, key)
-        if not isinstance(got, int | float) or not got >= minimum:     # NaN or missing: not met
+        if got is None:           # not a key of this summary (a typo?): every trial would be -inf
+            log.warning("constraint %s is not in the summary (keys like it: %s): objective -inf", key,
+                        keys_like(summary, key))
+            return -math.inf
+        if not isinstance(got, int | float) or not got >= minimum:     # NaN: not met
             log.info("constraint %s >= %s not met (%s): objective -inf", key, minimum, got)
             return -math.inf
     return float(value)
+
+
+def keys_like(summary: dict, key: str) -> str:
+    """Summary keys that contain `key`'s stem or are spelt like it (difflib), for a missing key's message."""
+    import difflib
+
+    keys = list(summary)
+    like = [k for k in keys if key.split("/")[0] in k] or difflib.get_close_matches(key.split("/")[0], keys, 3, 0.75)
+    return ", ".join(like) or "none"
 
 
 def warn_violations(count: int, run_dir: Path) -> None:
@@ -76,10 +89,12 @@ def warn_violations(count: int, run_dir: Path) -> None:
     Console(stderr=True).print(f"[bold red]{msg}[/]")
 
 
-def completed_summary(run_dir: Path, chash: str, run_id: str) -> dict | None:
+def completed_summary(run_dir: Path, chash: str, run_id: str, cfg=None) -> dict | None:
     """The summary of this very configuration if its job finished (summary.json is written last), printed
-    again on rank 0 so that rerunning a command shows its results; None if it did not finish. A summary
-    written by other code than this (provenance.json's git_sha) follows that code's rules: say so."""
+    again on rank 0 so that rerunning a command shows its results, and given to `cfg.logger` (logger is not
+    part of the configuration: W&B added to a finished run's command logs that run); None if it did not
+    finish. A summary written by other code than this (provenance.json's git_sha) follows that code's
+    rules: say so."""
     from smoothgen_exp.provenance import completed, git_state
     from smoothgen_exp.records import read_records
     from smoothgen_exp.report import print_summary
@@ -94,5 +109,15 @@ def completed_summary(run_dir: Path, chash: str, run_id: str) -> dict | None:
         if "unknown" not in (then, now) and then != now:
             log.warning("run %s was summarised by the code at %s, not this code (%s): its summary follows that "
                         "code's rules; rerun under a new run_id to recompute it", run_id, then[:12], now[:12])
-        print_summary(summary, title=f"{run_id}, already complete", records=read_records(run_dir), run_dir=run_dir)
+        records = read_records(run_dir)
+        print_summary(summary, title=f"{run_id}, already complete", records=records, run_dir=run_dir)
+        if cfg is not None and not cfg.logger._target_.endswith(".NullLogger"):
+            from hydra.utils import instantiate
+            from omegaconf import OmegaConf
+
+            logger = instantiate(cfg.logger)
+            logger.start(run_dir, run_id, OmegaConf.to_container(cfg, resolve=True))
+            logger.log_rows(records)
+            logger.log_summary(summary)
+            logger.finish()
     return summary

@@ -207,7 +207,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
     chash, run_id = config_hash(cfg), run_id_of(cfg)
     if not cfg.resume:                           # a directory with records is refused before anything loads
         refuse_existing_records(run_dir)
-    elif (summary := completed_summary(run_dir, chash, run_id)) is not None:   # a finished job: shown again
+    elif (summary := completed_summary(run_dir, chash, run_id, cfg)) is not None:   # a finished job: shown again
         return summary
     ranks = Ranks(cfg.device)
     try:

@@ -61,6 +61,13 @@ def test_wandb_logger_runs_offline_under_the_run_dir(tmp_path, t2i):
     runs = list((run_dir / "wandb").glob("offline-run-*"))           # not wandb/wandb/ (found by a new user)
     assert runs, sorted(p.name for p in (run_dir / "wandb").rglob("*"))[:20]
     assert (run_dir / "summary.json").exists()
+    # W&B added to a finished run's command (logger is not part of the configuration) logs that run; it
+    # logged nothing and said nothing (found by a new user)
+    finished = tmp_path / "finished"
+    run_in_process(*TINY, "dataset.limit=1", run_dir=finished)
+    res = cli(*TINY, "dataset.limit=1", "logger=wandb", f"hydra.run.dir={finished}")
+    assert res.returncode == 0 and "already complete" in res.stdout + res.stderr, res.stderr[-3000:]
+    assert list((finished / "wandb").glob("offline-run-*"))
 
 
 def test_wandb_falls_back_to_offline_where_online_fails(tmp_path, monkeypatch):

@@ -132,3 +132,20 @@ def test_missing_oracle_and_model_weights_are_named_in_one_line():
     with pytest.raises(RuntimeError) as only_oracle:                                 # the model loads
         oracle_naming_every_missing_weight(fails("oracle"), lambda: "model")
     assert str(only_oracle.value.__cause__) == "oracle weights not found"
+
+
+def test_a_misspelt_constraint_or_objective_is_named_with_the_keys_like_it(caplog):
+    """A misspelt constraint key made every Optuna trial -inf with an INFO line, and a misspelt objective
+    said "keys like it: none" (found by a new user)."""
+    import logging
+    import math
+
+    from smoothgen_exp.outcome import objective_value
+
+    summary = {"average_certified_radius": 0.3, "retention_digit_prob": 0.85}
+    with caplog.at_level(logging.INFO, logger="smoothgen_exp.outcome"):
+        assert objective_value(summary, "average_certified_radius", {"retention_digit_prb": 0.8}) == -math.inf
+        assert math.isnan(objective_value(summary, "average_certifed_radius", {}))
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    assert "retention_digit_prb is not in the summary (keys like it: retention_digit_prob)" in caplog.records[0].message
+    assert "(keys like it: average_certified_radius)" in caplog.records[1].message
