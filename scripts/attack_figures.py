@@ -3,9 +3,11 @@
     python scripts/attack_figures.py [SWEEP_DIR] [--out outputs/tables] [--name attacks] [--radius 0.1]
 
 From an `experiment=attacks` sweep: writes attacks.{md,tex,csv} (success rates ± binomial stderr per
-attack and eps, violations, output shift, W2) and attacks.png. On the plot, the dotted line
-"1 - certified fraction" is the ceiling the certificates put on the smoothed success rate: an attack
-can only succeed on items whose certified radius is below eps (or with probability alpha). Both come
+attack, norm and eps, violations, output shift, W2) and attacks.png. On the plot, the dotted line
+"1 - certified fraction" is the ceiling the certificates put on the rate at which an L2 attack moves the
+smoothed class to another class: a certified item keeps its class within its radius (up to probability
+alpha). Success also counts an abstention of the smoothed PREDICT at the attacked point, which a
+certificate does not exclude (PREDICT abstains near ties), so the success curve may cross it. Both come
 from rows with a valid certificate only; when the sweep's certificates are invalid (adaptive noise,
 the symmetric oracle-error model) the curves are drawn from them, dashed and labelled NOMINAL.
 """
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None):
     run_dirs = require_runs(args.sweep, hint="run `make table-attacks` first")
     out = Path(args.out)
     metrics = METRICS + [f"certified_accuracy/{args.radius}"]
-    table = results_table(run_dirs, metrics, by=["attack._target_", "attack.eps"])
+    table = results_table(run_dirs, metrics, by=["attack._target_", "attack.norm", "attack.eps"])
     table["attack._target_"] = table["attack._target_"].str.rsplit(".", n=1).str[-1]
     table = table.rename(columns={"attack._target_": "attack"})
     write_table(formatted(table, metrics), out / args.name,
@@ -62,16 +64,17 @@ def main(argv: list[str] | None = None):
     tag, style = (NOMINAL_TAG, "--") if nominal else ("", "-")
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    for i, (name, g) in enumerate(rows.groupby("attack")):
+    for i, ((name, norm), g) in enumerate(rows.groupby(["attack", "attack_norm"])):
         rates = g.groupby(["attack_eps", "variant"]).attack_success.mean().unstack()
-        color = f"C{i}"
+        color, name = f"C{i}", f"{name} ({norm})"
         # baseline dash-dotted with large hollow markers, smoothed solid with small filled ones: equal rates
         # stay visible (dashes are kept for NOMINAL curves, as in the other figures)
         ax.plot(rates.index, rates["baseline"], "-.o", color=color, ms=7, mfc="none", label=f"{name}: baseline")
         ax.plot(rates.index, rates["smoothed"], "-s", color=color, ms=3, label=f"{name}: smoothed")
     ax.plot(grid, [(good & (radius >= e)).mean() for e in grid], "k" + style, lw=2, label="certified accuracy" + tag)
     ax.plot(grid, [1 - (radius >= e).mean() for e in grid], "k:", label="1 - certified fraction (ceiling)" + tag)
-    ax.set(xlabel="eps (L2 in the noised space)", ylabel="rate", ylim=(-0.02, 1.02),
+    ax.set(xlabel="eps in the noised space (each attack's norm; the certified curves are L2 radii)", ylabel="rate",
+           ylim=(-0.02, 1.02),
            title="Attack success vs eps")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)   # beside the curves
     fig.tight_layout()
