@@ -1171,6 +1171,8 @@ def preflight(argv: list[str]) -> None:
         available = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
         for value in values:
             if isinstance(value, str) and value not in available:
-                print(f"error: {group}={value}: no such option (available: {', '.join(available)})",
+                close = get_close_matches(value, available, n=1)
+                print(f"error: {group}={value}: no such option{f' (did you mean {close[0]}?)' if close else ''} "
+                      f"(available: {', '.join(available)})",
                       file=sys.stderr)
                 sys.exit(2)

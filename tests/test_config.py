@@ -164,7 +164,7 @@ def test_an_unknown_key_of_a_group_fails_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_misspelt_group_fails_in_one_line_with_a_suggestion(tmp_path):
+def test_a_misspelt_group_fails_in_one_line_with_a_suggestion(tmp_path, capsys):
     """`certifer=cohen` printed Hydra's five lines ("To append to your config use +certifer=cohen") and
     exited 1 (found by a new user); now one line naming the group meant, exit 2, nothing written."""
     for override in ("certifer=cohen", "certifer.n=100"):
@@ -173,6 +173,10 @@ def test_a_misspelt_group_fails_in_one_line_with_a_suggestion(tmp_path):
         assert res.returncode == 2 and len(lines) == 1, res.stderr
         assert lines[0].startswith("error: certifer: no such config group or key (did you mean certifier?)")
     assert not (tmp_path / "run").exists()
+    from smoothgen_exp.config import preflight                      # a misspelt option, too (a new user)
+    with pytest.raises(SystemExit):
+        preflight(["model=gtp2"])
+    assert "error: model=gtp2: no such option (did you mean gpt2?)" in capsys.readouterr().err
 
 
 def test_a_key_of_another_option_fails_in_one_line_naming_the_option_in_effect(tmp_path):
