@@ -173,10 +173,11 @@ def test_a_misspelt_group_fails_in_one_line_with_a_suggestion(tmp_path, capsys):
         assert res.returncode == 2 and len(lines) == 1, res.stderr
         assert lines[0].startswith("error: certifer: no such config group or key (did you mean certifier?)")
     assert not (tmp_path / "run").exists()
-    from smoothgen_exp.config import preflight                      # a misspelt option, too (a new user)
+    from smoothgen_exp.config import preflight
+
     with pytest.raises(SystemExit):
         preflight(["model=gtp2"])
-    assert "error: model=gtp2: no such option (did you mean gpt2?)" in capsys.readouterr().err
+    assert "error: model=gtp2: no such option (did you mean gpt2?)" in capsys.readouterr().err   # a new user
 
 
 def test_a_key_of_another_option_fails_in_one_line_naming_the_option_in_effect(tmp_path):
