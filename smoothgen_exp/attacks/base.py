@@ -47,7 +47,7 @@ from torch.nn import functional as F
 
 from smoothgen_exp.attacks.budget import Budget
 from smoothgen_exp.context import batch_of_one
-from smoothgen_exp.core import ABSTAIN, Smooth, noisy_batches
+from smoothgen_exp.core import ABSTAIN, Smooth, noisy_batches, prediction, seeded_generator
 from smoothgen_exp.metrics.reconstruction import reconstruction_columns
 
 OBJECTIVES = ("flip", "distance", "feature", "event", "latent", "reconstruction")
@@ -185,12 +185,14 @@ class Victim:
         out = self._generate(z[None], self.ctx.generator("baseline"))[0]
         return out, int(self.ctx.oracle.classify(batch_of_one(out))[0])
 
-    def _predict(self, z: torch.Tensor, law) -> int:
-        """The smoothed PREDICT (eval_n samples) at z under `law`: its noise and the generator's draws are
-        the same at every z (a fresh judge each call, one seed): x and z are judged alike."""
+    def _predict(self, z: torch.Tensor, law) -> tuple[int, torch.Tensor]:
+        """The smoothed PREDICT (eval_n samples) at z under `law`, with its class counts: its noise and the
+        generator's draws are the same at every z (a fresh judge each call, one seed): x and z are judged
+        alike."""
         smooth = Smooth(self.ctx.base("attack/judge"), noise=law, num_classes=self.ctx.num_classes)
-        return smooth.predict(z, self.eval_n, self.alpha, self.ctx.batch_size,
-                              seed=self.ctx.seed("attack/judge/noise")).prediction
+        gen = seeded_generator(z.device, self.ctx.seed("attack/judge/noise"))
+        counts = smooth.sample_counts(z, self.eval_n, self.ctx.batch_size, gen)
+        return prediction(counts, self.alpha).prediction, counts
 
     @torch.no_grad()
     def judge(self, z: torch.Tensor, shift_threshold: float, cos_threshold: float) -> dict:
@@ -204,11 +206,11 @@ class Victim:
             event_p, clean = float(cls != ctx.item.label), self.clean_out
         else:   # the real smoothed prediction, under the law the defence uses at each point
             law = ctx.noise_at(z)
-            cls, clean_cls = self._predict(z, law), self._predict(self.x, ctx.noise)
-            smooth = Smooth(ctx.base("attack/judge"), noise=law, num_classes=ctx.num_classes)
-            counts = smooth.sample_counts(z, self.eval_n, ctx.batch_size, ctx.generator("attack/event/noise"))
-            event_p = 1.0 - float(counts[ctx.item.label]) / self.eval_n
+            (cls, counts), (clean_cls, _) = self._predict(z, law), self._predict(self.x, ctx.noise)
+            event_p = 1.0 - float(counts[ctx.item.label]) / self.eval_n       # PREDICT's own votes at z
             out, clean = (None, None) if self.text else (self._mean_output(z, law), self._mean_output(self.x, ctx.noise))
+        if ctx.item.label is None or ctx.item.label < 0:   # no label, no event (counts[-1] is the last class)
+            event_p = math.nan
         abstained = cls == ABSTAIN
         changed = not abstained and cls != self.reference
         # untargeted: the reference is gone, to another class or to an abstention (Salman et al. 2019
