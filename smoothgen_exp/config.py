@@ -12,6 +12,7 @@ fails with one line naming the key before anything heavy is loaded. It runs twic
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -1045,6 +1046,42 @@ def refuse_other_configuration(run_dir: str | os.PathLike, cfg: DictConfig) -> N
                           f"{recorded[:12]}); choose a new run directory")
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, held: bool = True):
+    """Hold the run directory for this process (rank 0; `held=False`: a no-op) while it writes: a second
+    command on it while one still writes (an earlier run's workers outliving a kill -9 of their launcher
+    wrote 140 rows for 60 items beside a rerun) is refused in one line (`ValidateOnStart` asks first,
+    before Hydra rewrites the directory's .hydra/)."""
+    if not held:
+        yield
+        return
+    import fcntl
+
+    path = Path(run_dir) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ConfigError(f"hydra.run.dir={run_dir}: another process (pid {f.read().strip() or '?'}) is "
+                              "writing this run; wait for it or stop it, then run the command again") from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def refuse_busy_directory(run_dir: str | os.PathLike) -> None:
+    """A directory that another process is writing (`run_lock` held) is refused, and left as it is."""
+    if (Path(run_dir) / ".lock").exists():
+        with run_lock(run_dir):
+            pass
+
+
 class ValidateOnStart(Callback):
     """Validate (and answer dry_run) before Hydra creates the run directory: nothing is left behind, and a
     refused resume=false, or a directory of another configuration, leaves that run's .hydra/ as it was."""
@@ -1055,6 +1092,7 @@ class ValidateOnStart(Callback):
             if not config.resume and not config.get("dry_run"):
                 refuse_existing_records(config.hydra.run.dir)
             if not config.get("dry_run"):
+                refuse_busy_directory(config.hydra.run.dir)
                 refuse_other_configuration(config.hydra.run.dir, config)
         except ConfigError as e:
             exit_on_user_error(e)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import torch
 
@@ -67,34 +66,6 @@ class Ranks:
         """Tear the process group down before exit (gloo aborts the interpreter otherwise)."""
         if self.state and torch.distributed.is_initialized():
             self.state.destroy_process_group()
-
-
-@contextlib.contextmanager
-def run_lock(run_dir, held: bool = True):
-    """Hold the run directory for this process (rank 0; `held=False`: a no-op) while it writes: a second
-    command on the same directory while one is still writing (an earlier run's workers outliving a kill -9
-    of their launcher wrote 140 rows for 60 items beside a rerun) is refused in one line instead."""
-    if not held:
-        yield
-        return
-    import fcntl
-
-    path = Path(run_dir) / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise SmoothgenError(f"hydra.run.dir={run_dir}: another process (pid {f.read().strip() or '?'}) is "
-                                 "writing this run; wait for it or stop it, then run the command again") from None
-        f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 LAUNCHER = "SMOOTHGEN_LAUNCHER_PID"        # set by `distributed.num_processes=N` for the workers it starts

@@ -60,7 +60,7 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
         return math.nan
     for key, minimum in dict(constraints or {}).items():
         got = summary_value(summary, key)
-        if got is None:           # not a key of this summary (a typo?): every trial would be -inf
+        if got is None and key not in summary and key.split("/")[0] not in summary:   # a typo? (null: not met)
             log.warning("constraint %s is not in the summary (keys like it: %s): objective -inf", key,
                         keys_like(summary, key))
             return -math.inf
@@ -92,7 +92,7 @@ def warn_violations(count: int, run_dir: Path) -> None:
 def completed_summary(run_dir: Path, chash: str, run_id: str, cfg=None) -> dict | None:
     """The summary of this very configuration if its job finished (summary.json is written last), printed
     again on rank 0 so that rerunning a command shows its results, and given to `cfg.logger` (logger is not
-    part of the configuration: W&B added to a finished run's command logs that run); None if it did not
+    part of the configuration: W&B added to a finished run's command logs that run, once); None if it did not
     finish. A summary written by other code than this (provenance.json's git_sha) follows that code's
     rules: say so."""
     from smoothgen_exp.provenance import completed, git_state
@@ -111,7 +111,8 @@ def completed_summary(run_dir: Path, chash: str, run_id: str, cfg=None) -> dict 
                         "code's rules; rerun under a new run_id to recompute it", run_id, then[:12], now[:12])
         records = read_records(run_dir)
         print_summary(summary, title=f"{run_id}, already complete", records=records, run_dir=run_dir)
-        if cfg is not None and not cfg.logger._target_.endswith(".NullLogger"):
+        logged = list((run_dir / "wandb").glob(f"*run-*-{run_id}"))      # once: a rerun does not log it again
+        if cfg is not None and not cfg.logger._target_.endswith(".NullLogger") and not logged:
             from hydra.utils import instantiate
             from omegaconf import OmegaConf
 

@@ -155,8 +155,11 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
             summary[f"attack_class_changed_{variant}"] = _mean(rows.attack_class_changed.astype(float))
             summary[f"attack_unmoved_{variant}"] = int((rows.attack_distance.astype(float) == 0).sum())
             if "attack_clean_class" in rows:      # the judge already off the reference at x: no success there
-                off = rows.attack_clean_class.astype("Int64") != rows.attack_reference_class.astype("Int64")
-                summary[f"attack_reference_unstable_{variant}"] = int(off.fillna(False).sum())
+                off = (rows.attack_clean_class.astype("Int64") != rows.attack_reference_class.astype("Int64")).fillna(False)
+                summary[f"attack_reference_unstable_{variant}"] = int(off.sum())
+                # the rate over the items an untargeted attack can move at all (the rate above counts the others as
+                # failures: against the smoothed judge, which abstains more at x, that favours the defence)
+                summary[f"attack_success_rate_stable_{variant}"] = _mean(rows.attack_success[~off.astype(bool)].astype(float))
         if "attack_abstained" in smoothed:
             summary["attack_abstain_rate_smoothed"] = _mean(smoothed.attack_abstained.astype(float))
     valid = valid_certificates(smoothed)

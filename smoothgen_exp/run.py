@@ -34,10 +34,10 @@ from smoothgen_exp.checks import (
     hydra_choice,
     oracle_naming_every_missing_weight,
 )
-from smoothgen_exp.config import refuse_existing_records, validate
+from smoothgen_exp.config import refuse_existing_records, run_lock, validate
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.data.subsets import keep_baseline_correct
-from smoothgen_exp.distributed import Ranks, run_lock
+from smoothgen_exp.distributed import Ranks
 from smoothgen_exp.models.protocol import EncodesItems
 from smoothgen_exp.outcome import completed_summary, set_level_quality, warn_violations
 from smoothgen_exp.packing import Draw, Program, alongside, program_of, run_programs

@@ -240,6 +240,12 @@ def test_an_unmoved_attack_never_succeeds_where_the_judge_is_off_the_reference_a
     x[0] = 0.2
     row = PGD(eps=1e-4, steps=2, m=8, eval_n=300).run(ctx_for(StepModel(), x, sigma=0.5), "smoothed", reference=0)
     assert row["attack_class"] == row["attack_clean_class"] == 1 and not row["attack_success"]
+    assert not row["attack_class_changed"]                     # nor "moved" (the diff review)
+    # the event objective too: class 0 at x, label 1, so the event already happens at x (the diff review)
+    for variant in ("baseline", "smoothed"):
+        row = PGD(eps=1e-4, steps=2, m=8, eval_n=300, objective="event").run(
+            ctx_for(StepModel(), -x, sigma=0.5, label=1), variant, reference=0)
+        assert row["attack_event_p"] > 0.5 and not row["attack_success"], (variant, row)
     x[0] = 0.0
     for reference in (0, 1):
         row = PGD(eps=1e-4, steps=2, m=8, eval_n=200).run(ctx_for(StepModel(), x, sigma=0.5), "smoothed", reference)

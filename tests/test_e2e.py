@@ -67,7 +67,9 @@ def test_wandb_logger_runs_offline_under_the_run_dir(tmp_path, t2i):
     run_in_process(*TINY, "dataset.limit=1", run_dir=finished)
     res = cli(*TINY, "dataset.limit=1", "logger=wandb", f"hydra.run.dir={finished}")
     assert res.returncode == 0 and "already complete" in res.stdout + res.stderr, res.stderr[-3000:]
-    assert list((finished / "wandb").glob("offline-run-*"))
+    assert len(list((finished / "wandb").glob("offline-run-*"))) == 1
+    res = cli(*TINY, "dataset.limit=1", "logger=wandb", f"hydra.run.dir={finished}")     # once, not every rerun
+    assert res.returncode == 0 and len(list((finished / "wandb").glob("offline-run-*"))) == 1
 
 
 def test_wandb_falls_back_to_offline_where_online_fails(tmp_path, monkeypatch):

@@ -149,3 +149,8 @@ def test_a_misspelt_constraint_or_objective_is_named_with_the_keys_like_it(caplo
     assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
     assert "retention_digit_prb is not in the summary (keys like it: retention_digit_prob)" in caplog.records[0].message
     assert "(keys like it: average_certified_radius)" in caplog.records[1].message
+    caplog.clear()                       # a key whose value is null (NaN in summary.json) is not met, not misspelt
+    with caplog.at_level(logging.INFO, logger="smoothgen_exp.outcome"):
+        assert objective_value({**summary, "retention_fid": None}, "average_certified_radius",
+                               {"retention_fid": 0.8}) == -math.inf
+    assert [r.levelname for r in caplog.records] == ["INFO"]

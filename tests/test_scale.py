@@ -168,13 +168,22 @@ def test_kill_9_then_resume_gives_exactly_the_uninterrupted_rows(tmp_path, unint
 def test_a_run_directory_is_written_by_one_process_at_a_time(tmp_path):
     """Workers that outlived a kill -9 of `distributed.num_processes=2` kept writing beside the rerun: 140
     rows for 60 items, and a summary over them (found by a new user). A second writer is now refused."""
-    from smoothgen_exp.distributed import run_lock
+    from smoothgen_exp.config import ValidateOnStart, compose_overrides, run_lock
     from smoothgen_exp.errors import SmoothgenError
 
+    from .conftest import TINY, run_in_process
+
+    busy = rf"another process \(pid {os.getpid()}\) is writing this run"
     with run_lock(tmp_path):
-        with pytest.raises(SmoothgenError, match=rf"another process \(pid {os.getpid()}\) is writing this run"):
+        with pytest.raises(SmoothgenError, match=busy):
             with run_lock(tmp_path):
                 pass
+        with pytest.raises(SmoothgenError, match=busy):                    # the runner takes it
+            run_in_process(*TINY, "dataset.limit=1", "certifier.n=100", run_dir=tmp_path)
+        (tmp_path / ".hydra").mkdir()
+        cfg = compose_overrides([*TINY, f"hydra.run.dir={tmp_path}"], hydra_config=True)
+        with pytest.raises(SystemExit):       # and the start callback asks, before Hydra rewrites .hydra/
+            ValidateOnStart().on_run_start(config=cfg)
     with run_lock(tmp_path):                     # released at the end of the run
         pass
 

@@ -201,26 +201,29 @@ class Victim:
         at x: the smoothed PREDICT at x may abstain (a small eval_n) or differ from the reference (the
         aggregator's class, or the top selection vote), and then an unmoved attack would count."""
         ctx = self.ctx
+        label = ctx.item.label if ctx.item.label is not None and ctx.item.label >= 0 else None   # no label: no event
         if self.variant == "baseline":
             (out, cls), (_, clean_cls) = self._baseline(z), self._baseline(self.x)
-            event_p, clean = float(cls != ctx.item.label), self.clean_out
+            event_p, clean_event, clean = float(cls != label) if label is not None else math.nan, clean_cls != label, self.clean_out
         else:   # the real smoothed prediction, under the law the defence uses at each point
             law = ctx.noise_at(z)
-            (cls, counts), (clean_cls, _) = self._predict(z, law), self._predict(self.x, ctx.noise)
-            event_p = 1.0 - float(counts[ctx.item.label]) / self.eval_n       # PREDICT's own votes at z
+            (cls, counts), (clean_cls, clean_counts) = self._predict(z, law), self._predict(self.x, ctx.noise)
+            event_p = 1.0 - float(counts[label]) / self.eval_n if label is not None else math.nan   # PREDICT's votes
+            clean_event = label is not None and float(clean_counts[label]) / self.eval_n < 0.5
             out, clean = (None, None) if self.text else (self._mean_output(z, law), self._mean_output(self.x, ctx.noise))
-        if ctx.item.label is None or ctx.item.label < 0:   # no label, no event (counts[-1] is the last class)
-            event_p = math.nan
         abstained = cls == ABSTAIN
-        changed = not abstained and cls != self.reference
+        stable = self.reference != ABSTAIN and clean_cls == self.reference     # the judge keeps it at x
+        changed = stable and not abstained and cls != self.reference
         # untargeted: the reference is gone, to another class or to an abstention (Salman et al. 2019
-        # count an abstention under attack as an error); targeted: the target reached, not there at x
-        left = self.reference != ABSTAIN and clean_cls == self.reference and (changed or abstained)
+        # count an abstention under attack as an error); targeted: the target reached, not there at x;
+        # event: it happens at z (smoothed: probability > 1/2) and not at x
+        left = stable and (changed or abstained)
         flip = (cls == self.target and clean_cls != self.target) if self.target is not None else left
+        event = not clean_event and (event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0)
         verdict = {"attack_class": cls, "attack_clean_class": clean_cls, "attack_class_changed": bool(changed),
                    "attack_abstained": abstained, "attack_event_p": event_p}
         if self.text:
-            success = {"flip": flip, "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0}
+            success = {"flip": flip, "event": event}
             return {"attack_success": bool(success[self.objective_name]), **verdict, "attack_output_shift": math.nan,
                     "attack_cosine": math.nan, "attacked_output": None, "clean_output": None}
         shift_space = self._features if self.space == "feature" else (lambda o: o.reshape(len(o), -1))
@@ -228,7 +231,7 @@ class Victim:
         cosine = float((self._features(out[None]) * self._features(clean[None])).sum())
         success = {
             "flip": flip,
-            "event": event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0,
+            "event": event,
             "distance": shift >= shift_threshold,
             "feature": cosine <= cos_threshold,
             "latent": left,
