@@ -1092,7 +1092,8 @@ class ValidateOnStart(Callback):
             if not config.resume and not config.get("dry_run"):
                 refuse_existing_records(config.hydra.run.dir)
             if not config.get("dry_run"):
-                refuse_busy_directory(config.hydra.run.dir)
+                if int(os.environ.get("RANK", "0")) == 0:       # a run's own rank 0 may hold it already
+                    refuse_busy_directory(config.hydra.run.dir)
                 refuse_other_configuration(config.hydra.run.dir, config)
         except ConfigError as e:
             exit_on_user_error(e)

@@ -23,7 +23,7 @@ Objectives (all maximised by the attacker):
 - reconstruction: ||out(x') - x||^2 against the clean input x, for a model that reconstructs it (a VAE)
 
 Success: flip/event: the variant's class at x' leaves the reference (or hits the target) / the event
-happens (baseline) or has probability >= 1/2 (smoothed); distance: output shift >= shift_threshold;
+happens (baseline) or has probability > 1/2 (smoothed), not at x; distance: output shift >= shift_threshold;
 feature: cosine <= cos_threshold; latent/reconstruction: the class leaves the reference (a VAE's rows add
 the attacked output against the clean input: `attack_recon_*`). A class verdict is the same judge at x'
 and at x (`attack_clean_class`; the smoothed PREDICT with the same eval_n and draws): it leaves the
