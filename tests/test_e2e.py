@@ -61,15 +61,46 @@ def test_wandb_logger_runs_offline_under_the_run_dir(tmp_path, t2i):
     runs = list((run_dir / "wandb").glob("offline-run-*"))           # not wandb/wandb/ (found by a new user)
     assert runs, sorted(p.name for p in (run_dir / "wandb").rglob("*"))[:20]
     assert (run_dir / "summary.json").exists()
-    # W&B added to a finished run's command (logger is not part of the configuration) logs that run; it
-    # logged nothing and said nothing (found by a new user)
-    finished = tmp_path / "finished"
-    run_in_process(*TINY, "dataset.limit=1", run_dir=finished)
-    res = cli(*TINY, "dataset.limit=1", "logger=wandb", f"hydra.run.dir={finished}")
-    assert res.returncode == 0 and "already complete" in res.stdout + res.stderr, res.stderr[-3000:]
-    assert len(list((finished / "wandb").glob("offline-run-*"))) == 1
-    res = cli(*TINY, "dataset.limit=1", "logger=wandb", f"hydra.run.dir={finished}")     # once, not every rerun
-    assert res.returncode == 0 and len(list((finished / "wandb").glob("offline-run-*"))) == 1
+
+
+class RecordingLogger:
+    """A logger that records its calls, and leaves a run directory named as W&B's are."""
+
+    calls: list = []
+
+    def __init__(self, **settings):
+        pass
+
+    def start(self, run_dir, run_id, config):
+        self.calls.append("start")
+        (run_dir / "wandb" / f"offline-run-20260101_000000-{run_id}").mkdir(parents=True)
+
+    def log_rows(self, df):
+        self.calls.append(len(df))
+
+    def log_summary(self, summary):
+        self.calls.append("summary")
+
+    def finish(self):
+        self.calls.append("finish")
+
+
+def test_a_logger_added_to_a_finished_runs_command_logs_it_once(tmp_path):
+    """logger is not part of the configuration: `logger=wandb` added to a finished run's command found the run
+    complete and logged nothing, saying nothing (found by a new user); it logs it, once (the diff review)."""
+    from omegaconf import open_dict
+
+    from smoothgen_exp.config import compose_overrides
+    from smoothgen_exp.outcome import completed_summary
+    from smoothgen_exp.provenance import config_hash, run_id_of
+
+    run_in_process(*TINY, "dataset.limit=1", run_dir=tmp_path)
+    cfg = compose_overrides([*TINY, "dataset.limit=1", "logger=wandb"])
+    with open_dict(cfg):
+        cfg.logger._target_ = f"{__name__}.RecordingLogger"
+    for _ in range(2):                                              # a rerun does not log it again
+        assert completed_summary(tmp_path, config_hash(cfg), run_id_of(cfg), cfg) is not None
+    assert RecordingLogger.calls == ["start", 2, "summary", "finish"]
 
 
 def test_wandb_falls_back_to_offline_where_online_fails(tmp_path, monkeypatch):
