@@ -30,9 +30,18 @@ from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, Valid
 from smoothgen_exp.errors import ConfigError, SmoothgenError, cause_of
 from smoothgen_exp.provenance import run_id_of
 
+
 # Run directories: `<override dirname or "default">/<run_id>`. Deterministic (no timestamps), so the
 # same command finds its own directory again and resumes; a changed config gets a new run_id.
-OmegaConf.register_new_resolver("sg.dirname", lambda name: name or "default", replace=True)
+def job_dirname(name: str) -> str:
+    """Hydra's override_dirname less the sweeper's own keys: its exclude_keys matches whole keys only, so
+    `+objective_constraints.k=v` entered the job's directory name and adding a constraint recomputed every
+    job (found by a new user). Entries are split at Hydra's "," and rejoined, list values included."""
+    kept = [p for p in (name or "").split(",") if not p.lstrip("+~").startswith("objective_constraints.")]
+    return ",".join(kept) or "default"
+
+
+OmegaConf.register_new_resolver("sg.dirname", job_dirname, replace=True)
 OmegaConf.register_new_resolver("sg.run_id", lambda *, _root_: run_id_of(_root_), replace=True)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

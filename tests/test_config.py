@@ -293,3 +293,13 @@ def test_a_refused_run_says_why_in_its_log_file(tmp_path):
         logging.getLogger().removeHandler(handler)
         handler.close()
     assert "error: model weights for 'x' not found" in (tmp_path / "job.log").read_text()
+
+
+def test_constraints_stay_out_of_a_jobs_directory_name():
+    """`+objective_constraints.k=v` entered the directory name (exclude_keys matches whole keys): adding a
+    constraint to a finished sweep recomputed every job (found by a new user)."""
+    from smoothgen_exp.config import job_dirname
+
+    assert job_dirname("+objective_constraints.retention_digit_prob=0.8,smoothing.sigma=0.1") == "smoothing.sigma=0.1"
+    assert job_dirname("summary_radii=[0.1,0.25],smoothing.sigma=0.1") == "summary_radii=[0.1,0.25],smoothing.sigma=0.1"
+    assert job_dirname("") == job_dirname("+objective_constraints.a=1") == "default"
