@@ -316,3 +316,21 @@ def test_semantic_candidates_come_from_the_lexicon_by_default_and_never_replace_
     cands = SemanticAttack(eval_n=10, m=2, similar_words=3).candidates(tokens, set())
     assert "similarity" in {c[-1] for c in cands}                 # opted in, the mechanism is live ...
     assert not {tokens.index("10"), tokens.index("ten")} & {c[1] for c in cands}   # ... but not on numbers
+
+
+def test_the_attacked_baseline_is_the_recorded_baselines_generator():
+    """The attack drew the baseline's internal u0 from another stream than the recorded baseline row: with a
+    stochastic generator its class at x could differ from the row's (1 of 60 digits_diffusion items; the diff
+    review). Now G(x, u0) is the row's output."""
+    class NoisyStep(StepModel):
+        def generate(self, z, gen, shared=False):
+            u = torch.randn(len(z), 1, generator=gen, dtype=z.dtype)
+            s = (z[:, 0:1] + 0.5 * u) * 50.0
+            return torch.cat([-s, s], 1)
+
+    x = torch.zeros(D, dtype=torch.float64)
+    for seed in range(10):
+        ctx = ctx_for(NoisyStep(), x, sigma=0.5, seed=seed)
+        row_class = int(ctx.oracle.classify(ctx.baseline_output()[None])[0])
+        verdict = Victim(ctx, "baseline", "flip", row_class, None, 4, 100, 0.001).judge(x.clone(), 0.1, 0.5)
+        assert verdict["attack_clean_class"] == row_class

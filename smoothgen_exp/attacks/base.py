@@ -4,7 +4,7 @@ An attack perturbs the condition x in the noised space (the prompt embedding for
 pixels for images) within ||delta|| <= eps (L2 or Linf) and a budget of steps or queries. It runs once
 against each variant, under the same budget:
 
-- baseline: the plain generator with one fixed internal draw, u -> G(x', u0) (deterministic);
+- baseline: the plain generator at the baseline row's internal draw, u -> G(x', u0) (deterministic);
 - smoothed: the smoothed generator. Its objective is the expectation over transformation (m fresh noise
   draws per evaluation) of the soft, softmax-averaged smoothed objective (Salman et al. 2019), and
   success is judged afterwards with the real smoothed prediction (PREDICT), never the surrogate.
@@ -73,7 +73,7 @@ class Victim:
         self.target_latent = None   # latent: E(t) of the target image (`set_target_image`)
         self.answer = None          # text: the clean answer's tokens, whose likelihood `flip` lowers
         if self.text and objective == "flip" and hasattr(ctx.model, "answer_logprob"):
-            self.answer = ctx.model.answer_tokens(self.x[None], ctx.generator("baseline"))
+            self.answer = ctx.model.answer_tokens(self.x[None], ctx.model_generator("baseline"))
 
     # ---------------------------------------------------------------- generations
     def _generate(self, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -102,7 +102,7 @@ class Victim:
         """[B, ...] per candidate: G(z, u0) (baseline) or the mean of m noisy generations (smoothed)."""
         if self.variant == "baseline":
             self.generations += len(z)
-            return self._generate(z, self.ctx.generator("baseline"))
+            return self._generate(z, self.ctx.model_generator("baseline"))
         out = self._noisy_generations(z)
         return out.reshape(len(z), self.m, *out.shape[1:]).mean(1)
 
@@ -118,7 +118,7 @@ class Victim:
         for a label-only oracle, the vote frequencies)."""
         if self.variant == "baseline":
             self.generations += len(z)
-            return self._class_probs(self._generate(z, self.ctx.generator("baseline")))
+            return self._class_probs(self._generate(z, self.ctx.model_generator("baseline")))
         probs = self._class_probs(self._noisy_generations(z))
         return probs.reshape(len(z), self.m, -1).mean(1)
 
@@ -182,7 +182,7 @@ class Victim:
 
     def _baseline(self, z: torch.Tensor):
         """(output, class) of the attacked baseline G(z, u0) at one condition z."""
-        out = self._generate(z[None], self.ctx.generator("baseline"))[0]
+        out = self._generate(z[None], self.ctx.model_generator("baseline"))[0]
         return out, int(self.ctx.oracle.classify(batch_of_one(out))[0])
 
     def _predict(self, z: torch.Tensor, law) -> tuple[int, torch.Tensor]:
