@@ -1029,10 +1029,15 @@ def print_config(cfg: DictConfig) -> None:
     print(OmegaConf.to_yaml(body, resolve=True), end="")
 
 
+def has_records(run_dir: str | os.PathLike) -> bool:
+    """Whether `run_dir` holds parquet parts of rows (records.RecordWriter's)."""
+    return any((Path(run_dir) / "records").glob("part-*.parquet"))
+
+
 def refuse_existing_records(run_dir: str | os.PathLike) -> None:
     """resume=false on a directory that holds records: refused (records.recorded_items, and before Hydra
     writes the run's .hydra/ into it: `ValidateOnStart`)."""
-    if any((Path(run_dir) / "records").glob("part-*.parquet")):
+    if has_records(run_dir):
         raise ConfigError(f"resume=false: {run_dir} already holds records; resume them (resume=true) or "
                           "choose another hydra.run.dir")
 
@@ -1047,7 +1052,7 @@ def refuse_other_configuration(run_dir: str | os.PathLike, cfg: DictConfig) -> N
     from smoothgen_exp.provenance import config_hash
 
     run_dir = Path(run_dir)
-    if not (run_dir / "provenance.json").exists() or not any((run_dir / "records").glob("part-*.parquet")):
+    if not (run_dir / "provenance.json").exists() or not has_records(run_dir):
         return
     recorded = json.loads((run_dir / "provenance.json").read_text()).get("config_hash")
     if recorded and recorded != config_hash(cfg):

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from smoothgen_exp.config import GROUPS, refuse_existing_records
+from smoothgen_exp.config import GROUPS, has_records, refuse_existing_records
 from smoothgen_exp.errors import SmoothgenError
 
 CHOICE_GROUPS = tuple(g for g in GROUPS if g != "logger")     # the option chosen per group is a column
@@ -105,7 +105,7 @@ def recorded_items(run_dir: str | os.PathLike, config_hash: str, resume: bool = 
     """
     if not resume:
         refuse_existing_records(run_dir)
-    if not list((Path(run_dir) / "records").glob("part-*.parquet")):
+    if not has_records(run_dir):
         return set()
     df = read_records(run_dir)
     other = set(df.config_hash.unique()) - {config_hash}
