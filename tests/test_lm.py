@@ -120,6 +120,26 @@ def test_certified_decoding_rows_do_not_depend_on_batch_size():
     assert rows[0] == rows[1] and rows[0]["certified_tokens"] > 0
 
 
+def test_abstaining_decoding_row_has_no_certified_text():
+    """Regression: `certified_text` held the selected sequence of rows that certify nothing (radius 0)."""
+    item = SimpleNamespace(item_id="toy", condition="", label=0)
+
+    def certify(seed: int, shift: float, n: int) -> dict:
+        toy = ToyLM(seed=seed)
+        x = torch.zeros(1, 5, dtype=torch.float64)
+        x[0] = toy.w * shift / toy.w.norm() ** 2
+        ctx = ItemContext(item, x, toy, None, GaussianNoise(0.3), 1, 500)
+        return DecodingCertifier(n0=50, n=n, alpha=0.001, batch_size=500).certify(ctx)
+
+    # 12 copies cannot bound any step above 1/2 at alpha = 0.001; 2,000 certify every step
+    few, many = certify(0, -4.0, 12), certify(0, -4.0, 2000)
+    assert few["radius"] == 0 and not few["certified"] and few["certified_text"] is None
+    assert many["radius"] > 0 and few["decoding_text"] == many["decoding_text"] == many["certified_text"]
+    partial = certify(1, 2.0, 2000)           # three steps certified, one not: the sequence is not
+    assert 0 in partial["decoding_step_radii"] and max(partial["decoding_step_radii"]) > 0
+    assert partial["certified_text"] is None and partial["decoding_text"]
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_certified_decoding_radii_never_exceed_the_exact_ones(seed):
     toy, sigma = ToyLM(seed=seed), 0.3
@@ -129,7 +149,8 @@ def test_certified_decoding_radii_never_exceed_the_exact_ones(seed):
     ctx = ItemContext(item, x, toy, None, GaussianNoise(sigma), seed, 500)
     row = DecodingCertifier(n0=200, n=4000, alpha=0.001, batch_size=1000).certify(ctx)
     mu, std = float(x[0] @ toy.w), sigma * float(toy.w.norm())
-    tokens = [int(t) for t in row["certified_text"].split()]
+    tokens = [int(t) for t in row["decoding_text"].split()]
+    assert row["certified_text"] == (row["decoding_text"] if row["radius"] > 0 else None)
     for t, (tok, r) in enumerate(zip(tokens, row["decoding_step_radii"], strict=True)):
         if r > 0:
             assert tok == int(np.argmax(toy.exact_probs(mu, std, t)))     # certified tokens are the exact greedy
@@ -172,7 +193,8 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
     else:
         assert sm.output_text.notna().all()
     if "certifier=decoding" in args:                              # one row, one decoder (issue 11.14)
-        assert sm.certified_text.notna().all() and (sm.certified_tokens >= 0).all()
+        assert sm.decoding_text.notna().all() and (sm.certified_tokens >= 0).all()
+        assert sm.certified_text.notna().eq(sm.certified.astype(bool)).all()
     text_attack = "model=tiny_clip_vision" not in args and ("attack=semantic" in args or "attack=pgd" in args)
     if text_attack:                                               # text outputs: the class decides (issue 14)
         assert sm.attack_success.notna().all() and sm.attack_output_shift.isna().all()

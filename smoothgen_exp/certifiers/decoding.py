@@ -13,7 +13,8 @@ induction on the prefix the whole greedy sequence stays for ||delta|| < min_t R_
    so R_t = sigma Phi^-1(pA_lower,t) when pA_lower,t > 1/2, else 0.
 Noise is drawn once per copy for the whole sequence. Selection and estimation samples are disjoint, so
 the bounds are not conditioned on data they were chosen from. Records: per-step radii, the sequence
-radius (`radius`), the certified text and its length (`certified_text`, `certified_tokens`). These
+radius (`radius`), the selected sequence and its length (`decoding_text`, `certified_tokens`), and the
+same text as `certified_text` only where the row certifies it (radius > 0; None where it abstains). These
 are kept apart from the aggregator's `output_text`, `noise_per` and `tv_shift_factor`, which describe
 the aggregator's decoder: one row never mixes two decoders.
 """
@@ -69,7 +70,9 @@ class DecodingCertifier(Certifier):
         lower = [float(p) for p in mean_lower(probs, self.alpha / steps, self.bound)] if steps else []
         radii = [ctx.noise.radius(p) if p > 0.5 else 0.0 for p in lower]
         radius = min(radii) if radii else 0.0
-        return {"certified_text": ctx.model.decode(tokens), "certified_tokens": steps,
+        text = ctx.model.decode(tokens)
+        # the text is a certificate only where every step is (an abstaining row's sequence is not certified)
+        return {"decoding_text": text, "certified_text": text if radius > 0 else None, "certified_tokens": steps,
                 "decoding_step_p_hat": [float(m) for m in mean], "decoding_step_p_lower": lower,
                 "decoding_step_radii": radii, "radius": radius, "certified": radius > 0,
                 "abstained": radius <= 0,
