@@ -1,5 +1,7 @@
 """Quality metrics: FID through torchmetrics with the oracle's features, text metrics, retention."""
 
+from types import SimpleNamespace
+
 import pytest
 import sacrebleu
 import torch
@@ -132,3 +134,31 @@ def test_text_quality_scores_smoothed_answers_against_baseline_and_canonical_ans
     # without canonical answers (harmful prompts): agreement with the baseline only, no retention
     alone = TextQuality().summary(records.drop(columns="reference_answer"))
     assert "metric_rouge1_smoothed_vs_baseline" in alone and not any(k.startswith("retention") for k in alone)
+
+
+def test_text_quality_scores_against_every_accepted_spelling():
+    """Regression: BLEU, ROUGE and MiniLM compared answers with the first spelling only, so "twenty" scored
+    0 against "20|twenty"."""
+    import pandas as pd
+
+    from smoothgen_exp.data.answers import AnswersCSV
+
+    spelt = "the answer is 20|the answer is twenty"
+    rows = [{"item_id": "q0", "variant": v, "output_text": f"the answer is {t}", "reference_answer": "the answer is 20",
+             "reference_answers": spelt} for v, t in (("baseline", "20"), ("smoothed", "twenty"))]
+    rows += [{"item_id": "q1", "variant": v, "output_text": "it is Paris", "reference_answer": "it is Paris",
+              "reference_answers": "it is Paris"} for v in ("baseline", "smoothed")]
+    got = TextQuality().summary(pd.DataFrame(rows))
+    assert got["metric_rouge1_smoothed_vs_answer"] == got["metric_rouge1_baseline_vs_answer"] == 1.0
+    assert got["metric_minilm_similarity_smoothed_vs_answer"] == pytest.approx(1.0, abs=1e-5)
+    hyps = ["the answer is twenty", "it is Paris"]
+    assert got["metric_bleu_smoothed_vs_answer"] == pytest.approx(100.0) == pytest.approx(
+        sacrebleu.corpus_bleu(hyps, [["the answer is 20", "it is Paris"], ["the answer is twenty", None]]).score)
+    assert bleu(hyps, ["the answer is 20", "it is Paris"]) < 80          # the first spelling alone
+    # the rows carry the dataset's spellings: qa_facts accepts "Kyiv|Kiev"
+    data = AnswersCSV(name="qa_facts", path=None, system_prompt=None, limit=None)
+    metric = TextQuality()
+    metric.setup(None, data, None)
+    kyiv = next(i for i in data.items if data.classes[i.label] == "Kyiv")
+    row = metric.item(SimpleNamespace(item=kyiv), None, {})["smoothed"]
+    assert row == {"reference_answer": "Kyiv", "reference_answers": "Kyiv|Kiev"}

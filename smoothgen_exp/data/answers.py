@@ -65,6 +65,7 @@ class AnswersCSV(ItemList):
         self.name, self.path = name, answers_file(path, name)
         rows, classes, labels = read_answers(self.path)
         self.classes = [c[0] for c in classes] + ["other"]
+        self.spellings = [*classes, ["other"]]        # every accepted spelling of each class (metrics=text)
         self.num_classes = len(self.classes)
         # what a chat model is told before each prompt (model configs read it as ${dataset.system_prompt})
         self.system_prompt = system_prompt
