@@ -64,6 +64,14 @@ class ItemContext:
         (smoothing=adaptive), where an attacked point gets its own."""
         return self.noise if self.smoothing is None else self.smoothing.at(z, self.model)
 
+    def noise_scales(self, z: torch.Tensor) -> torch.Tensor | float:
+        """sigma(z_b) / sigma(x) for each row b of z, shaped [B, 1, ...] to scale x's draws to each row's
+        law (1 for noise fixed in advance; the law at z_b is isotropic Gaussian, as `noise_at` gives)."""
+        if self.smoothing is None:
+            return 1.0
+        scales = [self.noise_at(zb.detach()).sigma / self.noise.sigma for zb in z]
+        return torch.tensor(scales, dtype=z.dtype, device=z.device).reshape(-1, 1, *[1] * (z.dim() - 1))
+
     def seed(self, stream: str) -> int:
         return item_seed(self.run_seed, self.item.item_id, stream)
 

@@ -306,6 +306,27 @@ def test_the_judge_uses_the_noise_law_of_the_attacked_point():
     assert verdict["attack_class"] == 1 and verdict["attack_clean_class"] == -1
 
 
+def test_the_attack_expectation_uses_each_candidates_noise_law():
+    """The adaptive attacker's expectation over noise drew x's law at every candidate, a defence it does not
+    face (noted by the attacks review). Each candidate's copies now spread at its own sigma, with the same
+    standard draws (common random numbers)."""
+    class ByPoint:
+        def at(self, z, model):
+            return GaussianNoise(0.1 if float(z[0]) > 0.5 else 2.0)
+
+    x = torch.zeros(D, dtype=torch.float64)
+    ctx = ctx_for(StepModel(), x, sigma=2.0)
+    ctx.smoothing = ByPoint()
+    z = torch.stack([x, x + 1.0])
+    noisy = Victim(ctx, "smoothed", "flip", 0, None, 400, 100, 0.001)._noisy_copies(z).reshape(2, 400, D)
+    spread = (noisy - z[:, None]).std(dim=(1, 2))
+    assert spread[0] == pytest.approx(2.0, rel=0.05) and spread[1] == pytest.approx(0.1, rel=0.05)
+    torch.testing.assert_close((noisy[1] - z[1]) * 20, noisy[0] - z[0])     # the same draws, rescaled
+    ctx.smoothing = None                                                      # noise fixed in advance
+    fixed = Victim(ctx, "smoothed", "flip", 0, None, 400, 100, 0.001)._noisy_copies(z).reshape(2, 400, D)
+    assert (fixed - z[:, None]).std(dim=(1, 2)).sub(2.0).abs().max() < 0.1
+
+
 def test_semantic_candidates_come_from_the_lexicon_by_default_and_never_replace_numbers():
     """MiniLM nearest words are not synonyms: they turned "big" into "small", "Red Planet" into "white
     Planet" and "10" into "digit" on qa_facts, and the attack counted the changed questions (review)."""

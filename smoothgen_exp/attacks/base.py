@@ -30,8 +30,8 @@ and at x (`attack_clean_class`; the smoothed PREDICT with the same eval_n and dr
 reference only where the judge keeps it at x, and reaches a target only where x is not there already, so
 an unmoved attack never succeeds. Leaving includes the smoothed PREDICT abstaining at x'
 (`attack_abstained`); `attack_class_changed` says whether the class moved to another class. With
-input-dependent noise (smoothing=adaptive) the judge uses the law at x' (`ItemContext.noise_at`); the
-attack's own expectation over noise draws x's. Image conditions stay in [0, 1] (`Victim.inside`). The
+input-dependent noise (smoothing=adaptive) the judge uses the law at x' (`ItemContext.noise_at`), and
+the attack's expectation over noise each candidate's own law (its gradient treats sigma as fixed). Image conditions stay in [0, 1] (`Victim.inside`). The
 attacked condition comes back as `attacked_condition`; whether it violates the smoothed row's certificate
 is judged by a sound test against what the certificate promises (certifiers.check), never at x itself
 (an unmoved attack).
@@ -86,11 +86,11 @@ class Victim:
         """z_b + eta_j for every candidate b and m draws j: [B * m, ...].
 
         The m noise draws are shared by all candidates of one call (common random numbers), so that
-        differences between candidates are not drowned in Monte Carlo noise.
-        """
+        differences between candidates are not drowned in Monte Carlo noise; with input-dependent noise
+        they are scaled to each candidate's own law (`ItemContext.noise_scales`)."""
         eta = torch.empty((self.m, *z.shape[1:]), dtype=z.dtype, device=z.device)
         self.ctx.noise.sample_(eta, self.eot_gen)
-        noisy = (z[:, None] + eta[None]).reshape(-1, *z.shape[1:])
+        noisy = (z[:, None] + eta[None] * self.ctx.noise_scales(z)).reshape(-1, *z.shape[1:])
         self.generations += len(noisy)
         return noisy
 
