@@ -30,10 +30,12 @@ def check_swept_values(argv: list[str]) -> None:
 
     from smoothgen_exp.config import compose_overrides, without_sweeps
 
+    space = [a for a in argv if a.startswith("hydra.sweeper.params=")]
     try:
-        base = compose_overrides(without_sweeps(argv), hydra_config=True)
+        base = compose_overrides([a for a in without_sweeps(argv) if a not in space], hydra_config=True)
     except Exception:  # a malformed override or one that does not compose: Hydra reports it itself
         return
+    _check_search_space(space, base)
     if not ("-m" in argv or "--multirun" in argv or base.hydra.mode == RunMode.MULTIRUN) or base.get("dry_run"):
         return
     params = base.hydra.sweeper.get("params")
@@ -46,6 +48,27 @@ def check_swept_values(argv: list[str]) -> None:
     shared = set.intersection(*map(set, jobs))
     for job in _jobs_to_check(jobs):
         _check_job(job, " ".join(arg for arg in job if arg not in shared))
+
+
+def _check_search_space(space: list[str], base) -> None:
+    """`hydra.sweeper.params={...}` merges into the search space a config declares (an experiment's): it
+    can change a declared range but not add a key, which Hydra refuses with a struct error (a traceback
+    under optuna, whose default space is null): one line that says what to write instead."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    declared = set(base.hydra.sweeper.get("params") or {})
+    for arg in space:
+        try:
+            value = OverridesParser.create().parse_overrides([arg])[0].value()
+        except Exception:  # malformed: Hydra reports it itself
+            return
+        added = sorted(set(value) - declared) if isinstance(value, dict) else []
+        if added:
+            verb = "is" if len(added) == 1 else "are"
+            print(f"error: hydra.sweeper.params: {', '.join(added)} {verb} not in this config's search space (an override "
+                  f"changes the ranges an experiment declares, it cannot add one); sweep it as a plain override: "
+                  f"'{added[0]}=interval(low,high)' (optuna) or '{added[0]}=a,b,c'", file=sys.stderr)
+            sys.exit(2)
 
 
 def _jobs_to_check(jobs: list[list[str]]) -> list[list[str]]:

@@ -239,6 +239,11 @@ def test_a_sweep_with_a_bad_value_fails_before_its_first_job(tmp_path):
     (["-m", "model=tiny_gpt2", "aggregator=majority,mean"], r"aggregator=mean: needs a model with tensor outputs"),
     (["-m", "certifier=center", "smoothing.sigma=0.1,0.2"], r"certifier.n0=20: the centre check needs"),
     (["experiment=scaling_laws", "certifier.n=100,5"], r"certifier.n=5: "),           # the experiment's multirun
+    # a search space the config does not declare: a traceback under optuna (review), a struct error else
+    (["-m", "hydra/sweeper=optuna", 'hydra.sweeper.params={smoothing.sigma: "interval(0.05, 0.5)"}'],
+     r"smoothing.sigma is not in this config's search space .* 'smoothing.sigma=interval\(low,high\)' \(optuna\)"),
+    (["experiment=sigma_search", 'hydra.sweeper.params={smoothing.sigma: "interval(0.1, 0.2)", certifier.n: "choice(100, 200)"}'],
+     r"hydra.sweeper.params: certifier.n is not in"),
 ])
 def test_a_sweep_job_that_cannot_run_is_named_in_one_line(capsys, sweep, message):
     """The checks a run makes before loading, applied to every job (one raised inside a component's
@@ -257,6 +262,7 @@ def test_a_sweep_job_that_cannot_run_is_named_in_one_line(capsys, sweep, message
     ["certifier.n=5,10", "certifier.alpha=0.1,0.2"],
     ["experiment=scaling_laws", "certifier.alpha=1e-6", "certifier.n=10000"],   # n replaces the experiment's
     ["experiment=glob(*,exclude=[vlm_rs])", "certifier.n=100"],                # jobs unknown here: left to Hydra
+    ["experiment=sigma_search", 'hydra.sweeper.params={smoothing.sigma: "interval(0.1, 0.2)"}'],  # a declared range
 ])
 def test_a_sweep_whose_every_job_is_valid_is_not_refused(sweep):
     """Review counterexamples: checking each value with the other swept keys at their defaults refused
