@@ -95,6 +95,8 @@ class OOMGuard:
 
     def __init__(self, model, batcher: Batcher):
         self.model, self.batcher = model, batcher
+        if hasattr(model, "for_item"):      # a VLM: an item's context holds the guard around its bound prompt
+            self.for_item = lambda item: OOMGuard(model.for_item(item), batcher)
 
     def generate(self, z: torch.Tensor, generator, shared: bool = False):
         """Per-row seeds are drawn (or taken) first and sliced with z, so chunking changes no draw."""

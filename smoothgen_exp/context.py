@@ -51,6 +51,12 @@ class ItemContext:
     phase: str = "setup"
     timings: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # a model whose prompt is not in the condition (a VLM: noise on the image) binds the item's own
+        bind = getattr(self.model, "for_item", None)
+        if bind is not None:
+            self.model = bind(self.item)
+
     @property
     def device(self) -> torch.device:
         return self.x.device

@@ -25,7 +25,8 @@ runs alone (`run_one`: the per-item path) or packed, at any batch size: rows are
 
 Items pack when their conditions have one shape (prompt embeddings of one encoder, images of one size)
 or, for a model with `pack_shape` (a language model: prompts of different token lengths), one padded
-shape; a batch is filled from the requests whose shape matches the oldest one's.
+shape, and one `pack_key` where the item's model has one (a VLM's bound prompt); a batch is filled from
+the requests whose shape and key match the oldest one's, and runs on that request's model.
 """
 
 from __future__ import annotations
@@ -166,14 +167,14 @@ def run_one(ctx, program: Program):
 def run_programs(jobs: Sequence[tuple[Any, Program]], batch_size: int | None = None) -> list:
     """Run every (ItemContext, program) pair to completion; returns their return values in order.
 
-    Every context must share one model and oracle (those of the first). Seconds are credited to each
+    Every context must share one model (up to its bound prompt) and oracle. Seconds are credited to each
     context's current `phase` (`ctx.timings`): its programs' own work, and its rows' share of every
     generator call.
     """
     if not jobs:
         return []
     first = jobs[0][0]
-    model, oracle = first.model, first.oracle
+    oracle = first.oracle
     batch_size = int(batch_size or first.batch_size)
     results: list = [None] * len(jobs)
     queue: deque[_Open] = deque()
@@ -197,6 +198,7 @@ def run_programs(jobs: Sequence[tuple[Any, Program]], batch_size: int | None = N
         advance(j, None)
     while queue:
         t0 = time.perf_counter()
+        model = jobs[queue[0].job][0].model              # the oldest request's (its prompt, for a VLM)
         taken, z, seeds = _fill(queue, jobs, batch_size)
         outputs = model.generate(z, seeds)
         wanted = any(req.draw.classify or req.draw.firsts for req, _ in taken)
@@ -236,12 +238,13 @@ def _fill(queue: deque[_Open], jobs, batch_size: int) -> tuple[list[tuple[_Open,
     all of the oldest request's packed shape (a shorter condition is right-aligned after NaN rows)."""
     model = jobs[queue[0].job][0].model
     x0 = jobs[queue[0].job][0].x
-    shape = _pack_shape(model, x0)
+    shape, key = _pack_shape(model, x0), getattr(model, "pack_key", None)
     room, taken = batch_size, []
     for req in queue:
         if room == 0:
             break
-        if _pack_shape(model, jobs[req.job][0].x) == shape:
+        ctx = jobs[req.job][0]
+        if _pack_shape(model, ctx.x) == shape and getattr(ctx.model, "pack_key", None) == key:
             k = min(req.remaining, room)
             taken.append((req, k))
             room -= k

@@ -234,6 +234,14 @@ def test_cli_lm_rows_are_identical_packed_or_per_item(tmp_path):
     assert len(packed) == 16 and packed.output_text.nunique() > 2
 
 
+def test_cli_vlm_rows_are_identical_packed_or_per_item(tmp_path):
+    """Regression: a VLM answered every item of a packed group with the last item's prompt (its prompt was
+    model state, set by `encode_items`): packed baselines all equalled item 3's (LLM/VLM review)."""
+    packed = _per_item_equals_packed(tmp_path, "model=tiny_llava", "dataset.limit=3", "certifier.n0=10",
+                                     "certifier.n=20", "aggregator.n=10")
+    assert packed[packed.variant == "baseline"].output_text.nunique() == 3
+
+
 def test_requests_yielded_together_get_the_samples_of_requests_in_turn(oracle):
     """A tuple of Draws (CERTIFY's selection and estimation, the baseline beside them) is sent the samples
     the same requests get one after another, at any batch size, in fewer generator calls."""

@@ -2,9 +2,11 @@
 
 The noised space is the image in [0, 1] at the model's input resolution, before the processor's
 normalisation: the setting of the RS-for-VLM paper (its sigma = 0.5 is on that scale). Each item gives
-the prompt (fixed) and an image; `encode_items` returns the clean image [3, H, W] and remembers the
-item's prompt, and `generate(z, generator)` answers the prompt for every noisy image in z. The
-processor turns [0, 1] images into the model's pixel values (rescaling off) and expands the image token.
+the prompt (fixed) and an image; `encode_items` returns the clean images [B, 3, H, W], and `for_item(item)`
+is the model with that item's prompt bound (`ItemPrompt`, what the item's context holds), whose
+`generate(z, generator)` answers the item's prompt for every noisy image in z; items pack into one
+generator call only with the same prompt (`pack_key`). The processor turns [0, 1] images into the
+model's pixel values (rescaling off) and expands the image token.
 
     model=llava | llava16     real weights (local files only: HF_HOME or model.path)
     model=tiny_llava          transformers' LlavaForConditionalGeneration from a small config (CLIP
@@ -104,7 +106,8 @@ class VisionLanguageModel:
         self.prompt = ""
 
     def encode_items(self, items, images: dict | None = None) -> torch.Tensor:
-        """The clean images [B, 3, H, W] in [0, 1]; the (single) item's prompt becomes the fixed text."""
+        """The clean images [B, 3, H, W] in [0, 1]; the last item's prompt becomes the model's own fixed text
+        (an item's context holds `for_item(item)`, with the item's own prompt)."""
         self.prompt = self.template.format(prompt=items[-1].condition)
         images = images or {}
         return torch.stack([load_image(images.get(it.item_id), self.image_size) for it in items]).to(self.device)
@@ -114,13 +117,31 @@ class VisionLanguageModel:
 
         return self.encode_items([SimpleNamespace(item_id=str(i), condition=p) for i, p in enumerate(prompts)])
 
+    def for_item(self, item) -> ItemPrompt:
+        return ItemPrompt(self, self.template.format(prompt=item.condition))
+
     @torch.inference_mode()
-    def generate(self, z: torch.Tensor, generator: torch.Generator) -> list[str]:
-        """Answer the fixed prompt for each (noisy) image; pixels are clipped to [0, 1] first."""
+    def generate(self, z: torch.Tensor, generator: torch.Generator, prompt: str | None = None) -> list[str]:
+        """Answer `prompt` (the model's fixed prompt by default) for each (noisy) image; pixels are clipped
+        to [0, 1] first."""
         images = list(z.clamp(0, 1).float().cpu())
-        batch = self.processor(images=images, text=[self.prompt] * len(images), return_tensors="pt",
+        batch = self.processor(images=images, text=[prompt or self.prompt] * len(images), return_tensors="pt",
                                do_rescale=False).to(self.model.device)
         batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         out = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+class ItemPrompt:
+    """A VisionLanguageModel with one item's prompt bound: what the item's samplers call. Every other
+    attribute is the model's; `pack_key` keeps items with other prompts out of its generator calls."""
+
+    def __init__(self, vlm: VisionLanguageModel, prompt: str):
+        self.vlm, self.prompt, self.pack_key = vlm, prompt, prompt
+
+    def __getattr__(self, name: str):
+        return getattr(self.vlm, name)
+
+    def generate(self, z: torch.Tensor, generator: torch.Generator) -> list[str]:
+        return self.vlm.generate(z, generator, prompt=self.prompt)
