@@ -108,6 +108,21 @@ class ToyLM:
         return shifts[hit[0]] / float(self.w.norm()) if len(hit) else np.inf
 
 
+def test_fresh_noise_per_step_decodes_after_the_chat_template():
+    """Regression: with `noise: step` the tokens so far were put before the template's suffix
+    ("question, answer tokens, <|im_end|><|im_start|>assistant"): SmolLM2 answered "TheLTheThe..." where the
+    sequence mode said "The capital of France is Paris." At sigma ~ 0 both modes are plain greedy."""
+    from smoothgen_exp.aggregators.token_average import TokenAverage
+
+    lm = CausalLM(name="tiny_llama", tiny={**TINY, "arch": "llama"}, max_new_tokens=8)
+    lm.prefix, lm.suffix = lm._embed_text("you are a robot ."), lm._embed_text("answer :")   # noise_on=user
+    x = lm.encode(["describe the image"])[0]
+    ctx = ItemContext(SimpleNamespace(item_id="i", condition="", label=0), x, lm, None, GaussianNoise(1e-7), 0, 16)
+    sequence, _ = TokenAverage(n=4, noise="sequence").decode(ctx, "agg", 4)
+    step, _ = TokenAverage(n=4, noise="step").decode(ctx, "agg", 4)
+    assert len(sequence) > 2 and step == sequence
+
+
 def test_certified_decoding_rows_do_not_depend_on_batch_size():
     """Regression: the estimation noise was keyed by each batch's first copy, so batch_size changed rows."""
     toy, x = ToyLM(seed=1), torch.zeros(1, 5, dtype=torch.float64)

@@ -48,9 +48,8 @@ class TokenAverage:
         gen = ctx.generator(f"{stream}/model")
         for t in range(model.max_new_tokens):
             z = self.noisy_copies(ctx, f"{stream}/step{t}", n)
-            if tokens:
-                z = torch.cat([z, model.embed(torch.tensor(tokens, device=z.device))[None].expand(n, -1, -1)], 1)
-            tok, dist = model.token_average(z, gen, steps=1, use_cache=False, greedy=self.greedy)
+            # the tokens so far follow the template around the noisy prompt (a suffix after them was wrong)
+            tok, dist = model.token_average(z, gen, steps=1, use_cache=False, greedy=self.greedy, continued=tokens)
             tokens += tok
             dists.append(dist[0])
             if tok[0] == model.eos:

@@ -187,9 +187,11 @@ class CausalLM:
     # ------------------------------------------------------------------ smoothed decoding
     @torch.inference_mode()
     def token_average(self, z: torch.Tensor, generator: torch.Generator | None = None, steps: int | None = None,
-                      use_cache: bool = True, greedy: bool = True) -> tuple[list[int], torch.Tensor]:
+                      use_cache: bool = True, greedy: bool = True,
+                      continued: Sequence[int] = ()) -> tuple[list[int], torch.Tensor]:
         """Decode one sequence from n noisy prompt copies z [n, L, d] by averaging next-token
-        distributions at every step. Returns (tokens, averaged distributions [T, V]).
+        distributions at every step, after the tokens already `continued` (they follow the template's
+        suffix, as generated tokens do). Returns (tokens, averaged distributions [T, V]).
 
         With the cache, the prompt is processed once and each step feeds one token per copy; without it,
         every step recomputes the whole sequence (the reference the cached path must equal).
@@ -198,6 +200,8 @@ class CausalLM:
         dtype = self.embed.weight.dtype
         z = self.wrap(z)
         n = z.shape[0]
+        if len(continued):
+            z = torch.cat([z, self.embed(torch.tensor(list(continued), device=z.device))[None].expand(n, -1, -1).to(z)], 1)
         tokens, dists = [], []
         embeds = z.to(dtype)
         past = None
