@@ -24,8 +24,8 @@ from smoothgen_exp.config import configured
 from smoothgen_exp.data.prompts import REFUSAL_CLASSES
 from smoothgen_exp.oracles.base import ClassEquivalence
 
-REFUSAL_PATTERNS = (r"\bi can'?t\b", r"\bi cannot\b", r"\bi can not\b", r"\bsorry\b", r"\bi won'?t\b",
-                    r"\bi am unable\b", r"\bi'm unable\b", r"\bnot able to help\b", r"\bas an ai\b",
+REFUSAL_PATTERNS = (r"\bi can[’']?t\b", r"\bi cannot\b", r"\bi can not\b", r"\bsorry\b", r"\bi won[’']?t\b",
+                    r"\bi am unable\b", r"\bi[’']?m unable\b", r"\bi[’']?m not able to\b", r"\bnot able to help\b", r"\bas an ai\b",
                     r"\bi must decline\b", r"\bagainst (my|the) (policy|guidelines)\b")
 
 
@@ -153,10 +153,35 @@ class ActionVocabulary(ClassEquivalence):
         return torch.tensor([self.match(o) for o in outputs], dtype=torch.long)
 
 
+# words, and numbers with their sign where a minus stands right before them ("is -18"; not "10-5")
+TOKEN = re.compile(r"[a-z]+|(?<![\w.])-\d+(?:\.\d+)?|\d+(?:\.\d+)?", re.IGNORECASE)
+
+
+def _ascii(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+
+
 def answer_tokens(text: str) -> tuple[str, ...]:
-    """Lower-case ASCII words and numbers ("100.0" -> "100"; accents dropped)."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    return tuple(re.sub(r"\.0+$", "", t) for t in re.findall(r"[a-z]+|\d+(?:\.\d+)?", text))
+    """Lower-case ASCII words and numbers ("100.0" -> "100"; accents dropped; "-5" keeps its sign)."""
+    return tuple(re.sub(r"\.0+$", "", t) for t in TOKEN.findall(_ascii(text).lower()))
+
+
+def article_positions(text: str) -> set[int]:
+    """Token positions of one-letter words that read as articles or pronouns, not as an answer letter:
+    lower case ("a"), or followed by a lower-case word ("A triangle has ...")."""
+    ascii_text = _ascii(text)
+    return {j for j, m in enumerate(TOKEN.finditer(ascii_text))
+            if len(m.group()) == 1 and m.group().isalpha()
+            and (m.group().islower() or re.match(r"\s+[a-z]", ascii_text[m.end():]))}
+
+
+def vocabulary_words() -> frozenset[str]:
+    """The whole words of all-MiniLM-L6-v2's WordPiece vocabulary (30k entries, from its wheel): words a
+    reply can use on purpose, so a near miss of an answer among them is not a typo of it."""
+    from smoothgen_exp.backbones.text_encoder import minilm_path
+
+    words = (minilm_path() / "vocab.txt").read_text(encoding="utf-8").split()
+    return frozenset(w for w in words if w.isalpha() and w.islower())
 
 
 @configured
@@ -164,10 +189,13 @@ class AnswerVocabulary(ClassEquivalence):
     """Class of a generated answer among a dataset's canonical answers (`data.answers`).
 
     The class is the canonical answer mentioned last (answers tend to end with what they assert: "The
-    largest ocean on Earth is the Pacific"), counting every accepted spelling as a whole run of words.
-    With no exact mention, a typo-tolerant one counts: a run of words whose difflib ratio to a spelling
-    is at least `cutoff`, for spellings of at least `min_fuzzy_chars` letters and no digits (numbers and
-    short words match exactly only). Else the last class, "other".
+    largest ocean on Earth is the Pacific"), counting every accepted spelling as a whole run of words; a
+    one-letter answer ("A") only in upper case and not before a lower-case word (not the article). With
+    no exact mention, a typo-tolerant one counts: a run of words whose difflib ratio to a spelling is at
+    least `cutoff`, for spellings of at least `min_fuzzy_chars` letters, of classes with no number among
+    their spellings ("there" is not three), and, for one-word spellings, words that are not dictionary
+    words (`vocabulary_words`: "pairs" is not a typo of Paris; "moving forward" still reads as the
+    action "move forward"). Else the last class, "other".
     """
 
     requires = {"dataset": "canonical answers (qa_facts, robot_commands)"}      # checks.check_components_fit
@@ -192,24 +220,27 @@ class AnswerVocabulary(ClassEquivalence):
         self.num_classes = len(self.names)
         self.cutoff, self.min_fuzzy = float(cutoff), int(min_fuzzy_chars)
         self.spellings = [(answer_tokens(s), i) for i, c in enumerate(classes) for s in c]
+        numeric = {i for toks, i in self.spellings if any(ch.isdigit() for t in toks for ch in t)}
         self.fuzzy = {}                              # words per spelling -> {joined spelling: class}
         for toks, i in self.spellings:
             joined = " ".join(toks)
-            if len(joined) >= self.min_fuzzy and not any(ch.isdigit() for ch in joined):
+            if len(joined) >= self.min_fuzzy and i not in numeric:     # "three" of 3|three: exact only
                 self.fuzzy.setdefault(len(toks), {})[joined] = i
+        self.known = vocabulary_words() if self.fuzzy else frozenset()
         self._memo: dict[str, int] = {}
 
     def match(self, output: str) -> int:
         if output not in self._memo:
-            self._memo[output] = self._match(answer_tokens(output))
+            self._memo[output] = self._match(answer_tokens(output), article_positions(output))
         return self._memo[output]
 
-    def _match(self, words: tuple[str, ...]) -> int:
+    def _match(self, words: tuple[str, ...], articles: set[int] = frozenset()) -> int:
         best, best_end = len(self.names) - 1, -1
         for toks, i in self.spellings:
             k = len(toks)
+            letter = k == 1 and len(toks[0]) == 1 and toks[0].isalpha()
             for j in range(len(words) - k, -1, -1):              # the last mention of this spelling
-                if words[j:j + k] == toks:
+                if words[j:j + k] == toks and not (letter and j in articles):
                     if j + k > best_end:
                         best, best_end = i, j + k
                     break
@@ -219,6 +250,8 @@ class AnswerVocabulary(ClassEquivalence):
             for j in range(len(words) - k, -1, -1):
                 if j + k <= best_end:
                     break
+                if k == 1 and words[j] in self.known:
+                    continue                                     # a word used on purpose, not a typo
                 close = difflib.get_close_matches(" ".join(words[j:j + k]), table, n=1, cutoff=self.cutoff)
                 if close:
                     best, best_end = table[close[0]], j + k
