@@ -677,6 +677,8 @@ class LLMJudgeConf:
 class EquivalenceConf:
     _target_: str = "smoothgen_exp.oracles.text.MiniLMEquivalence"
     threshold: float = field(default=0.8, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
+    # equivalent answers also state the same numbers (MiniLM puts "is 4" and "is 5" at cosine 0.89)
+    match_numbers: bool = True
 
 
 @dataclass

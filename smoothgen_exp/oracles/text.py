@@ -83,8 +83,13 @@ class LLMJudge(ClassEquivalence):
 
 @configured
 class MiniLMEquivalence:
-    """Equivalence of answers by MiniLM cosine similarity. It has no classes: an answer is certified up
-    to equivalence, with no ground truth to be "correct" against, so runs report a certified fraction."""
+    """Equivalence of answers by MiniLM cosine similarity (>= threshold) and, with `match_numbers`, the
+    same numbers stated (as a multiset; "The answer is 4." and "The answer is 5." are at cosine 0.89). It
+    has no classes: an answer is certified up to equivalence, with no ground truth to be "correct"
+    against, so runs report a certified fraction. What it certifies is this relation, no finer: MiniLM
+    also puts antonyms close ("move left" / "move right": 0.86), and a restatement can fall below the
+    threshold ("Paris" / "The capital of France is Paris.": 0.73); where answers have classes,
+    `oracle=answers` or `actions` with `certifier=cohen` certify the class itself."""
 
     reads = ("text",)           # the model outputs it classifies (checks.check_oracle_reads_outputs)
     num_classes = 2
@@ -92,21 +97,28 @@ class MiniLMEquivalence:
     classifies = False        # every answer is class 0: class certificates are refused (checks.py) ...
     compares_answers = True   # ... answer certificates (semantic) use `equivalent`
 
-    def __init__(self, threshold: float, **_):
+    def __init__(self, threshold: float, match_numbers: bool, **_):
         from smoothgen_exp.backbones.text_encoder import shared_minilm
 
-        self.threshold = float(threshold)
+        self.threshold, self.match_numbers = float(threshold), bool(match_numbers)
         self.encoder = shared_minilm()
+
+    def _numbers(self, outputs: Sequence[str]) -> list[tuple[str, ...] | None]:
+        """Each output's numbers in digits, sorted (None without `match_numbers`: every output alike)."""
+        if not self.match_numbers:
+            return [None] * len(outputs)
+        return [tuple(sorted(t for t in answer_tokens(o) if not t.isalpha())) for o in outputs]
 
     def features(self, outputs: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode([o or " " for o in outputs])
 
     def cluster(self, outputs: Sequence[str]) -> torch.Tensor:
-        emb = self.features(outputs)
+        emb, numbers = self.features(outputs), self._numbers(outputs)
         leaders, ids = [], []
-        for e in emb:
+        for i, e in enumerate(emb):
             sims = [float(e @ emb[j]) for j in leaders]
-            match = next((k for k, s in enumerate(sims) if s >= self.threshold), None)
+            match = next((k for k, s in enumerate(sims)
+                          if s >= self.threshold and numbers[leaders[k]] == numbers[i]), None)
             if match is None:
                 leaders.append(len(ids))
                 match = len(leaders) - 1
@@ -114,7 +126,10 @@ class MiniLMEquivalence:
         return torch.tensor(ids, dtype=torch.long)
 
     def equivalent(self, outputs: Sequence[str], reference: str) -> torch.Tensor:
-        return (self.features(outputs) @ self.features([reference])[0]) >= self.threshold
+        close = (self.features(outputs) @ self.features([reference])[0]) >= self.threshold
+        (want,) = self._numbers([reference])
+        same = torch.tensor([n == want for n in self._numbers(outputs)], dtype=torch.bool)
+        return close & same.to(close.device)
 
     def classify(self, outputs: Sequence[str]) -> torch.Tensor:
         """Without a reference, every answer is its own class 0 (equivalence needs a reference)."""
