@@ -232,6 +232,16 @@ def test_tiny_models_run_end_to_end_with_one_override(tmp_path, args):
         assert sm.certified_text.notna().eq(certified).all() and sm.certified_text[certified].map(type).eq(str).all()
 
 
+def test_distribution_bounds_of_text_outputs_are_tv_only(tmp_path):
+    """Text has no metric for W_p: tiny_gpt2 crashed (no output_range) and a VLM reported W_1 = 4.41 for
+    strings, from the image geometry it declared for its answers (review)."""
+    df, summary = run_in_process("model=tiny_gpt2", "certifier=distribution", "dataset.limit=2", "certifier.n=30",
+                                 "progress=false", f"cache_dir={CACHE}", run_dir=tmp_path)
+    sm = df.query("variant == 'smoothed'")
+    assert sm["bound_tv_eps0.1"].between(0, 1).all() and sm["bound_w1_eps0.1"].isna().all()
+    assert sm.bound_diameter.isna().all() and summary["mean_bound_w1_eps0.1_items"] == 0
+
+
 @pytest.mark.parametrize("model", ["gpt2", "llava", "sd_vae", *(pytest.param(m, marks=pytest.mark.slow)
                                                                 for m in ("llama2_7b", "llava16", "clip_vision"))])
 def test_missing_real_weights_fail_in_one_line(tmp_path, model):

@@ -29,7 +29,9 @@ class DistributionCertifier(BoundCertifier):
     name = "distribution"
 
     def _certify(self, ctx) -> dict:
-        diameter, sigma = output_ball(ctx.model).diameter, ctx.noise.l2_scale
+        # text has no metric to measure W_p in: TV and the harm bound only (W_p columns NaN)
+        text = getattr(ctx.model, "output_kind", None) == "text"
+        diameter, sigma = math.nan if text else output_ball(ctx.model).diameter, ctx.noise.l2_scale
         # the harm event (class != label) needs ground truth: a label, and an oracle whose classes are it
         label = int(ctx.item.label) if getattr(ctx.oracle, "has_classes", True) else -1
         if label >= ctx.num_classes:
@@ -47,8 +49,8 @@ class DistributionCertifier(BoundCertifier):
                         "bound_event_p_upper": cp_upper(k_event, self.n, self.alpha), "abstain_reason": ""})
         for eps in self.eps_grid:
             row[eps_col("bound_tv", eps)] = tv_bound(eps, sigma)
-            row[eps_col("bound_w1", eps)] = wp_bound(eps, sigma, diameter, 1)
-            row[eps_col("bound_w2", eps)] = wp_bound(eps, sigma, diameter, 2)
+            row[eps_col("bound_w1", eps)] = math.nan if text else wp_bound(eps, sigma, diameter, 1)
+            row[eps_col("bound_w2", eps)] = math.nan if text else wp_bound(eps, sigma, diameter, 2)
             row[eps_col("bound_harm", eps)] = harm_upper(row["bound_event_p_upper"], eps, sigma) \
                 if label >= 0 else math.nan
         return row

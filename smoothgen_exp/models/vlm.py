@@ -83,8 +83,7 @@ class VisionLanguageModel:
     condition_kind = "image"
     reads = "prompts"            # not its noised images: prompts naming them (models.protocol.model_reads)
     differentiable = False    # no gradients through sampling: black-box attacks only
-    output_kind = "text"
-    output_range = (0.0, 1.0)
+    output_kind = "text"          # no output_range / output_shape: its outputs are answers, not images
 
     def __init__(self, name: str, path: str | None, tiny: dict | None,
                  prompt_template: str, image_size: int,
@@ -101,7 +100,6 @@ class VisionLanguageModel:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)
         self.image_size = int(image_size)
-        self.output_shape = (3, self.image_size, self.image_size)
         self.tokenizer = self.processor.tokenizer
         self.prompt = ""
 
