@@ -108,6 +108,29 @@ class ToyLM:
         return shifts[hit[0]] / float(self.w.norm()) if len(hit) else np.inf
 
 
+def test_a_tokenizers_start_token_opens_every_prompt_without_a_chat_template(monkeypatch):
+    """Llama's tokenizer puts <s> before a text, and Llama models degrade without it; the prompts were
+    embedded without special tokens, so `model=llama2_7b` never saw one (LLM review)."""
+    from tokenizers.processors import TemplateProcessing
+
+    import smoothgen_exp.backbones.lm as backbone
+
+    plain = backbone.tiny_tokenizer
+
+    def with_start():
+        tok = plain()
+        tok._tokenizer.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", tok.bos_token_id)])
+        return tok
+
+    assert CausalLM(name="tiny_llama", tiny={**TINY, "arch": "llama"}, max_new_tokens=4).prefix_text == ""
+    monkeypatch.setattr(backbone, "tiny_tokenizer", with_start)
+    lm = CausalLM(name="tiny_llama", tiny={**TINY, "arch": "llama"}, max_new_tokens=4)
+    x = lm.encode(["describe the image"])[0]
+    start = lm.embed(torch.tensor([lm.tokenizer.bos_token_id])).float()
+    assert lm.prefix_text == "[BOS]" and torch.equal(lm.wrap(x[None])[0], torch.cat([start, x]))
+    assert lm.columns()["chat_template"] is False
+
+
 def test_fresh_noise_per_step_decodes_after_the_chat_template():
     """Regression: with `noise: step` the tokens so far were put before the template's suffix
     ("question, answer tokens, <|im_end|><|im_start|>assistant"): SmolLM2 answered "TheLTheThe..." where the

@@ -115,11 +115,16 @@ class CausalLM:
         self.prefix, self.suffix = (self._embed_text(t) for t in wrap)
 
     def _template(self, chat: bool, system_prompt: str | None) -> tuple[str, str]:
-        """The chat template's text before and after the user's message ("" and "" without `chat`)."""
+        """The chat template's text before and after the user's message; without `chat`, the start token
+        the tokenizer itself puts before a text (Llama's <s>: without it Llama models degrade; GPT-2,
+        SmolLM2 and the tiny models add none) and nothing after."""
+        self.chat = bool(chat)
         if not chat:
             if system_prompt:
                 raise ValueError("model.system_prompt needs model.chat=true (a chat template to put it in)")
-            return "", ""
+            tok = self.tokenizer
+            starts = tok.bos_token and tok("a")["input_ids"][:1] == [tok.bos_token_id]
+            return (tok.bos_token if starts else ""), ""
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError(f"model.chat=true: the tokenizer of {self.name} has no chat template")
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
@@ -135,7 +140,7 @@ class CausalLM:
 
     def columns(self) -> dict:
         """What every row of a run records about the model's conditioning."""
-        return {"noise_on": self.noise_on, "chat_template": bool(self.prefix_text or self.suffix_text)}
+        return {"noise_on": self.noise_on, "chat_template": self.chat}
 
     # ------------------------------------------------------------------ protocol
     @torch.inference_mode()
