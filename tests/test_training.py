@@ -78,6 +78,27 @@ def test_train_entrypoint_rejects_bad_values_in_one_line(tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_a_task_trains_only_its_own_component(tmp_path):
+    """`task=digits_t2i model=digits_diffusion retrain=true` loaded the diffusion model, filed its weights
+    and accuracy under digits_t2i and retrained nothing; `task=digit_oracle model=digit_encoder` reported
+    the probe's accuracy (its preset chose oracle=digit_probe) as the CNN's (training review)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from smoothgen_exp.config import CONF_DIR
+    from smoothgen_exp.errors import ConfigError
+
+    for overrides, message in ((["task=digits_t2i", "model=digits_diffusion", "retrain=true"],
+                                "task=digits_t2i trains DigitsT2I (model); this config's model is DigitsDiffusion"),
+                               (["task=digit_oracle", "model=digit_encoder"],
+                                "task=digit_oracle trains DigitClassifier (oracle); this config's oracle is DigitProbe")):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, f"cache_dir={tmp_path}"])
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            instantiate(cfg.task).run(cfg, "cpu")
+    assert not list(tmp_path.iterdir())                  # refused before anything loads or trains
+
+
 def test_weights_do_not_depend_on_the_process_thread_count(tmp_path):
     """A pytest-xdist worker has one thread, a CLI run on two cores two: the same config must train the
     same weights in both (float sums split over threads add in another order), and the caller keeps its

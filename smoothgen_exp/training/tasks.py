@@ -15,15 +15,27 @@ from smoothgen_exp.weights import retraining
 
 class TrainComponent:
     """Trains (or, when cached, loads) the weights `weights` of the component configured in `group`, and
-    reports the file and the component's held-out `metric`."""
+    reports the file and the component's held-out `metric`. The component must be the task's own
+    (`target`): another would be loaded, labelled with this task's name, and never retrained."""
 
     group: str
     weights: str
     metric: str
+    target: str
+
+    def build(self, cfg, device):
+        from smoothgen_exp.errors import ConfigError
+
+        configured_target = cfg[self.group]._target_
+        if configured_target != self.target:
+            raise ConfigError(f"task={self.weights} trains {self.target.rsplit('.', 1)[1]} ({self.group}); this "
+                              f"config's {self.group} is {configured_target.rsplit('.', 1)[1]}: drop the override "
+                              "that chose it (a model preset may choose the oracle), or use the task that trains it")
+        with retraining({self.weights} if cfg.retrain else set()):
+            return instantiate(cfg[self.group], cache_dir=cfg.cache_dir, device=device)
 
     def run(self, cfg, device) -> dict:
-        with retraining({self.weights} if cfg.retrain else set()):
-            part = instantiate(cfg[self.group], cache_dir=cfg.cache_dir, device=device)
+        part = self.build(cfg, device)
         return {"task": self.weights, "weights": part.weights_file, self.metric: getattr(part, self.metric)}
 
 
@@ -32,6 +44,7 @@ class TrainDigitOracle(TrainComponent):
     """The digit classifier that judges the default's generations (`oracle=digit_classifier`)."""
 
     group, weights, metric = "oracle", "digit_oracle", "heldout_accuracy"
+    target = "smoothgen_exp.oracles.digits.DigitClassifier"
 
 
 @configured
@@ -39,6 +52,7 @@ class TrainDigitsT2I(TrainComponent):
     """The default's text-to-image cVAE (`model=digits_t2i`), against the frozen digit oracle."""
 
     group, weights, metric = "model", "digits_t2i", "heldout_prompt_accuracy"
+    target = "smoothgen_exp.models.digits.DigitsT2I"
 
 
 @configured
@@ -47,12 +61,14 @@ class TrainDigitsDiffusion(TrainComponent):
     the held-out quality measured at training time (oracle accuracy and FID) and the training time."""
 
     group, weights, metric = "model", "digits_diffusion", "heldout_prompt_accuracy"
+    target = "smoothgen_exp.models.digits_diffusion.DigitsDiffusion"
 
     def run(self, cfg, device) -> dict:
-        with retraining({self.weights} if cfg.retrain else set()):
-            part = instantiate(cfg[self.group], cache_dir=cfg.cache_dir, device=device)
+        part = self.build(cfg, device)
+        # the sampler the held-out numbers were measured with, at training (not necessarily this config's)
         return {"task": self.weights, "weights": part.weights_file, self.metric: part.heldout_prompt_accuracy,
-                "heldout_fid": part.heldout_fid, "train_seconds": part.train_seconds}
+                "heldout_fid": part.heldout_fid, "heldout_sampling": part.heldout_sampling,
+                "train_seconds": part.train_seconds}
 
 
 @configured
@@ -60,6 +76,7 @@ class TrainTinyVAE(TrainComponent):
     """The small AutoencoderKL of `model=tiny_vae`, on real digits; reports its held-out reconstruction MSE."""
 
     group, weights, metric = "model", "tiny_vae", "heldout_mse"
+    target = "smoothgen_exp.models.vae.TinyVAE"
 
 
 @configured
