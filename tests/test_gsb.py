@@ -105,6 +105,25 @@ def test_weights_are_keyed_by_their_training_config():
     assert params_key(GSB(components="p").denoiser_params(ENCODER)) == params_key(p)             # shared by p, pm
 
 
+def test_the_weights_key_names_the_encoders_own_weights(monkeypatch):
+    """The key held the encoder's config alone ({"_target_": DigitEncoder}): a booster trained around
+    another digit CNN (a changed default, other weights behind the same config) was reused (review)."""
+    import smoothgen_exp.boosters.gsb as gsb_module
+
+    keys = []
+
+    def capture(cache_dir, name, params, **context):
+        keys.append(params_key(params))
+        raise StopIteration
+
+    monkeypatch.setattr(gsb_module, "load_or_train", capture)
+    for file in ("digit_oracle-aaaa.safetensors", "digit_oracle-bbbb.safetensors", "digit_oracle-bbbb.safetensors"):
+        encoder = SimpleNamespace(output_kind="features", device="cpu", weights_file=f"outputs/cache/{file}")
+        with pytest.raises(StopIteration):
+            GSB(components="p").load(encoder, ENCODER)
+    assert keys[0] != keys[1] == keys[2]
+
+
 def test_boosted_encoder_composes_the_parts(booster_parts, encoder):
     _, denoiser, mapper, _ = booster_parts
     x, _ = heldout(16)

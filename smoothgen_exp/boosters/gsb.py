@@ -29,6 +29,7 @@ or ahead of time: `python -m smoothgen_exp.train task=gsb model=digit_encoder`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -153,6 +154,10 @@ class GSB:
             raise SmoothgenError(f"booster=gsb: {type(encoder).__name__} does not output features; use a feature "
                                  "encoder (model=digit_encoder, tiny_clip_vision or clip_vision)")
         device = torch.device(getattr(encoder, "device", "cpu"))
+        # the weights the encoder was built with, where it names them (a trained file is named by its key):
+        # a booster trained around another network behind the same config is not reused
+        if getattr(encoder, "weights_file", None):
+            encoder_config = {**plain(encoder_config), "weights_file": Path(encoder.weights_file).name}
         denoiser = mapper = None
         info: dict = {}
         if "p" in self.components:
