@@ -37,12 +37,21 @@ def main(cfg: DictConfig) -> dict:
         raise
 
 
+# groups conf/train.yaml holds only for what a model preset sets for its runs: no task reads them
+RUN_ONLY = ("dataset", "smoothing", "aggregator", "certifier", "metrics")
+
+
 def check_task(argv: list[str]) -> None:
-    """`task=<name>` naming no conf/task/ option fails in one line (Hydra's message lists its schemas too)."""
+    """`task=<name>` naming no conf/task/ option fails in one line (Hydra's message lists its schemas too),
+    as does a setting no training reads (`smoothing.sigma=...` trained exactly what it would without)."""
     tasks = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
     for arg in argv:
         if arg.startswith("task=") and arg.split("=", 1)[1] not in tasks:
             print(f"error: {arg}: no such task (available: {', '.join(tasks)})", file=sys.stderr)
+            sys.exit(2)
+        if arg.lstrip("+~").split("=", 1)[0].split(".", 1)[0] in RUN_ONLY:
+            print(f"error: {arg}: no training reads it (the weights depend on task.*, model.*, oracle.* and "
+                  "booster.* only); give it to the run: python -m smoothgen_exp ...", file=sys.stderr)
             sys.exit(2)
 
 

@@ -76,6 +76,9 @@ def test_train_entrypoint_rejects_bad_values_in_one_line(tmp_path):
     res = train_cli("task=nope", f"hydra.run.dir={tmp_path / 'r'}")     # Hydra's message listed its _schema_ nodes
     assert res.returncode == 2 and res.stderr.strip().startswith("error: task=nope: no such task (available: ")
     assert len(res.stderr.strip().splitlines()) == 1
+    # a run's setting no training reads was accepted and ignored (training review)
+    res = train_cli("task=gsb", "model=digit_encoder", "smoothing.sigma=0.9", f"hydra.run.dir={tmp_path / 'r'}")
+    assert res.returncode == 2 and res.stderr.strip().startswith("error: smoothing.sigma=0.9: no training reads it")
 
 
 def test_a_task_trains_only_its_own_component(tmp_path):
