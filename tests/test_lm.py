@@ -265,6 +265,22 @@ def test_distribution_bounds_of_text_outputs_are_tv_only(tmp_path):
     assert sm.bound_diameter.isna().all() and summary["mean_bound_w1_eps0.1_items"] == 0
 
 
+def test_distribution_bounds_the_token_averaged_text_with_its_shift_factor(tmp_path):
+    """SPEC C5: the token-averaged text is a function of all n draws, so its TV bound scales the shift by
+    f = sqrt(n); bound_tv is one generation's. Both are named (LLM review)."""
+    from smoothgen_exp.stats import tv_bound
+
+    df, _ = run_in_process("model=tiny_gpt2", "certifier=distribution", "aggregator=token_average",
+                           "aggregator.n=4", "dataset.limit=1", "certifier.n=20", "progress=false",
+                           f"cache_dir={CACHE}", run_dir=tmp_path)
+    row = df.query("variant == 'smoothed'").iloc[0]
+    sigma = float(row["sigma"])
+    assert row["tv_shift_factor"] == 2.0
+    assert row["bound_tv_output_eps0.1"] == pytest.approx(tv_bound(2.0 * 0.1, sigma))
+    assert row["bound_tv_eps0.1"] == pytest.approx(tv_bound(0.1, sigma))
+    assert row["bound_tv_eps0.1"] < row["bound_tv_output_eps0.1"]
+
+
 @pytest.mark.parametrize("model", ["gpt2", "llava", "sd_vae", *(pytest.param(m, marks=pytest.mark.slow)
                                                                 for m in ("llama2_7b", "llava16", "clip_vision"))])
 def test_missing_real_weights_fail_in_one_line(tmp_path, model):

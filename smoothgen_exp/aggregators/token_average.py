@@ -35,6 +35,10 @@ class TokenAverage:
             raise ValueError("noise must be sequence | step")
         self.n, self.greedy, self.noise_mode, self.use_cache = int(n), bool(greedy), noise, bool(use_cache)
 
+    def tv_shift(self, model) -> float:
+        """f of this decoder's output: TV between its output laws <= 2 Phi(f ||delta|| / (2 sigma)) - 1."""
+        return tv_shift_factor(self.noise_mode, self.n, model.max_new_tokens)
+
     def noisy_copies(self, ctx, stream: str, n: int) -> torch.Tensor:
         return NoiseStream(ctx.x, ctx.noise, ctx.generator(f"{stream}/noise")).take(n)
 
@@ -60,6 +64,6 @@ class TokenAverage:
         tokens, dists = self.decode(ctx, "aggregate", self.n)
         text = ctx.model.decode(tokens)
         pred = int(ctx.oracle.classify([text])[0])
-        factor = tv_shift_factor(self.noise_mode, self.n, ctx.model.max_new_tokens)
+        factor = self.tv_shift(ctx.model)
         return {"smoothed_prediction": pred, "smoothed_class": pred, "predict_n": self.n, "output_text": text,
                 "output_tokens": len(tokens), "noise_per": self.noise_mode, "tv_shift_factor": factor}, text

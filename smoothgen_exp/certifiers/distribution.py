@@ -47,8 +47,14 @@ class DistributionCertifier(BoundCertifier):
             k_event = int(counts.sum() - counts[label])
             row.update({"bound_event_count": k_event, "bound_event_p_hat": k_event / self.n,
                         "bound_event_p_upper": cp_upper(k_event, self.n, self.alpha), "abstain_reason": ""})
+        # the shown text of a token-averaged decoder is a function of all its n draws (SPEC C5): its own TV
+        # bound, beside bound_tv (the law of one generation G(x + eta))
+        shift = getattr(ctx.aggregator, "tv_shift", None)
+        factor = shift(ctx.model) if shift is not None else None
         for eps in self.eps_grid:
             row[eps_col("bound_tv", eps)] = tv_bound(eps, sigma)
+            if factor is not None:
+                row[eps_col("bound_tv_output", eps)] = tv_bound(factor * eps, sigma)
             row[eps_col("bound_w1", eps)] = math.nan if text else wp_bound(eps, sigma, diameter, 1)
             row[eps_col("bound_w2", eps)] = math.nan if text else wp_bound(eps, sigma, diameter, 2)
             row[eps_col("bound_harm", eps)] = harm_upper(row["bound_event_p_upper"], eps, sigma) \
