@@ -49,6 +49,12 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
     if summary is None:
         return None
     value = summary_value(summary, objective)
+    if value is None and objective not in summary and searching():
+        from smoothgen_exp.errors import ConfigError
+
+        # every trial of the search would score NaN: stop at the first (its records and summary are kept)
+        raise ConfigError(f"objective={objective}: no such key in this run's summary (keys like it: "
+                          f"{keys_like(summary, objective)}); the search stops at its first trial")
     if not isinstance(value, int | float):
         from smoothgen_exp.config import RunConf
 
@@ -68,6 +74,19 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
             log.info("constraint %s >= %s not met (%s): objective -inf", key, minimum, got)
             return -math.inf
     return float(value)
+
+
+def searching() -> bool:
+    """Whether this job is a trial of a search that reads its objective (hydra/sweeper=optuna, ...; Hydra's
+    basic sweeper ignores what a job returns)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra = HydraConfig.get()
+    except Exception:  # not under Hydra (the library API, tests)
+        return False
+    return hydra.mode == RunMode.MULTIRUN and "BasicSweeper" not in str(hydra.sweeper.get("_target_", ""))
 
 
 def keys_like(summary: dict, key: str) -> str:

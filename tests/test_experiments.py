@@ -86,6 +86,19 @@ def test_sigma_search_with_optuna_returns_the_objective(tmp_path, t2i):
     assert result["best_value"] == max(values)
 
 
+def test_a_search_for_a_misspelt_objective_stops_at_its_first_trial(tmp_path, t2i):
+    """Every trial of an Optuna search for a key no summary has scored NaN (with a warning per trial): the
+    whole search ran for nothing. It now stops after the first trial, naming the keys spelt like it."""
+    sweep = tmp_path / "sweep"
+    res = cli("experiment=sigma_search", "objective=average_certifed_radius", "hydra.sweeper.n_trials=3",
+              "dataset.limit=2", "certifier.n0=20", "certifier.n=100", "aggregator.n=20", "metrics.samples_per_item=4",
+              "progress=false", f"cache_dir={CACHE}", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 2 and len(list(sweep.rglob("summary.json"))) == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: objective=average_certifed_radius: no such key in this run's summary (keys like it: "
+        "average_certified_radius); the search stops at its first trial")
+
+
 def test_objective_value_applies_the_constraints(caplog):
     import logging
     import math
