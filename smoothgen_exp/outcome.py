@@ -64,12 +64,22 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
         log.log(level, "objective %s is not a number in the summary (keys like it: %s): returning NaN", objective,
                 keys_like(summary, objective))
         return math.nan
-    for key, minimum in dict(constraints or {}).items():
+    constraints = dict(constraints or {})
+    # a typo? (a key present with null is a constraint not met); all keys checked before any is evaluated
+    missing = [k for k in constraints if summary_value(summary, k) is None and k not in summary
+               and k.split("/")[0] not in summary]
+    if missing and searching():              # every trial would score -inf
+        from smoothgen_exp.errors import ConfigError
+
+        raise ConfigError(f"objective_constraints: {missing[0]} is no key of this run's summary (keys like it: "
+                          f"{keys_like(summary, missing[0])}); the search stops at its first trial")
+    for key in missing:
+        log.warning("constraint %s is not in the summary (keys like it: %s): objective -inf", key,
+                    keys_like(summary, key))
+    if missing:
+        return -math.inf
+    for key, minimum in constraints.items():
         got = summary_value(summary, key)
-        if got is None and key not in summary and key.split("/")[0] not in summary:   # a typo? (null: not met)
-            log.warning("constraint %s is not in the summary (keys like it: %s): objective -inf", key,
-                        keys_like(summary, key))
-            return -math.inf
         if not isinstance(got, int | float) or not got >= minimum:     # NaN: not met
             log.info("constraint %s >= %s not met (%s): objective -inf", key, minimum, got)
             return -math.inf

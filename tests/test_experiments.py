@@ -97,6 +97,11 @@ def test_a_search_for_a_misspelt_objective_stops_at_its_first_trial(tmp_path, t2
     assert res.stderr.strip().splitlines()[-1] == (
         "error: objective=average_certifed_radius: no such key in this run's summary (keys like it: "
         "average_certified_radius); the search stops at its first trial")
+    res = cli("experiment=sigma_search", "+objective_constraints.retention_digit_probb=0.8", "hydra.sweeper.n_trials=3",
+              "dataset.limit=2", "certifier.n0=20", "certifier.n=100", "aggregator.n=20", "metrics.samples_per_item=4",
+              "progress=false", f"cache_dir={CACHE}", f"hydra.sweep.dir={tmp_path / 'constraint'}")
+    assert res.returncode == 2 and "objective_constraints: retention_digit_probb is no key" in res.stderr
+    assert len(list((tmp_path / "constraint").rglob("summary.json"))) == 1
 
 
 def test_objective_value_applies_the_constraints(caplog):
