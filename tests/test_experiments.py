@@ -81,7 +81,7 @@ def test_sigma_search_with_optuna_returns_the_objective(tmp_path, t2i):
     values = []
     for path in summaries:
         s = json.loads(path.read_text())
-        ok = s.get("retention_digit_prob", float("nan")) >= 0.8
+        ok = s.get("retention_digit_prob_noisy", float("nan")) >= 0.8
         values.append(s["average_certified_radius"] if ok else float("-inf"))
     assert result["best_value"] == max(values)
 

@@ -11,6 +11,8 @@ from smoothgen_exp.errors import WeightsNotFound
 from smoothgen_exp.metrics.quality import fid_score, make_fid
 from smoothgen_exp.metrics.text import ROUGE_TYPES, TextQuality, bleu, minilm_similarity, rouge, text_quality
 
+from .conftest import CACHE, run_in_process
+
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_under_a_shift(oracle):
     real = torch.from_numpy(digit_images("heldout")[0])
@@ -113,6 +115,22 @@ def test_quality_columns_and_retention_in_a_run(tiny_run):
         assert key in summary
     assert summary["retention_digit_prob"] == pytest.approx(
         summary["metric_digit_prob_smoothed"] / summary["metric_digit_prob_baseline"])
+    # unfiltered noisy generations beside the majority vote's oracle-filtered outputs (image review)
+    smoothed = df[df.variant == "smoothed"]
+    assert smoothed.metric_digit_prob_noisy.between(0, 1).all() and df[df.variant == "baseline"].metric_digit_prob_noisy.isna().all()
+    assert summary["metric_digit_prob_noisy"] == pytest.approx(smoothed.metric_digit_prob_noisy.astype(float).mean())
+    assert summary["retention_digit_prob_noisy"] == pytest.approx(
+        summary["metric_digit_prob_noisy"] / summary["metric_digit_prob_baseline"])
+    assert {"metric_fid_noisy", "retention_fid_noisy"} <= set(summary)
+
+
+def test_majority_outputs_are_judged_by_the_oracle_that_chose_them(tmp_path):
+    """The smoothed digit probability under aggregator=majority is conditional on the oracle's own vote: at
+    sigma 0.5 it stayed near the baseline's while one noisy generation lost most of it (image review)."""
+    _, summary = run_in_process("metrics=digits", "dataset.limit=8", "certifier.n0=10", "certifier.n=100",
+                                "metrics.samples_per_item=4", "smoothing.sigma=0.5", "progress=false",
+                                f"cache_dir={CACHE}", run_dir=tmp_path)
+    assert summary["retention_digit_prob_noisy"] < 0.6 < summary["retention_digit_prob"]
 
 
 def test_text_quality_scores_smoothed_answers_against_baseline_and_canonical_answers():
