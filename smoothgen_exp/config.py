@@ -445,8 +445,8 @@ class OTBlendConf:
     reg: float = field(default=0.002, metadata=gt(0.0))
     # added to every pixel so that each channel is a distribution of full support
     floor: float = field(default=1e-3, metadata=gt(0.0))
-    # sinkhorn_log: log-domain, ~10x slower, for reg too small for the plain kernel
-    method: str = field(default="sinkhorn", metadata=one_of("sinkhorn", "sinkhorn_log"))
+    # sinkhorn_log: log-domain (exact at any reg); sinkhorn: POT's plain domain, faster, wrong at small reg
+    method: str = field(default="sinkhorn_log", metadata=one_of("sinkhorn", "sinkhorn_log"))
     iters: int = field(default=1000, metadata=gt(0))
     tol: float = field(default=1e-5, metadata=gt(0.0))
 

@@ -128,6 +128,24 @@ def test_the_barycenter_of_two_shifted_blobs_is_one_blob_halfway():
     assert int(profile.argmax()) in (15, 16)                           # one mode, in the middle ...
     assert float(profile[8]) < 0.05 * float(profile.max())            # ... and nothing left at the ends
     assert float(mean_profile[15]) < 0.05 * float(mean_profile.max())  # where the mean has a hole
+    # regression: POT's plain-domain method (the default until a review) converged to a wrong barycenter
+    # at this reg, with ghost bumps beyond the blobs; the log-domain default has none
+    assert float(profile[2:7].max()) < 1e-3 * float(profile.max())
+    plain = channel_barycenter(stack, reg=0.002, floor=1e-6, iters=2000, tol=1e-9, method="sinkhorn")[0].sum(0)
+    assert float(plain[2:7].max()) > 1e-2 * float(plain.max())
+
+
+def test_log_barycenter_is_pots_log_domain_barycenter():
+    import ot
+
+    from smoothgen_exp.aggregators.ot_blend import log_barycenter
+
+    images = torch.rand(5, 12, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1e-3
+    images /= images.sum(dim=(1, 2), keepdim=True)
+    ours = log_barycenter(images, 0.01, 300, 1e-7)
+    theirs = ot.bregman.convolutional_barycenter2d(images.numpy(), 0.01, method="sinkhorn_log", numItermax=300,
+                                                   stopThr=1e-7, warn=False)
+    assert torch.allclose(ours, torch.from_numpy(theirs), rtol=1e-9, atol=1e-14)
 
 
 class _Ctx:
