@@ -187,13 +187,14 @@ CAPABILITIES = {
     "token-averaged decoding (a language model)": lambda cls: hasattr(cls, "token_average"),
     "output features": lambda cls: hasattr(cls, "features"),
     "canonical answers (qa_facts, robot_commands)": lambda cls: getattr(cls, "canonical_answers", False),
+    "gradients through the generator (its Jacobian)": lambda cls: getattr(cls, "differentiable", True),
 }
 
 
 def check_components_fit(cfg: DictConfig) -> None:
     """Each chosen class's `requires` ({group: capability}) against the class chosen in that group, so
     that e.g. `aggregator=mean` on a language model fails in one line, not with an AttributeError later."""
-    for group in ("aggregator", "certifier", "metrics", "oracle"):
+    for group in ("aggregator", "certifier", "metrics", "oracle", "smoothing"):
         cls = get_class(cfg[group]._target_)
         requires = getattr(cls, "requires", {})                 # or a function of the group's config
         for other, capability in (requires(cfg[group]) if callable(requires) else requires).items():

@@ -123,6 +123,20 @@ def test_prompts_csv_without_a_calibration_split_refuses_a_calibrated_noise_law_
         AdaptiveNoise(sigma=0.1, calibration_items=2, probes=2).setup(LinearModel(), PromptsCSV())
 
 
+def test_a_covariance_too_large_to_hold_is_refused_before_any_jacobian():
+    """SD 1.5's prompt embedding has 77 x 768 coordinates: its float64 covariance would take 26 GiB."""
+    class Wide:
+        def encode(self, prompts):
+            return torch.zeros(len(prompts), 77, 768)
+
+        def generate(self, z, gen):                  # never reached
+            raise AssertionError("a Jacobian was estimated")
+
+    with pytest.raises(SmoothgenError, match=r"59136 coordinates, and its 59136x59136 float64 covariance would take "
+                                             r"26\.1 GiB \(at most 4\); use smoothing=gaussian"):
+        CalibratedNoise(sigma=0.1, calibration_items=2, probes=2).setup(Wide(), DigitsPrompts(split="heldout"))
+
+
 def test_digit_images_have_no_calibration_split():
     ds = DigitImages(limit=2)
     for call in (ds.calibration_items, ds.calibration_conditions):

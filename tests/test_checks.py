@@ -41,6 +41,10 @@ from .test_config import composed
      r"oracle=equivalence puts every output in class 0 .*; use an oracle with classes"),
     (["model=tiny_gpt2", "attack=pgd", "attack.objective=event", "dataset.path=PROMPTS_ONLY"],
      r"attack.objective=event: P\(class != label\) needs labels, and dataset=harmful_prompts has none"),
+    # a noise law fitted from the generator's Jacobian, on a model without gradients: a traceback (image review)
+    (["model=tiny_sd", "smoothing=calibrated"], r"smoothing=calibrated: needs a model with gradients through the "
+                                                 r"generator \(its Jacobian\), and model=tiny_sd \(StableDiffusion\) has none"),
+    (["model=tiny_llava", "smoothing=adaptive"], r"smoothing=adaptive: needs a model with gradients"),
     # an oracle given outputs it does not read
     (["model=tiny_gpt2", "oracle=digit_classifier", "dataset=digits_prompts"],
      r"oracle=digit_classifier: classifies images, and model=tiny_gpt2 outputs text"),

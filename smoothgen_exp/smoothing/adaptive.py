@@ -32,6 +32,7 @@ class InputDependentGaussian(GaussianNoise):
 @configured
 class AdaptiveNoise:
     norm = "l2"
+    requires = {"model": "gradients through the generator (its Jacobian)"}     # checks.py
     certificate_valid = False
 
     def __init__(self, sigma: float, min_scale: float, max_scale: float,

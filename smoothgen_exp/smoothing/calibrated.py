@@ -29,6 +29,8 @@ from smoothgen_exp.stats import cohen_radius
 
 log = logging.getLogger(__name__)
 
+MAX_COVARIANCE_BYTES = 4 * 2**30     # a d x d float64 covariance above this is refused (SD 1.5's: 26 GiB)
+
 
 def calibration_set(dataset, k: int) -> tuple[list[str], list[str]]:
     """(ids, conditions) of the first k calibration items of `dataset` (disjoint from its evaluation
@@ -58,6 +60,7 @@ def calibration_columns(ids: list[str] | None) -> dict:
 @configured
 class CalibratedNoise:
     norm = "mahalanobis"
+    requires = {"model": "gradients through the generator (its Jacobian)"}     # checks.py
     certificate_valid = True
 
     def __init__(self, sigma: float, reg: float, calibration_items: int, probes: int,
@@ -71,6 +74,11 @@ class CalibratedNoise:
         """Estimate the mean J^T J over calibration conditions and fix Sigma (and its factor L)."""
         self.calibration_ids, conditions = calibration_set(dataset, self.calibration_items)
         z = model.encode(conditions)
+        d = z[0].numel()
+        if d * d * 8 > MAX_COVARIANCE_BYTES:
+            raise SmoothgenError(f"smoothing=calibrated: the condition has {d} coordinates, and its {d}x{d} float64 "
+                                 f"covariance would take {d * d * 8 / 2**30:.1f} GiB (at most "
+                                 f"{MAX_COVARIANCE_BYTES / 2**30:g}); use smoothing=gaussian")
         jtj = sum(jtj_estimate(model, z[i], self.seed + 97 * i, self.probes)
                   for i in tqdm(range(len(z)), desc="calibrate noise", leave=False)) / len(z)
         jtj = jtj.double() / jtj.diagonal().mean()                 # scale-free: reg is relative
