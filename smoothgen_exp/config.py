@@ -62,6 +62,10 @@ def ge(bound):
     return _rule(lambda v: v >= bound, f"must be >= {bound}")
 
 
+# classifier-free guidance acts above 1 only: a scale in [0, 1) ran as 1, the negative prompt dropped
+GUIDANCE = "must be >= 1 (1: no guidance; a scale below 1 would run as 1)"
+
+
 def open_unit():
     return _rule(lambda v: 0.0 < v < 1.0, "must lie in the open interval (0, 1)")
 
@@ -159,7 +163,7 @@ class DigitsDiffusionConf:
     attention_head_dim: int = field(default=8, metadata=gt(0))
     # sampling: DDIM steps (eta = 0) and classifier-free guidance against the null context (1: none)
     steps: int = field(default=10, metadata=gt(0))
-    guidance_scale: float = field(default=1.5, metadata=ge(0.0))
+    guidance_scale: float = field(default=1.5, metadata=_rule(lambda v: v >= 1, GUIDANCE))
     # training (DDPM noise, epsilon objective, AdamW with cosine decay, EMA of the weights)
     train_timesteps: int = field(default=1000, metadata=gt(0))
     beta_schedule: str = field(default="squaredcos_cap_v2", metadata=one_of("linear", "scaled_linear",
@@ -231,7 +235,7 @@ class StableDiffusionConf(LocalWeightsConf):
     height: int = field(default=512, metadata=gt(0))
     width: int = field(default=512, metadata=gt(0))
     steps: int = field(default=25, metadata=gt(0))
-    guidance_scale: float = field(default=7.5, metadata=ge(0.0))
+    guidance_scale: float = field(default=7.5, metadata=_rule(lambda v: v >= 1, GUIDANCE))
     negative_prompt: str = ""
     # ddim (eta = 0) | pndm | euler | dpm | default (the checkpoint's): all deterministic given the latent
     scheduler: str = field(default="ddim", metadata=one_of("ddim", "pndm", "euler", "dpm", "default"))

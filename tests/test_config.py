@@ -90,8 +90,10 @@ def test_a_key_a_model_preset_sets_for_its_own_dataset_says_so():
     (["summary_radii=0.1"], "summary_radii=0.1: must be a list, e.g. [0.1]"),   # was OmegaConf's "AnyNode is not a ListConfig"
     (["summary_radii=[0.1,b]"], "summary_radii[1]=b: "),                         # was "1=b": the entry's index alone
     (["certifier=center", "certifier.eps_grid=[x]"], "certifier.eps_grid[0]=x: "),
+    # diffusers guides above 1 only: 0.5 ran unguided and dropped the negative prompt (image review)
+    (["model=tiny_sd", "model.guidance_scale=0.5"], "model.guidance_scale=0.5: must be >= 1 (1: no guidance"),
 ])
-def test_a_list_key_names_itself_and_the_bad_entry(overrides, message):
+def test_a_bad_entry_or_value_names_itself(overrides, message):
     with pytest.raises(ConfigError) as err:
         validate(composed(*overrides))
     assert str(err.value).startswith(message), err.value
