@@ -108,6 +108,24 @@ def test_white_box_attacks_are_refused_before_loading_a_model_without_gradients(
                 check_attack_fits_model(cfg)
 
 
+def test_clip_pixels_are_what_clips_own_processor_makes():
+    """CLIP scores resized by bilinear interpolation without antialiasing and squashed non-square images to a
+    square (image review); now the shortest edge, bicubic, antialiased, and the centre crop."""
+    import numpy as np
+    import transformers
+
+    from smoothgen_exp.backbones.clip import pixel_values
+
+    processor = (getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor)(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    coarse = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(0))
+    image = (torch.nn.functional.interpolate(coarse, size=(512, 768), mode="bilinear")[0] * 255).round() / 255
+    theirs = processor(images=[(image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)], return_tensors="np")
+    ours = pixel_values(image[None], 224, torch.float32)[0]
+    gap = (ours - torch.from_numpy(theirs["pixel_values"][0])).abs()
+    assert float(gap.max()) < 0.03 and float(gap.mean()) < 0.01          # uint8 rounding and PIL's kernel
+
+
 # ----------------------------------------------------------------------------- ot_blend
 def _blob(cx: float, r: int = 32, width: float = 0.05) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.linspace(0, 1, r, dtype=torch.float64), torch.linspace(0, 1, r, dtype=torch.float64),

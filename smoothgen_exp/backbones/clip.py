@@ -69,10 +69,17 @@ def build_clip(name: str, path: str | None, tiny: dict | None, dtype: str = "flo
 
 
 def pixel_values(images: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
-    """CLIP's input from images [B, 3, H, W] in [0, 1]: clipped, resized to size x size, normalised."""
+    """CLIP's input from images [B, 3, H, W] in [0, 1], as CLIPImageProcessor makes it: the shortest edge
+    resized to `size` (bicubic, antialiased, as PIL does), the centre size x size crop, normalised
+    (differentiable; bilinear without antialiasing scored 512x512 images on aliased pixels)."""
     x = images.clamp(0, 1).float()
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    h, w = x.shape[-2:]
+    if min(h, w) != size:
+        scale = size / min(h, w)
+        x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
+                          align_corners=False, antialias=True).clamp(0, 1)
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    x = x[..., top:top + size, left:left + size]
     mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
     std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
     return ((x - mean) / std).to(dtype)
