@@ -18,8 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from smoothgen_exp.tables import formatted, require_runs, results_table, write_table  # noqa: E402
 
-METRICS = ["retention_fid", "retention_digit_prob", "metric_fid_baseline", "metric_fid_smoothed",
-           "metric_digit_prob_smoothed", "certified_accuracy/0", "certified_accuracy/0.1",
+# *_noisy: one unfiltered noisy generation (under aggregator=majority the smoothed outputs are the voted class's)
+METRICS = ["retention_fid", "retention_digit_prob", "retention_digit_prob_noisy", "metric_fid_baseline",
+           "metric_fid_smoothed", "metric_fid_noisy", "metric_digit_prob_smoothed", "metric_digit_prob_noisy",
+           "certified_accuracy/0", "certified_accuracy/0.1",
            "certified_accuracy/0.25", "seconds_per_item", "time_baseline_s"]
 
 

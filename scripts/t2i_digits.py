@@ -75,6 +75,7 @@ def table_of(run_dirs: list[Path]) -> pd.DataFrame:
                          ("metric_digit_prob_baseline", "p(digit) base"),
                          ("metric_digit_prob_smoothed", "p(digit) smooth"),
                          ("retention_fid", "ret FID"), ("retention_digit_prob", "ret p(digit)"),
+                         ("retention_digit_prob_noisy", "ret p(digit) noisy"),    # one unfiltered G(x + eta)
                          ("seconds_per_item", "s/item")):
             row[col] = s.get(key, np.nan)
         rows.append(row)
