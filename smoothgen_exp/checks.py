@@ -187,7 +187,8 @@ CAPABILITIES = {
     "token-averaged decoding (a language model)": lambda cls: hasattr(cls, "token_average"),
     "output features": lambda cls: hasattr(cls, "features"),
     "canonical answers (qa_facts, robot_commands)": lambda cls: getattr(cls, "canonical_answers", False),
-    "gradients through the generator (its Jacobian)": lambda cls: getattr(cls, "differentiable", True),
+    "gradients through the generator (its Jacobian)":     # text outputs have none, whatever their logits have
+        lambda cls: getattr(cls, "differentiable", True) and getattr(cls, "output_kind", "image") != "text",
 }
 
 

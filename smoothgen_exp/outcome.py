@@ -87,8 +87,9 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
 
 
 def searching() -> bool:
-    """Whether this job is a trial of a search that reads its objective (hydra/sweeper=optuna, ...; Hydra's
-    basic sweeper ignores what a job returns)."""
+    """Whether this job is the first trial of a search that reads its objective (hydra/sweeper=optuna, ...;
+    Hydra's basic sweeper ignores what a job returns). Only the first stops the search: a key a later trial
+    lacks for a reason of its own (a drawn option without it) scores NaN or -inf there, as before."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -96,7 +97,8 @@ def searching() -> bool:
         hydra = HydraConfig.get()
     except Exception:  # not under Hydra (the library API, tests)
         return False
-    return hydra.mode == RunMode.MULTIRUN and "BasicSweeper" not in str(hydra.sweeper.get("_target_", ""))
+    return (hydra.mode == RunMode.MULTIRUN and "BasicSweeper" not in str(hydra.sweeper.get("_target_", ""))
+            and int(hydra.job.get("num", 0) or 0) == 0)
 
 
 def keys_like(summary: dict, key: str) -> str:

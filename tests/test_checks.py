@@ -45,6 +45,8 @@ from .test_config import composed
     (["model=tiny_sd", "smoothing=calibrated"], r"smoothing=calibrated: needs a model with gradients through the "
                                                  r"generator \(its Jacobian\), and model=tiny_sd \(StableDiffusion\) has none"),
     (["model=tiny_llava", "smoothing=adaptive"], r"smoothing=adaptive: needs a model with gradients"),
+    (["model=tiny_gpt2", "smoothing=calibrated"], r"smoothing=calibrated: needs a model with gradients .* "
+                                                  r"model=tiny_gpt2 \(CausalLM\) has none"),   # strings (diff review)
     # an oracle given outputs it does not read
     (["model=tiny_gpt2", "oracle=digit_classifier", "dataset=digits_prompts"],
      r"oracle=digit_classifier: classifies images, and model=tiny_gpt2 outputs text"),

@@ -208,8 +208,8 @@ def test_text_oracles():
     assert ids[0] == ids[1] != ids[2]
     assert eq.equivalent(["the cat is black"], "the cat is black.").tolist() == [True]
     # MiniLM puts "is 4" and "is 5" at cosine 0.89: equivalent answers also state the same numbers (review)
-    assert eq.equivalent(["The answer is 4", "The answer is 5.", "2 + 2 = 5"], "The answer is 4.").tolist() == \
-        [True, False, False]
+    assert eq.equivalent(["The answer is 4", "The answer is 5.", "2 + 2 = 5", "The answer is four."],
+                         "The answer is 4.").tolist() == [True, False, False, True]      # the last number stated
     assert eq.cluster(["The answer is 4.", "The answer is 5.", "the answer is 4"]).tolist() == [0, 1, 0]
     assert MiniLMEquivalence(threshold=0.8, match_numbers=False).equivalent(["The answer is 5."], "The answer is 4.")
 

@@ -64,6 +64,9 @@ def test_answer_oracle_reads_no_answer_into_articles_common_words_or_unsigned_nu
         "Here are some pairs.": "other",
         "The answer is -18": "other",
         "The first letter is A.": "A",                 # the letter itself still counts
+        "A is the first letter of the alphabet.": "A",  # ... before a verb too (diff review)
+        "The answer is A because it comes first.": "A",
+        "The answer is \u221218.": "other",               # a typographic minus sign counts
         "The answer is A, the first letter.": "A",
         "It is three.": "3",                             # number words match exactly
         "The capital of Japan is Tokio.": "Tokyo",      # a typo that is no dictionary word still counts

@@ -84,7 +84,8 @@ class LLMJudge(ClassEquivalence):
 @configured
 class MiniLMEquivalence:
     """Equivalence of answers by MiniLM cosine similarity (>= threshold) and, with `match_numbers`, the
-    same numbers stated (as a multiset; "The answer is 4." and "The answer is 5." are at cosine 0.89). It
+    same last number stated (number words as digits; "The answer is 4." and "The answer is 5." are at
+    cosine 0.89, "The answer is four." and "2 + 2 = 4" state 4 too). It
     has no classes: an answer is certified up to equivalence, with no ground truth to be "correct"
     against, so runs report a certified fraction. What it certifies is this relation, no finer: MiniLM
     also puts antonyms close ("move left" / "move right": 0.86), and a restatement can fall below the
@@ -103,11 +104,14 @@ class MiniLMEquivalence:
         self.threshold, self.match_numbers = float(threshold), bool(match_numbers)
         self.encoder = shared_minilm()
 
-    def _numbers(self, outputs: Sequence[str]) -> list[tuple[str, ...] | None]:
-        """Each output's numbers in digits, sorted (None without `match_numbers`: every output alike)."""
+    def _numbers(self, outputs: Sequence[str]) -> list[str | None]:
+        """Each output's last number stated, number words as digits ("2 + 2 = 4", "The answer is four."
+        -> "4"; "" with none), the answer mentioned last as in `oracle=answers` (None without
+        `match_numbers`: every output alike)."""
         if not self.match_numbers:
             return [None] * len(outputs)
-        return [tuple(sorted(t for t in answer_tokens(o) if not t.isalpha())) for o in outputs]
+        numbers = [[NUMBER_WORDS.get(t, t) for t in answer_tokens(o)] for o in outputs]
+        return [next((t for t in reversed(ts) if not t.isalpha()), "") for ts in numbers]
 
     def features(self, outputs: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode([o or " " for o in outputs])
@@ -168,12 +172,22 @@ class ActionVocabulary(ClassEquivalence):
         return torch.tensor([self.match(o) for o in outputs], dtype=torch.long)
 
 
+NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())} | {w: str(10 * i) for i, w in enumerate(
+        "thirty forty fifty sixty seventy eighty ninety".split(), start=3)}
+
 # words, and numbers with their sign where a minus stands right before them ("is -18"; not "10-5")
 TOKEN = re.compile(r"[a-z]+|(?<![\w.])-\d+(?:\.\d+)?|\d+(?:\.\d+)?", re.IGNORECASE)
 
 
 def _ascii(text: str) -> str:
+    text = re.sub(r"[\u2212\u2013](?=\d)", "-", text)          # a minus sign or en dash before a number
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+
+
+# words that follow the letter A as a subject ("A is the first letter"), never the article "A"
+AFTER_LETTER = ("is", "was", "comes", "because", "and", "or", "as", "since", "stands", "which")
 
 
 def answer_tokens(text: str) -> tuple[str, ...]:
@@ -183,11 +197,13 @@ def answer_tokens(text: str) -> tuple[str, ...]:
 
 def article_positions(text: str) -> set[int]:
     """Token positions of one-letter words that read as articles or pronouns, not as an answer letter:
-    lower case ("a"), or followed by a lower-case word ("A triangle has ...")."""
+    lower case ("a"), or followed by a lower-case word other than a verb or conjunction ("A triangle has
+    ..." is the article; "A is the first letter" is the letter)."""
     ascii_text = _ascii(text)
+    verb = rf"(?:{'|'.join(AFTER_LETTER)})\b"
     return {j for j, m in enumerate(TOKEN.finditer(ascii_text))
             if len(m.group()) == 1 and m.group().isalpha()
-            and (m.group().islower() or re.match(r"\s+[a-z]", ascii_text[m.end():]))}
+            and (m.group().islower() or re.match(rf"\s+(?!{verb})[a-z]", ascii_text[m.end():]))}
 
 
 def vocabulary_words() -> frozenset[str]:
