@@ -681,7 +681,7 @@ class LLMJudgeConf:
 class EquivalenceConf:
     _target_: str = "smoothgen_exp.oracles.text.MiniLMEquivalence"
     threshold: float = field(default=0.8, metadata=_rule(lambda v: -1 <= v <= 1, "must lie in [-1, 1]"))
-    # equivalent answers also state the same numbers (MiniLM puts "is 4" and "is 5" at cosine 0.89)
+    # equivalent answers also state the same last number (MiniLM puts "is 4" and "is 5" at cosine 0.89)
     match_numbers: bool = True
 
 
