@@ -190,20 +190,25 @@ def _ascii(text: str) -> str:
 AFTER_LETTER = ("is", "was", "comes", "because", "and", "or", "as", "since", "stands", "which")
 
 
-def answer_tokens(text: str) -> tuple[str, ...]:
-    """Lower-case ASCII words and numbers ("100.0" -> "100"; accents dropped; "-5" keeps its sign)."""
-    return tuple(re.sub(r"\.0+$", "", t) for t in TOKEN.findall(_ascii(text).lower()))
-
-
-def article_positions(text: str) -> set[int]:
-    """Token positions of one-letter words that read as articles or pronouns, not as an answer letter:
-    lower case ("a"), or followed by a lower-case word other than a verb or conjunction ("A triangle has
-    ..." is the article; "A is the first letter" is the letter)."""
+def tokens_and_articles(text: str) -> tuple[tuple[str, ...], set[int]]:
+    """One pass over `text`: its lower-case ASCII words and numbers ("100.0" -> "100"; accents dropped;
+    "-5" keeps its sign), and the positions of one-letter words that read as articles or pronouns, not as
+    an answer letter: lower case ("a"), or followed by a lower-case word other than a verb or conjunction
+    ("A triangle has ..." is the article; "A is the first letter" is the letter)."""
     ascii_text = _ascii(text)
     verb = rf"(?:{'|'.join(AFTER_LETTER)})\b"
-    return {j for j, m in enumerate(TOKEN.finditer(ascii_text))
-            if len(m.group()) == 1 and m.group().isalpha()
-            and (m.group().islower() or re.match(rf"\s+(?!{verb})[a-z]", ascii_text[m.end():]))}
+    tokens, articles = [], set()
+    for j, m in enumerate(TOKEN.finditer(ascii_text)):
+        word = m.group()
+        tokens.append(re.sub(r"\.0+$", "", word.lower()))
+        if len(word) == 1 and word.isalpha() and (word.islower() or re.match(rf"\s+(?!{verb})[a-z]", ascii_text[m.end():])):
+            articles.add(j)
+    return tuple(tokens), articles
+
+
+def answer_tokens(text: str) -> tuple[str, ...]:
+    """The words and numbers of `text` (`tokens_and_articles`)."""
+    return tokens_and_articles(text)[0]
 
 
 def vocabulary_words() -> frozenset[str]:
@@ -262,7 +267,7 @@ class AnswerVocabulary(ClassEquivalence):
 
     def match(self, output: str) -> int:
         if output not in self._memo:
-            self._memo[output] = self._match(answer_tokens(output), article_positions(output))
+            self._memo[output] = self._match(*tokens_and_articles(output))
         return self._memo[output]
 
     def _match(self, words: tuple[str, ...], articles: set[int] = frozenset()) -> int:
