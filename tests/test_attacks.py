@@ -289,17 +289,24 @@ def test_image_attacks_stay_in_the_valid_image_range():
         assert float((z - x).abs().max() if attack.budget.norm == "linf" else (z - x).norm()) <= attack.budget.eps + 1e-9
 
 
+def adaptive_ctx(near: float, far: float):
+    """x = 0 and a StepModel context whose noise law depends on the input (smoothing=adaptive's `at`):
+    sigma `near` at x (and wherever z[0] <= 1/2), sigma `far` where z[0] > 1/2."""
+    class ByPoint:
+        def at(self, z, model):
+            return GaussianNoise(far if float(z[0]) > 0.5 else near)
+
+    x = torch.zeros(D, dtype=torch.float64)
+    ctx = ctx_for(StepModel(), x, sigma=near)
+    ctx.smoothing = ByPoint()
+    return x, ctx
+
+
 def test_the_judge_uses_the_noise_law_of_the_attacked_point():
     """With input-dependent noise (smoothing=adaptive) the judge used x's law at z, a classifier the
     defence never is (review). Here the law at z = e_0 is sigma 0.01 (PREDICT: class 1 at once), x's is
     sigma 5 (p = Phi(0.2) = 0.58 over 300 votes: it abstains)."""
-    class ByPoint:
-        def at(self, z, model):
-            return GaussianNoise(0.01 if float(z[0]) > 0.5 else 5.0)
-
-    x = torch.zeros(D, dtype=torch.float64)
-    ctx = ctx_for(StepModel(), x, sigma=5.0)
-    ctx.smoothing = ByPoint()
+    x, ctx = adaptive_ctx(near=5.0, far=0.01)
     z = x.clone()
     z[0] = 1.0
     verdict = Victim(ctx, "smoothed", "flip", 0, None, 4, 300, 0.001).judge(z, 0.1, 0.5)
@@ -310,13 +317,7 @@ def test_the_attack_expectation_uses_each_candidates_noise_law():
     """The adaptive attacker's expectation over noise drew x's law at every candidate, a defence it does not
     face (noted by the attacks review). Each candidate's copies now spread at its own sigma, with the same
     standard draws (common random numbers)."""
-    class ByPoint:
-        def at(self, z, model):
-            return GaussianNoise(0.1 if float(z[0]) > 0.5 else 2.0)
-
-    x = torch.zeros(D, dtype=torch.float64)
-    ctx = ctx_for(StepModel(), x, sigma=2.0)
-    ctx.smoothing = ByPoint()
+    x, ctx = adaptive_ctx(near=2.0, far=0.1)
     z = torch.stack([x, x + 1.0])
     noisy = Victim(ctx, "smoothed", "flip", 0, None, 400, 100, 0.001)._noisy_copies(z).reshape(2, 400, D)
     spread = (noisy - z[:, None]).std(dim=(1, 2))
