@@ -11,7 +11,8 @@ import torch
 import smoothgen_exp.training  # noqa: F401  (registers the trainers)
 from smoothgen_exp import weights
 from smoothgen_exp.errors import SmoothgenError
-from smoothgen_exp.training.checkpoint import Interrupted
+from smoothgen_exp.training import checkpoint as ckpt_mod
+from smoothgen_exp.training.checkpoint import Checkpoint, Interrupted, epochs
 from smoothgen_exp.training.digits import train_digit_oracle
 
 from .conftest import REPO
@@ -29,6 +30,21 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path):
     resumed, _ = train_digit_oracle(PARAMS, str(ckpt))                # picks up at epoch 2
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_training_seconds_count_every_resumed_part(tmp_path, monkeypatch):
+    """train_seconds of a killed and resumed training is the time of both parts' epochs, not the last
+    part's alone (SRL-VAE and the digits diffusion model reported the resumed part only)."""
+    clock = iter([0.0, 100.0, 150.0, 1000.0, 1000.0, 1030.0, 1040.0])   # perf_counter in call order
+    monkeypatch.setattr(ckpt_mod.time, "perf_counter", lambda: next(clock))
+    net, path = torch.nn.Linear(2, 2), tmp_path / "w.ckpt.safetensors"
+    first = Checkpoint(path)                                             # started at 0
+    with pytest.raises(Interrupted):
+        for _ in epochs(3, first, {"net": net}, {}, "test", stop_after=2):   # saved at 100 and 150
+            pass
+    second = Checkpoint(path)                                            # a new process: clock at 1000
+    assert list(e for e, _ in epochs(3, second, {"net": net}, {}, "test")) == [2]   # saved at 1030
+    assert second.seconds() == pytest.approx(150.0 + 40.0)
 
 
 def test_missing_weights_without_a_trainer_say_how_to_train(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -49,10 +50,16 @@ class Checkpoint:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.seconds_before = 0.0      # training seconds of the epochs restored (earlier, killed parts)
+        self._started = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Training seconds over every part of a resumed run: the restored epochs' and this process's."""
+        return self.seconds_before + time.perf_counter() - self._started
 
     def save(self, epoch: int, stateful: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
         tensors: dict[str, torch.Tensor] = {}
-        skeleton = {"epoch": epoch,
+        skeleton = {"epoch": epoch, "seconds": self.seconds(),
                     "state": {name: flatten(obj.state_dict(), tensors) for name, obj in stateful.items()},
                     "generators": {name: flatten(g.get_state(), tensors) for name, g in generators.items()},
                     "torch_rng": flatten(torch.get_rng_state(), tensors)}
@@ -75,6 +82,7 @@ class Checkpoint:
         for name, g in generators.items():
             g.set_state(unflatten(skeleton["generators"][name], tensors))
         torch.set_rng_state(unflatten(skeleton["torch_rng"], tensors))
+        self.seconds_before, self._started = float(skeleton.get("seconds", 0.0)), time.perf_counter()
         return int(skeleton["epoch"])
 
     def remove(self) -> None:

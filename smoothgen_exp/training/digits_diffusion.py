@@ -110,10 +110,9 @@ def train_digits_diffusion(params: dict, checkpoint: str | None = None, *, encod
 
     emb = encoder.encode([prompt(t, d) for t in SPLITS["train"] for d in range(10)]).cpu()
     oracle.net.cpu()
-    t0 = time.perf_counter()
-    unet = train_unet(emb.reshape(N_TRAIN_TEMPLATES, 10, -1), params,
-                      Checkpoint(checkpoint) if checkpoint else None, stop_after)
-    seconds = time.perf_counter() - t0
+    t0, ckpt = time.perf_counter(), Checkpoint(checkpoint) if checkpoint else None
+    unet = train_unet(emb.reshape(N_TRAIN_TEMPLATES, 10, -1), params, ckpt, stop_after)
+    seconds = ckpt.seconds() if ckpt else time.perf_counter() - t0     # every resumed part's epochs
     pipe = DigitsDiffusionPipeline(unet=unet, scheduler=ddim_scheduler(
         noise_scheduler_config(params["train_timesteps"], params["beta_schedule"])))
     pipe.set_progress_bar_config(disable=True)

@@ -90,7 +90,7 @@ def attacked_mse(vae, x: torch.Tensor, eps: float, steps: int, seed: int = 1) ->
 def train_srl_vae(params: dict, checkpoint: str | None = None, *, model, stop_after: int | None = None):
     from smoothgen_exp.data.images import DigitImages
 
-    start = time.perf_counter()
+    start, ckpt = time.perf_counter(), Checkpoint(checkpoint) if checkpoint else None
     gen = torch.Generator().manual_seed(params["srl_seed"])
     torch.manual_seed(params["srl_seed"])
     splits = {s: DigitImages(split=s, limit=None) for s in ("train", "heldout")}
@@ -103,7 +103,7 @@ def train_srl_vae(params: dict, checkpoint: str | None = None, *, model, stop_af
         p.requires_grad_(True)
     eps, steps, weight = params["srl_eps"], params["srl_steps"], params["srl_originality"]
     opt = torch.optim.Adam(trained, lr=params["srl_lr"])
-    for _, bar in epochs(params["srl_epochs"], Checkpoint(checkpoint) if checkpoint else None,
+    for _, bar in epochs(params["srl_epochs"], ckpt,
                          {"vae": vae, "opt": opt}, {"gen": gen}, "SRL-VAE post-training", stop_after):
         for idx in torch.randperm(len(x), generator=gen).split(params["srl_batch_size"]):
             clean = x[idx]
@@ -117,11 +117,12 @@ def train_srl_vae(params: dict, checkpoint: str | None = None, *, model, stop_af
             loss.backward()
             opt.step()
         bar.set_postfix(robust=f"{robust.item():.5f}", originality=f"{originality.item():.2e}")
+    seconds = ckpt.seconds() if ckpt else time.perf_counter() - start    # every resumed part's epochs
     vae.requires_grad_(False)
     report = {"clean_mse": {"original": reconstruction_mse(original, held), "srl": reconstruction_mse(vae, held)},
               "attacked_mse": {"original": attacked_mse(original, held, eps, steps),
                                "srl": attacked_mse(vae, held, eps, steps)},
-              "train_seconds": time.perf_counter() - start}
+              "train_seconds": seconds}
     log.info("SRL-VAE: held-out %s", report)
     state = {k: v.to(dtype) for k, v in vae.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
     return state, {"heldout": json.dumps(report)}
