@@ -58,9 +58,10 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
     if not isinstance(value, int | float):
         from smoothgen_exp.config import RunConf
 
-        # the default objective is missing from every run without class certificates: a note; one the
-        # user chose for a sweeper: a warning
-        level = logging.INFO if objective == RunConf.objective else logging.WARNING
+        # the default objective is missing from every run without class certificates: a note where a sweeper
+        # reads it (a debug line in a plain run: nothing asked for it); one the user chose: a warning
+        level = logging.WARNING if objective != RunConf.objective else \
+            logging.INFO if sweeper_reads() else logging.DEBUG
         log.log(level, "objective %s is not a number in the summary (keys like it: %s): returning NaN", objective,
                 keys_like(summary, objective))
         return math.nan
@@ -86,19 +87,31 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
     return float(value)
 
 
-def searching() -> bool:
-    """Whether this job is the first trial of a search that reads its objective (hydra/sweeper=optuna, ...;
-    Hydra's basic sweeper ignores what a job returns). Only the first stops the search: a key a later trial
-    lacks for a reason of its own (a drawn option without it) scores NaN or -inf there, as before."""
+def _reading_sweep():
+    """Hydra's config where this job belongs to a sweep whose sweeper reads what a job returns
+    (hydra/sweeper=optuna, ...; the basic sweeper ignores it), else None."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         hydra = HydraConfig.get()
     except Exception:  # not under Hydra (the library API, tests)
-        return False
-    return (hydra.mode == RunMode.MULTIRUN and "BasicSweeper" not in str(hydra.sweeper.get("_target_", ""))
-            and int(hydra.job.get("num", 0) or 0) == 0)
+        return None
+    reads = hydra.mode == RunMode.MULTIRUN and "BasicSweeper" not in str(hydra.sweeper.get("_target_", ""))
+    return hydra if reads else None
+
+
+def sweeper_reads() -> bool:
+    """Whether a sweeper reads this job's objective."""
+    return _reading_sweep() is not None
+
+
+def searching() -> bool:
+    """Whether this job is the first trial of a search that reads its objective. Only the first stops the
+    search: a key a later trial lacks for a reason of its own (a drawn option without it) scores NaN or
+    -inf there, as before."""
+    hydra = _reading_sweep()
+    return hydra is not None and int(hydra.job.get("num", 0) or 0) == 0
 
 
 def keys_like(summary: dict, key: str) -> str:

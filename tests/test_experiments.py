@@ -104,7 +104,7 @@ def test_a_search_for_a_misspelt_objective_stops_at_its_first_trial(tmp_path, t2
     assert len(list((tmp_path / "constraint").rglob("summary.json"))) == 1
 
 
-def test_objective_value_applies_the_constraints(caplog):
+def test_objective_value_applies_the_constraints(caplog, monkeypatch):
     import logging
     import math
 
@@ -120,12 +120,18 @@ def test_objective_value_applies_the_constraints(caplog):
     nested = {"certified_accuracy": {"0.25": 0.5}}
     assert objective_value(nested, "certified_accuracy/0.25", {}) == 0.5
     assert math.isnan(objective_value(nested, "certified_accuracy", {}))               # a dict, not a number
-    # a run without class certificates lacks the default objective: a note; a chosen one: a warning
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="smoothgen_exp.outcome"):
-        objective_value({"mean_bound_tv_eps0.1": 0.2}, "average_certified_radius", {})
-        objective_value({"mean_bound_tv_eps0.1": 0.2}, "retention_fid", {})
-    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]
+    # a run without class certificates lacks the default objective: a note where a sweeper reads it, a debug
+    # line in a plain run (it printed "returning NaN" after every center or GAN run; a new user); a chosen
+    # objective: a warning
+    from smoothgen_exp import outcome
+
+    for reads, note in ((False, "DEBUG"), (True, "INFO")):
+        monkeypatch.setattr(outcome, "sweeper_reads", lambda reads=reads: reads)
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="smoothgen_exp.outcome"):
+            objective_value({"mean_bound_tv_eps0.1": 0.2}, "average_certified_radius", {})
+            objective_value({"mean_bound_tv_eps0.1": 0.2}, "retention_fid", {})
+        assert [r.levelname for r in caplog.records] == [note, "WARNING"]
 
 
 def test_missing_oracle_and_model_weights_are_named_in_one_line():
