@@ -163,3 +163,9 @@ def test_progress_false_trains_without_bars(capsys):
     assert "quiet" not in capsys.readouterr().err
     list(epochs(3, None, {}, {}, "shown"))
     assert "shown" in capsys.readouterr().err
+    # transformers' own loading bars too ("Loading weights" printed under progress=false; a new user)
+    from transformers.utils import logging as hf_logging
+
+    with training_progress(False):
+        list(hf_logging.tqdm(range(3), desc="Loading weights"))
+    assert "Loading weights" not in capsys.readouterr().err and hf_logging.is_progress_bar_enabled()

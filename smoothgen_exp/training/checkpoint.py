@@ -8,10 +8,11 @@ uninterrupted one (tests/test_training.py).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import time
-from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -92,14 +93,41 @@ class Checkpoint:
 SHOW_PROGRESS: ContextVar[bool] = ContextVar("show_training_progress", default=True)
 
 
-@contextmanager
+@contextlib.contextmanager
 def training_progress(show: bool):
-    """Training bars on or off inside the block (a run with progress=false trains weights without them)."""
+    """Training bars on or off inside the block (a run with progress=false trains weights without them),
+    and so are transformers' loading bars ("Loading weights", GGUF de-quantizing: they printed under
+    progress=false; a new user)."""
     token = SHOW_PROGRESS.set(bool(show))
+    with contextlib.ExitStack() as stack:
+        if not show:
+            stack.enter_context(_transformers_bars_off())
+        try:
+            yield
+        finally:
+            SHOW_PROGRESS.reset(token)
+
+
+@contextlib.contextmanager
+def _transformers_bars_off():
+    from unittest import mock
+
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
-        yield
+        with contextlib.ExitStack() as stack:
+            try:                             # the GGUF loader calls tqdm.auto's tqdm directly
+                import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+                stack.enter_context(mock.patch.object(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True)))
+            except ImportError:
+                pass
+            yield
     finally:
-        SHOW_PROGRESS.reset(token)
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def epochs(total: int, checkpoint: Checkpoint | None, stateful: dict[str, Any],
