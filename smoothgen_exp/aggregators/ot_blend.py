@@ -11,7 +11,7 @@ It is computed in *pixel space at reduced resolution*:
   the [0, 1]^2 grid, float64) blends each channel with uniform weights. `method=sinkhorn_log` (the
   default) runs it in the log domain (`log_barycenter`: POT's `convolutional_barycenter2d(method=
   "sinkhorn_log")`, the same iterations to 1e-15, vectorised over the n images in torch, on the run's
-  device). `method=sinkhorn` is POT's plain-domain version: faster, but at the default reg its Gibbs
+  device; about 3x faster than the next on CPU). `method=sinkhorn` is POT's plain-domain version: at the default reg its Gibbs
   kernel underflows and it converges to a wrong barycenter (the barycenter of two blobs kept ghost
   bumps at 5% of the peak where the exact one has 0.3%; NaN at reg = 5e-4). A non-finite blend fails;
 - each channel is rescaled to the mean mass of its inputs and the result upsampled (bilinear) to the
@@ -23,22 +23,40 @@ and the class certificates do not depend on the aggregator.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.nn import functional as F
 
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
 
+# exp(-1/reg), the smallest Gibbs kernel entry on the unit grid, is a normal float64 above this reg
+SHIFTED_MIN_REG = 1 / 700
+
 
 def log_barycenter(A: torch.Tensor, reg: float, iters: int, tol: float, stab: float = 1e-30) -> torch.Tensor:
     """Entropic barycenter [h, w] of n distributions A [n, h, w] (each of mass 1, uniform weights) by
-    log-domain convolutional Sinkhorn: POT's `_convolutional_barycenter2d_log`, all n images at once."""
+    log-domain convolutional Sinkhorn: POT's `_convolutional_barycenter2d_log`, all n images at once.
+
+    log(K x) for the separable Gibbs kernel K = k1 (x) k2 is taken one axis at a time. Where every kernel
+    entry exp(-d^2/reg) (d <= 1 on the unit grid) is a normal float64 (reg > SHIFTED_MIN_REG), each pass
+    is a max-shifted matrix product, log(k @ exp(L - max L)) + max L: the term at the maximum is at least
+    exp(-1/reg) > 0, so nothing underflows to log 0, and a sum of positive terms loses only rounding (equal
+    to logsumexp to ~1e-15; 30x faster at 32 x 32 with `subnormals_flushed`). Below it, logsumexp over the
+    [h, h, w] tensor."""
     n, h, w = A.shape
     t1 = torch.linspace(0, 1, h, dtype=A.dtype, device=A.device)
     t2 = torch.linspace(0, 1, w, dtype=A.dtype, device=A.device)
     m1, m2 = -(t1[:, None] - t1[None]) ** 2 / reg, -(t2[:, None] - t2[None]) ** 2 / reg
+    k1, k2 = torch.exp(m1), torch.exp(m2)
 
     def convolve(log_images: torch.Tensor) -> torch.Tensor:      # log(K x), K = exp(m1) (x) exp(m2)
+        if reg > SHIFTED_MIN_REG:
+            top = log_images.amax(dim=1, keepdim=True)
+            rows = torch.log(k1 @ torch.exp(log_images - top)) + top
+            top = rows.amax(dim=2, keepdim=True)
+            return torch.log(torch.exp(rows - top) @ k2) + top
         rows = torch.logsumexp(m1[None, :, :, None] + log_images[:, None], dim=2)
         return torch.logsumexp(m2[None, None] + rows[:, :, None], dim=3)
 
@@ -52,9 +70,38 @@ def log_barycenter(A: torch.Tensor, reg: float, iters: int, tol: float, stab: fl
     return torch.exp(log_bar)
 
 
+@contextlib.contextmanager
+def subnormals_flushed(device: torch.device):
+    """On CPU: one thread with subnormal floats flushed to zero inside the block (restored after).
+
+    In the shifted products, exp(L - max L) and its products with small kernel entries fall below 2.2e-308
+    (subnormal) wherever the potentials spread; x86 computes those 5-10x slower, and torch's flag reaches
+    the calling thread only, hence one thread. Flushing them is harmless here: every sum keeps its term at
+    the maximum, at least exp(-1/reg) >= 1e-304, so a dropped term is below 1e-4 of the last bit. A blend
+    at the defaults (32 images, 3 channels at 32 x 32, 1000 iterations) on this 2-core CPU, busy: 185 s by
+    logsumexp, 116 s shifted with subnormals on two threads, 6.2 s shifted and flushed on one."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+
+
 def channel_barycenter(stack: torch.Tensor, reg: float, floor: float, iters: int, tol: float,
                        method: str = "sinkhorn_log") -> torch.Tensor:
     """Wasserstein barycenter of n images [n, C, r, r] >= 0, channel by channel, with their mean mass."""
+    with subnormals_flushed(stack.device):
+        return _channel_barycenter(stack, reg, floor, iters, tol, method)
+
+
+def _channel_barycenter(stack: torch.Tensor, reg: float, floor: float, iters: int, tol: float,
+                        method: str) -> torch.Tensor:
     import ot
 
     out = torch.empty_like(stack[0])
