@@ -4,7 +4,7 @@
 
 From an `experiment=fs_gsb` sweep (sigma x booster.components on model=digit_encoder) writes
 fs_gsb.{md,tex,csv}: per sigma and variant (vanilla, +P, +M, +P+M), over the held-out digits,
-- S: the Gaussian robustness score E[(1 + cos(f'(x + eta), f'(x)))/2] (Monte Carlo, `bound_robustness_score`);
+- S: the Gaussian robustness score E[(1 + cos(f'(x + eta), f'(x)))/2] (Monte Carlo, `diag_robustness_score`);
 - s_lower and the FCSB bound b(eps) = 2 Phi(Phi^-1(s_lower) - eps/sigma) - 1 on <F(x + delta), u> at the eps
   grid: a cosine bound only where positive, so its mean over the items where it is, with their count
   where some are not, and "vacuous" where none is (the rows' bound_fcsb_* are NaN there);
@@ -30,7 +30,7 @@ import pandas as pd
 
 from smoothgen_exp.certifiers.base import eps_col
 from smoothgen_exp.records import valid_certificates
-from smoothgen_exp.tables import load_records, require_runs, run_config, write_table
+from smoothgen_exp.tables import certified_part, load_records, require_runs, run_config, write_table
 
 VARIANTS = {"none": "vanilla", "p": "+P", "m": "+M", "pm": "+P+M"}
 
@@ -77,14 +77,15 @@ def certificate_table(run_dirs) -> pd.DataFrame:
     for d in run_dirs:
         key, recs = run_key(d), load_records([d])
         base, sm = recs[recs.variant == "baseline"], recs[recs.variant == "smoothed"]
-        radius = sm.radius.astype(float).where(sm.certified.fillna(False).astype(bool), 0.0).fillna(0.0)
         row = {"sigma": key["sigma"], "components": key["components"], "variant": VARIANTS[key["components"]],
-               "items": len(sm), "S ↑": cell(sm.bound_robustness_score), "s_lower ↑": cell(sm.bound_s_lower)}
+               "items": len(sm), "S ↑": cell(sm.diag_robustness_score), "s_lower ↑": cell(sm.bound_s_lower)}
         valid = sm[valid_certificates(sm)]                    # a bound only where the certificate holds
         for eps in key["eps_grid"]:
             row[f"FCSB b(ε={eps:g}) ↑"] = fcsb_cell(valid[eps_col("bound_fcsb", eps)]) if len(valid) else "–"
-        row[f"radius at cos ≥ {key['cos_min']:g} ↑"] = cell(radius)
-        row["certified ↑"] = cell(sm.certified.fillna(False).astype(float))
+        cert, note = certified_part(sm)                        # radii too: valid rows, else marked nominal
+        radius = cert.radius.astype(float).where(cert.certified.fillna(False).astype(bool), 0.0).fillna(0.0)
+        row[f"radius at cos ≥ {key['cos_min']:g} ↑"] = cell(radius) + note
+        row["certified ↑"] = cell(cert.certified.fillna(False).astype(float)) + note
         row["probe acc. clean ↑"] = cell(base.correct.astype(float))
         row["probe acc. smoothed ↑"] = cell(sm.smoothed_correct.astype(float))
         row["radius_mean"] = float(radius.mean())

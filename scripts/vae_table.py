@@ -28,7 +28,14 @@ from pathlib import Path
 import pandas as pd
 
 from smoothgen_exp.certifiers.base import eps_col
-from smoothgen_exp.tables import load_records, load_summaries, require_runs, run_config, write_table
+from smoothgen_exp.tables import (
+    certified_part,
+    load_records,
+    load_summaries,
+    require_runs,
+    run_config,
+    write_table,
+)
 
 ROWS = {("none", "baseline"): "VAE", ("srl", "baseline"): "SRL-VAE", ("none", "smoothed"): "smoothed VAE",
         ("srl", "smoothed"): "SRL-VAE smoothed"}
@@ -45,9 +52,9 @@ def mean_se(values, digits: int) -> str:
 
 def l2_radius(cfg: dict, rows: pd.DataFrame, eps_linf: float) -> float | None:
     """The smallest eps of the certifier's grid that holds the L-inf ball's L2 radius eps sqrt(d), d the number
-    of output coordinates (from the box [0, 1]^d's ball radius bound_rho = sqrt(d) / 2); None if none does."""
-    rho = rows.bound_rho.dropna()
-    if not len(rho) or (rows.bound_geometry.dropna() != "box").any():
+    of output coordinates (from the box [0, 1]^d's ball radius diag_rho = sqrt(d) / 2); None if none does."""
+    rho = rows.diag_rho.dropna()
+    if not len(rho) or (rows.diag_geometry.dropna() != "box").any():
         return None
     need = eps_linf * 2 * float(rho.iloc[0])
     grid = sorted(float(e) for e in cfg["certifier"].get("eps_grid") or [])
@@ -80,7 +87,8 @@ def table(sweep: Path) -> tuple[pd.DataFrame, dict]:
                             "items": len(rows)})
             bound = "–"
             if variant == "smoothed" and radius is not None:
-                bound = mean_se(rows[eps_col("bound_tv", radius)], 3)
+                cert, note = certified_part(rows)              # valid certificates, else marked nominal
+                bound = mean_se(cert[eps_col("bound_tv", radius)], 3) + note
             out.append({"_order": (name, objective, eps), "VAE": name,
                         "input": f"{ATTACKS.get(objective, objective)} {eps * 255:.0f}/255",
                         "MSE": mean_se(rows.attack_recon_mse, 5), "PSNR (dB)": mean_se(rows.attack_recon_psnr, 2),

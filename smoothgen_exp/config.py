@@ -66,6 +66,9 @@ def ge(bound):
 GUIDANCE = "must be >= 1 (1: no guidance; a scale below 1 would run as 1)"
 
 
+EIGHTS = "must be a positive multiple of 8"
+
+
 def open_unit():
     return _rule(lambda v: 0.0 < v < 1.0, "must lie in the open interval (0, 1)")
 
@@ -232,8 +235,9 @@ class VLMConf(LocalWeightsConf):
 class StableDiffusionConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.models.diffusion.StableDiffusion"
     name: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    height: int = field(default=512, metadata=gt(0))
-    width: int = field(default=512, metadata=gt(0))
+    # Stable Diffusion's pipeline needs multiples of 8 (its VAE downsamples by 8)
+    height: int = field(default=512, metadata=_rule(lambda v: v > 0 and v % 8 == 0, EIGHTS))
+    width: int = field(default=512, metadata=_rule(lambda v: v > 0 and v % 8 == 0, EIGHTS))
     steps: int = field(default=25, metadata=gt(0))
     guidance_scale: float = field(default=7.5, metadata=_rule(lambda v: v >= 1, GUIDANCE))
     negative_prompt: str = ""

@@ -132,7 +132,7 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
     One rule, applied here and nowhere else: a row with `certificate_valid` false (input-dependent
     noise, the symmetric oracle-error model: SPEC 4) never contributes to a certified key. Every key
     that states a guarantee (those of `_certificate_summary`: certified accuracy or fraction, radii,
-    confidence, the violation counts, the certifier's `mean_bound_*` lines) is computed over the valid
+    confidence, the violation counts, the certifier's `mean_bound_*` and `mean_diag_*` lines) is computed over the valid
     rows only; the invalid rows get the same keys prefixed `nominal_`.
     `certificate_valid` is true when every row is valid.
     """

@@ -19,10 +19,10 @@ LOWER_IS_BETTER = ("abstain", "time", "seconds", "samples", "error", "bound_tv",
 
 
 NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "max_certifiable_radius",
-           "nominal_max_certifiable_radius", "target_radius", "mean_bound_rho", "attack_within_radius",
+           "nominal_max_certifiable_radius", "target_radius", "mean_diag_rho", "attack_within_radius",
            "attack_unmoved_baseline", "attack_unmoved_smoothed", "attack_reference_unstable_baseline",
            "attack_reference_unstable_smoothed",
-           "mcdiarmid_n", "alpha_per_bound", "mean_bound_center_radius", "mean_bound_center_frac")
+           "mcdiarmid_n", "alpha_per_bound", "mean_diag_center_radius", "mean_diag_center_frac", "mean_diag_diameter")
 
 
 def metric_arrow(key: str) -> str:
@@ -37,8 +37,9 @@ def metric_arrow(key: str) -> str:
 
 def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
     """The smoothed answers of the first items, each beside what its row certifies: the radius of that
-    very answer (certified_text for certified decoding), the radius of another class where the shown
-    answer is not the certified class, NOMINAL where the certificate is not valid (`valid_certificates`:
+    very answer (certified_text for certified decoding), the radius of the vote's class where the shown
+    answer is another aggregator's (token_average: SPEC C1 certifies the vote of single generations, not
+    the averaged text) or not the certified class, NOMINAL where the certificate is not valid (`valid_certificates`:
     its assumptions fail, or a row does not say), or the reason it abstains. Model text is escaped: it is never read as rich markup."""
     from rich.markup import escape
     from rich.table import Table
@@ -56,6 +57,9 @@ def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
         label = "radius" if valid else "NOMINAL radius"          # the summary's own rule (valid_certificates)
         if r.get("certified") is None or not bool(r["certified"]):
             cert = f"abstains: {r['abstain_reason']}" if r.get("abstain_reason") else "no class certificate"
+        elif r.get("certified_text") is None and r.get("aggregator") not in (None, "majority"):
+            # the radius is the vote's (single noisy generations), not this aggregator's text (SPEC C1 vs C5)
+            cert = f"{label} {r['radius']:.3g} for the vote's class {r['prediction']}, not {r['aggregator']}'s text"
         elif r.get("certified_text") is None and None not in (r.get("smoothed_class"), r.get("prediction")) \
                 and r["smoothed_class"] != r["prediction"]:
             cert = f"{label} {r['radius']:.3g} for class {r['prediction']}, not this answer's"
@@ -63,7 +67,7 @@ def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
             cert = f"{label} {r['radius']:.3g}"
         if r.get("certified") and r.get("correct") is not None and not bool(r["correct"]):   # the wrong class
             cert += f" (certifies class {r['prediction']}, the label is {r['label']})"
-        table.add_row(*(escape(str(v)[:60]) for v in (r.get("item_id"), r.get("condition"), answer, cert)))
+        table.add_row(*(escape(str(v)[:60]) for v in (r.get("item_id"), r.get("condition"), answer)), escape(cert))
     console.print(table)
 
 

@@ -73,6 +73,17 @@ def by_validity(rows: pd.DataFrame) -> list[tuple[pd.DataFrame, bool]]:
     return [(part, nominal) for part, nominal in ((rows[valid], False), (rows[~valid], True)) if len(part)]
 
 
+def certified_part(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows a table cell of certified figures is computed from, and the note the cell carries: the rows
+    with a valid certificate ("" when all are, "(k of n valid)" when some are not), else all of them,
+    marked "(nominal)" (SPEC 4: an invalid certificate is never shown as one)."""
+    parts = by_validity(rows)
+    if not parts or parts[0][1]:
+        return rows, " (nominal)" if len(rows) else ""
+    valid = parts[0][0]
+    return valid, "" if len(valid) == len(rows) else f" ({len(valid)} of {len(rows)} valid)"
+
+
 def load_records(run_dirs: list[Path]) -> pd.DataFrame:
     """All rows of all runs, with a `run_dir` column."""
     frames = [read_records(d).assign(run_dir=str(d)) for d in run_dirs]

@@ -224,10 +224,10 @@ def test_unit_norm_clip_features_use_the_unit_ball(tiny_clip):
     outs = torch.cat(list(ctx.outputs(32, "check")))
     assert outs.norm(dim=1).max() <= 1.0 + 1e-6                    # the premise: unit-norm outputs
     row = OutputBoundCertifier(n=16, alpha=0.01, batch_size=16).certify(ctx)
-    assert row["bound_rho"] == 1.0 and row["bound_geometry"] == "norm"
+    assert row["diag_rho"] == 1.0 and row["diag_geometry"] == "norm"
     assert row["bound_mcdiarmid"] == pytest.approx(mcdiarmid_mean_bound(1.0, 16, 0.01 / 2))
     row = DistributionCertifier(n=16, alpha=0.01, batch_size=16).certify(ctx)
-    assert row["bound_diameter"] == 2.0 and row["bound_w1_eps0.5"] == pytest.approx(2.0 * tv_bound(0.5, 0.25))
+    assert row["diag_diameter"] == 2.0 and row["bound_w1_eps0.5"] == pytest.approx(2.0 * tv_bound(0.5, 0.25))
 
 
 def test_digit_images_keep_the_box():
@@ -266,7 +266,7 @@ def test_mcdiarmid_with_the_norm_radius_covers_sphere_outputs():
         ctx = ItemContext(item, torch.zeros(4, dtype=torch.float64), SphereModel(), FirstCoordinate(),
                           GaussianNoise(0.5), seed, 100)
         row = OutputBoundCertifier(n=n, alpha=0.05, batch_size=100).certify(ctx)
-        assert row["bound_rho"] == 1.0
+        assert row["diag_rho"] == 1.0
         h_hat = sum(out.sum(0) for out in ctx.outputs(n, "mean")) / n       # the certifier's own stream
         misses += float(h_hat.norm()) > row["bound_mcdiarmid"]
     assert misses <= 5                                                     # 40 draws at alpha = 0.05
@@ -305,7 +305,7 @@ def test_distribution_certifier_reports_no_harm_bound_without_a_label():
     row = cert.certify(step_ctx(label=-1))
     # before: counts[-1] picked the last class (never produced), so the event "class != 2" held for
     # every sample and p_upper was 1; now there is no event, and the row says why
-    assert row["bound_event_count"] is None
+    assert row["diag_event_count"] is None
     assert all(math.isnan(row[k]) for k in row if k.startswith(("bound_event_p", "bound_harm")))
     assert "needs" in row["abstain_reason"] and "label" in row["abstain_reason"]
     for eps in cert.eps_grid:                        # TV and W_p need no label
@@ -321,7 +321,7 @@ def test_distribution_certifier_reports_no_harm_bound_without_a_label():
     unclassed = step_ctx(label=1)
     unclassed.oracle.has_classes = False
     row = cert.certify(unclassed)
-    assert row["bound_event_count"] is None and "oracle without classes" in row["abstain_reason"]
+    assert row["diag_event_count"] is None and "oracle without classes" in row["abstain_reason"]
     assert all(math.isnan(row[k]) for k in row if k.startswith("bound_harm"))
 
 

@@ -92,7 +92,7 @@ def test_output_bound_holds_at_the_worst_shift_and_is_tight(a):
     cert = OutputBoundCertifier(n=4000, alpha=0.001, eps_grid=EPS)
     row = cert.certify(ctx_at(a))
     rho = math.sqrt(M) / 2
-    assert row["bound_rho"] == pytest.approx(rho)
+    assert row["diag_rho"] == pytest.approx(rho)
     for eps in EPS:
         true_shift = max(abs(norm.cdf(a) - norm.cdf(a + s * eps / SIGMA)) for s in (-1, 1)) * math.sqrt(M)
         bound = row[f"bound_tv_eps{eps:g}"]

@@ -1,5 +1,6 @@
 """Text-to-image diffusion (tiny_sd, sd15), the ot_blend aggregator, the CLIP score, and batch_size=auto."""
 
+import contextlib
 import json
 import math
 
@@ -21,7 +22,7 @@ TINY_CLIP = {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "heads
 def sd():
     from smoothgen_exp.models.diffusion import StableDiffusion
 
-    return StableDiffusion(name="tiny_sd", tiny=TINY_SD, steps=3, guidance_scale=2.0, dtype="float32")
+    return StableDiffusion(name="tiny_sd", tiny=TINY_SD, height=32, width=32, steps=3, guidance_scale=2.0, dtype="float32")
 
 
 # ----------------------------------------------------------------------------- the tiny pipeline
@@ -50,6 +51,19 @@ def test_a_sample_does_not_depend_on_the_batch_it_lands_in(sd):
     torch.testing.assert_close(parts, whole, rtol=0, atol=1e-5)
 
 
+def test_tiny_sd_generates_at_model_height_and_width():
+    """tiny_sd replaced model.height/width by its config's image size without a word; a size that is no
+    multiple of 8 fails in one line before loading (diffusers raised mid-run)."""
+    from smoothgen_exp.models.diffusion import StableDiffusion
+
+    wide = StableDiffusion(name="tiny_sd", tiny=TINY_SD, height=16, width=24, steps=1, guidance_scale=1.0,
+                           dtype="float32")
+    assert wide.output_shape == (3, 16, 24)
+    assert wide.generate(wide.encode(["a seven"]), torch.Generator().manual_seed(0)).shape == (1, 3, 16, 24)
+    res = cli("model=tiny_sd", "model.height=36", "hydra.run.dir=unused")
+    assert res.returncode != 0 and res.stderr.strip().splitlines()[-1] == "error: model.height=36: must be a positive multiple of 8"
+
+
 @pytest.mark.slow     # 20-30 s; tiny_sd runs end to end in test_output_and_distribution_certificates_work_unchanged
 def test_tiny_sd_runs_end_to_end_with_one_override(tmp_path):
     res = cli("model=tiny_sd", "dataset.limit=2", "progress=false", f"cache_dir={CACHE}", f"hydra.run.dir={tmp_path}")
@@ -73,9 +87,9 @@ def test_output_and_distribution_certificates_work_unchanged(tmp_path, args):
     sm = df.query("variant == 'smoothed'")
     m = 3 * 32 * 32                                                     # outputs in [0, 1]^m
     if "aggregator=ot_blend" in args:
-        assert np.allclose(sm.bound_rho, np.sqrt(m) / 2) and (sm.batch_size == AUTO_START).all()
+        assert np.allclose(sm.diag_rho, np.sqrt(m) / 2) and (sm.batch_size == AUTO_START).all()
     else:
-        assert (sm.bound_diameter == np.sqrt(m)).all() and sm.bound_event_p_upper.between(0, 1).all()
+        assert (sm.diag_diameter == np.sqrt(m)).all() and sm.bound_event_p_upper.between(0, 1).all()
         assert "attack_success" in sm
 
 
@@ -153,17 +167,31 @@ def test_the_barycenter_of_two_shifted_blobs_is_one_blob_halfway():
     assert float(plain[2:7].max()) > 1e-2 * float(plain.max())
 
 
-def test_log_barycenter_is_pots_log_domain_barycenter():
+def test_log_barycenter_is_pots_log_domain_barycenter(monkeypatch):
+    """Both ways of taking log(K x): max-shifted matrix products (reg above SHIFTED_MIN_REG, the default 0.002)
+    and logsumexp (below), against POT, and against each other on blobs of a 1e-9 dynamic range."""
     import ot
 
-    from smoothgen_exp.aggregators.ot_blend import log_barycenter
+    from smoothgen_exp.aggregators import ot_blend
 
     images = torch.rand(5, 12, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1e-3
     images /= images.sum(dim=(1, 2), keepdim=True)
-    ours = log_barycenter(images, 0.01, 300, 1e-7)
-    theirs = ot.bregman.convolutional_barycenter2d(images.numpy(), 0.01, method="sinkhorn_log", numItermax=300,
-                                                   stopThr=1e-7, warn=False)
-    assert torch.allclose(ours, torch.from_numpy(theirs), rtol=1e-9, atol=1e-14)
+    for reg in (0.01, 0.002, 0.001):                       # 0.001 < SHIFTED_MIN_REG: the logsumexp path
+        ours = ot_blend.log_barycenter(images, reg, 300, 1e-7)
+        theirs = ot.bregman.convolutional_barycenter2d(images.numpy(), reg, method="sinkhorn_log", numItermax=300,
+                                                       stopThr=1e-7, warn=False)
+        assert torch.allclose(ours, torch.from_numpy(theirs), rtol=1e-9, atol=1e-14), reg
+    blobs = torch.stack([_blob(0.1), _blob(0.9), _blob(0.5)]).double() + 1e-9
+    blobs /= blobs.sum(dim=(1, 2), keepdim=True)
+    threads = torch.get_num_threads()
+    flushed = ot_blend.channel_barycenter(blobs[:, None], 0.002, 1e-12, 500, 1e-9)[0]    # one thread, no subnormals
+    assert torch.get_num_threads() == threads                                          # restored
+    monkeypatch.setattr(ot_blend, "subnormals_flushed", lambda device: contextlib.nullcontext())
+    shifted = ot_blend.channel_barycenter(blobs[:, None], 0.002, 1e-12, 500, 1e-9)[0]
+    monkeypatch.setattr(ot_blend, "SHIFTED_MIN_REG", 1.0)
+    exact = ot_blend.channel_barycenter(blobs[:, None], 0.002, 1e-12, 500, 1e-9)[0]
+    for ours in (flushed, shifted):
+        assert torch.isfinite(ours).all() and float((ours - exact).abs().max()) < 1e-12 * float(exact.max())
 
 
 class _Ctx:
@@ -310,5 +338,5 @@ def test_real_configs_load_local_checkpoints_through_from_pretrained(tmp_path, c
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["items"] == 1 and summary["n"] == n
     if name == "sd_vae":       # RGB 16x16 reconstructions in [0, 1]: the output ball's radius sqrt(768) / 2
-        assert summary["mean_bound_rho"] == pytest.approx(math.sqrt(3 * 16 * 16) / 2)
+        assert summary["mean_diag_rho"] == pytest.approx(math.sqrt(3 * 16 * 16) / 2)
 

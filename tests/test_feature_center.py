@@ -148,7 +148,7 @@ def test_feature_betting_bound_holds_and_beats_bernstein(a):
         rows = {b: FeatureCertifier(n0=50, n=2000, alpha=0.001, eps_grid=EPS, bound=b).certify(ctx(a, StepModel(),
                                                                                                    seed))
                 for b in ("betting", "bernstein", "hoeffding")}
-        assert rows["betting"]["bound_s_hat"] == rows["bernstein"]["bound_s_hat"]      # the same samples
+        assert rows["betting"]["diag_s_hat"] == rows["bernstein"]["diag_s_hat"]      # the same samples
         assert rows["betting"]["bound_s_lower"] <= norm.cdf(a)
         assert rows["bernstein"]["bound_s_lower"] < rows["betting"]["bound_s_lower"]
         assert rows["betting"]["radius"] <= max(SIGMA * (a - norm.ppf(0.75)), 0.0) + 1e-12
@@ -271,7 +271,7 @@ def test_center_charges_candidates_that_all_miss_the_ball():
     moved = 0
     for _ in range(4000):
         row = at_shift._certify(_StepGenerator(1.0, rng))
-        moved += row["certified"] and row["bound_center_radius"] > 0            # the centre is 10
+        moved += row["certified"] and row["diag_center_radius"] > 0            # the centre is 10
     assert 0 < moved / 4000 < 0.01
 
 

@@ -128,7 +128,7 @@ def test_dcgan_faces_smoke_run_certifies_output_bounds_and_previews_faces(tmp_pa
     sm = df.query("variant == 'smoothed'")
     assert len(df) == 4 and set(df.item_id) == {"z00000", "z00001"} and df.correct.isna().all()
     assert (sm.certifier == "output_bound").all() and (sm.samples_used == 100).all()
-    assert sm.bound_rho.tolist() == pytest.approx([math.sqrt(3 * 64 * 64) / 2] * 2)
+    assert sm.diag_rho.tolist() == pytest.approx([math.sqrt(3 * 64 * 64) / 2] * 2)
     assert (sm["bound_tv_eps0.1"] < sm["bound_tv_eps1"]).all() and (sm.mcdiarmid_n == 16).all()
     assert (tmp_path / "samples.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "summary.json").read_text())["items"] == 2
@@ -207,7 +207,7 @@ def test_tiny_biggan_smoke_run_with_center_smoothing(tmp_path):
                            "certifier.n=100", "certifier.n_centers=8", "aggregator.n=8", *FAST, run_dir=tmp_path)
     sm = df.query("variant == 'smoothed'")
     assert len(sm) == 2 and set(sm.condition) == {"class 1, latent seed 0", "class 3, latent seed 1"}
-    assert (sm.certifier == "center").all() and sm.bound_center_radius.notna().all()
+    assert (sm.certifier == "center").all() and sm.diag_center_radius.notna().all()
 
 
 def test_biggan_without_weights_fails_in_one_line(tmp_path):

@@ -206,7 +206,7 @@ def test_fcsb_on_a_boosted_encoder_passes_its_coverage_simulation(booster_parts,
         row = FeatureCertifier(n0=10, n=100, alpha=alpha, eps_grid=[eps], batch_size=128).certify(ctx)
         u = ctx.evidence["direction"].double()
         misses += row["bound_s_lower"] > (1 + float(true_f @ u)) / 2 + tol
-        hat_misses += row["bound_s_hat"] > (1 + float(true_f @ u)) / 2 + tol
+        hat_misses += row["diag_s_hat"] > (1 + float(true_f @ u)) / 2 + tol
         shifted_misses += fcsb(row["bound_s_lower"], eps, sigma) > float(shifted_f @ u) + tol
     limit = binom.ppf(1 - 1e-4, trials, alpha)             # fails a sound bound with probability < 1e-4
     assert misses <= limit and shifted_misses <= limit
@@ -245,7 +245,7 @@ def test_trained_booster_is_picked_up_by_the_runner_and_tabulated(tmp_path, cach
     sm = rows[rows.variant == "smoothed"]
     assert set(rows.booster) == {"gsb"} and set(rows.booster_components) == {"none", "p", "m", "pm"}
     assert set(rows.booster_mapper.dropna()) == {results[k]["mapper"]["weights"].rsplit("/", 1)[-1] for k in ("pm", "m")}
-    assert sm.bound_robustness_score.between(0.5, 1.0).all() and (sm.radius > 0).all()
+    assert sm.diag_robustness_score.between(0.5, 1.0).all() and (sm.radius > 0).all()
     assert sm.attack_within_radius.any() and not sm.certificate_violation.fillna(False).any()
     out = tmp_path / "tables"
     table = subprocess.run([sys.executable, "scripts/fs_table.py", str(sweep), "--attacks", str(sweep), "--out",
@@ -275,6 +275,42 @@ def test_the_fs_table_averages_the_fcsb_only_where_it_bounds_the_cosine():
     assert fs_table.fcsb_cell(rows([0.6, 0.6], 0.5, 0.25)) == "vacuous (b ≤ 0)"     # b = 2 Phi(-1.75) - 1 < 0
     # s = 0.99 at eps 0.1: b = 2 Phi(2.326 - 0.4) - 1 = 0.946; s = 0.6: b = -0.117, left out and counted
     assert fs_table.fcsb_cell(rows([0.99, 0.6], 0.1, 0.25)) == "0.946 (1 of 2 items)"
+
+
+def test_the_fs_table_never_shows_invalid_certificates_as_certified(tmp_path):
+    """Radii and the certified fraction came from every row, certificate_valid=false ones included, with no
+    mark; they come from the valid rows, else are marked nominal (found by review)."""
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("fs_table", REPO / "scripts" / "fs_table.py")
+    fs_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fs_table)
+
+    def run(name, valid):
+        d = tmp_path / name
+        (d / "records").mkdir(parents=True)
+        (d / ".hydra").mkdir()
+        (d / ".hydra" / "config.yaml").write_text("smoothing: {sigma: 0.25}\nbooster: {components: none}\n"
+                                                   "attack: {}\ncertifier: {cos_min: 0.5, eps_grid: [0.1]}\n")
+        (d / "summary.json").write_text(json.dumps({"items": 2}))
+        rows = []
+        for i, ok in enumerate(valid):
+            b = {"item_id": f"i{i}", "certificate_valid": ok, "correct": True}
+            rows += [{**b, "variant": "baseline", "smoothed_correct": None},
+                     {**b, "variant": "smoothed", "radius": 0.3 if ok else 0.9, "certified": True,
+                      "diag_robustness_score": 0.9, "bound_s_lower": 0.95, "bound_fcsb_eps0.1": 0.8,
+                      "smoothed_correct": True}]
+        pd.DataFrame(rows).to_parquet(d / "records" / "part-000-00000.parquet")
+        return fs_table.certificate_table([d]).iloc[0]
+
+    none = run("none", [False, False])
+    assert none["radius at cos ≥ 0.5 ↑"].endswith("(nominal)") and none["certified ↑"].endswith("(nominal)")
+    some = run("some", [True, False])
+    assert some["radius at cos ≥ 0.5 ↑"].startswith("0.300") and some["radius at cos ≥ 0.5 ↑"].endswith("(1 of 2 valid)")
+    assert some["radius_mean"] == pytest.approx(0.3)
+    assert not run("all", [True, True])["certified ↑"].endswith(")")
 
 
 @pytest.mark.slow

@@ -262,7 +262,7 @@ def test_distribution_bounds_of_text_outputs_are_tv_only(tmp_path):
                                  "progress=false", f"cache_dir={CACHE}", run_dir=tmp_path)
     sm = df.query("variant == 'smoothed'")
     assert sm["bound_tv_eps0.1"].between(0, 1).all() and sm["bound_w1_eps0.1"].isna().all()
-    assert sm.bound_diameter.isna().all() and summary["mean_bound_w1_eps0.1_items"] == 0
+    assert sm.diag_diameter.isna().all() and summary["mean_bound_w1_eps0.1_items"] == 0
 
 
 def test_distribution_bounds_the_token_averaged_text_with_its_shift_factor(tmp_path):

@@ -90,21 +90,21 @@ def test_output_and_distribution_bounds_are_recorded(option_runs):
     sm = smoothed(df)
     for eps in ("0.1", "0.25", "0.5", "1"):
         assert (sm[f"bound_tv_eps{eps}"] <= sm[f"bound_lip_eps{eps}"] + 1e-12).all()
-    assert (sm.bound_rho == 4.0).all() and "mean_bound_mcdiarmid" in summary
+    assert (sm.diag_rho == 4.0).all() and "mean_bound_mcdiarmid" in summary
     df, summary = option_runs["distribution"]
     sm = smoothed(df)
     assert (sm["bound_harm_eps0.1"] >= sm.bound_event_p_upper).all()
-    assert (sm.bound_diameter == 8.0).all() and "mean_bound_w2_eps0.5" in summary
+    assert (sm.diag_diameter == 8.0).all() and "mean_bound_w2_eps0.5" in summary
 
 
 def test_feature_center_and_sequential_columns(option_runs):
     sm = smoothed(option_runs["feature"][0])
     small, large = sm["bound_fcsb_eps0.1"], sm.bound_fcsb_eps1       # NaN: no cosine certified at that eps
-    assert (sm.bound_s_lower <= sm.bound_s_hat).all() and ((small >= large) | large.isna()).all()
+    assert (sm.bound_s_lower <= sm.diag_s_hat).all() and ((small >= large) | large.isna()).all()
     assert (large.isna() | small.notna()).all()
     assert "certified_fraction" in option_runs["feature"][1]
     sm = smoothed(option_runs["center"][0])
-    assert "bound_eps_out_eps0.1" in sm and "bound_smoothing_error" in sm
+    assert "bound_eps_out_eps0.1" in sm and "diag_smoothing_error" in sm
     sm = smoothed(option_runs["sequential"][0])
     assert (sm.samples_used <= 20 + 400).all() and sm.sequential_decision.notna().all()
     assert ((sm.radius == 0.1) == sm.certified).all()

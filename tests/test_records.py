@@ -112,13 +112,30 @@ def test_the_answers_table_escapes_model_text_and_shows_what_the_radius_is_for(c
     assert "from the certifier" in out and "from the aggregator" not in out
 
 
+def test_a_token_averaged_answer_is_not_shown_as_the_radius_of_that_text(capsys, monkeypatch):
+    """With aggregator=token_average the shown text is the averaged decoder's; Cohen's radius is the vote's
+    (single noisy generations, SPEC C1), so the table says so even where the text's class is the vote's
+    (it printed a plain "radius 0.0913" beside "door door door ..."; found by review)."""
+    from smoothgen_exp.report import print_summary
+
+    monkeypatch.setenv("COLUMNS", "250")
+    rows = pd.DataFrame({"variant": ["smoothed"] * 2, "item_id": ["a", "b"], "condition": ["Q", "Q2"],
+                         "aggregator": ["token_average", "majority"], "output_text": ["door door", "Paris"],
+                         "certified": [True, True], "radius": [0.0913, 0.05], "prediction": [0, 1],
+                         "smoothed_class": [0.0, 1.0], "certificate_valid": [True, True]})
+    print_summary({"items": 2}, "t", records=rows)
+    out = capsys.readouterr().out
+    assert "radius 0.0913 for the vote's class 0, not token_average's text" in out
+    assert "radius 0.05" in out and "not majority" not in out
+
+
 def test_summary_arrows_point_the_right_way():
     """The summary table printed `confidence ↓` ("confidence" holds the letters of fid) and ↑ beside
     settings and counts such as world_size and items_total (found by a new user)."""
     from smoothgen_exp.report import metric_arrow
 
     for neither in ("confidence", "world_size", "items_total", "items", "alpha", "sigma", "n", "n0",
-                    "max_certifiable_radius", "mean_bound_rho", "attack_within_radius", "attack_w2_items"):
+                    "max_certifiable_radius", "mean_diag_rho", "attack_within_radius", "attack_w2_items"):
         assert metric_arrow(neither) == "", neither
     assert metric_arrow("metric_fid_baseline") == metric_arrow("abstain_rate") == "↓"
     assert metric_arrow("retention_fid") == metric_arrow("certified_accuracy_r0.5") == metric_arrow("mean_radius") == "↑"

@@ -2,7 +2,8 @@
 
 A certifier's `certify(ctx)` returns the columns of the item's smoothed row. Those that certify a class
 (`classifies = True`) fill prediction / radius / certified and the run summary reports certified
-accuracy; the others fill `bound_*` columns, summarised by their means.
+accuracy; the others fill `bound_*` columns (guarantees) and `diag_*` ones (estimates and settings
+beside them, never guarantees), summarised by their means.
 
 Every row also carries `confidence` (the probability with which all of the row's guarantees hold
 together: the certifier's, less the `claim_alpha` of an aggregator whose shown output has a guarantee of
@@ -108,14 +109,14 @@ class Certifier:
         return {}
 
     def summarize(self, smoothed: pd.DataFrame) -> dict:
-        """Means of the bound_* columns over the items that have them (NaN where none has), with the count of
+        """Means of the bound_* (guarantees) and diag_* (diagnostics) columns over the items that have them (NaN where none has), with the count of
         those items (`mean_<col>_items`) where some have none; where items can abstain (center's check) and
         rows have no radius, `abstain_rate` beside them says how many did not."""
         out = {}
         if "abstained" in smoothed and "radius" not in smoothed and smoothed.abstained.notna().any():
             out["abstain_rate"] = float(smoothed.abstained.dropna().astype(float).mean())   # None: cannot abstain
         for col in smoothed.columns:
-            if col.startswith("bound_") and pd.api.types.is_numeric_dtype(smoothed[col]) \
+            if col.startswith(("bound_", "diag_")) and pd.api.types.is_numeric_dtype(smoothed[col]) \
                     and not pd.api.types.is_bool_dtype(smoothed[col]):
                 vals = smoothed[col].astype(float)
                 out[f"mean_{col}"] = float(vals.mean()) if vals.notna().any() else math.nan

@@ -124,8 +124,8 @@ class CenterCertifier(BoundCertifier):
         # delta_1 <= delta holds by construction; strict: (b) must leave more than 1/2 - delta
         good = frac - self.delta_1 > 0.5 - self.delta
         baseline = self.embed(ctx, ctx.baseline_output()[None])
-        row = {"bound_center_ok": good, "bound_center_radius": r, "bound_center_frac": frac,
-               "bound_smoothing_error": float(torch.dist(center[0], baseline[0])),
+        row = {"bound_center_ok": good, "diag_center_radius": r, "diag_center_frac": frac,
+               "diag_smoothing_error": float(torch.dist(center[0], baseline[0])),
                "certified": good, "abstained": not good,
                "abstain_reason": "" if good else "center check failed (the ball holds too little)",
                "samples_used": self.n_centers + 2 * self.n0 + (self.n if good else 0)}

@@ -39,13 +39,13 @@ class DistributionCertifier(BoundCertifier):
                                  f"(0..{ctx.num_classes - 1}; -1 for none)")
         smooth = ctx.smooth("event")
         counts = smooth.sample_counts(ctx.x, self.n, self.batch_size, ctx.generator("event/noise"))
-        row = {"prediction": int(torch.argmax(counts)), "bound_diameter": diameter, "samples_used": self.n}
+        row = {"prediction": int(torch.argmax(counts)), "diag_diameter": diameter, "samples_used": self.n}
         if label < 0:        # no label, no event "class != label": never counts[-1], the last class
-            row.update({"bound_event_count": None, "bound_event_p_hat": math.nan, "bound_event_p_upper": math.nan,
+            row.update({"diag_event_count": None, "diag_event_p_hat": math.nan, "bound_event_p_upper": math.nan,
                         "abstain_reason": "no label, or an oracle without classes: the harm event (class != label) needs both"})
         else:
             k_event = int(counts.sum() - counts[label])
-            row.update({"bound_event_count": k_event, "bound_event_p_hat": k_event / self.n,
+            row.update({"diag_event_count": k_event, "diag_event_p_hat": k_event / self.n,
                         "bound_event_p_upper": cp_upper(k_event, self.n, self.alpha), "abstain_reason": ""})
         # the shown text of a token-averaged decoder is a function of all its n draws (SPEC C5): its own TV
         # bound, beside bound_tv (the law of one generation G(x + eta))

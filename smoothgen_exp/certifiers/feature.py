@@ -16,7 +16,7 @@ smoothed feature F = -0.4 u meets <F, u> >= -0.5 with cosine -1). So the cosine 
 this eps") elsewhere: clamping at 0 would print "cos >= 0", which nothing supports. `bound_s_lower`
 keeps the inner-product information (b = 2 s_lower - 1 at eps = 0). `radius` is the largest eps for
 which b >= cos_min, and cos_min must lie in [0, 1) for the same reason.
-`bound_robustness_score` is a diagnostic, not a bound: the mean of (1 + cos(f(x + eta), f(x)))/2 over the
+`diag_robustness_score` is a diagnostic, not a bound: the mean of (1 + cos(f(x + eta), f(x)))/2 over the
 n estimation samples against the feature of the baseline generation (at the clean input): the Gaussian
 robustness score S(x) that a Gaussian Smoothness Booster (booster=gsb) raises.
 Only the n scalar scores are kept (float64), never the n features or outputs.
@@ -83,7 +83,7 @@ class FeatureCertifier(BoundCertifier):
         s_lower = mean_lower(scores, self.alpha, self.bound)
         sigma = ctx.noise.l2_scale
         radius = fcsb_radius(s_lower, sigma, self.cos_min)
-        row = {"bound_s_hat": mean, "bound_robustness_score": float(np.concatenate(robustness).mean()),
+        row = {"diag_s_hat": mean, "diag_robustness_score": float(np.concatenate(robustness).mean()),
                "bound_s_lower": s_lower, "bound_cos_lower": cosine_or_nan(2 * s_lower - 1),
                "radius": radius, "certified": radius > 0, "abstained": radius <= 0,
                "abstain_reason": "" if radius > 0 else f"cosine bound below {self.cos_min}",

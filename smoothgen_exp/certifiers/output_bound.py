@@ -2,8 +2,8 @@
 
 Outputs lie in the box [a, b]^m (images: [0, 1]^m), hence in the ball of radius sqrt(m)(b - a)/2 around
 its centre; a model whose outputs have a norm bound (`output_norm`, e.g. unit CLIP features) also lies in
-the ball ||y|| <= output_norm around 0. rho is the smaller radius, with that ball's centre (`bound_rho`,
-`bound_geometry` = box | norm). Every bound below holds for outputs in any rho-ball. For ||delta|| <= eps,
+the ball ||y|| <= output_norm around 0. rho is the smaller radius, with that ball's centre (`diag_rho`,
+`diag_geometry` = box | norm). Every bound below holds for outputs in any rho-ball. For ||delta|| <= eps,
 with sigma the noise law's L2 scale:
 - TV form:        ||h(x) - h(x+delta)|| <= 2 rho (2 Phi(eps / (2 sigma)) - 1)
 - Lipschitz form: ||h(x) - h(x+delta)|| <= rho sqrt(2/pi) eps / sigma        (never tighter)
@@ -90,8 +90,8 @@ class OutputBoundCertifier(BoundCertifier):
         mean_image = torch.as_tensor(h_hat, dtype=ctx.x.dtype, device=ctx.device).reshape(ctx.model.output_shape)
         with torch.inference_mode():
             mean_class = int(ctx.oracle.classify(mean_image[None])[0])
-        row = {"prediction": mean_class, "top_class": mean_class, "bound_rho": rho,
-               "bound_geometry": ball.geometry, "bound_mcdiarmid": mcdiarmid_mean_bound(rho, shown_n, level),
+        row = {"prediction": mean_class, "top_class": mean_class, "diag_rho": rho,
+               "diag_geometry": ball.geometry, "bound_mcdiarmid": mcdiarmid_mean_bound(rho, shown_n, level),
                "mcdiarmid_n": shown_n, "bound_mcdiarmid_certifier": mcdiarmid_mean_bound(rho, self.n, level),
                "alpha_per_bound": level,
                "bound_coordinate_halfwidth": t * (b - a), "samples_used": self.n}

@@ -109,7 +109,6 @@ class StableDiffusion:
                  cache_dir: str = "outputs/cache", device: str | torch.device = "cpu"):
         if tiny:
             self.pipe = tiny_pipeline(tiny)
-            height = width = int(tiny["image_size"])
         else:
             # auto: float16 on an accelerator (SD's usual inference dtype), float32 on CPU
             dtype = resolve_dtype(dtype, device, device_map, accelerator_auto="float16")
