@@ -26,7 +26,9 @@ NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "ma
 
 
 def metric_arrow(key: str) -> str:
-    """↑ when a higher value is better, ↓ when lower is, "" for settings and counts that are neither."""
+    """↑ when a higher value is better, ↓ when lower is, "" for settings and counts that are neither (a
+    `nominal_` key as its plain one)."""
+    key = key.removeprefix("nominal_")
     if key in NEITHER or key.startswith("items") or key.endswith("_items"):
         return ""
     if key.startswith("retention") or "certified_accuracy" in key or "certified_fraction" in key:
@@ -57,7 +59,7 @@ def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
         label = "radius" if valid else "NOMINAL radius"          # the summary's own rule (valid_certificates)
         if r.get("certified") is None or not bool(r["certified"]):
             cert = f"abstains: {r['abstain_reason']}" if r.get("abstain_reason") else "no class certificate"
-        elif r.get("certified_text") is None and r.get("aggregator") not in (None, "majority"):
+        elif r.get("certified_text") is None and r.get("aggregator") in ("token_average", "TokenAverage"):
             # the radius is the vote's (single noisy generations), not this aggregator's text (SPEC C1 vs C5)
             cert = f"{label} {r['radius']:.3g} for the vote's class {r['prediction']}, not {r['aggregator']}'s text"
         elif r.get("certified_text") is None and None not in (r.get("smoothed_class"), r.get("prediction")) \

@@ -168,15 +168,20 @@ def test_the_barycenter_of_two_shifted_blobs_is_one_blob_halfway():
 
 
 def test_log_barycenter_is_pots_log_domain_barycenter(monkeypatch):
-    """Both ways of taking log(K x): max-shifted matrix products (reg above SHIFTED_MIN_REG, the default 0.002)
-    and logsumexp (below), against POT, and against each other on blobs of a 1e-9 dynamic range."""
+    """Both ways of taking log(K x): max-shifted matrix products (where `shifted_products_exact`, at the
+    default reg 0.002) and logsumexp (below), against POT, and against each other on blobs of a 1e-9
+    dynamic range; the flush and thread settings are restored, a user's own flush setting included."""
     import ot
 
     from smoothgen_exp.aggregators import ot_blend
 
     images = torch.rand(5, 12, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1e-3
     images /= images.sum(dim=(1, 2), keepdim=True)
-    for reg in (0.01, 0.002, 0.001):                       # 0.001 < SHIFTED_MIN_REG: the logsumexp path
+    # exp(-1/reg) is normal down to reg = 1/708, but the terms flushed below 2.2e-308 cost 3e-4 of a sum
+    # at 1/699.9 (a review): shifted products only from 1/668 at 32 points
+    assert ot_blend.shifted_products_exact(0.002, 32) and not ot_blend.shifted_products_exact(1 / 699.9, 32)
+    assert ot_blend.shifted_products_exact(1 / 665, 32) and not ot_blend.shifted_products_exact(1 / 670, 32)
+    for reg in (0.01, 0.002, 0.001):                       # 0.001: the logsumexp path
         ours = ot_blend.log_barycenter(images, reg, 300, 1e-7)
         theirs = ot.bregman.convolutional_barycenter2d(images.numpy(), reg, method="sinkhorn_log", numItermax=300,
                                                        stopThr=1e-7, warn=False)
@@ -188,10 +193,19 @@ def test_log_barycenter_is_pots_log_domain_barycenter(monkeypatch):
     assert torch.get_num_threads() == threads                                          # restored
     monkeypatch.setattr(ot_blend, "subnormals_flushed", lambda device: contextlib.nullcontext())
     shifted = ot_blend.channel_barycenter(blobs[:, None], 0.002, 1e-12, 500, 1e-9)[0]
-    monkeypatch.setattr(ot_blend, "SHIFTED_MIN_REG", 1.0)
+    monkeypatch.setattr(ot_blend, "shifted_products_exact", lambda *a: False)
     exact = ot_blend.channel_barycenter(blobs[:, None], 0.002, 1e-12, 500, 1e-9)[0]
     for ours in (flushed, shifted):
         assert torch.isfinite(ours).all() and float((ours - exact).abs().max()) < 1e-12 * float(exact.max())
+    subnormal = torch.tensor([1e-310], dtype=torch.float64)
+    try:
+        torch.set_flush_denormal(True)
+        with ot_blend.subnormals_flushed(torch.device("cpu")):
+            pass
+        assert float(subnormal * 1.0) == 0                                             # still the user's
+    finally:
+        torch.set_flush_denormal(False)
+    assert float(subnormal * 1.0) > 0
 
 
 class _Ctx:

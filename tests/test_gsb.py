@@ -307,6 +307,7 @@ def test_the_fs_table_never_shows_invalid_certificates_as_certified(tmp_path):
 
     none = run("none", [False, False])
     assert none["radius at cos ≥ 0.5 ↑"].endswith("(nominal)") and none["certified ↑"].endswith("(nominal)")
+    assert none["s_lower ↑"].endswith("(nominal)") and none["radius_nominal"]
     some = run("some", [True, False])
     assert some["radius at cos ≥ 0.5 ↑"].startswith("0.300") and some["radius at cos ≥ 0.5 ↑"].endswith("(1 of 2 valid)")
     assert some["radius_mean"] == pytest.approx(0.3)

@@ -127,6 +127,9 @@ def test_a_token_averaged_answer_is_not_shown_as_the_radius_of_that_text(capsys,
     out = capsys.readouterr().out
     assert "radius 0.0913 for the vote's class 0, not token_average's text" in out
     assert "radius 0.05" in out and "not majority" not in out
+    print_summary({"items": 2}, "t", records=rows.assign(aggregator=["TokenAverage", "Majority"]))   # no Hydra choices
+    out = capsys.readouterr().out
+    assert "not TokenAverage's text" in out and "not Majority" not in out
 
 
 def test_summary_arrows_point_the_right_way():
@@ -135,7 +138,8 @@ def test_summary_arrows_point_the_right_way():
     from smoothgen_exp.report import metric_arrow
 
     for neither in ("confidence", "world_size", "items_total", "items", "alpha", "sigma", "n", "n0",
-                    "max_certifiable_radius", "mean_diag_rho", "attack_within_radius", "attack_w2_items"):
+                    "max_certifiable_radius", "mean_diag_rho", "attack_within_radius", "attack_w2_items",
+                    "nominal_mean_diag_rho", "nominal_max_certifiable_radius"):
         assert metric_arrow(neither) == "", neither
     assert metric_arrow("metric_fid_baseline") == metric_arrow("abstain_rate") == "↓"
     assert metric_arrow("retention_fid") == metric_arrow("certified_accuracy_r0.5") == metric_arrow("mean_radius") == "↑"

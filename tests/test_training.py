@@ -169,3 +169,12 @@ def test_progress_false_trains_without_bars(capsys):
     with training_progress(False):
         list(hf_logging.tqdm(range(3), desc="Loading weights"))
     assert "Loading weights" not in capsys.readouterr().err and hf_logging.is_progress_bar_enabled()
+    import huggingface_hub.utils as hub_utils
+
+    hub_utils.disable_progress_bars()                         # a user's own setting stays (a review)
+    try:
+        with training_progress(False):
+            pass
+        assert hub_utils.are_progress_bars_disabled()
+    finally:
+        hub_utils.enable_progress_bars()

@@ -112,9 +112,10 @@ def training_progress(show: bool):
 def _transformers_bars_off():
     from unittest import mock
 
+    import huggingface_hub.utils as hub_utils
     from transformers.utils import logging as hf_logging
 
-    was = hf_logging.is_progress_bar_enabled()
+    was, hub_was_off = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
     hf_logging.disable_progress_bar()
     try:
         with contextlib.ExitStack() as stack:
@@ -127,7 +128,9 @@ def _transformers_bars_off():
             yield
     finally:
         if was:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()         # huggingface_hub's too: as the user had them
+        if hub_was_off:
+            hub_utils.disable_progress_bars()
 
 
 def epochs(total: int, checkpoint: Checkpoint | None, stateful: dict[str, Any],
