@@ -166,9 +166,15 @@ def test_progress_false_trains_without_bars(capsys):
     # transformers' own loading bars too ("Loading weights" printed under progress=false; a new user)
     from transformers.utils import logging as hf_logging
 
-    with training_progress(False):
-        list(hf_logging.tqdm(range(3), desc="Loading weights"))
-    assert "Loading weights" not in capsys.readouterr().err and hf_logging.is_progress_bar_enabled()
+    before = hf_logging.is_progress_bar_enabled()       # MiniLMEncoder turns them off for the process
+    hf_logging.enable_progress_bar()
+    try:
+        with training_progress(False):
+            list(hf_logging.tqdm(range(3), desc="Loading weights"))
+        assert "Loading weights" not in capsys.readouterr().err and hf_logging.is_progress_bar_enabled()
+    finally:
+        if not before:
+            hf_logging.disable_progress_bar()
     import huggingface_hub.utils as hub_utils
 
     hub_utils.disable_progress_bars()                         # a user's own setting stays (a review)
