@@ -11,9 +11,10 @@ It is computed in *pixel space at reduced resolution*:
   the [0, 1]^2 grid, float64) blends each channel with uniform weights. `method=sinkhorn_log` (the
   default) runs it in the log domain (`log_barycenter`: POT's `convolutional_barycenter2d(method=
   "sinkhorn_log")`, the same iterations to 1e-15, vectorised over the n images in torch, on the run's
-  device; about 3x faster than the next on CPU). `method=sinkhorn` is POT's plain-domain version: at the default reg its Gibbs
-  kernel underflows and it converges to a wrong barycenter (the barycenter of two blobs kept ghost
-  bumps at 5% of the peak where the exact one has 0.3%; NaN at reg = 5e-4). A non-finite blend fails;
+  device; on CPU about 3x faster than POT's plain-domain method). `method=sinkhorn` is that method: at
+  the default reg its Gibbs kernel underflows and it converges to a wrong barycenter (the barycenter of
+  two blobs kept ghost bumps at 5% of the peak where the exact one has 0.3%; NaN at reg = 5e-4). A
+  non-finite blend fails;
 - each channel is rescaled to the mean mass of its inputs and the result upsampled (bilinear) to the
   output resolution and clipped to [0, 1].
 The smoothed prediction is the oracle's class of the blended image. It is an aggregate for quality and

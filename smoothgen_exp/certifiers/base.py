@@ -109,8 +109,8 @@ class Certifier:
         return {}
 
     def summarize(self, smoothed: pd.DataFrame) -> dict:
-        """Means of the bound_* (guarantees) and diag_* (diagnostics) columns over the items that have them (NaN where none has), with the count of
-        those items (`mean_<col>_items`) where some have none; where items can abstain (center's check) and
+        """Means of the bound_* (guarantees) and diag_* (diagnostics) columns over the items that have them
+        (NaN where none has), with the count of those items (`mean_<col>_items`) where some have none; where items can abstain (center's check) and
         rows have no radius, `abstain_rate` beside them says how many did not."""
         out = {}
         if "abstained" in smoothed and "radius" not in smoothed and smoothed.abstained.notna().any():
