@@ -166,7 +166,7 @@ def test_progress_false_trains_without_bars(capsys):
     # transformers' own loading bars too ("Loading weights" printed under progress=false; a new user)
     from transformers.utils import logging as hf_logging
 
-    before = hf_logging.is_progress_bar_enabled()       # MiniLMEncoder turns them off for the process
+    before = hf_logging.is_progress_bar_enabled()       # as this worker's earlier tests left them
     hf_logging.enable_progress_bar()
     try:
         with training_progress(False):
@@ -184,3 +184,20 @@ def test_progress_false_trains_without_bars(capsys):
         assert hub_utils.are_progress_bars_disabled()
     finally:
         hub_utils.enable_progress_bars()
+
+
+def test_loading_minilm_leaves_the_users_progress_bars_as_they_were():
+    """MiniLMEncoder turned transformers' bars off for the whole process to hide its own loading bar, so a
+    library user's later downloads and trainings ran without them."""
+    from transformers.utils import logging as hf_logging
+
+    from smoothgen_exp.backbones.text_encoder import MiniLMEncoder
+
+    before = hf_logging.is_progress_bar_enabled()
+    try:
+        for state in (True, False):
+            (hf_logging.enable_progress_bar if state else hf_logging.disable_progress_bar)()
+            MiniLMEncoder()
+            assert hf_logging.is_progress_bar_enabled() is state
+    finally:
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()

@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from pathlib import Path
 
 import torch
 
 from smoothgen_exp.errors import WeightsNotFound, missing_weights
+
+
+@contextlib.contextmanager
+def transformers_bars_off():
+    """transformers' and huggingface_hub's progress bars off inside the block, and as the user had them after
+    (loading bars: "Loading weights", GGUF de-quantizing)."""
+    from unittest import mock
+
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    was, hub_was_off = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with contextlib.ExitStack() as stack:
+            try:                             # the GGUF loader calls tqdm.auto's tqdm directly
+                import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+                stack.enter_context(mock.patch.object(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True)))
+            except ImportError:
+                pass
+            yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()         # huggingface_hub's too: as the user had them
+        if hub_was_off:
+            hub_utils.disable_progress_bars()
 
 
 def resolve_dtype(dtype: str, device, device_map: str | None = None, accelerator_auto: str = "auto") -> str:

@@ -15,6 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from smoothgen_exp.backbones.batch_invariant import row_blocked
+from smoothgen_exp.backbones.hub import transformers_bars_off
 from smoothgen_exp.errors import WeightsNotFound
 
 
@@ -41,13 +42,11 @@ class MiniLMEncoder:
     def __init__(self, path: str | None = None, device: str | torch.device = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
         local = minilm_path(path)
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(local))
-        self.model = AutoModel.from_pretrained(str(local)).to(self.device).eval().requires_grad_(False)
+        with transformers_bars_off():       # its loading bar, not the user's own bars after
+            self.tokenizer = AutoTokenizer.from_pretrained(str(local))
+            self.model = AutoModel.from_pretrained(str(local)).to(self.device).eval().requires_grad_(False)
         row_blocked(self.model)
 
     @torch.inference_mode()

@@ -9,7 +9,6 @@ uninterrupted one (tests/test_training.py).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import time
@@ -19,6 +18,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from smoothgen_exp.backbones.hub import transformers_bars_off
 
 
 def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "t") -> Any:
@@ -101,36 +102,11 @@ def training_progress(show: bool):
     token = SHOW_PROGRESS.set(bool(show))
     with contextlib.ExitStack() as stack:
         if not show:
-            stack.enter_context(_transformers_bars_off())
+            stack.enter_context(transformers_bars_off())
         try:
             yield
         finally:
             SHOW_PROGRESS.reset(token)
-
-
-@contextlib.contextmanager
-def _transformers_bars_off():
-    from unittest import mock
-
-    import huggingface_hub.utils as hub_utils
-    from transformers.utils import logging as hf_logging
-
-    was, hub_was_off = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with contextlib.ExitStack() as stack:
-            try:                             # the GGUF loader calls tqdm.auto's tqdm directly
-                import transformers.modeling_gguf_pytorch_utils as gguf_utils
-
-                stack.enter_context(mock.patch.object(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True)))
-            except ImportError:
-                pass
-            yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()         # huggingface_hub's too: as the user had them
-        if hub_was_off:
-            hub_utils.disable_progress_bars()
 
 
 def epochs(total: int, checkpoint: Checkpoint | None, stateful: dict[str, Any],
