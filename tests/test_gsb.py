@@ -233,7 +233,10 @@ def test_trained_booster_is_picked_up_by_the_runner_and_tabulated(tmp_path, cach
         train_cfg = composed("task=gsb", "model=digit_encoder", f"cache_dir={run_cache}", *QUICK_OVERRIDES,
                              f"booster.components={parts}", config="train")
         results[parts] = TrainGSB().run(train_cfg, torch.device("cpu"))
-    assert set(results["pm"]) >= {"denoiser", "mapper", "train_seconds"} and "denoiser" not in results["m"]
+    assert set(results["pm"]) >= {"denoiser", "mapper", "train_seconds", "seconds"} and "denoiser" not in results["m"]
+    # the weights' own training seconds, not this call's (which found them cached and trained nothing)
+    assert results["pm"]["denoiser"]["train_seconds"] > 0 and results["pm"]["mapper"]["train_seconds"] > 0
+    assert results["pm"]["train_seconds"] == results["pm"]["denoiser"]["train_seconds"] + results["pm"]["mapper"]["train_seconds"]
     assert results["pm"]["mapper"]["weights"] == booster_parts[3]["mapper"]["file"].replace(str(cache), str(run_cache))
     sweep = tmp_path / "sweep"
     res = cli("experiment=fs_gsb_attacks", "debug=smoke", *QUICK_OVERRIDES, "smoothing.sigma=0.5", "attack.eps=0.25",

@@ -47,6 +47,18 @@ def test_training_seconds_count_every_resumed_part(tmp_path, monkeypatch):
     assert second.seconds() == pytest.approx(150.0 + 40.0)
 
 
+def test_a_checkpoint_without_a_path_saves_nothing_and_keeps_the_clock(tmp_path, monkeypatch):
+    """A trainer called without a checkpoint path still reports its training seconds (the GSB trainers
+    reported none, and `task=gsb` this call's seconds instead: 0 for cached weights)."""
+    clock = iter([10.0, 12.5])
+    monkeypatch.setattr(ckpt_mod.time, "perf_counter", lambda: next(clock))
+    ckpt = Checkpoint(None)
+    net = torch.nn.Linear(2, 2)
+    assert [e for e, _ in epochs(2, ckpt, {"net": net}, {}, "test")] == [0, 1]
+    ckpt.remove()
+    assert ckpt.seconds() == 2.5 and not any(tmp_path.iterdir())
+
+
 def test_missing_weights_without_a_trainer_say_how_to_train(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "TRAINERS", {})
     with pytest.raises(SmoothgenError, match=r"python -m smoothgen_exp.train task=digit_oracle") as err:

@@ -48,10 +48,11 @@ def unflatten(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 class Checkpoint:
-    """`<weights file>.ckpt.safetensors` next to the weights it will become; removed when they are written."""
+    """`<weights file>.ckpt.safetensors` next to the weights it will become; removed when they are written.
+    With no path (a trainer called without one) it saves nothing and only keeps the training clock."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path else None
         self.seconds_before = 0.0      # training seconds of the epochs restored (earlier, killed parts)
         self._started = time.perf_counter()
 
@@ -60,6 +61,8 @@ class Checkpoint:
         return self.seconds_before + time.perf_counter() - self._started
 
     def save(self, epoch: int, stateful: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+        if self.path is None:
+            return
         tensors: dict[str, torch.Tensor] = {}
         skeleton = {"epoch": epoch, "seconds": self.seconds(),
                     "state": {name: flatten(obj.state_dict(), tensors) for name, obj in stateful.items()},
@@ -72,7 +75,7 @@ class Checkpoint:
 
     def restore(self, stateful: dict[str, Any], generators: dict[str, torch.Generator]) -> int:
         """Load the saved states into the given objects; the number of finished epochs (0: none saved)."""
-        if not self.path.exists():
+        if self.path is None or not self.path.exists():
             return 0
         from safetensors import safe_open
 
@@ -88,7 +91,8 @@ class Checkpoint:
         return int(skeleton["epoch"])
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 SHOW_PROGRESS: ContextVar[bool] = ContextVar("show_training_progress", default=True)

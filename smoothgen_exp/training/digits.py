@@ -59,7 +59,7 @@ def train_digit_cnn(epochs_total: int, lr: float, train_noise: float, seed: int,
 @register_trainer("digit_oracle")
 def train_digit_oracle(params: dict, checkpoint: str | None = None, stop_after: int | None = None):
     net, acc = train_digit_cnn(params["epochs"], params["lr"], params["train_noise"], params["seed"],
-                               Checkpoint(checkpoint) if checkpoint else None, stop_after=stop_after)
+                               Checkpoint(checkpoint), stop_after=stop_after)
     log.info("digit oracle: held-out accuracy %.4f on real digits", acc)
     return net.state_dict(), {"heldout_accuracy": f"{acc:.6f}"}
 
@@ -118,7 +118,7 @@ def train_digits_t2i(params: dict, checkpoint: str | None = None, *, encoder, or
     cvae = train_cvae(emb.reshape(N_TRAIN_TEMPLATES, 10, -1), oracle_net, latent_dim=params["latent_dim"],
                       hidden=params["hidden"], train_sigma=params["train_sigma"], epochs_total=params["epochs"],
                       lr=params["lr"], kl_weight=params["kl_weight"], oracle_weight=params["oracle_weight"],
-                      seed=params["seed"], checkpoint=Checkpoint(checkpoint) if checkpoint else None,
+                      seed=params["seed"], checkpoint=Checkpoint(checkpoint),
                       stop_after=stop_after)
     acc = heldout_fidelity(cvae, encoder, oracle_net)
     log.info("digits generator: oracle accuracy of samples for held-out prompts %.4f", acc)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 
 import numpy as np
 import torch
@@ -110,9 +109,9 @@ def train_digits_diffusion(params: dict, checkpoint: str | None = None, *, encod
 
     emb = encoder.encode([prompt(t, d) for t in SPLITS["train"] for d in range(10)]).cpu()
     oracle.net.cpu()
-    t0, ckpt = time.perf_counter(), Checkpoint(checkpoint) if checkpoint else None
+    ckpt = Checkpoint(checkpoint)
     unet = train_unet(emb.reshape(N_TRAIN_TEMPLATES, 10, -1), params, ckpt, stop_after)
-    seconds = ckpt.seconds() if ckpt else time.perf_counter() - t0     # every resumed part's epochs
+    seconds = ckpt.seconds()                                  # every resumed part's epochs
     pipe = DigitsDiffusionPipeline(unet=unet, scheduler=ddim_scheduler(
         noise_scheduler_config(params["train_timesteps"], params["beta_schedule"])))
     pipe.set_progress_bar_config(disable=True)

@@ -5,7 +5,7 @@ sigma ~ U(0, train_sigma_max) per example and one fresh noise draw per example a
 the frozen encoder's gradients), then M on the features of P's output (or of the noisy input, without P).
 Each trainer reports held-out metrics in its weights' metadata (and `python -m smoothgen_exp.train task=gsb`
 prints them): the Gaussian robustness score S at sigma 0.25 and 0.5 (vanilla and boosted part), and, for M,
-l_id on clean held-out features.
+l_id on clean held-out features; and the training seconds (every resumed part's epochs).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def train_denoiser(params: dict, checkpoint: str | None = None, *, encoder, stop
     opt = torch.optim.Adam(net.parameters(), lr=params["lr"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params["epochs"])
     fgen = torch.Generator().manual_seed(0)
-    for _, bar in epochs(params["epochs"], Checkpoint(checkpoint) if checkpoint else None,
+    ckpt = Checkpoint(checkpoint)
+    for _, bar in epochs(params["epochs"], ckpt,
                          {"net": net, "opt": opt, "sched": sched}, {"gen": gen}, "train GSB denoiser P", stop_after):
         net.train()
         for idx in torch.randperm(len(x), generator=gen).split(params["batch_size"]):
@@ -83,6 +84,7 @@ def train_denoiser(params: dict, checkpoint: str | None = None, *, encoder, stop
             opt.step()
         sched.step()
         bar.set_postfix(l_rb=f"{rb.item():.4f}", l_mse=f"{mse.item():.4f}")
+    seconds = ckpt.seconds()                                  # every resumed part's epochs
     net.eval()
     held = split_images(encoder, "heldout")
     held_clean = features(encoder, held)
@@ -90,7 +92,7 @@ def train_denoiser(params: dict, checkpoint: str | None = None, *, encoder, stop
                          "p": robustness_score(lambda c, v: encoder.generate(net(c, v), fgen), held, held_clean, s)}
               for s in REPORT_SIGMAS}
     log.info("GSB denoiser: held-out robustness score S %s", report)
-    return net.state_dict(), {"heldout_score": json.dumps(report)}
+    return net.state_dict(), {"heldout_score": json.dumps(report), "train_seconds": f"{seconds:.1f}"}
 
 
 @register_trainer("gsb_mapper")
@@ -110,7 +112,8 @@ def train_mapper(params: dict, checkpoint: str | None = None, *, encoder, denois
     net = Mapper(clean.shape[1], params["hidden"]).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=params["lr"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params["epochs"])
-    for _, bar in epochs(params["epochs"], Checkpoint(checkpoint) if checkpoint else None,
+    ckpt = Checkpoint(checkpoint)
+    for _, bar in epochs(params["epochs"], ckpt,
                          {"net": net, "opt": opt, "sched": sched}, {"gen": gen}, "train GSB mapper M", stop_after):
         net.train()
         for idx in torch.randperm(len(x), generator=gen).split(params["batch_size"]):
@@ -126,6 +129,7 @@ def train_mapper(params: dict, checkpoint: str | None = None, *, encoder, denois
             opt.step()
         sched.step()
         bar.set_postfix(l_rb=f"{rb.item():.4f}", l_stats=f"{stats.item():.4f}", l_id=f"{l_id.item():.2e}")
+    seconds = ckpt.seconds()                                  # every resumed part's epochs
     net.eval()
     held = split_images(encoder, "heldout")
     held_clean = features(encoder, held)
@@ -133,4 +137,5 @@ def train_mapper(params: dict, checkpoint: str | None = None, *, encoder, denois
         heldout_l_id = float(net.residual(held_clean, 0.0).pow(2).sum(1).mean())
     report = {f"{s:g}": robustness_score(lambda c, v: net(base(c, v), v), held, held_clean, s) for s in REPORT_SIGMAS}
     log.info("GSB mapper: held-out l_id %.3g, robustness score S %s", heldout_l_id, report)
-    return net.state_dict(), {"heldout_l_id": f"{heldout_l_id:.6g}", "heldout_score": json.dumps(report)}
+    return net.state_dict(), {"heldout_l_id": f"{heldout_l_id:.6g}", "heldout_score": json.dumps(report),
+                              "train_seconds": f"{seconds:.1f}"}

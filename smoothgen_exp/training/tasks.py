@@ -102,10 +102,13 @@ class TrainSRLVAE:
 class TrainGSB:
     """The Gaussian Smoothness Booster (`booster=gsb`, the parts `booster.components` names) around the frozen
     feature encoder `model=...`; reports where the weights went, the held-out robustness scores and l_id
-    measured at training time, and the seconds it took (0 when everything was cached)."""
+    measured at training time, each part's training seconds as its weights record them (every resumed part's
+    epochs; NaN for weights written before they were recorded) and their sum, and the seconds this call
+    took (about 0 when everything was cached)."""
 
     def run(self, cfg, device) -> dict:
         import json
+        import math
         import time
 
         from smoothgen_exp.errors import ConfigError
@@ -118,8 +121,9 @@ class TrainGSB:
         start = time.perf_counter()
         with retraining({"gsb_denoiser", "gsb_mapper"} if cfg.retrain else set()):
             _, _, info = booster.load(encoder, cfg.model)
-        out = {"task": "gsb", "components": booster.components, "train_seconds": time.perf_counter() - start}
+        out = {"task": "gsb", "components": booster.components, "seconds": time.perf_counter() - start}
         for part, meta in info.items():
-            out[part] = {"weights": meta["file"], **{k: json.loads(v) for k, v in meta.items()
-                                                     if k.startswith("heldout_")}}
+            out[part] = {"weights": meta["file"], "train_seconds": float(meta.get("train_seconds", math.nan)),
+                         **{k: json.loads(v) for k, v in meta.items() if k.startswith("heldout_")}}
+        out["train_seconds"] = sum(out[part]["train_seconds"] for part in info)
         return out

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 
 import torch
 from torch.nn import functional as F
@@ -51,7 +50,7 @@ def train_tiny_vae(params: dict, checkpoint: str | None = None, *, stop_after: i
     vae = build_tiny_vae(params["channels"], params["latent_channels"], params["layers_per_block"])
     opt = torch.optim.Adam(vae.parameters(), lr=params["lr"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params["epochs"])
-    for _, bar in epochs(params["epochs"], Checkpoint(checkpoint) if checkpoint else None,
+    for _, bar in epochs(params["epochs"], Checkpoint(checkpoint),
                          {"vae": vae, "opt": opt, "sched": sched}, {"gen": gen}, "train tiny VAE", stop_after):
         for idx in torch.randperm(len(x), generator=gen).split(params["batch_size"]):
             posterior = vae.encode(x[idx] * 2 - 1).latent_dist
@@ -90,7 +89,7 @@ def attacked_mse(vae, x: torch.Tensor, eps: float, steps: int, seed: int = 1) ->
 def train_srl_vae(params: dict, checkpoint: str | None = None, *, model, stop_after: int | None = None):
     from smoothgen_exp.data.images import DigitImages
 
-    start, ckpt = time.perf_counter(), Checkpoint(checkpoint) if checkpoint else None
+    ckpt = Checkpoint(checkpoint)
     gen = torch.Generator().manual_seed(params["srl_seed"])
     torch.manual_seed(params["srl_seed"])
     splits = {s: DigitImages(split=s, limit=None) for s in ("train", "heldout")}
@@ -117,7 +116,7 @@ def train_srl_vae(params: dict, checkpoint: str | None = None, *, model, stop_af
             loss.backward()
             opt.step()
         bar.set_postfix(robust=f"{robust.item():.5f}", originality=f"{originality.item():.2e}")
-    seconds = ckpt.seconds() if ckpt else time.perf_counter() - start    # every resumed part's epochs
+    seconds = ckpt.seconds()                                  # every resumed part's epochs
     vae.requires_grad_(False)
     report = {"clean_mse": {"original": reconstruction_mse(original, held), "srl": reconstruction_mse(vae, held)},
               "attacked_mse": {"original": attacked_mse(original, held, eps, steps),
