@@ -52,6 +52,7 @@ def test_a_checkpoint_without_a_path_saves_nothing_and_keeps_the_clock(tmp_path,
     reported none, and `task=gsb` this call's seconds instead: 0 for cached weights)."""
     clock = iter([10.0, 12.5])
     monkeypatch.setattr(ckpt_mod.time, "perf_counter", lambda: next(clock))
+    monkeypatch.chdir(tmp_path)                                 # where a file from a bad path would land
     ckpt = Checkpoint(None)
     net = torch.nn.Linear(2, 2)
     assert [e for e, _ in epochs(2, ckpt, {"net": net}, {}, "test")] == [0, 1]
@@ -201,15 +202,19 @@ def test_progress_false_trains_without_bars(capsys):
 def test_loading_minilm_leaves_the_users_progress_bars_as_they_were():
     """MiniLMEncoder turned transformers' bars off for the whole process to hide its own loading bar, so a
     library user's later downloads and trainings ran without them."""
+    import huggingface_hub.utils as hub_utils
     from transformers.utils import logging as hf_logging
 
     from smoothgen_exp.backbones.text_encoder import MiniLMEncoder
 
-    before = hf_logging.is_progress_bar_enabled()
+    before = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
     try:
-        for state in (True, False):
+        for state, hub_off in ((True, False), (False, True), (False, False), (True, True)):
             (hf_logging.enable_progress_bar if state else hf_logging.disable_progress_bar)()
+            (hub_utils.disable_progress_bars if hub_off else hub_utils.enable_progress_bars)()
             MiniLMEncoder()
             assert hf_logging.is_progress_bar_enabled() is state
+            assert hub_utils.are_progress_bars_disabled() is hub_off   # transformers' switch moves hub's too
     finally:
-        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
+        (hf_logging.enable_progress_bar if before[0] else hf_logging.disable_progress_bar)()
+        (hub_utils.disable_progress_bars if before[1] else hub_utils.enable_progress_bars)()

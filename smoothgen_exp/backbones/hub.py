@@ -31,11 +31,9 @@ def transformers_bars_off():
             except ImportError:
                 pass
             yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()         # huggingface_hub's too: as the user had them
-        if hub_was_off:
-            hub_utils.disable_progress_bars()
+    finally:                                 # each as the user had it (transformers' switch moves both)
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+        (hub_utils.disable_progress_bars if hub_was_off else hub_utils.enable_progress_bars)()
 
 
 def resolve_dtype(dtype: str, device, device_map: str | None = None, accelerator_auto: str = "auto") -> str:
