@@ -62,11 +62,12 @@ def ge(bound):
     return _rule(lambda v: v >= bound, f"must be >= {bound}")
 
 
+def multiple_of(k: int):
+    return _rule(lambda v: v > 0 and v % k == 0, f"must be a positive multiple of {k}")
+
+
 # classifier-free guidance acts above 1 only: a scale in [0, 1) ran as 1, the negative prompt dropped
 GUIDANCE = "must be >= 1 (1: no guidance; a scale below 1 would run as 1)"
-
-
-EIGHTS = "must be a positive multiple of 8"
 
 
 def open_unit():
@@ -236,8 +237,8 @@ class StableDiffusionConf(LocalWeightsConf):
     _target_: str = "smoothgen_exp.models.diffusion.StableDiffusion"
     name: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     # Stable Diffusion's pipeline needs multiples of 8 (its VAE downsamples by 8)
-    height: int = field(default=512, metadata=_rule(lambda v: v > 0 and v % 8 == 0, EIGHTS))
-    width: int = field(default=512, metadata=_rule(lambda v: v > 0 and v % 8 == 0, EIGHTS))
+    height: int = field(default=512, metadata=multiple_of(8))
+    width: int = field(default=512, metadata=multiple_of(8))
     steps: int = field(default=25, metadata=gt(0))
     guidance_scale: float = field(default=7.5, metadata=_rule(lambda v: v >= 1, GUIDANCE))
     negative_prompt: str = ""
