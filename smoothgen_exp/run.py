@@ -74,6 +74,13 @@ class Parts:
 
 
 def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> Parts:
+    """The run's parts from its config; loading and training bars follow `progress` (progress=false:
+    none, for the runner and the bench alike)."""
+    with training_progress(cfg.progress):
+        return _build_parts(cfg, device, is_main)
+
+
+def _build_parts(cfg: DictConfig, device: torch.device, is_main: bool) -> Parts:
     certifier = checked_certifier(cfg)           # the parts fit and can certify, before any weights load
     smoothing = instantiate(cfg.smoothing)
     needs_setup = isinstance(smoothing, FittedNoiseLaw)    # fitted on the calibration split
@@ -224,7 +231,7 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     log.info("run %s in %s on %s (rank %d of %d)", run_id, run_dir, device, ranks.rank, ranks.world)
 
     t_setup = time.perf_counter()
-    with ranks.main_process_first(), training_progress(cfg.progress):   # rank 0 trains cached weights
+    with ranks.main_process_first():           # rank 0 trains cached weights
         parts = build_parts(cfg, device, ranks.is_main)
     log.info("setup (weights, encoders) %.1fs", time.perf_counter() - t_setup)
     if hasattr(parts.model, "columns"):          # how the model is conditioned (a language model's noise_on)
