@@ -19,10 +19,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from smoothgen_exp.checks import hydra_choice
 from smoothgen_exp.config import GROUPS, has_records, refuse_existing_records
 from smoothgen_exp.errors import SmoothgenError
 
 CHOICE_GROUPS = tuple(g for g in GROUPS if g != "logger")     # the option chosen per group is a column
+
+
+def choice_columns(cfg) -> dict[str, str]:
+    """The option chosen in each group (Hydra's runtime choices, else the target's class name)."""
+    return {g: hydra_choice(cfg, g) or cfg[g]._target_.rsplit(".", 1)[-1] for g in CHOICE_GROUPS}
+
 
 COLUMNS: dict[str, pa.DataType] = {
     "run_id": pa.string(), "config_hash": pa.string(), "git_sha": pa.string(),

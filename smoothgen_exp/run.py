@@ -31,7 +31,6 @@ from smoothgen_exp.checks import (
     ceiling_summary,
     certified_ceiling,
     checked_certifier,
-    hydra_choice,
     oracle_naming_every_missing_weight,
 )
 from smoothgen_exp.config import refuse_existing_records, run_lock, validate
@@ -43,8 +42,8 @@ from smoothgen_exp.outcome import completed_summary, set_level_quality, warn_vio
 from smoothgen_exp.packing import Draw, Program, alongside, program_of, run_programs
 from smoothgen_exp.provenance import config_hash, git_sha, run_id_of, write_provenance
 from smoothgen_exp.records import (
-    CHOICE_GROUPS,
     RecordWriter,
+    choice_columns,
     read_records,
     recorded_items,
     summarize,
@@ -74,8 +73,7 @@ class Parts:
 
 
 def build_parts(cfg: DictConfig, device: torch.device, is_main: bool = True) -> Parts:
-    """The run's parts from its config; loading and training bars follow `progress` (progress=false:
-    none, for the runner and the bench alike)."""
+    """The run's parts from its config; loading and training bars follow `progress` (runner and bench)."""
     with training_progress(cfg.progress):
         return _build_parts(cfg, device, is_main)
 
@@ -226,7 +224,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict | None:
 
 def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) -> dict | None:
     device = ranks.device
-    choices = _choices(cfg)
+    choices = choice_columns(cfg)
     common = {"run_id": run_id, "config_hash": chash, "git_sha": git_sha(), **choices}
     log.info("run %s in %s on %s (rank %d of %d)", run_id, run_dir, device, ranks.rank, ranks.world)
 
@@ -299,8 +297,3 @@ def _run(cfg: DictConfig, run_dir: Path, chash: str, run_id: str, ranks: Ranks) 
     parts.logger.log_summary(summary)
     parts.logger.finish()
     return summary
-
-
-def _choices(cfg: DictConfig) -> dict[str, str]:
-    """The option chosen in each group (Hydra's runtime choices, else the target's class name)."""
-    return {g: hydra_choice(cfg, g) or cfg[g]._target_.rsplit(".", 1)[-1] for g in CHOICE_GROUPS}
