@@ -94,6 +94,7 @@ def test_gradients_reach_the_prompt_embedding_through_the_sampler(dd):
     assert z.grad is not None and float(z.grad.abs().sum()) > 0
 
 
+@pytest.mark.slow     # 40 s: a coverage simulation
 def test_cohen_bounds_cover_the_vote_rate_on_the_real_sampler(dd, oracle):
     """The certificate's coverage, unchanged on this generator: over independent items (seeds), the
     one-sided Clopper-Pearson bound on the selected class's vote rate exceeds the true rate (estimated

@@ -6,7 +6,7 @@ import pandas as pd
 
 from smoothgen_exp.records import REQUIRED
 
-from .conftest import TINY, cli, run_in_process
+from .conftest import TINY, cli, makefile_args, run_in_process
 
 VOLATILE = ("time_", "git_sha")
 
@@ -123,3 +123,18 @@ def test_wandb_falls_back_to_offline_where_online_fails(tmp_path, monkeypatch):
     logger = WandbLogger(project="p", entity=None, mode="online", tags=[], log_rows=False)
     logger.start(tmp_path, "r1", {})
     assert logger.run == "offline run" and modes == [("online", INIT_TIMEOUT_S), "teardown", ("offline", INIT_TIMEOUT_S)]
+
+
+def test_eval_items_baseline_correct_keeps_the_items_whose_baseline_row_is_correct(tmp_path):
+    """eval_items=baseline_correct keeps exactly the items whose baseline row under eval_items=all (the same
+    draw) is correct, and their rows are unchanged; items_total counts the items before the filter. The tiny
+    diffusion model (2 epochs) draws the right digit for only some prompts, so the filter has work to do.
+    (On a real model: test_smollm2's slow llm_rs smoke.)"""
+    args = [*TINY, "model=digits_diffusion", *makefile_args("T2I_DIGITS_TINY"), "dataset.limit=8", "metrics=none",
+            "certifier.n0=10", "certifier.n=20"]
+    every, _ = run_in_process(*args, run_dir=tmp_path / "all")
+    kept, summary = run_in_process(*args, "eval_items=baseline_correct", run_dir=tmp_path / "kept")
+    correct = set(every.query("variant == 'baseline' and correct").item_id)
+    assert 0 < len(correct) < 8 and set(kept.item_id) == correct and summary["items_total"] == 8
+    same = [c for c in every.columns if not c.startswith(VOLATILE) and c not in ("run_id", "config_hash")]
+    pd.testing.assert_frame_equal(stable(every[every.item_id.isin(correct)])[same], stable(kept)[same])

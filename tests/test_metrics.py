@@ -1,5 +1,6 @@
 """Quality metrics: FID through torchmetrics with the oracle's features, text metrics, retention."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -48,6 +49,18 @@ def test_fid_from_fewer_samples_than_features_warns(oracle, caplog, monkeypatch)
     fid.update(real[:20], real=False)
     fid_score(fid, "metric_fid_x")
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_fid_of_one_generated_sample_is_nan_with_a_warning(oracle, caplog):
+    """A one-item run of a metric that generates one image per item (tiny_vae's reconstruction FID) stopped
+    with torchmetrics' RuntimeError (found by shrinking the vae_table smoke to dataset.limit=1)."""
+    real = torch.from_numpy(digit_images("heldout")[0])
+    fid = make_fid("oracle", oracle, (1, 8, 8), None)
+    fid.update(real, real=True)
+    fid.update(real[:1], real=False)
+    assert math.isnan(fid_score(fid, "metric_fid_x"))
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "metric_fid_x is NaN: FID needs at least 2 generated samples, and this run made 1"]
 
 
 @pytest.mark.parametrize("sync", [True, False])

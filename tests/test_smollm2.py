@@ -114,6 +114,7 @@ def test_noise_on_all_conditions_on_the_whole_templated_prompt(smol):
     assert every.columns() == {"noise_on": "all", "chat_template": True}
 
 
+@pytest.mark.slow     # 40 s on 2 cores: a second full de-quantisation of the GGUF
 def test_cached_float_weights_equal_a_fresh_dequantisation(tmp_path, smol):
     from transformers import AutoModelForCausalLM
 
@@ -126,6 +127,7 @@ def test_cached_float_weights_equal_a_fresh_dequantisation(tmp_path, smol):
         assert torch.equal(cached[key], tensor), name
 
 
+@pytest.mark.slow     # 90 s on 2 cores; eval_items=baseline_correct: test_e2e, scaling_laws.py: test_experiments
 def test_table_llm_smoke_certifies_answers_of_the_real_model(tmp_path, smol):
     """`make table-llm-smoke`: the llm_rs sweep on 4 questions at n = 10, 30, and its scaling figures."""
     sweep, out = tmp_path / "sweep", tmp_path / "tables"
@@ -143,6 +145,7 @@ def test_table_llm_smoke_certifies_answers_of_the_real_model(tmp_path, smol):
     assert (out / "llm_scaling_ratio.png").stat().st_size > 100 and (out / "llm_scaling_laws.md").exists()
 
 
+@pytest.mark.slow     # 190 s on 2 cores; the same sweep and scripts on tiny_gpt2: test_lm
 def test_table_llm_smoke_attacks_the_real_model_without_certificate_violations(tmp_path, smol):
     """`make table-llm-smoke`'s attack half: PGD on the question embeddings inside every certified radius
     (eps 0.02) and far outside it (eps 2), the sound check of each attacked certificate, the attack table,

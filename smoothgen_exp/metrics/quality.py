@@ -21,6 +21,7 @@ clean condition, and the smoothed generator's outputs (`aggregator.samples`). Ov
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import torch
@@ -69,11 +70,14 @@ def fid_score(fid, name: str) -> float:
     no larger than the feature dimension: its covariance is then singular and the score mostly
     small-sample bias (FID falls as the set grows, for the same generator), comparable only with runs of
     the same size (rank 0 says so). Collective where compute() is, and syncs the states once: the count and the score are
-    read inside one sync (torchmetrics' compute unwrapped, as its own wrapper would sync a second time)."""
+    read inside one sync (torchmetrics' compute unwrapped, as its own wrapper would sync a second time).
+    NaN, with a warning, from fewer than 2 samples (torchmetrics raises: a one-item run would stop there)."""
     with fid.sync_context(dist_sync_fn=fid.dist_sync_fn, should_sync=fid.sync_on_compute):
         n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
-        value = float(fid.compute.__wrapped__())
-    if n <= dim and os.environ.get("RANK", "0") == "0":      # every rank computes the same synced set
+        value = float(fid.compute.__wrapped__()) if n >= 2 else math.nan
+    if n < 2 and os.environ.get("RANK", "0") == "0":      # one generated sample has no covariance
+        log.warning("%s is NaN: FID needs at least 2 generated samples, and this run made %d", name, n)
+    elif n <= dim and os.environ.get("RANK", "0") == "0":      # every rank computes the same synced set
         log.warning("%s from %d generated samples, no more than its %d feature dimensions: mostly "
                     "small-sample bias; compare only runs of the same size", name, n, dim)
     return value
