@@ -1,7 +1,7 @@
 """Where the sequential certifier's samples go at a target radius, by the items' p_A (README, Performance).
 
     python scripts/sequential_budget.py [--radius 0.5] [--seeds 5] [--points 100] [--budget-share 0.8]
-                                        [--give-up-alpha 0.01]
+                                        [--give-up-alpha 0.01] [--clairvoyant]
 
 The `make bench` comparison (100 held-out digits in pixel space, sigma 0.25, alpha 0.001, fixed n = 10,000
 against `certifier=sequential` on the same budget) with the digit oracle replaced by a Bernoulli vote: item
@@ -10,6 +10,14 @@ i's vote is its true label with probability p_i, its fixed-n vote rate k_i / n, 
 items, the mean samples to decide, their share of all samples, and the items certified against those that
 fixed-n Clopper-Pearson certifies at the same p_i. It shows which items set the mean: those just above p*
 need about log(1/alpha) / KL(p || p*) samples, with any bet.
+
+--clairvoyant adds the comparator of `make bench` (bench.known_rate_bet: told each item's p_A, it bets the
+likelihood ratio of p_A against p* from the first sample) on the same votes: its mean samples and
+certified items over the seeds, first on every item above p*, then told also which items to skip: it
+drops the items with the most samples per expected certification while its expected certified count
+stays within one item of fixed n's (or, where it certifies fewer, drops only items it never certifies).
+With --budget-share it adds the Clopper-Pearson test at the budget, as the certifier does. That is a floor for any certifier told nothing: what the items cost
+once it is known where to stake and where to give up.
 """
 
 from __future__ import annotations
@@ -17,14 +25,18 @@ from __future__ import annotations
 import argparse
 from types import SimpleNamespace
 
+import numpy as np
 import torch
+from scipy.stats import binom
 
-from smoothgen_exp.bench import PixelIdentity
+from smoothgen_exp.bench import PixelIdentity, known_rate_bet
 from smoothgen_exp.certifiers.sequential import SequentialCertifier
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.core import Smooth
 from smoothgen_exp.data.digits import digit_images
+from smoothgen_exp.packing import run_one
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
+from smoothgen_exp.stats import cp_lower
 
 BUCKETS = (0.0, 0.95, 0.97, 0.977, 0.981, 0.985, 0.99, 1.0 + 1e-9)
 
@@ -52,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--budget-share", type=float, default=None, help="certifier.budget_share (default: the config's)")
     p.add_argument("--give-up-alpha", type=float, default=0.01, help="certifier.give_up_alpha")
+    p.add_argument("--clairvoyant", action="store_true", help="add the told-p comparator and its skip plan")
     p.add_argument("--cache-dir", default="outputs/cache")
     args = p.parse_args(argv)
 
@@ -72,21 +85,41 @@ def main(argv: list[str] | None = None) -> None:
     share = {} if args.budget_share is None else {"budget_share": args.budget_share}
     certifier = SequentialCertifier(n0=100, n=args.n, alpha=args.alpha, batch_size=1000,
                                     target_radius=args.radius, give_up_alpha=args.give_up_alpha, **share)
-    used = torch.zeros(len(idx), dtype=torch.float64)
-    certified = torch.zeros(len(idx), dtype=torch.float64)
-    for seed in range(args.seeds):
-        for j, (i, rate) in enumerate(zip(idx, rates, strict=True)):
-            item = SimpleNamespace(item_id=f"heldout-{i}", condition="", label=int(labels[i]))
-            ctx = ItemContext(item, torch.from_numpy(images[i]), PixelIdentity(),
-                              BernoulliOracle(int(labels[i]), rate, seed * 100_003 + i), noise, run_seed=seed,
-                              batch_size=1000)
-            row = certifier.certify(ctx)
-            used[j] += row["samples_used"] / args.seeds
-            certified[j] += (bool(row["certified"]) and row["prediction"] == item.label) / args.seeds
+    p_star = noise.required_p(args.radius)
+
+    def decide(j: int, i: int, seed: int, clairvoyant: bool) -> tuple[float, bool]:
+        """(samples, certified) of item j on its Bernoulli votes under this seed."""
+        item = SimpleNamespace(item_id=f"heldout-{i}", condition="", label=int(labels[i]))
+        ctx = ItemContext(item, torch.from_numpy(images[i]), PixelIdentity(),
+                          BernoulliOracle(int(labels[i]), rates[j], seed * 100_003 + i), noise, run_seed=seed,
+                          batch_size=1000)
+        if clairvoyant:
+            cp = (args.budget_share or 0.0) * args.alpha          # the Clopper-Pearson test at the budget, as in bench
+            ok, samples = run_one(ctx, known_rate_bet(item.label, rates[j], p_star, args.n, args.alpha - cp, cp))
+            return samples, ok
+        row = certifier.certify(ctx)
+        return row["samples_used"], bool(row["certified"]) and row["prediction"] == item.label
+
+    def over_seeds(clairvoyant: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        used = torch.zeros(len(idx), dtype=torch.float64)
+        certified = torch.zeros(len(idx), dtype=torch.float64)
+        for seed in range(args.seeds):
+            for j, i in enumerate(idx):
+                samples, ok = decide(j, i, seed, clairvoyant)
+                used[j] += samples / args.seeds
+                certified[j] += ok / args.seeds
+        return used, certified
+
+    used, certified = over_seeds(clairvoyant=False)
+    # fixed n on votes of the same law (fresh Binomial(n, p_i) counts): picking the items whose first count
+    # certified favours lucky draws, so it certifies fewer on fresh votes than on the votes that chose them
+    k_min = np.arange(args.n + 1)[cp_lower(np.arange(args.n + 1), args.n, args.alpha) > p_star]
+    fresh = sum(float(binom.sf(k_min[0] - 1, args.n, r)) for r in rates) if len(k_min) else 0.0
     total = float(used.sum())
     rate_t, fixed_t = torch.tensor(rates), torch.tensor(fixed)
-    print(f"r = {args.radius}, p* = {noise.required_p(args.radius):.4f}; fixed n = {args.n} certifies "
-          f"{int(fixed_t.sum())}, sequential {float(certified.sum()):.1f} (mean of {args.seeds} seeds); "
+    print(f"r = {args.radius}, p* = {p_star:.4f}; fixed n = {args.n} certifies "
+          f"{int(fixed_t.sum())} ({fresh:.1f} expected on fresh votes), sequential {float(certified.sum()):.1f} "
+          f"(mean of {args.seeds} seeds); "
           f"mean samples {total / len(idx):.0f} = {total / len(idx) / args.n:.3f} of n")
     print("| p_A | items | mean samples | share of all samples | certified (sequential / fixed) |")
     print("|---|---:|---:|---:|---:|")
@@ -95,6 +128,21 @@ def main(argv: list[str] | None = None) -> None:
         if m.any():
             print(f"| [{lo:g}, {min(hi, 1.0):g}{']' if hi > 1 else ')'} | {int(m.sum())} | {float(used[m].mean()):.0f} | "
                   f"{float(used[m].sum()) / total:.2f} | {float(certified[m].sum()):.1f} / {int(fixed_t[m].sum())} |")
+    if args.clairvoyant:
+        clairvoyant(*over_seeds(clairvoyant=True), int(fixed_t.sum()), args.n)
+
+
+def clairvoyant(used: torch.Tensor, certified: torch.Tensor, fixed: int, n: int) -> None:
+    """The told-p comparator on every item, then told which items to skip (module docstring)."""
+    print(f"clairvoyant, every item above p*: {float(used.mean()) / n:.3f} of n, {float(certified.sum()):.1f} certified")
+    keep = [j for j in range(len(used)) if used[j] > 0]
+    floor = min(fixed - 1, float(certified.sum()))        # within one item of fixed n, or all it certifies
+    for j in sorted(keep, key=lambda j: -float(used[j]) / max(float(certified[j]), 1e-12)):
+        if float(certified[keep].sum() - certified[j]) >= floor - 1e-9:
+            keep.remove(j)
+    skipped = sum(1 for j in range(len(used)) if used[j] > 0 and j not in keep)
+    print(f"clairvoyant told which items to skip ({skipped} skipped): {float(used[keep].sum()) / len(used) / n:.3f} "
+          f"of n, {float(certified[keep].sum()):.1f} certified (fixed n: {fixed})")
 
 
 if __name__ == "__main__":

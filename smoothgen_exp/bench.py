@@ -126,9 +126,10 @@ def known_rate_bet(label: int, p: float, p_star: float, n: int, alpha_bet: float
     at the certifier's largest alternative), the Kelly bet for that p: Wald's SPRT for that p (truncated
     at n, threshold 1/alpha_bet); for a known p no test with the same error rates needs fewer samples on
     average (Wald-Wolfowitz), up to that threshold and truncation. With alpha_cp > 0 it
-    adds the Clopper-Pearson test at the budget. It shows what the items cost when nothing has to be
-    learned from the votes (what to bet, when to give up); a certifier pays for learning on top. Not a
-    certifier: p comes from fixed n's votes. Returns (certified, samples)."""
+    adds the Clopper-Pearson test at the budget. It shows what the items cost when the stake need not be
+    learned from the votes. It is no floor: it never gives up on an item above p*, and one that it cannot
+    certify within n costs all n (scripts/sequential_budget.py --clairvoyant also tells it which items to
+    skip). Not a certifier: p comes from fixed n's votes. Returns (certified, samples)."""
     from smoothgen_exp.certifiers.sequential import MIN_REQUEST, alternatives
     from smoothgen_exp.packing import Draw
     from smoothgen_exp.stats import cp_lower

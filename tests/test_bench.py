@@ -58,3 +58,27 @@ def test_the_known_rate_bet_is_the_likelihood_ratio_test():
     assert cp_lower(50, 50, 0.01) > 0.9 > cp_lower(49, 50, 0.01)
     assert _drive(known_rate_bet(1, 0.99, 0.9, 50, 1e-9, 0.01), hits[:50]) == (True, 50)
     assert _drive(known_rate_bet(1, 0.99, 0.9, 50, 1e-9, 0.01), one_miss[:50]) == (False, 50)
+
+
+def test_sequential_budget_script_plans_the_clairvoyant_skips():
+    """scripts/sequential_budget.py --clairvoyant: the told-p bet on every item above p*, then told which to
+    skip; skipping never costs more samples and keeps the certified count within one item of fixed n (or, where
+    the bet certifies fewer, all it certifies). (2026-12-07: the README called the told-p bet a floor on the
+    samples; it spent the whole budget on items it could not certify.)"""
+    import re
+    import subprocess
+    import sys
+
+    from .conftest import CACHE, REPO
+
+    res = subprocess.run([sys.executable, "scripts/sequential_budget.py", "--points", "12", "--seeds", "2", "--n", "2000",
+                          "--clairvoyant", "--cache-dir", str(CACHE)], cwd=REPO, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    head = re.search(r"certifies (\d+) \(([\d.]+) expected on fresh votes\)", res.stdout)
+    every = re.search(r"every item above p\*: ([\d.]+) of n, ([\d.]+) certified", res.stdout)
+    told = re.search(r"skip \((\d+) skipped\): ([\d.]+) of n, ([\d.]+) certified \(fixed n: (\d+)\)", res.stdout)
+    assert head and every and told, res.stdout
+    fixed = int(told[4])
+    assert int(head[1]) == fixed and 0 <= float(head[2]) <= 12
+    assert float(told[2]) <= float(every[1]) and float(told[3]) >= min(fixed - 1, float(every[2])) - 1e-9
