@@ -16,8 +16,9 @@ likelihood ratio of p_A against p* from the first sample) on the same votes: its
 certified items over the seeds, first on every item above p*, then told also which items to skip: it
 drops the items with the most samples per expected certification while its expected certified count
 stays within one item of fixed n's (or, where it certifies fewer, drops only items it never certifies).
-With --budget-share it adds the Clopper-Pearson test at the budget, as the certifier does. That is a floor for any certifier told nothing: what the items cost
-once it is known where to stake and where to give up.
+With --budget-share it adds the Clopper-Pearson test at the budget, as the certifier does. It shows what
+the items cost once it is known what to stake and which items to give up on; a certifier has to learn
+both from the votes.
 """
 
 from __future__ import annotations
