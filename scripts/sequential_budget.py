@@ -14,8 +14,9 @@ need about log(1/alpha) / KL(p || p*) samples, with any bet.
 --clairvoyant adds the comparator of `make bench` (bench.known_rate_bet: told each item's p_A, it bets the
 likelihood ratio of p_A against p* from the first sample) on the same votes: its mean samples and
 certified items over the seeds, first on every item above p*, then told also which items to skip: it
-drops the items with the most samples per expected certification while its expected certified count
-stays within one item of fixed n's (or, where it certifies fewer, drops only items it never certifies).
+drops the items with the most samples per certificate (means over the same seeds, so the plan is chosen
+in sample) wherever its certified count stays within one item of fixed n's (or, where it certifies
+fewer, drops only items it never certifies).
 With --budget-share it adds the Clopper-Pearson test at the budget, as the certifier does. It shows what
 the items cost once it is known what to stake and which items to give up on; a certifier has to learn
 both from the votes.
@@ -112,10 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         return used, certified
 
     used, certified = over_seeds(clairvoyant=False)
-    # fixed n on votes of the same law (fresh Binomial(n, p_i) counts): picking the items whose first count
-    # certified favours lucky draws, so it certifies fewer on fresh votes than on the votes that chose them
-    k_min = np.arange(args.n + 1)[cp_lower(np.arange(args.n + 1), args.n, args.alpha) > p_star]
-    fresh = sum(float(binom.sf(k_min[0] - 1, args.n, r)) for r in rates) if len(k_min) else 0.0
+    fresh = fixed_on_fresh_votes(rates, args.n, args.alpha, p_star)
     total = float(used.sum())
     rate_t, fixed_t = torch.tensor(rates), torch.tensor(fixed)
     print(f"r = {args.radius}, p* = {p_star:.4f}; fixed n = {args.n} certifies "
@@ -133,8 +131,20 @@ def main(argv: list[str] | None = None) -> None:
         clairvoyant(*over_seeds(clairvoyant=True), int(fixed_t.sum()), args.n)
 
 
-def clairvoyant(used: torch.Tensor, certified: torch.Tensor, fixed: int, n: int) -> None:
-    """The told-p comparator on every item, then told which items to skip (module docstring)."""
+def fixed_on_fresh_votes(rates: list[float], n: int, alpha: float, p_star: float) -> float:
+    """Fixed n's expected certified count on fresh votes at these rates: the sum of P(Binomial(n, p_i) >= k),
+    k the least count whose Clopper-Pearson lower bound exceeds p*. The rates are estimated from the draw
+    that certified the items, so an item whose count sat just at k certifies about half the time on fresh
+    votes."""
+    counts = np.arange(n + 1)
+    certifying = counts[cp_lower(counts, n, alpha) > p_star]
+    return sum(float(binom.sf(certifying[0] - 1, n, r)) for r in rates) if len(certifying) else 0.0
+
+
+def clairvoyant(used: torch.Tensor, certified: torch.Tensor, fixed: int, n: int) -> tuple[int, float, float]:
+    """The told-p comparator on every item, then told which items to skip (module docstring): in order of
+    mean samples per certificate (over the same seeds, in sample), each item goes if the certified count
+    stays at or above min(fixed - 1, all it certifies). Returns (skipped, fraction of n, certified)."""
     print(f"clairvoyant, every item above p*: {float(used.mean()) / n:.3f} of n, {float(certified.sum()):.1f} certified")
     keep = [j for j in range(len(used)) if used[j] > 0]
     floor = min(fixed - 1, float(certified.sum()))        # within one item of fixed n, or all it certifies
@@ -142,8 +152,10 @@ def clairvoyant(used: torch.Tensor, certified: torch.Tensor, fixed: int, n: int)
         if float(certified[keep].sum() - certified[j]) >= floor - 1e-9:
             keep.remove(j)
     skipped = sum(1 for j in range(len(used)) if used[j] > 0 and j not in keep)
-    print(f"clairvoyant told which items to skip ({skipped} skipped): {float(used[keep].sum()) / len(used) / n:.3f} "
-          f"of n, {float(certified[keep].sum()):.1f} certified (fixed n: {fixed})")
+    share, kept = float(used[keep].sum()) / len(used) / n, float(certified[keep].sum())
+    print(f"clairvoyant told which items to skip ({skipped} skipped): {share:.3f} of n, {kept:.1f} certified "
+          f"(fixed n: {fixed})")
+    return skipped, share, kept
 
 
 if __name__ == "__main__":
