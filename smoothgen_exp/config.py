@@ -1120,6 +1120,9 @@ class ValidateOnStart(Callback):
                 if int(os.environ.get("RANK", "0")) == 0:       # a run's own rank 0 may hold it already
                     refuse_busy_directory(config.hydra.run.dir)
                 refuse_other_configuration(config.hydra.run.dir, config)
+                from smoothgen_exp.devices import resolve_device  # torch: not for dry_run
+
+                resolve_device(config.device)        # device=cuda on a CPU machine: refused before the run dir
         except ConfigError as e:
             exit_on_user_error(e)
             raise

@@ -227,6 +227,16 @@ def test_a_device_this_machine_cannot_use_fails_in_one_line(device, message):
         resolve_device(device)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine without a CUDA GPU")
+def test_a_device_this_machine_lacks_is_refused_before_the_run_directory_exists(tmp_path):
+    """device=cuda on a CPU machine failed in one line but left Hydra's run directory with only its config."""
+    res = cli("device=cuda", "dataset.limit=1", f"hydra.run.dir={tmp_path / 'run'}")
+    err = [line for line in res.stderr.strip().splitlines() if line.startswith("error:")]
+    assert res.returncode == 2 and err == ["error: device=cuda: this torch sees no CUDA GPU (a CPU build, or no "
+                                           "driver); use device=auto or cpu"], res.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_sweep_with_a_bad_value_fails_before_its_first_job(tmp_path):
     """`-m smoothing.sigma=0.1,-1` ran job 0 in full, then failed at job 1 (a new user's finding: a long
     sweep could die hours in on a value that could have been checked at the start)."""
