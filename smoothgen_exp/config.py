@@ -27,6 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, ValidationError
 
+from smoothgen_exp.devices import DEVICES, resolve_device
 from smoothgen_exp.errors import ConfigError, SmoothgenError, cause_of
 from smoothgen_exp.provenance import run_id_of
 
@@ -958,9 +959,6 @@ def _check_node(prefix: str, schema: type, node: DictConfig) -> None:
             raise ConfigError(f"{name(f.name)}={_fmt(value)}: {rule['text']}")
 
 
-DEVICES = "auto, cpu, cuda, cuda:N or mps"      # what `device` may name
-
-
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line, naming the key) if the composed config is invalid."""
     top = OmegaConf.create({k: cfg[k] for k in cfg if k not in GROUPS and k != "hydra"})
@@ -1120,8 +1118,6 @@ class ValidateOnStart(Callback):
                 if int(os.environ.get("RANK", "0")) == 0:       # a run's own rank 0 may hold it already
                     refuse_busy_directory(config.hydra.run.dir)
                 refuse_other_configuration(config.hydra.run.dir, config)
-                from smoothgen_exp.devices import resolve_device  # torch: not for dry_run
-
                 resolve_device(config.device)        # device=cuda on a CPU machine: refused before the run dir
         except ConfigError as e:
             exit_on_user_error(e)

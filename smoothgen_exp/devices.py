@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from smoothgen_exp.config import DEVICES
 from smoothgen_exp.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"      # what `device` may name (config checks names without torch)
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """The device `spec` names (auto | cpu | cuda | cuda:N | mps); ConfigError, one line, for a device
     that is not one or that this machine's torch cannot use."""
+    import torch
+
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -34,4 +40,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 def _mps_available() -> bool:
+    import torch
+
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
