@@ -101,6 +101,31 @@ def makefile_args(name: str) -> list[str]:
     return [arg.strip("'") for arg in line.split(":=", 1)[1].split()]
 
 
+def llm_attack_sweep(tmp_path: Path, *args: str) -> tuple:
+    """`make table-llm-smoke`'s attack half: experiment=llm_attacks at the Makefile's smoke size (ARGS added)
+    under tmp_path/sweep, then scripts/attack_figures.py and scripts/llm_quality.py into tmp_path/tables.
+    Checks what holds on any model: no certificate violation, every attack within its eps, the attack
+    table's violation counts 0, both figures drawn. Returns (rows, the smoothed rows attacked at eps 0.02)."""
+    import pandas as pd
+
+    sweep, out = tmp_path / "sweep", tmp_path / "tables"
+    res = cli("experiment=llm_attacks", *args, *makefile_args("LLM_ATTACK_SMOKE"), "progress=false",
+              f"cache_dir={CACHE}", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = pd.concat([pd.read_parquet(d) for d in sweep.rglob("records")])
+    sm = rows[rows.variant == "smoothed"]
+    assert not sm.certificate_violation.fillna(False).any()
+    assert (rows.attack_distance <= rows.attack_eps * (1 + 1e-5)).all()
+    for script, extra in (("attack_figures.py", ["--name", "llm_attacks", "--radius", "0.05"]), ("llm_quality.py", [])):
+        res = subprocess.run([sys.executable, f"scripts/{script}", str(sweep), "--out", str(out), *extra], cwd=REPO,
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+    attacks = pd.read_csv(out / "llm_attacks.csv")
+    assert attacks.filter(like="certificate_violations").iloc[:, 0].astype(str).str.startswith("0").all()
+    assert (out / "llm_attacks.png").stat().st_size > 100 and (out / "llm_quality.png").stat().st_size > 100
+    return rows, sm[sm.attack_eps == 0.02]
+
+
 def shared_dir(tmp_path_factory) -> Path:
     """A directory every pytest-xdist worker of this session sees (this process's own without xdist)."""
     base = tmp_path_factory.getbasetemp()

