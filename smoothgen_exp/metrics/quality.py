@@ -75,9 +75,11 @@ def fid_score(fid, name: str) -> float:
     with fid.sync_context(dist_sync_fn=fid.dist_sync_fn, should_sync=fid.sync_on_compute):
         n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
         value = float(fid.compute.__wrapped__()) if n >= 2 else math.nan
-    if n < 2 and os.environ.get("RANK", "0") == "0":      # one generated sample has no covariance
+    if os.environ.get("RANK", "0") != "0":      # every rank computes the same synced set: rank 0 says so
+        return value
+    if n < 2:                                   # one generated sample has no covariance
         log.warning("%s is NaN: FID needs at least 2 generated samples, and this run made %d", name, n)
-    elif n <= dim and os.environ.get("RANK", "0") == "0":      # every rank computes the same synced set
+    elif n <= dim:
         log.warning("%s from %d generated samples, no more than its %d feature dimensions: mostly "
                     "small-sample bias; compare only runs of the same size", name, n, dim)
     return value
