@@ -1,7 +1,7 @@
 """Where the sequential certifier's samples go at a target radius, by the items' p_A (README, Performance).
 
     python scripts/sequential_budget.py [--radius 0.5] [--seeds 5] [--points 100] [--budget-share 0.8]
-                                        [--give-up-alpha 0.01] [--clairvoyant]
+                                        [--give-up-alpha 0.05] [--clairvoyant]
 
 The `make bench` comparison (100 held-out digits in pixel space, sigma 0.25, alpha 0.001, fixed n = 10,000
 against `certifier=sequential` on the same budget) with the digit oracle replaced by a Bernoulli vote: item
@@ -17,7 +17,8 @@ certified items over the seeds, first on every item above p*, then told also whi
 drops the items with the most samples per certificate (means over the same seeds, so the plan is chosen
 in sample) wherever its certified count stays within one item of fixed n's (or, where it certifies
 fewer, drops only items it never certifies).
-With --budget-share it adds the Clopper-Pearson test at the budget, as the certifier does. It shows what
+With --budget-share it adds a Clopper-Pearson test at the budget at that share of alpha (a union bound;
+the certifier's own test at the budget is exact, and has what its bet leaves of alpha). It shows what
 the items cost once it is known what to stake and which items to give up on; a certifier has to learn
 both from the votes.
 """
@@ -33,6 +34,7 @@ from scipy.stats import binom
 
 from smoothgen_exp.bench import PixelIdentity, known_rate_bet
 from smoothgen_exp.certifiers.sequential import SequentialCertifier
+from smoothgen_exp.config import SequentialConf
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.core import Smooth
 from smoothgen_exp.data.digits import digit_images
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--points", type=int, default=100)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--budget-share", type=float, default=None, help="certifier.budget_share (default: the config's)")
-    p.add_argument("--give-up-alpha", type=float, default=0.01, help="certifier.give_up_alpha")
+    p.add_argument("--give-up-alpha", type=float, default=SequentialConf.give_up_alpha,
+                   help="certifier.give_up_alpha (default: the config's)")
     p.add_argument("--clairvoyant", action="store_true", help="add the told-p comparator and its skip plan")
     p.add_argument("--cache-dir", default="outputs/cache")
     args = p.parse_args(argv)

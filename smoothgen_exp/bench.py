@@ -7,9 +7,10 @@ process and interleaved point by point. The median ratio is `certify_over_raw` (
 It also compares `certifier=sequential` with fixed-n Cohen at target radii r in {0.25, 0.5, 1.0}, on the
 same budget: certified accuracy at r for both, and the sequential certifier's mean samples to decide as
 a fraction of 10,000 (`seq_samples_ratio` at r = 0.5, target <= 0.10; `seq_acc_delta` = sequential
-minus fixed certified accuracy, target within 0.01). `seq_with_budget_test` repeats r = 0.5 with
-`certifier.budget_share` (--seq-budget-share, 0.8): Clopper-Pearson on the n votes of items undecided at
-the budget, the bet at the rest of alpha. `seq_known_rate` is the clairvoyant comparator at r = 0.5
+minus fixed certified accuracy, target within 0.01), at the certifier's defaults (the bet at the full
+alpha, the exact test at the budget with what the bet leaves). `seq_with_budget_test` repeats r = 0.5
+with `certifier.budget_share` (--seq-budget-share, 0.8): the bet at 0.2 alpha, the test at the budget
+with the rest. `seq_known_rate` is the clairvoyant comparator at r = 0.5
 (`known_rate_bet`): the likelihood-ratio bet of each item's true p_A, told in advance.
 
 Packed batches (issue 13): the digits default at n0 = 10, n = 100 and n0 = 100, n = 1,000 over many
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from smoothgen_exp.config import SequentialConf
 from smoothgen_exp.core import NoiseStream, Smooth
 from smoothgen_exp.data.digits import digit_images
 from smoothgen_exp.devices import resolve_device
@@ -434,7 +436,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seq-radii", type=float, nargs="+", default=[0.25, 0.5, 1.0],
                    help="sequential comparison: every radius reported")
     p.add_argument("--seq-n0", type=int, default=100, help="the sequential certifier's selection samples (at most)")
-    p.add_argument("--give-up-alpha", type=float, default=0.01)
+    p.add_argument("--give-up-alpha", type=float, default=SequentialConf.give_up_alpha,
+                   help="certifier.give_up_alpha of the sequential comparisons (default: the config's)")
     p.add_argument("--seq-budget-share", type=float, default=0.8,
                    help="certifier.budget_share of the second sequential comparison at --target-radius")
     p.add_argument("--seq-max-n", type=int, default=10_000,

@@ -552,10 +552,11 @@ class SequentialConf(CertifierConf):
     # decisions are taken after every batch
     batch_size: int | str = field(default=100, metadata=batch_size_rule())
     target_radius: float = field(default=0.1, metadata=gt(0.0))
-    # level of the give-up test (abstaining needs no guarantee; see the class docstring)
-    give_up_alpha: float = field(default=0.01, metadata=open_unit())
-    # share of alpha for the Clopper-Pearson test of all n samples when the budget is spent (the bet
-    # gets the rest; union bound): undecided items just above p* certify as at fixed n. 0: bet only
+    # futility: give up when the predictive chance of certifying within n falls below give_up_alpha
+    # times the share of the budget left (abstaining needs no guarantee; see the class docstring)
+    give_up_alpha: float = field(default=0.05, metadata=_rule(lambda v: 0.0 < v < 0.5, "must lie in (0, 0.5)"))
+    # share of alpha held back from the bet (which runs at (1 - budget_share) alpha) for the exact test of
+    # all n samples at the budget; that test always has what the bet leaves of alpha (class docstring)
     budget_share: float = field(default=0.0, metadata=half_open_unit())
 
 

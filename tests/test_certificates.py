@@ -211,28 +211,61 @@ def test_sequential_with_the_budget_test_keeps_alpha_at_the_boundary(share):
     assert wins / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
 
 
-def test_the_budget_test_certifies_what_fixed_n_would_and_only_that():
+def test_the_budget_test_certifies_at_its_exact_count_between_fixed_n_and_the_union_bound():
     """p = Phi(0.8) = 0.788 against p* = Phi(0.7) = 0.758 at n = 2,000: a bet at alpha = 0.01 needs about
-    log(100) / KL(p || p*) = 1,800 samples, so it often runs out of budget; the Clopper-Pearson test of the
-    n votes at 0.8 alpha then certifies the item, exactly when its bound clears p*."""
-    alpha, n, share = 0.01, 2000, 0.8
+    log(100) / KL(p || p*) = 1,800 samples, so it often runs out of budget; the test at the budget then
+    certifies the item exactly when its hits reach k_n. k_n is never below fixed n's count at alpha (the
+    union event contains S_n >= k_n) and, with the bet at 0.2 alpha, never above the Clopper-Pearson count at
+    0.8 alpha that a union bound would use; with the bet at the full alpha the test still has what Ville's
+    bound leaves over (issue 13: the union bound needed a share of alpha taken from the bet)."""
+    from scipy.stats import binom
+
+    alpha, n = 0.01, 2000
     p_star = norm.cdf(0.7)
-    bet, hybrid, at_budget = 0, 0, 0
-    for seed in range(12):
-        only = SequentialCertifier(n0=20, n=n, alpha=alpha, batch_size=50, target_radius=SIGMA * 0.7,
-                                   budget_share=0.0).certify(ctx_at(0.8, seed, label=1))
-        row = SequentialCertifier(n0=20, n=n, alpha=alpha, batch_size=50, target_radius=SIGMA * 0.7,
-                                  budget_share=share).certify(ctx_at(0.8, seed, label=1))
-        bet += only["certified"]
-        hybrid += row["certified"]
-        assert only["sequential_decision"] != "certified at the budget"
-        if row["sequential_decision"] == "certified at the budget":
-            at_budget += 1
-            assert row["samples_used"] - row["selection_samples"] == n
-            assert cp_lower(row["count"], n, alpha * share) > p_star
-        elif row["sequential_decision"] == "gave up: budget spent":
-            assert cp_lower(row["count"], n, alpha * share) <= p_star
-    assert at_budget >= 3 and hybrid > bet
+    counts = np.arange(n + 1)
+    fixed = int(counts[binom.sf(counts - 1, n, p_star) <= alpha][0])
+    union = int(counts[cp_lower(counts, n, 0.8 * alpha) > p_star][0])
+    for share in (0.0, 0.8):
+        cert = SequentialCertifier(n0=20, n=n, alpha=alpha, batch_size=50, target_radius=SIGMA * 0.7,
+                                   budget_share=share)
+        k_n = cert.counts_needed(p_star)[0]
+        assert fixed < k_n <= n and (share == 0.0 or k_n <= union)
+        at_budget, certified = 0, 0
+        for seed in range(12):
+            row = cert.certify(ctx_at(0.8, seed, label=1))
+            certified += row["certified"]
+            if row["sequential_decision"] == "certified at the budget":
+                at_budget += 1
+                assert row["samples_used"] - row["selection_samples"] == n and row["count"] >= k_n
+            elif row["sequential_decision"] == "gave up: budget spent":
+                assert row["count"] < k_n
+        assert at_budget >= (0 if share == 0.0 else 5) and certified >= 7
+
+
+def test_the_budget_count_is_exact_against_every_path():
+    """All 2^14 vote paths at p* = 0.6, alpha = 0.05, with the bet at a low threshold so that many paths
+    cross: P(the bet crosses at some t, or S_n >= k) summed path by path. budget_count must be the least k
+    with that <= alpha (the exact union, not a bound on it), and the bet's crossing count per t the least
+    hits whose wealth reaches the threshold."""
+    import itertools
+
+    from smoothgen_exp.certifiers.sequential import SLACK, budget_count, crossing_counts
+
+    n, p_star, alpha, threshold = 14, 0.6, 0.05, math.log(12.0)
+    b = crossing_counts(p_star, n, threshold - SLACK)
+    for t in range(1, n + 1):
+        wealth = mixture_log_wealth(torch.arange(t + 1), torch.tensor(t), p_star).numpy()
+        reach = np.flatnonzero(wealth >= threshold - SLACK)
+        assert b[t - 1] == (reach[0] if len(reach) else t + 1)
+    union = np.zeros(n + 2)                                # P(crossed, or S_n >= k) for k = 0..n+1
+    for path in itertools.product((0, 1), repeat=n):
+        hits = np.cumsum(path)
+        prob = p_star ** hits[-1] * (1 - p_star) ** (n - hits[-1])
+        crossed = bool((hits >= b).any())
+        union += prob * ((np.arange(n + 2) <= hits[-1]) | crossed)
+    expected = int(np.flatnonzero(union <= alpha)[0])
+    assert 0.0 < union[n + 1] < alpha and union[expected - 1] > alpha      # the bet alone leaves some alpha
+    assert budget_count(p_star, n, threshold, alpha) == expected
 
 
 def _bet_on(certifier: SequentialCertifier, hits: int, p_star: float) -> tuple[str, int, int]:
@@ -250,36 +283,36 @@ def _bet_on(certifier: SequentialCertifier, hits: int, p_star: float) -> tuple[s
         return stop.value
 
 
-def test_the_bet_gives_up_as_soon_as_even_all_hits_cannot_cross():
-    """At p* just above what 100 samples can certify (max_lower_bound), the bet gives up before drawing;
-    just below it, all hits certify at the 100th sample, and one miss among them makes it give up early
-    (review: a per-hit growth bound let it draw all 100 first)."""
+def test_the_bet_gives_up_as_soon_as_even_all_hits_cannot_certify():
+    """At p* just above what 100 samples can certify (max_lower_bound: there the test at the budget, whose
+    100 hits of 100 need p*^100 <= alpha), the bet gives up before drawing; just below it, all hits
+    certify, and one miss among them does not."""
     cert = SequentialCertifier(n0=20, n=100, alpha=0.001, batch_size=50, target_radius=0.1)
     ceiling = cert.max_lower_bound(100)
+    assert ceiling == pytest.approx(0.001 ** (1 / 100))
     assert _bet_on(cert, 100, ceiling + 1e-6) == ("gave up: target out of reach within n", 0, 0)
-    assert _bet_on(cert, 100, ceiling - 1e-6) == ("certified", 100, 100)
-    decision, used, hits = _bet_on(cert, 99, ceiling - 1e-6)
-    assert decision == "gave up: target out of reach within n" and used < 100 and hits == used - 1
+    assert _bet_on(cert, 100, ceiling - 1e-4) == ("certified at the budget", 100, 100)
+    decision, used, hits = _bet_on(cert, 99, ceiling - 1e-4)
+    assert decision.startswith("gave up") and hits == used - 1
 
 
-def test_the_budget_test_is_clopper_pearson_at_its_share_of_alpha(monkeypatch):
-    """950 hits of 1,000 against a p* between the CP bounds at alpha_cp = 0.005 and alpha = 0.01: the bet
-    (about 2,300 samples needed at this margin) cannot cross and the budget test must refuse; just below
-    the bound at 0.005 it must certify. The futility rule gives up early only when the test at the budget
-    is out of reach too."""
+def test_the_budget_test_certifies_at_k_n_and_the_futility_rule_gives_up_early(monkeypatch):
+    """Hits spread evenly at p* = 0.94, n = 1,000, alpha = 0.01: the bet (about 2,300 samples at this
+    margin) cannot cross, so k_n hits certify at the budget and k_n - 1 do not; far fewer hits make the
+    futility rule give up before the end; the bet at (1 - share) alpha needs more unanimous votes."""
     cert = SequentialCertifier(n0=20, n=1000, alpha=0.01, batch_size=50, target_radius=0.1, budget_share=0.5)
-    at_cp, at_alpha = cp_lower(950, 1000, 0.005), cp_lower(950, 1000, 0.01)
-    assert _bet_on(cert, 950, at_cp - 1e-4) == ("certified at the budget", 1000, 950)
-    decision, used, _ = _bet_on(cert, 950, (at_cp + at_alpha) / 2)
-    assert decision.startswith("gave up") and used < 1000                  # futile before the end
-    monkeypatch.setattr(cert, "_budget_test_plausible", lambda hits, p_star: True)   # run to the end
-    assert _bet_on(cert, 950, (at_cp + at_alpha) / 2) == ("gave up: budget spent", 1000, 950)
+    k_n = cert.counts_needed(0.94)[0]
+    assert _bet_on(cert, k_n, 0.94) == ("certified at the budget", 1000, k_n)
+    monkeypatch.setattr(cert, "_chance", lambda *args: 1.0)            # no futility: one hit short fails
+    decision, used, hits = _bet_on(cert, k_n - 1, 0.94)                 # (once even all hits left cannot)
+    assert decision == "gave up: target out of reach within n" and hits + 1000 - used == k_n - 1
+    monkeypatch.undo()
+    decision, used, _ = _bet_on(cert, k_n - 25, 0.94)
+    assert decision == "gave up: unlikely to certify within n" and used < 1000
     bet_only = SequentialCertifier(n0=20, n=1000, alpha=0.01, batch_size=50, target_radius=0.1, budget_share=0.0)
-    assert _bet_on(bet_only, 950, at_cp - 1e-4)[0] != "certified at the budget"
-    # the bet itself runs at (1 - share) alpha: unanimous votes need more of them to cross log(1/alpha_bet)
     crossing, crossing_at_alpha = _bet_on(cert, 1000, 0.9), _bet_on(bet_only, 1000, 0.9)
     assert crossing[0] == crossing_at_alpha[0] == "certified" and crossing[1] > crossing_at_alpha[1]
-    for share in (-0.1, 1.0):                                  # the levels must split alpha, not exceed it
+    for share in (-0.1, 1.0):                                  # the bet's level must lie in (0, alpha]
         with pytest.raises(SmoothgenError, match="budget_share"):
             SequentialCertifier(n=1000, alpha=0.01, budget_share=share)
 

@@ -13,55 +13,56 @@ when p_A <= p*, all positive (p* < q_j < 1), so each term and their fixed-weight
 supermartingale, and by Ville's inequality P(exists t: K_t >= 1/alpha_bet) <= alpha_bet: certifying the
 first time K_t >= 1/alpha_bet holds at level alpha_bet at any stopping time. It needs no stake to be
 learned: the mixture follows the best q_j at a cost of log(1/w) nats, w the share of the alternatives
-within the posterior's width (at most log J, paid in full when every vote is a hit). Against the plug-in
-Kelly stake it replaced: on Bernoulli votes at the digits' rates (`scripts/sequential_budget.py`, 10
-seeds, r = 0.5) 3% fewer samples and 0.2 more items certified; on unanimous votes a few more (all hits
-cross at alpha = 0.001 after 396 samples against 375 at p* = 0.977, 53 against 45 at 0.841).
+within the posterior's width (at most log J, paid in full when every vote is a hit).
 
-At the budget. An item still undecided after all n estimation samples gets the fixed-n test as well:
-it certifies if the Clopper-Pearson lower bound of its n votes at level alpha_cp exceeds p*. With
-alpha_bet + alpha_cp = alpha (`budget_share` = alpha_cp / alpha), a false certificate needs either the
-bet to cross falsely at some time (probability <= alpha_bet, Ville) or the one-sided CP test on the n
-samples after the selection (i.i.d. given the selection's outcome) to fail (<= alpha_cp, whether or not
-the run reached them), so by the union bound the 1 - alpha guarantee holds. It gives back to the items
-just above p*, which no bet can decide early, what fixed n would certify, at a slightly stricter alpha
-(budget_share = 0: the pure bet at alpha).
+At the budget. An item still undecided after all n estimation samples certifies if its hits S_n reach
+k_n, the least count with
 
-Selection stops after SELECT_FIRST samples when they are unanimous (else it draws n0); an item whose
-selection votes already bound p_A below p* (Clopper-Pearson upper bound at give_up_alpha) gives up
-at once. Otherwise it gives up (abstains) when certifying within the budget n has become implausible:
-even at an optimistic value of p_A, its upper confidence bound p_up at level give_up_alpha, the best
-growth rate any bet can have, KL(p_up || p*) per sample, cannot lift log K_t to log(1/alpha_bet) in the samples left.
-With the test at the budget, it gives up only when that test is implausible too (the optimistic
-p_up rate over the samples left would not lift the CP bound at n above p*). Abstaining is always
-sound, so this futility rule needs no guarantee; give_up_alpha only trades samples on hopeless items
-against the chance of abandoning one that would have certified.
-`samples_used` counts every generation drawn.
+    P_{p*}(the bet crosses at some t <= n, or S_n >= k_n) <= alpha,
+
+computed exactly (`budget_count`: dynamic programming over the hits of the paths that have not crossed,
+under i.i.d. Bern(p*) votes). Both events grow with every vote (the wealth increases with the hits), so
+their probability is largest at p_A = p* and the item's false-certify probability is at most alpha for
+any p_A <= p*; the selection votes are disjoint, so this holds given c_A. Giving up only removes
+certificates. The calculation takes the bet's crossings from a threshold SLACK below the bet's own (a
+superset of its paths: it can only overstate the probability) and counts the paths it drops as
+negligible (below TINY) as crossed. Ville's bound is loose over a known budget (the truncated bet
+crosses with probability 0.00075 at alpha = 0.001, p* = Phi(2), n = 10^4), so even with the bet at the
+full alpha (`budget_share` = 0) the test at the budget keeps what the bet leaves, and it gives back to
+the items just above p* (which no bet can decide within n) most of what fixed n certifies, without a
+union bound (`budget_share` = s runs the bet at (1 - s) alpha and leaves the test the rest).
+
+Selection stops after SELECT_FIRST samples when they are unanimous (else it draws n0). The item gives up
+(abstains) when its chance of certifying has become small against the samples it would still cost:
+when the predictive probability that its hits reach the count it needs (the lesser of k_n and the bet's
+crossing count at n), under the Jeffreys posterior of p_A from the selection's and the bet's votes
+(Beta-binomial future hits), falls below give_up_alpha times the share of the budget left. Abstaining is
+always sound, so this futility rule needs no guarantee; give_up_alpha only trades samples on hopeless
+items against the chance of abandoning one that would have certified. `samples_used` counts every
+generation drawn.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
+from scipy.stats import betabinom
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.config import configured
 from smoothgen_exp.core import ABSTAIN
 from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.packing import Draw, Program, class_counts
-from smoothgen_exp.stats import cp_lower, cp_upper
 
 GRID = 64            # the mixture's alternatives q_j, evenly spread over (p*, 1)
 MIN_REQUEST = 8      # the smallest request of estimation samples (packing fills the rest of a call)
 SELECT_FIRST = 10    # selection stops here when these samples are unanimous, else it draws all n0
-GROWTH = 16          # a request asks for at least 1/GROWTH of the samples so far (few rounds on long runs)
-
-
-def kl_bernoulli(p: float, q: float) -> float:
-    """KL(Bern(p) || Bern(q)): the largest expected log-growth per sample of a bet against q."""
-    terms = [a * math.log(a / b) for a, b in ((p, q), (1 - p, 1 - q)) if a > 0]
-    return sum(terms)
+GROWTH = 64          # a request asks for at least 1/GROWTH of the samples so far (few rounds on long runs)
+SLACK = 1e-6         # the budget test's calculation counts a crossing from log-wealth threshold - SLACK
+TINY = 1e-40         # probabilities of hit counts below this are dropped from it, and counted as crossed
 
 
 def alternatives(p_star: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +80,61 @@ def mixture_log_wealth(hits: torch.Tensor, t: torch.Tensor, p_star: float) -> to
     return torch.logsumexp(h * win + (t - h) * loss, -1) - math.log(GRID)
 
 
+def crossing_counts(p_star: float, n: int, threshold: float) -> np.ndarray:
+    """For t = 1..n, b_t: the fewest hits among t samples at which log K_t >= threshold (t + 1: none).
+    Every term of the mixture grows with a hit and shrinks with a miss, so b_t <= b_{t+1} <= b_t + 1:
+    one wealth per t decides which."""
+    win, loss = (a.numpy() for a in alternatives(p_star))
+    level = threshold + math.log(GRID)
+
+    def crosses(h: int, t: int) -> bool:
+        v = h * win + (t - h) * loss
+        return h <= t and float(v.max() + np.log(np.exp(v - v.max()).sum())) >= level
+
+    b, prev = np.empty(n, dtype=np.int64), 1                # b_0 = 1: no wealth yet
+    for t in range(1, n + 1):
+        prev = prev if crosses(prev, t) else prev + 1
+        b[t - 1] = prev
+    return b
+
+
+@functools.lru_cache(maxsize=64)
+def budget_count(p_star: float, n: int, threshold: float, alpha: float) -> int:
+    """k_n of the test at the budget (module docstring): the least count of hits among n samples with
+    P_{p*}(log K_t >= threshold - SLACK at some t <= n, or S_n >= k_n) <= alpha; n + 1 when none.
+
+    The law of the hits of the paths that have not crossed is carried forward one vote at a time; the
+    mass that reaches the crossing count leaves it (and is counted), as does the lower tail below TINY
+    (counted as if it had crossed: the result can only be too large, which is sound)."""
+    b = crossing_counts(p_star, n, threshold - SLACK)
+    lo, dist, crossed = 0, np.ones(1), 0.0                  # dist[i] = P(not crossed, S_t = lo + i)
+    for t in range(1, n + 1):
+        new = np.empty(len(dist) + 1)
+        new[0], new[-1] = dist[0] * (1.0 - p_star), dist[-1] * p_star
+        new[1:-1] = dist[1:] * (1.0 - p_star) + dist[:-1] * p_star
+        cut = max(int(b[t - 1]) - lo, 0)                    # the crossing count's index
+        if cut < len(new):
+            crossed += float(new[cut:].sum())
+            new = new[:cut]
+        first = 0
+        while first < len(new) and new[first] <= TINY:
+            first += 1
+        crossed += float(new[:first].sum())
+        dist, lo = new[first:], lo + first
+    at_least = np.cumsum(dist[::-1])[::-1]                  # P(not crossed, S_n >= lo + i)
+    ok = np.flatnonzero(crossed + at_least <= alpha * (1 - 1e-9))
+    if len(ok):
+        return lo + int(ok[0])
+    return lo + len(dist) if crossed <= alpha * (1 - 1e-9) and lo + len(dist) <= n else n + 1
+
+
+@functools.lru_cache(maxsize=64)
+def bet_count(p_star: float, n: int, threshold: float) -> int:
+    """The fewest hits among n samples with which log K_n >= threshold; n + 1 when none."""
+    at_n = mixture_log_wealth(torch.arange(n + 1), torch.tensor(n), p_star) >= threshold
+    return int(at_n.int().argmax()) if bool(at_n.any()) else n + 1
+
+
 @configured
 class SequentialCertifier(Certifier):
     name = "sequential"
@@ -90,34 +146,42 @@ class SequentialCertifier(Certifier):
         self.target_radius, self.give_up_alpha = float(target_radius), float(give_up_alpha)
         if not self.target_radius >= 0.0:        # p* < 1/2 would "certify" a class that is not the majority
             raise SmoothgenError(f"certifier.target_radius={target_radius} must be >= 0")
-        if not 0.0 <= budget_share < 1.0:        # outside [0, 1) the two levels would not sum to alpha
+        if not 0.0 < self.give_up_alpha < 0.5:   # the futility rule reads a chance of 1/2 as on track
+            raise SmoothgenError(f"certifier.give_up_alpha={give_up_alpha} must lie in (0, 0.5)")
+        if not 0.0 <= budget_share < 1.0:        # outside [0, 1) the bet's level would not lie in (0, alpha]
             raise SmoothgenError(f"certifier.budget_share={budget_share} must lie in [0, 1)")
-        self.alpha_cp = self.alpha * float(budget_share)          # the fixed-n test at the budget
-        self.alpha_bet = self.alpha - self.alpha_cp               # the bet (Ville); their sum is alpha
-        self.threshold = math.log(1.0 / self.alpha_bet) + 1e-9    # log(1/alpha_bet), a margin for rounding
+        self.alpha_bet = self.alpha * (1.0 - float(budget_share))     # the bet (Ville)
+        self.threshold = math.log(1.0 / self.alpha_bet) + 1e-9        # log(1/alpha_bet), a margin for rounding
 
     def max_lower_bound(self, n: int) -> float:
         """The largest p* that n estimation samples can certify: every one a hit (the bet's largest
-        wealth, decreasing in p*: bisection), or n hits of n at the budget, whose CP lower bound is
-        alpha_cp^(1/n). A ceiling, not a prediction."""
+        wealth, decreasing in p*: bisection), or n hits of n at the budget, which needs p*^n <= alpha.
+        A ceiling, not a prediction."""
         lo, hi, n_t = 0.0, 1.0, torch.tensor(float(n))
         for _ in range(60):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if float(mixture_log_wealth(n_t, n_t, mid)) >= self.threshold else (lo, mid)
-        return max(lo, self.alpha_cp ** (1.0 / n) if self.alpha_cp > 0 else 0.0)
+        return max(lo, self.alpha ** (1.0 / n))
 
     def settings(self) -> dict:
         """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design)."""
         return {"target_radius": self.target_radius}
 
+    def counts_needed(self, p_star: float) -> tuple[int, int]:
+        """(the hits among n that the test at the budget needs, the fewest with which the bet crosses at
+        the n-th sample); n + 1 where none do."""
+        p_star = float(p_star)
+        return budget_count(p_star, self.n, self.threshold, self.alpha), bet_count(p_star, self.n, self.threshold)
+
     def _program(self, ctx) -> Program:
         selection = yield from self._select(ctx)
         c_a, n_select = int(selection.argmax()), int(selection.sum())
         p_star = ctx.noise.required_p(self.target_radius)
-        if cp_upper(int(selection[c_a]), n_select, self.give_up_alpha) <= p_star:   # hopeless from the start
+        prior = (int(selection[c_a]), n_select - int(selection[c_a]))
+        if min(self.counts_needed(p_star)) <= self.n and self._chance(0, 0, p_star, prior) < self.give_up_alpha:
             decision, used, hits = "gave up: selection votes below the target", 0, 0
         else:
-            decision, used, hits = yield from self._bet(c_a, p_star)
+            decision, used, hits = yield from self._bet(c_a, p_star, prior)
         certified = decision.startswith("certified")
         return {"prediction": c_a if certified else ABSTAIN, "top_class": c_a, "count": hits,
                 "p_required": p_star, "target_radius": self.target_radius,
@@ -134,7 +198,20 @@ class SequentialCertifier(Certifier):
             counts = counts + class_counts(ctx, (yield Draw("sequential", self.n0 - first)))
         return counts
 
-    def _bet(self, c_a: int, p_star: float) -> Program:
+    def _chance(self, hits: int, used: int, p_star: float, prior: tuple[int, int]) -> float:
+        """The predictive probability that the item's hits among n reach the count it needs, from `hits`
+        of `used`: the rest Beta-binomial under the Jeffreys posterior of p_A, given these votes and the
+        selection's `prior` (hits, misses) of c_A. Where the posterior mean rate already meets the rate it
+        needs, 0.5 stands for it (the futility rule never gives up there: give_up_alpha < 1/2)."""
+        need, left = min(self.counts_needed(p_star)) - hits, self.n - used
+        if need <= 0 or need > left:
+            return float(need <= 0)
+        a, b = prior[0] + hits + 0.5, prior[1] + used - hits + 0.5
+        if a / (a + b) >= need / left:      # on track: about an even chance or better (scipy's tail is slow)
+            return 0.5
+        return float(betabinom.sf(need - 1, left, a, b))
+
+    def _bet(self, c_a: int, p_star: float, prior: tuple[int, int] = (0, 0)) -> Program:
         """Bet on the votes for c_A; returns (decision, samples drawn, c_A votes).
 
         The wealth after each sample depends only on the hits and samples so far, so it is the same however
@@ -144,15 +221,15 @@ class SequentialCertifier(Certifier):
         most about 1/GROWTH drawn past the crossing). Requests do not depend on `batch_size`, so neither
         do the rows.
         """
-        threshold = self.threshold
+        threshold, need_at_budget = self.threshold, min(self.counts_needed(p_star))
         best_step = float(alternatives(p_star)[0][-1])          # log-growth of K from a hit, at most
         log_k, hits, used = 0.0, 0, 0
         while used < self.n:
-            need, left = math.ceil((threshold - log_k) / best_step), self.n - used
-            all_hits = float(mixture_log_wealth(torch.tensor(hits + left), torch.tensor(self.n), p_star))
-            if all_hits < threshold and not self._budget_test_plausible(hits + left, p_star):
+            if need_at_budget - hits > self.n - used:
                 return "gave up: target out of reach within n", used, hits   # not even all hits would do
-            k = min(left, max(need, MIN_REQUEST, used // GROWTH))
+            if used and self._chance(hits, used, p_star, prior) < self.give_up_alpha * (self.n - used) / self.n:
+                return "gave up: unlikely to certify within n", used, hits
+            k = min(self.n - used, max(math.ceil((threshold - log_k) / best_step), MIN_REQUEST, used // GROWTH))
             votes = ((yield Draw("sequential", k)).labels == c_a).long()
             path = mixture_log_wealth(hits + torch.cumsum(votes, 0), used + torch.arange(1, k + 1), p_star)
             used += k
@@ -160,14 +237,6 @@ class SequentialCertifier(Certifier):
             if bool((path >= threshold).any()):
                 return "certified", used, hits
             log_k = float(path[-1])
-            p_up = cp_upper(hits, used, self.give_up_alpha)
-            bet_out = p_up <= p_star or log_k + (self.n - used) * kl_bernoulli(p_up, p_star) < threshold
-            if bet_out and not self._budget_test_plausible(hits + p_up * (self.n - used), p_star):
-                return "gave up: target out of reach within n", used, hits
-        if self.alpha_cp > 0 and cp_lower(hits, self.n, self.alpha_cp) > p_star:
-            return "certified at the budget", used, hits                    # the fixed-n test
+        if hits >= self.counts_needed(p_star)[0]:
+            return "certified at the budget", used, hits                    # the exact test at the budget
         return "gave up: budget spent", used, hits
-
-    def _budget_test_plausible(self, hits: float, p_star: float) -> bool:
-        """Whether `hits` c_A votes of n would pass the fixed-n test at the budget."""
-        return self.alpha_cp > 0 and cp_lower(min(math.ceil(hits), self.n), self.n, self.alpha_cp) > p_star
