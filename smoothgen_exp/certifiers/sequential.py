@@ -49,7 +49,7 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import betabinom
+from scipy.special import betaln, gammaln
 
 from smoothgen_exp.certifiers.base import Certifier
 from smoothgen_exp.config import configured
@@ -207,9 +207,11 @@ class SequentialCertifier(Certifier):
         if need <= 0 or need > left:
             return float(need <= 0)
         a, b = prior[0] + hits + 0.5, prior[1] + used - hits + 0.5
-        if a / (a + b) >= need / left:      # on track: about an even chance or better (scipy's tail is slow)
+        if a / (a + b) >= need / left:      # on track: about an even chance or better
             return 0.5
-        return float(betabinom.sf(need - 1, left, a, b))
+        x = np.arange(need, left + 1)                       # P(future hits >= need), Beta-binomial
+        log_pmf = gammaln(left + 1) - gammaln(x + 1) - gammaln(left - x + 1) + betaln(x + a, left - x + b) - betaln(a, b)
+        return min(float(np.exp(log_pmf).sum()), 1.0)
 
     def _bet(self, c_a: int, p_star: float, prior: tuple[int, int] = (0, 0)) -> Program:
         """Bet on the votes for c_A; returns (decision, samples drawn, c_A votes).
