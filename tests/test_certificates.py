@@ -296,6 +296,19 @@ def test_the_bet_gives_up_as_soon_as_even_all_hits_cannot_certify():
     assert decision.startswith("gave up") and hits == used - 1
 
 
+def test_the_bet_reads_p_star_as_the_float_that_budget_count_reads(monkeypatch):
+    """Review counterexample (2026-12-07): a numpy float32 p* = 0.6021008 moves the bet's log-wealth at
+    t = 742 by 2e-6, more than SLACK, so the bet could cross on a path that budget_count's calculation (on
+    float(p*)) did not count. The bet must compute its wealth at float(p*)."""
+    import smoothgen_exp.certifiers.sequential as sequential
+
+    seen, real = [], sequential.mixture_log_wealth
+    monkeypatch.setattr(sequential, "mixture_log_wealth", lambda h, t, p: seen.append(type(p)) or real(h, t, p))
+    cert = SequentialCertifier(n0=20, n=742, alpha=0.001, batch_size=50, target_radius=0.1)
+    _bet_on(cert, 700, np.float32(0.6021008491516113))
+    assert seen and set(seen) == {float}
+
+
 def test_the_budget_test_certifies_at_k_n_and_the_futility_rule_gives_up_early(monkeypatch):
     """Hits spread evenly at p* = 0.94, n = 1,000, alpha = 0.01: the bet (about 2,300 samples at this
     margin) cannot cross, so k_n hits certify at the budget and k_n - 1 do not; far fewer hits make the

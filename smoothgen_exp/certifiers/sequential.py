@@ -176,7 +176,7 @@ class SequentialCertifier(Certifier):
     def _program(self, ctx) -> Program:
         selection = yield from self._select(ctx)
         c_a, n_select = int(selection.argmax()), int(selection.sum())
-        p_star = ctx.noise.required_p(self.target_radius)
+        p_star = float(ctx.noise.required_p(self.target_radius))   # the bet and budget_count alike
         prior = (int(selection[c_a]), n_select - int(selection[c_a]))
         if min(self.counts_needed(p_star)) <= self.n and self._chance(0, 0, p_star, prior) < self.give_up_alpha:
             decision, used, hits = "gave up: selection votes below the target", 0, 0
@@ -223,6 +223,7 @@ class SequentialCertifier(Certifier):
         most about 1/GROWTH drawn past the crossing). Requests do not depend on `batch_size`, so neither
         do the rows.
         """
+        p_star = float(p_star)          # as budget_count reads it (a float32 p* moves the wealth by > SLACK)
         threshold, need_at_budget = self.threshold, min(self.counts_needed(p_star))
         best_step = float(alternatives(p_star)[0][-1])          # log-growth of K from a hit, at most
         log_k, hits, used = 0.0, 0, 0
