@@ -549,7 +549,7 @@ class DecodingConf(CertifierConf):
 @dataclass
 class SequentialConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.sequential.SequentialCertifier"
-    # decisions are taken after every batch
+    # noise draws per generator call; the bet's requests, and so its rows, do not depend on it
     batch_size: int | str = field(default=100, metadata=batch_size_rule())
     target_radius: float = field(default=0.1, metadata=gt(0.0))
     # futility: give up when the predictive chance of certifying within n falls below give_up_alpha
