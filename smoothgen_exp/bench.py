@@ -488,8 +488,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"mean samples to decide {row['seq_mean_samples']:.0f} = {row['seq_samples_ratio']:.3f} of {args.n}; "
               f"time ratio {row['seq_time_ratio']:.3f}")
     row = result["seq_with_budget_test"]
-    print(f"  r={result['seq_target_radius']:g} with budget_share={result['seq_budget_share']:g} (Clopper-Pearson at the "
-          f"budget): certified accuracy {row['seq_certified_accuracy']:.3f} vs {row['fixed_certified_accuracy']:.3f}; "
+    print(f"  r={result['seq_target_radius']:g} with budget_share={result['seq_budget_share']:g} (the bet at "
+          f"{1 - result['seq_budget_share']:g} alpha): certified accuracy {row['seq_certified_accuracy']:.3f} vs {row['fixed_certified_accuracy']:.3f}; "
           f"mean samples to decide {row['seq_mean_samples']:.0f} = {row['seq_samples_ratio']:.3f} of {args.n}")
     for share, row in result["seq_known_rate"].items():
         print(f"  r={result['seq_target_radius']:g}, a bet told each item's p_A (fixed n's vote rate; no selection, free "
