@@ -83,7 +83,8 @@ def mixture_log_wealth(hits: torch.Tensor, t: torch.Tensor, p_star: float) -> to
 def crossing_counts(p_star: float, n: int, threshold: float) -> np.ndarray:
     """For t = 1..n, b_t: the fewest hits among t samples at which log K_t >= threshold (t + 1: none).
     Every term of the mixture grows with a hit and shrinks with a miss, so b_t <= b_{t+1} <= b_t + 1:
-    one wealth per t decides which."""
+    one wealth per t decides which. The wealth is mixture_log_wealth's, in numpy: on one count at a time
+    torch's per-call cost made this loop 9 times slower."""
     win, loss = (a.numpy() for a in alternatives(p_star))
     level = threshold + math.log(GRID)
 
@@ -130,9 +131,14 @@ def budget_count(p_star: float, n: int, threshold: float, alpha: float) -> int:
 
 @functools.lru_cache(maxsize=64)
 def bet_count(p_star: float, n: int, threshold: float) -> int:
-    """The fewest hits among n samples with which log K_n >= threshold; n + 1 when none."""
-    at_n = mixture_log_wealth(torch.arange(n + 1), torch.tensor(n), p_star) >= threshold
-    return int(at_n.int().argmax()) if bool(at_n.any()) else n + 1
+    """The fewest hits among n samples with which log K_n >= threshold; n + 1 when none (bisection: the
+    wealth grows with the hits; one count at a time, not an (n + 1) x GRID table)."""
+    lo, hi = 0, n + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if float(mixture_log_wealth(torch.tensor(mid), torch.tensor(n), p_star)) >= threshold \
+            else (mid + 1, hi)
+    return lo
 
 
 @configured
@@ -177,8 +183,8 @@ class SequentialCertifier(Certifier):
         selection = yield from self._select(ctx)
         c_a, n_select = int(selection.argmax()), int(selection.sum())
         p_star = float(ctx.noise.required_p(self.target_radius))   # the bet and budget_count alike
-        prior = (int(selection[c_a]), n_select - int(selection[c_a]))
-        if min(self.counts_needed(p_star)) <= self.n and self._chance(0, 0, p_star, prior) < self.give_up_alpha:
+        prior, need = (int(selection[c_a]), n_select - int(selection[c_a])), min(self.counts_needed(p_star))
+        if need <= self.n and self._chance(0, 0, need, prior) < self.give_up_alpha:
             decision, used, hits = "gave up: selection votes below the target", 0, 0
         else:
             decision, used, hits = yield from self._bet(c_a, p_star, prior)
@@ -198,12 +204,12 @@ class SequentialCertifier(Certifier):
             counts = counts + class_counts(ctx, (yield Draw("sequential", self.n0 - first)))
         return counts
 
-    def _chance(self, hits: int, used: int, p_star: float, prior: tuple[int, int]) -> float:
-        """The predictive probability that the item's hits among n reach the count it needs, from `hits`
-        of `used`: the rest Beta-binomial under the Jeffreys posterior of p_A, given these votes and the
+    def _chance(self, hits: int, used: int, needed: int, prior: tuple[int, int]) -> float:
+        """The predictive probability that the item's hits among n reach `needed` (min of counts_needed),
+        from `hits` of `used`: the rest Beta-binomial under the Jeffreys posterior of p_A, given these votes and the
         selection's `prior` (hits, misses) of c_A. Where the posterior mean rate already meets the rate it
         needs, 0.5 stands for it (the futility rule never gives up there: give_up_alpha < 1/2)."""
-        need, left = min(self.counts_needed(p_star)) - hits, self.n - used
+        need, left = needed - hits, self.n - used
         if need <= 0 or need > left:
             return float(need <= 0)
         a, b = prior[0] + hits + 0.5, prior[1] + used - hits + 0.5
@@ -230,7 +236,7 @@ class SequentialCertifier(Certifier):
         while used < self.n:
             if need_at_budget - hits > self.n - used:
                 return "gave up: target out of reach within n", used, hits   # not even all hits would do
-            if used and self._chance(hits, used, p_star, prior) < self.give_up_alpha * (self.n - used) / self.n:
+            if used and self._chance(hits, used, need_at_budget, prior) < self.give_up_alpha * (self.n - used) / self.n:
                 return "gave up: unlikely to certify within n", used, hits
             k = min(self.n - used, max(math.ceil((threshold - log_k) / best_step), MIN_REQUEST, used // GROWTH))
             votes = ((yield Draw("sequential", k)).labels == c_a).long()
