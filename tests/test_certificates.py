@@ -283,6 +283,40 @@ def _bet_on(certifier: SequentialCertifier, hits: int, p_star: float) -> tuple[s
         return stop.value
 
 
+def _program_on(certifier: SequentialCertifier, votes: list[int], p_star: float) -> tuple[dict, int]:
+    """Drive the whole program (selection, then the bet) on these class votes, then all hits for class 1.
+    Returns (row, samples drawn)."""
+    ctx = SimpleNamespace(num_classes=10, noise=SimpleNamespace(required_p=lambda r: p_star))
+    program, done = certifier._program(ctx), 0
+    try:
+        draw = next(program)
+        while True:
+            labels = torch.tensor((votes + [1] * (done + draw.num))[done:done + draw.num])
+            done += draw.num
+            draw = program.send(SimpleNamespace(labels=labels))
+    except StopIteration as stop:
+        return stop.value, done
+
+
+def test_selection_gives_up_after_its_first_votes_when_they_are_already_hopeless():
+    """p* = Phi(2), n = 10,000, alpha = 0.001 (make bench's r = 0.5): 7 of the first 10 selection votes
+    for class 1 leave a predictive chance of reaching k_n (about 1e-4) below give_up_alpha times what the
+    other n0 - 10 selection samples cost (0.05 x 90 / 10,000): the item gives up after 10 samples (it drew
+    all 100 before). 9 of 10 (chance 0.05) draw the whole selection; 10 of 10 end it there and bet."""
+    from scipy.stats import norm
+
+    cert = SequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=50, target_radius=0.5,
+                               give_up_alpha=0.05, budget_share=0.0)
+    p_star = float(norm.cdf(2.0))
+    row, drawn = _program_on(cert, [1] * 7 + [2] * 3, p_star)
+    assert row["sequential_decision"] == "gave up: selection votes below the target"
+    assert drawn == row["samples_used"] == row["selection_samples"] == 10
+    row, drawn = _program_on(cert, [1] * 9 + [2], p_star)
+    assert row["selection_samples"] == 100 and row["certified"]
+    row, drawn = _program_on(cert, [1] * 10, p_star)
+    assert row["selection_samples"] == 10 and row["certified"] and drawn == row["samples_used"] < 1000
+
+
 def test_the_bet_gives_up_as_soon_as_even_all_hits_cannot_certify():
     """At p* just above what 100 samples can certify (max_lower_bound: there the test at the budget, whose
     100 hits of 100 need p*^100 <= alpha), the bet gives up before drawing; just below it, all hits

@@ -32,7 +32,8 @@ full alpha (`budget_share` = 0) the test at the budget keeps what the bet leaves
 the items just above p* (which no bet can decide within n) most of what fixed n certifies, without a
 union bound (`budget_share` = s runs the bet at (1 - s) alpha and leaves the test the rest).
 
-Selection stops after SELECT_FIRST samples when they are unanimous (else it draws n0). The item gives up
+Selection stops after SELECT_FIRST samples when they are unanimous, or when even their top class is
+already hopeless by the rule below (the item then gives up), else it draws n0. The item gives up
 (abstains) when its chance of certifying has become small against the samples it would still cost:
 when the predictive probability that its hits reach the count it needs (the lesser of k_n and the bet's
 crossing count at n), under the Jeffreys posterior of p_A from the selection's and the bet's votes
@@ -180,10 +181,11 @@ class SequentialCertifier(Certifier):
         return budget_count(p_star, self.n, self.threshold, self.alpha), bet_count(p_star, self.n, self.threshold)
 
     def _program(self, ctx) -> Program:
-        selection = yield from self._select(ctx)
-        c_a, n_select = int(selection.argmax()), int(selection.sum())
         p_star = float(ctx.noise.required_p(self.target_radius))   # the bet and budget_count alike
-        prior, need = (int(selection[c_a]), n_select - int(selection[c_a])), min(self.counts_needed(p_star))
+        need = min(self.counts_needed(p_star))
+        selection = yield from self._select(ctx, need)
+        c_a, n_select = int(selection.argmax()), int(selection.sum())
+        prior = (int(selection[c_a]), n_select - int(selection[c_a]))
         if need <= self.n and self._chance(0, 0, need, prior) < self.give_up_alpha:
             decision, used, hits = "gave up: selection votes below the target", 0, 0
         else:
@@ -195,12 +197,16 @@ class SequentialCertifier(Certifier):
                 "abstained": not certified, "abstain_reason": "" if certified else decision,
                 "sequential_decision": decision, "selection_samples": n_select, "samples_used": n_select + used}
 
-    def _select(self, ctx) -> Program:
-        """Class counts of the selection samples: SELECT_FIRST of them when they all agree, else n0.
-        c_A may be any function of these samples (they are disjoint from the betting samples)."""
+    def _select(self, ctx, need: int) -> Program:
+        """Class counts of the selection samples: SELECT_FIRST of them when they all agree, or when even
+        their top class is already hopeless (the futility rule on them: the item then gives up without
+        the other n0 - SELECT_FIRST), else n0. c_A may be any function of these samples (they are
+        disjoint from the betting samples), and giving up is always sound."""
         first = min(SELECT_FIRST, self.n0)
         counts = class_counts(ctx, (yield Draw("sequential", first)))
-        if int(counts.max()) < first and self.n0 > first:
+        top = int(counts.max())
+        rest = self.n0 - first             # what selection would still cost, against the budget's share rule
+        if top < first and rest > 0 and self._chance(0, 0, need, (top, first - top)) >= self.give_up_alpha * rest / self.n:
             counts = counts + class_counts(ctx, (yield Draw("sequential", self.n0 - first)))
         return counts
 
