@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from smoothgen_exp.seeding import SEED_HIGH
-from tests.conftest import CACHE, REPO, cli, makefile_args
+from tests.conftest import CACHE, REPO, cli, makefile_args, run_in_process
 
 TINY = {"channels": [16, 32], "epochs": 2, "steps": 4}
 TINY_ARGS = ["model=digits_diffusion", "model.channels=[16,32]", "model.epochs=2", "model.steps=4",
@@ -130,13 +130,12 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, dd):
 
 
 # ----------------------------------------------------------------------------- from the CLI
-@pytest.mark.slow
-def test_it_runs_end_to_end_with_one_override(tmp_path):
-    res = cli(*TINY_ARGS, "dataset.limit=2", "certifier.n0=10", "certifier.n=30", "aggregator=mean",
-              "aggregator.n=4", "metrics.samples_per_item=2", f"hydra.run.dir={tmp_path}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    df = pd.read_parquet(tmp_path / "records")
-    summary = json.loads((tmp_path / "summary.json").read_text())
+def test_it_runs_end_to_end_with_one_override(tmp_path, dd):
+    """The make test's one run of this model through the runner (in this process: the CLI's table smoke,
+    test_table_t2i_digits_smoke, is slow): rows, metrics and the preview, with the Wasserstein blend."""
+    df, summary = run_in_process(*TINY_ARGS, "dataset.limit=2", "certifier.n0=10", "certifier.n=30",
+                                 "aggregator=ot_blend", "aggregator.n=4", "metrics.samples_per_item=2",
+                                 "smoothing.sigma=0.2", run_dir=tmp_path)
     sm = df.query("variant == 'smoothed'")
     assert len(df) == 4 and (sm.samples_used == 40).all() and sm.p_lower.between(0, 1).all()
     assert df.metric_digit_prob.between(0, 1).all()
@@ -164,10 +163,10 @@ def test_every_certifier_and_attack_runs_on_it(tmp_path, args):
 
 
 
+@pytest.mark.slow     # about 65 s on a clean clone; test_it_runs_end_to_end_with_one_override is the fast run
 def test_table_t2i_digits_smoke(tmp_path, t2i):
     """`make table-t2i-digits-smoke`: the t2i_digits sweep (sigma 0 and 0.2 x mean, ot_blend at n = 10) on the
-    tiny diffusion model and on the CVAE default, then the table, the retention figure and the image grid.
-    The make test's one CLI run of this model: its rows, metrics and preview are checked here too."""
+    tiny diffusion model and on the CVAE default, then the table, the retention figure and the image grid."""
     sweep, out = tmp_path / "sweep", tmp_path / "tables"
     smoke = [a for a in makefile_args("T2I_DIGITS_SMOKE") if not a.startswith("hydra.sweep.dir=")]
     for model in (["model=digits_diffusion", *makefile_args("T2I_DIGITS_TINY")], ["model=digits_t2i"]):

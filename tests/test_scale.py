@@ -55,9 +55,10 @@ def test_glob_over_experiments_with_debug_smoke(tmp_path, t2i):
     # vlm_rs (LLaVA) and t2i_quality (SD 1.5) need real weights; table-vlm-smoke and table-t2i-smoke run them
     # tiny. llm_rs, llm_attacks and llm_quality (sweeps on the real SmolLM2) run as table-llm-smoke in
     # tests/test_smollm2.py; t2i_digits (the real diffusion model, 48 runs) runs as table-t2i-digits-smoke in
-    # tests/test_digits_diffusion.py; fs_gsb and fs_gsb_attacks (whose default booster trains for about a minute)
-    # run at smoke size with a quickly trained booster in tests/test_gsb.py; vae_table (whose VAE and SRL encoder
-    # train for minutes) runs as table-vae-smoke with a quickly trained VAE in tests/test_vae.py
+    # tests/test_digits_diffusion.py (slow; the fast tests run the tiny model once); fs_gsb and fs_gsb_attacks
+    # (whose default booster trains for about a minute) run at smoke size with a quickly trained booster in
+    # tests/test_gsb.py; vae_table (whose VAE and SRL encoder train for minutes) runs as table-vae-smoke with a
+    # quickly trained VAE in tests/test_vae.py (slow)
     res = cli("-m", "experiment=glob(*,exclude=[vlm_rs,t2i_quality,llm_rs,llm_attacks,llm_quality,t2i_digits,"
               "fs_gsb,fs_gsb_attacks,vae_table])",
               "debug=smoke", f"cache_dir={CACHE}",

@@ -129,6 +129,7 @@ def test_srl_post_training_changes_the_encoder_only(vae_pair):
     assert srl.columns() == {"vae_encoder": "srl"} and plain.columns() == {"vae_encoder": "none"}
 
 
+@pytest.mark.slow     # about 55 s on a clean clone (it trains its VAE and SRL encoder)
 def test_table_vae_smoke(tmp_path):
     """`make table-vae-smoke`: the vae_table sweep at CI size (robust none/srl x PhotoGuard at 8/255, 15/255),
     then the table and its figure."""
