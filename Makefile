@@ -48,7 +48,7 @@ train: install ## train the embedded default's networks ahead of time (they othe
 # pytest-xdist: one worker per core, each test file on one worker (module fixtures run once); trained
 # weights are shared through the cache under a file lock. PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= auto
-XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: install ## run the fast test suite (on every core; prints the ten slowest tests)
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)

@@ -24,6 +24,18 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
     torch.set_num_threads(_threads)
 
+# Under `--dist loadfile` each file is one work unit. xdist hands the units out with the most tests first,
+# which left test_scale (6 tests, 150 s) to the end, run alone while the other worker idled for a minute.
+# The Makefile turns that order off (--no-loadscope-reorder) and the longest files go first (seconds on a
+# clean clone, 2026-12-07): the short ones then even out the end. A file not listed takes under 45 s.
+FILE_SECONDS = {"test_scale": 150, "test_config": 130, "test_diffusion": 118, "test_experiments": 88,
+                "test_lm": 77, "test_packing": 75, "test_gsb": 69, "test_smollm2": 62}
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.stem, 0))      # stable: files stay whole
+
+
 CACHE = Path(os.environ.get("SMOOTHGEN_TEST_CACHE", REPO / "outputs" / "cache"))
 # Small enough for CI, large enough to give non-trivial certificates.
 TINY = ["dataset.limit=3", "certifier.n0=20", "certifier.n=200", "aggregator.n=20",

@@ -333,14 +333,14 @@ def checkpoints(tmp_path_factory):
 @pytest.mark.parametrize("name,args", [
     ("sd", ["model=sd15", "model.height=32", "model.width=32", "model.steps=2", "model.dtype=float32",
             "oracle.path={root}/clip", "oracle.image_size=32", "certifier.batch_size=auto"]),
-    ("gpt2", ["model=gpt2"]),
+    pytest.param("gpt2", ["model=gpt2"], marks=pytest.mark.slow),      # from_local, as llava (make test: 12 s each)
     ("llava", ["model=llava", "model.image_size=32", "model.dtype=float32", "model.max_new_tokens=4"]),
     pytest.param("llava16", ["model=llava16", "model.image_size=32", "model.dtype=float32", "model.max_new_tokens=4"],
                  marks=pytest.mark.slow),
     # the feature certifier's betting bound needs n >= 32 to reach cosine 1/2 at alpha = 0.001
     pytest.param("clip", ["model=clip_vision", "model.image_size=32", "oracle.image_size=32", "certifier.n=64"],
                  marks=pytest.mark.slow),
-    ("sd_vae", ["model=sd_vae", "model.image_size=16", "model.dtype=float32"]),
+    pytest.param("sd_vae", ["model=sd_vae", "model.image_size=16", "model.dtype=float32"], marks=pytest.mark.slow),
 ])
 def test_real_configs_load_local_checkpoints_through_from_pretrained(tmp_path, checkpoints, name, args):
     n = next((int(a.split("=")[1]) for a in args if a.startswith("certifier.n=")), 16)

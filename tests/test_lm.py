@@ -290,8 +290,10 @@ def test_llm_attack_sweep_and_its_tables_on_tiny_gpt2(tmp_path):
     assert set(rows.attack_eps) == {0.02, 2.0}
 
 
-@pytest.mark.parametrize("model", ["gpt2", "llava", "sd_vae", *(pytest.param(m, marks=pytest.mark.slow)
-                                                                for m in ("llama2_7b", "llava16", "clip_vision"))])
+# make test fails one transformers loader here (about 10 s a CLI run); sd15's diffusers loader fails in
+# tests/test_diffusion.py, the embedded default's MiniLM in tests/test_config.py; the others in make test-full
+@pytest.mark.parametrize("model", ["llava", *(pytest.param(m, marks=pytest.mark.slow)
+                                             for m in ("gpt2", "sd_vae", "llama2_7b", "llava16", "clip_vision"))])
 def test_missing_real_weights_fail_in_one_line(tmp_path, model):
     res = cli(f"model={model}", "dataset.limit=1", f"hydra.run.dir={tmp_path / 'run'}",
               env={"HF_HOME": str(tmp_path / "empty_hf_home"), "HF_HUB_OFFLINE": "1"})
