@@ -207,7 +207,7 @@ class SequentialCertifier(Certifier):
         top = int(counts.max())
         rest = self.n0 - first             # what selection would still cost, against the budget's share rule
         if top < first and rest > 0 and self._chance(0, 0, need, (top, first - top)) >= self.give_up_alpha * rest / self.n:
-            counts = counts + class_counts(ctx, (yield Draw("sequential", self.n0 - first)))
+            counts = counts + class_counts(ctx, (yield Draw("sequential", rest)))
         return counts
 
     def _chance(self, hits: int, used: int, needed: int, prior: tuple[int, int]) -> float:
@@ -236,7 +236,8 @@ class SequentialCertifier(Certifier):
         do the rows.
         """
         p_star = float(p_star)          # as budget_count reads it (a float32 p* moves the wealth by > SLACK)
-        threshold, need_at_budget = self.threshold, min(self.counts_needed(p_star))
+        threshold, (k_n, k_bet) = self.threshold, self.counts_needed(p_star)
+        need_at_budget = min(k_n, k_bet)
         best_step = float(alternatives(p_star)[0][-1])          # log-growth of K from a hit, at most
         log_k, hits, used = 0.0, 0, 0
         while used < self.n:
@@ -252,6 +253,6 @@ class SequentialCertifier(Certifier):
             if bool((path >= threshold).any()):
                 return "certified", used, hits
             log_k = float(path[-1])
-        if hits >= self.counts_needed(p_star)[0]:
+        if hits >= k_n:
             return "certified at the budget", used, hits                    # the exact test at the budget
         return "gave up: budget spent", used, hits
