@@ -12,6 +12,8 @@ alpha, the exact test at the budget with what the bet leaves). `seq_with_budget_
 with `certifier.budget_share` (--seq-budget-share, 0.8): the bet at 0.2 alpha, the test at the budget
 with the rest. `seq_known_rate` is the clairvoyant comparator at r = 0.5
 (`known_rate_bet`): the likelihood-ratio bet of each item's true p_A, told in advance.
+`certifier=sequential_bayes` (boundaries designed for the budget; --seq-worth) is measured on the same
+items at every r (`seq_bayes_samples_ratio`, `seq_bayes_acc_delta` at r = 0.5: the same targets).
 
 Packed batches (issue 13): the digits default at n0 = 10, n = 100 and n0 = 100, n = 1,000 over many
 items, one item at a time (`pack_items=1`) and packed, against the forward-pass floor of its samples
@@ -47,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from smoothgen_exp.config import SequentialConf
+from smoothgen_exp.config import SequentialBayesConf, SequentialConf
 from smoothgen_exp.core import NoiseStream, Smooth
 from smoothgen_exp.data.digits import digit_images
 from smoothgen_exp.devices import resolve_device
@@ -163,6 +165,7 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
     from types import SimpleNamespace
 
     from smoothgen_exp.certifiers.sequential import SequentialCertifier
+    from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
     from smoothgen_exp.context import ItemContext
     from smoothgen_exp.smoothing.gaussian import GaussianNoise
 
@@ -184,10 +187,12 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
     out: dict = {"seq_points": len(idx), "seq_max_n": args.seq_max_n, "seq_give_up_alpha": args.give_up_alpha,
                  "seq_n0": args.seq_n0, "seq_by_radius": {}}
 
-    def decide(r: float, share: float) -> dict:
-        sequential = SequentialCertifier(n0=args.seq_n0, n=args.seq_max_n, alpha=args.alpha,
-                                         batch_size=args.batch_size, target_radius=r,
-                                         give_up_alpha=args.give_up_alpha, budget_share=share)
+    def decide(r: float, share: float, worth: float | None = None) -> dict:
+        common = dict(n0=args.seq_n0, n=args.seq_max_n, alpha=args.alpha, batch_size=args.batch_size, target_radius=r)
+        sequential = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, budget_share=share) \
+            if worth is None else BayesSequentialCertifier(**common, worth=worth)
+        if worth is not None:             # the table is made once per p* (cached): not part of certifying
+            sequential.design(noise.required_p(r))
         ok, samples, t_seq = [], [], 0.0
         for ctx in ctxs:
             ctx.streams.clear()
@@ -224,6 +229,12 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
                 "seq_acc_delta": head["seq_certified_accuracy"] - head["fixed_certified_accuracy"],
                 "seq_mean_samples": head["seq_mean_samples"], "seq_samples_ratio": head["seq_samples_ratio"],
                 "seq_time_ratio": head["seq_time_ratio"]})
+    # certifier=sequential_bayes: boundaries designed for the budget (not anytime-valid beyond it)
+    out["seq_worth"] = args.seq_worth
+    out["seq_bayes_by_radius"] = {f"{r:g}": decide(r, 0.0, args.seq_worth) for r in radii}
+    head = out["seq_bayes_by_radius"][f"{args.target_radius:g}"]
+    out.update({"seq_bayes_acc_delta": head["seq_certified_accuracy"] - head["fixed_certified_accuracy"],
+                "seq_bayes_mean_samples": head["seq_mean_samples"], "seq_bayes_samples_ratio": head["seq_samples_ratio"]})
     return out
 
 
@@ -436,6 +447,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seq-radii", type=float, nargs="+", default=[0.25, 0.5, 1.0],
                    help="sequential comparison: every radius reported")
     p.add_argument("--seq-n0", type=int, default=100, help="the sequential certifier's selection samples (at most)")
+    p.add_argument("--seq-worth", type=float, default=SequentialBayesConf.worth,
+                   help="certifier.worth of the sequential_bayes comparisons (default: the config's)")
     p.add_argument("--give-up-alpha", type=float, default=SequentialConf.give_up_alpha,
                    help="certifier.give_up_alpha of the sequential comparisons (default: the config's)")
     p.add_argument("--seq-budget-share", type=float, default=0.8,
@@ -491,6 +504,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  r={result['seq_target_radius']:g} with budget_share={result['seq_budget_share']:g} (the bet at "
           f"{1 - result['seq_budget_share']:g} alpha): certified accuracy {row['seq_certified_accuracy']:.3f} vs {row['fixed_certified_accuracy']:.3f}; "
           f"mean samples to decide {row['seq_mean_samples']:.0f} = {row['seq_samples_ratio']:.3f} of {args.n}")
+    for r, row in result["seq_bayes_by_radius"].items():
+        print(f"  sequential_bayes (worth={result['seq_worth']:g}) r={r}: certified accuracy {row['seq_certified_accuracy']:.3f} "
+              f"vs {row['fixed_certified_accuracy']:.3f}; mean samples to decide {row['seq_mean_samples']:.0f} = "
+              f"{row['seq_samples_ratio']:.3f} of {args.n}; time ratio {row['seq_time_ratio']:.3f}")
     for share, row in result["seq_known_rate"].items():
         print(f"  r={result['seq_target_radius']:g}, a bet told each item's p_A (fixed n's vote rate; no selection, free "
               f"give-up below p*, the Kelly stake from the first sample{', CP at the budget at share ' + share if float(share) else ''}): "

@@ -561,6 +561,17 @@ class SequentialConf(CertifierConf):
 
 
 @dataclass
+class SequentialBayesConf(CertifierConf):
+    _target_: str = "smoothgen_exp.certifiers.sequential_bayes.BayesSequentialCertifier"
+    batch_size: int | str = field(default=100, metadata=batch_size_rule())
+    target_radius: float = field(default=0.1, metadata=gt(0.0))
+    # what a certificate is worth, in units of n samples: the table of boundaries minimises the expected
+    # samples less worth * n per certificate under its prior (the class docstring); larger certifies more
+    # items just above p* at more samples. The guarantee does not depend on it.
+    worth: float = field(default=3.0, metadata=gt(0.0))
+
+
+@dataclass
 class NoAttackConf:
     _target_: str = "smoothgen_exp.attacks.none.NoAttack"
 
@@ -835,7 +846,7 @@ GROUP_SCHEMAS: dict[str, tuple[type, ...]] = {
     "smoothing": (GaussianConf, CalibratedConf, AdaptiveConf),
     "aggregator": (MajorityConf, MeanConf, OTBlendConf, TokenAverageConf),
     "certifier": (CohenConf, SemanticConf, OutputBoundConf, DistributionConf, FeatureConf, CenterConf,
-                  DecodingConf, SequentialConf),
+                  DecodingConf, SequentialConf, SequentialBayesConf),
     "attack": (NoAttackConf, PGDConf, NESConf, RandomSearchConf, SemanticAttackConf, PhotoGuardConf),
     "oracle": (DigitClassifierConf, CLIPZeroShotConf, RefusalConf, LLMJudgeConf, EquivalenceConf, ActionsConf,
                AnswersConf, NoOracleConf, DigitProbeConf),

@@ -61,6 +61,7 @@ def option_runs(tmp_path_factory, t2i):
         "feature": ["certifier=feature"],
         "center": ["certifier=center", "certifier.n0=1200", "certifier.n=300"],
         "sequential": ["certifier=sequential", "certifier.n=400", "certifier.batch_size=50"],
+        "sequential_bayes": ["certifier=sequential_bayes", "certifier.n=400", "certifier.batch_size=50"],
         "pilot": ["certifier.pilot=30", "certifier.oracle_error=0.02", "certifier.oracle_error_alpha=0.001"],
         "symmetric": ["certifier.oracle_error=0.02", "certifier.oracle_error_alpha=0.001",
                       "certifier.oracle_error_model=symmetric"],
@@ -105,9 +106,10 @@ def test_feature_center_and_sequential_columns(option_runs):
     assert "certified_fraction" in option_runs["feature"][1]
     sm = smoothed(option_runs["center"][0])
     assert "bound_eps_out_eps0.1" in sm and "diag_smoothing_error" in sm
-    sm = smoothed(option_runs["sequential"][0])
-    assert (sm.samples_used <= 20 + 400).all() and sm.sequential_decision.notna().all()
-    assert ((sm.radius == 0.1) == sm.certified).all()
+    for name in ("sequential", "sequential_bayes"):
+        sm = smoothed(option_runs[name][0])
+        assert (sm.samples_used <= 20 + 400).all() and sm.sequential_decision.notna().all()
+        assert ((sm.radius == 0.1) == sm.certified).all() and (sm.certifier == name).all()
 
 
 def test_pilot_and_oracle_error_are_recorded(option_runs):

@@ -103,16 +103,20 @@ def _contexts(oracle, model, count: int, batch_size: int):
                         batch_size=batch_size) for i in range(count)]
 
 
-@pytest.mark.parametrize("certifier", ["cohen", "sequential"])
+@pytest.mark.parametrize("certifier", ["cohen", "sequential", "sequential_bayes"])
 def test_packed_programs_return_what_each_returns_alone(oracle, certifier):
     from smoothgen_exp.aggregators.majority import Majority
     from smoothgen_exp.certifiers.cohen import CohenCertifier
     from smoothgen_exp.certifiers.sequential import SequentialCertifier
+    from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
     from smoothgen_exp.packing import run_one, run_programs
 
-    cert = (CohenCertifier(n0=20, n=300, alpha=0.001, batch_size=64, oracle_error=None, oracle_error_model="bounded",
-                           oracle_error_alpha=None, pilot=0) if certifier == "cohen" else
-            SequentialCertifier(n0=20, n=3000, alpha=0.001, batch_size=64, target_radius=0.25, give_up_alpha=0.01))
+    cert = {"cohen": lambda: CohenCertifier(n0=20, n=300, alpha=0.001, batch_size=64, oracle_error=None,
+                                            oracle_error_model="bounded", oracle_error_alpha=None, pilot=0),
+            "sequential": lambda: SequentialCertifier(n0=20, n=3000, alpha=0.001, batch_size=64, target_radius=0.25,
+                                                      give_up_alpha=0.01),
+            "sequential_bayes": lambda: BayesSequentialCertifier(n0=20, n=3000, alpha=0.001, batch_size=64,
+                                                                 target_radius=0.25, worth=3.0)}[certifier]()
     agg = Majority(n=50, alpha=0.001, reuse=certifier == "cohen")
 
     def program(ctx):

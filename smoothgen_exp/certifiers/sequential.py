@@ -190,6 +190,10 @@ class SequentialCertifier(Certifier):
             decision, used, hits = "gave up: selection votes below the target", 0, 0
         else:
             decision, used, hits = yield from self._bet(c_a, p_star, prior)
+        return self._row(c_a, p_star, decision, n_select, used, hits)
+
+    def _row(self, c_a: int, p_star: float, decision: str, n_select: int, used: int, hits: int) -> dict:
+        """The row's columns: c_A certified at the target radius, or the reason it was not."""
         certified = decision.startswith("certified")
         return {"prediction": c_a if certified else ABSTAIN, "top_class": c_a, "count": hits,
                 "p_required": p_star, "target_radius": self.target_radius,

@@ -1,0 +1,242 @@
+"""certifier=sequential_bayes: certify a target radius with a sequential test designed for the budget n.
+
+`certifier=sequential` bets with an anytime-valid mixture martingale and adds an exact test at the budget.
+This certifier keeps its selection (n0 votes choose c_A) and its looks (requests of at least MIN_REQUEST
+samples and 1/GROWTH of those so far), and replaces the bet, the test at the budget and the futility rule
+by one table of boundaries over the looks t_1 < ... < t_K = n: after t_k estimation samples with m misses
+(votes other than c_A), it certifies when m <= c_k, gives up when m >= a_k, and else draws on.
+
+Soundness. For a fixed table, P_p(certify) is nondecreasing in p_A = p: drive both from the same uniforms
+(a vote misses when U_i >= p), so a larger p has at most the misses of a smaller one after every sample;
+if the smaller one certifies at look k (m_k <= c_k, and c_j < m_j < a_j before), the larger one had not
+given up before (m'_j <= m_j < a_j) and has certified by look k. So the false-certify probability for any
+p_A <= p* is at most its value at p*, and `level` computes that exactly: the law of the misses of the
+undecided paths, carried from look to look by convolution with Binomial(t_k - t_(k-1), 1 - p*) in float64
+(no path is dropped except by the table itself, and those beyond M misses give up). The table is used
+only if its level is at most alpha (with a 1e-9 relative margin for rounding); the selection votes are
+disjoint from the estimation votes, so this holds given c_A. Giving up never needs a guarantee.
+
+Design (the table is only a choice; the guarantee above holds for any table that passes `level`). The
+table minimises, by backward induction over (look, misses),
+
+    E_prior[samples] - worth * n * P_prior(certify and p_A > p*) + mu * P_p*(certify),
+
+under a Jeffreys prior on p_A over (1/2, 1) (PRIOR_POINTS values, 1 - p_A spread log-evenly from 1/2 down
+to LEAST_MISS_RATE), with mu raised by bisection until the level is at most alpha. `worth` is what a
+certificate is worth in units of n samples: larger certifies more items just above p* and spends more
+samples on them. Unlike a fixed boundary from Ville's inequality, the design spends alpha where it buys
+the most certificates per sample (Wald's and Bayes-optimal sequential tests; here truncated at n).
+Selection gives up after its first SELECT_FIRST votes when they are not unanimous and the design's
+expected worth of going on, given those votes, is below the rest of the selection's cost.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp
+from scipy.stats import binom
+
+from smoothgen_exp.certifiers.sequential import GROWTH, MIN_REQUEST, SELECT_FIRST, SequentialCertifier
+from smoothgen_exp.config import configured
+from smoothgen_exp.errors import SmoothgenError
+from smoothgen_exp.packing import Draw, Program, class_counts
+
+PRIOR_POINTS = 64        # values of p_A in the design's prior
+LEAST_MISS_RATE = 1e-5   # the prior's smallest 1 - p_A (or 1% of 1 - p*, where that is smaller)
+LEVEL_MARGIN = 1e-9      # the table's computed level must be at most alpha (1 - LEVEL_MARGIN)
+MAX_TABLE = 60_000_000   # float32 entries of the design's predictive tables (misses x next votes per look)
+
+
+def looks(n: int) -> np.ndarray:
+    """t_1 < ... < t_K = n: each look MIN_REQUEST samples after the last, or 1/GROWTH of those so far."""
+    t, out = 0, []
+    while t < n:
+        t = min(n, t + max(MIN_REQUEST, t // GROWTH))
+        out.append(t)
+    return np.array(out, dtype=np.int64)
+
+
+def max_misses(p_star: float, n: int) -> int:
+    """M: paths with more misses give up (far above what p* itself gives at any t <= n)."""
+    return int(min(n, math.ceil((1 - p_star) * n + 8 * math.sqrt(n * p_star * (1 - p_star)) + 16)))
+
+
+def outcomes(table, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P_p(certify), E_p[samples]) of a table (ts, c, a, M) for each p in `p`, exactly: the law of the
+    misses of the undecided paths, convolved look by look (direct sums, no FFT)."""
+    ts, c, a, m_max = table
+    p = np.atleast_1d(np.asarray(p, dtype=np.float64))
+    dist = np.zeros((len(p), m_max + 1))
+    dist[:, 0] = 1.0
+    certified, samples, t = np.zeros(len(p)), np.zeros(len(p)), 0
+    for k, t_k in enumerate(ts):
+        d, t = int(t_k) - t, int(t_k)
+        samples += d * dist.sum(1)
+        pmf = binom.pmf(np.arange(d + 1)[None, :], d, 1.0 - p[:, None])       # misses among d votes
+        new = np.zeros_like(dist)
+        for j in range(min(d, m_max) + 1):
+            new[:, j:] += dist[:, :m_max + 1 - j] * pmf[:, j:j + 1]
+        dist = new
+        certified += dist[:, :c[k] + 1].sum(1)
+        dist[:, :c[k] + 1] = 0.0
+        dist[:, a[k]:] = 0.0
+    return certified, samples
+
+
+def prior(p_star: float) -> tuple[np.ndarray, np.ndarray]:
+    """The design's prior: values of p_A and their log-weights (Jeffreys' density over (1/2, 1))."""
+    least = min(LEAST_MISS_RATE, (1.0 - p_star) / 100)
+    u = math.log(0.5) + (math.log(least) - math.log(0.5)) * (np.arange(PRIOR_POINTS) + 0.5) / PRIOR_POINTS
+    p = -np.expm1(u)
+    log_w = 0.5 * u - 0.5 * np.log(p)        # density (p (1 - p))^-1/2 times the grid's dp = (1 - p) du
+    return p, log_w - logsumexp(log_w)
+
+
+@dataclass(frozen=True)
+class Design:
+    p_star: float
+    ts: np.ndarray          # the looks
+    certify_max: np.ndarray  # c_k: certify when the misses are at most this
+    give_up_min: np.ndarray  # a_k: give up when the misses are at least this
+    m_max: int
+    level: float            # P_p*(certify), exact
+    prior_p: np.ndarray
+    prior_log_w: np.ndarray
+    prior_certified: np.ndarray  # P_p(certify) at each prior value
+    prior_samples: np.ndarray    # E_p[samples] at each prior value
+
+    @property
+    def table(self):
+        return self.ts, self.certify_max, self.give_up_min, self.m_max
+
+
+@functools.lru_cache(maxsize=32)
+def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
+    """The table of boundaries (module docstring); its level is at most alpha."""
+    ts, m_max = looks(n), max_misses(p_star, n)
+    if (m_max + 1) * (n + len(ts)) > MAX_TABLE:
+        raise SmoothgenError(f"certifier=sequential_bayes: designing its table for n={n} at p*={p_star:.4g} would hold "
+                             f"{(m_max + 1) * (n + len(ts)) * 4 / 2**30:.1f} GiB; use a smaller certifier.n or certifier=sequential")
+    p, log_w = prior(p_star)
+    good = p > p_star
+    gaps = np.diff(ts, prepend=0)
+    m = np.arange(m_max + 1)
+    pmfs = {int(d): binom.pmf(np.arange(d + 1)[None, :], d, 1.0 - p[:, None]) for d in set(gaps[1:].tolist())}
+    stages = []                        # per look: P(p_A > p* | state), log(P_p*(path) / P_prior(path)), predictive
+    for k, t in enumerate(ts):
+        hits = t - m
+        log_like = hits[None, :] * np.log(p)[:, None] + m[None, :] * np.log1p(-p)[:, None] + log_w[:, None]
+        log_marginal = logsumexp(log_like, 0)
+        post = np.exp(log_like - log_marginal)
+        ratio = np.minimum(hits * math.log(p_star) + m * math.log1p(-p_star) - log_marginal, 700.0)
+        pred = (post.T @ pmfs[int(gaps[k + 1])]).astype(np.float32) if k + 1 < len(ts) else None
+        stages.append((post[good].sum(0), np.exp(ratio), pred, m <= t))
+    value = worth * n
+
+    def backward(mu: float) -> tuple[np.ndarray, np.ndarray]:
+        c, a = np.full(len(ts), -1), np.full(len(ts), m_max + 1)
+        after = None
+        for k in range(len(ts) - 1, -1, -1):
+            p_good, ratio, pred, reachable = stages[k]
+            stop = np.minimum(-value * p_good + mu * ratio, 0.0)
+            certify = stop < 0
+            if pred is None:
+                cost, go_on = stop, np.zeros(m_max + 1, dtype=bool)
+            else:
+                d = pred.shape[1] - 1
+                padded = np.concatenate([after, np.zeros(d)])
+                cont = d + (pred * padded[m[:, None] + np.arange(d + 1)[None, :]]).sum(1)
+                go_on = cont < stop
+                cost = np.where(go_on, cont, stop)
+            certify &= ~go_on & reachable
+            c[k] = int(np.argmin(certify)) - 1 if not certify.all() else m_max   # the leading run of certify
+            quit_ = ~certify & ~go_on
+            tail = np.flatnonzero(~quit_[::-1])                                   # the trailing run of give up
+            a[k] = m_max + 1 - (int(tail[0]) if len(tail) else m_max + 1)
+            a[k] = max(a[k], c[k] + 1)
+            after = cost
+        return c, a
+
+    lo, hi = math.log(value) - 20, math.log(value) + 30
+    best = None
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        c, a = backward(math.exp(mid))
+        level = float(outcomes((ts, c, a, m_max), np.array([p_star]))[0][0])
+        if level <= alpha * (1 - LEVEL_MARGIN):
+            hi, best = mid, (c, a, level)
+        else:
+            lo = mid
+        if hi - lo < 2e-3 and best is not None:
+            break
+    if best is None:
+        raise SmoothgenError(f"sequential_bayes: no table at level {alpha} for p*={p_star}, n={n}")
+    c, a, level = best
+    certified, samples = outcomes((ts, c, a, m_max), p)
+    return Design(p_star, ts, c, a, m_max, level, p, log_w, certified, samples)
+
+
+@configured
+class BayesSequentialCertifier(SequentialCertifier):
+    name = "sequential_bayes"
+
+    def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str, target_radius: float, worth: float):
+        if not worth > 0.0:
+            raise SmoothgenError(f"certifier.worth={worth} must be > 0")
+        super().__init__(n0, n, alpha, batch_size, target_radius, give_up_alpha=0.05, budget_share=0.0)
+        self.worth = float(worth)
+
+    def max_lower_bound(self, n: int) -> float:
+        """The largest p* that n samples can certify at all: n hits of n has probability p*^n at p*."""
+        return self.alpha ** (1.0 / n)
+
+    def design(self, p_star: float) -> Design:
+        return design(float(p_star), self.n, self.alpha, self.worth)
+
+    def _program(self, ctx) -> Program:
+        p_star = float(ctx.noise.required_p(self.target_radius))
+        plan = self.design(p_star)
+        first = min(SELECT_FIRST, self.n0)
+        counts = class_counts(ctx, (yield Draw("sequential", first)))
+        top, rest = int(counts.max()), self.n0 - first
+        if top < first and rest > 0 and self.worth_going_on(plan, top, first, rest) <= 0:
+            return self._row(int(counts.argmax()), p_star, "gave up: selection votes below the target", first, 0, 0)
+        if top < first and rest > 0:
+            counts = counts + class_counts(ctx, (yield Draw("sequential", rest)))
+        c_a, n_select = int(counts.argmax()), int(counts.sum())
+        if self.worth_going_on(plan, int(counts[c_a]), n_select, 0) <= 0:
+            return self._row(c_a, p_star, "gave up: selection votes below the target", n_select, 0, 0)
+        decision, used, hits = yield from self._test(plan, c_a)
+        return self._row(c_a, p_star, decision, n_select, used, hits)
+
+    def worth_going_on(self, plan: Design, top: int, votes: int, rest: int) -> float:
+        """The design's expected worth of betting on the top class, in samples, given its `top` of `votes`
+        selection votes (the prior's posterior), less the `rest` of the selection still to draw."""
+        log_post = plan.prior_log_w + top * np.log(plan.prior_p) + (votes - top) * np.log1p(-plan.prior_p)
+        post = np.exp(log_post - logsumexp(log_post))
+        gain = self.worth * self.n * plan.prior_certified * (plan.prior_p > plan.p_star)
+        return float(post @ (gain - plan.prior_samples)) - rest
+
+    def _test(self, plan: Design, c_a: int) -> Program:
+        """Draw to the next look at which the table can decide, then apply it; returns (decision, samples,
+        c_A votes). Looks at which no outcome of the draw could decide are skipped: same decisions."""
+        ts, c, a = plan.ts, plan.certify_max, plan.give_up_min
+        used, misses, k = 0, 0, 0
+        while k < len(ts):
+            last = k
+            while last < len(ts) - 1 and misses > c[last] and misses + int(ts[last]) - used < a[last]:
+                last += 1
+            votes = ((yield Draw("sequential", int(ts[last]) - used)).labels == c_a).long()
+            misses += int(len(votes) - votes.sum())
+            used, k = int(ts[last]), last + 1
+            if misses <= c[last]:
+                return "certified", used, used - misses
+            if misses >= a[last]:
+                return ("gave up: budget spent" if last == len(ts) - 1 else "gave up: unlikely to certify within n"), \
+                    used, used - misses
+        return "gave up: budget spent", used, used - misses
+

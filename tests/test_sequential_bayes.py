@@ -1,0 +1,106 @@
+"""certifier=sequential_bayes: the level of its table against brute force and simulation, monotone in p_A,
+and the runner's rows (no batch dependence)."""
+
+import itertools
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binom, norm
+
+from smoothgen_exp.certifiers import sequential_bayes as B
+from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
+
+
+def _drive(program, votes: torch.Tensor) -> tuple:
+    """Run a program on these class votes, in order; returns (its value, samples drawn)."""
+    done = 0
+    try:
+        draw = next(program)
+        while True:
+            labels = votes[done:done + draw.num]
+            done += draw.num
+            draw = program.send(SimpleNamespace(labels=labels))
+    except StopIteration as stop:
+        return stop.value, done
+
+
+def test_looks_grow_by_the_larger_of_the_least_request_and_a_share_of_the_samples_so_far():
+    ts = B.looks(10_000)
+    assert ts[:3].tolist() == [8, 16, 24] and ts[-1] == 10_000 and (np.diff(ts) > 0).all()
+    assert np.diff(ts).max() <= 10_000 // 64 + 1 and len(ts) < 300
+
+
+def test_the_level_is_the_certify_probability_of_the_program_itself_over_every_outcome():
+    """Brute force over the misses at each look (with their binomial weights), driving the certifier's own
+    program: the design's exact level at p*, and no more below p*. A table that certified one more miss at
+    any look would exceed alpha, so the level is also nearly spent."""
+    p_star, n, alpha = 0.7, 32, 0.05
+    cert = BayesSequentialCertifier(n0=10, n=n, alpha=alpha, batch_size=8, target_radius=1.0, worth=3.0)
+    plan = B.design(p_star, n, alpha, 3.0)
+    gaps = np.diff(plan.ts, prepend=0)
+    assert plan.level <= alpha and plan.level > 0.5 * alpha
+
+    def brute(p: float) -> float:
+        total = 0.0
+        for misses in itertools.product(*(range(d + 1) for d in gaps)):
+            votes = torch.cat([torch.tensor([0] * j + [1] * (d - j)) for j, d in zip(misses, gaps, strict=True)])
+            (decision, used, hits), drawn = _drive(cert._test(plan, 1), votes)
+            assert drawn == used and hits == int(votes[:used].sum())
+            if decision == "certified":
+                total += math.prod(binom.pmf(j, d, 1 - p) for j, d in zip(misses, gaps, strict=True))
+        return total
+
+    assert brute(p_star) == pytest.approx(plan.level, rel=1e-9, abs=1e-15)
+    assert brute(p_star - 0.1) <= plan.level
+    levels = B.outcomes(plan.table, np.array([0.3, 0.5, 0.6, 0.65, p_star]))[0]
+    assert (np.diff(levels) >= 0).all() and levels[-1] == pytest.approx(plan.level)
+    for k in range(len(plan.ts)):               # one more certifying miss count anywhere: over alpha
+        c = plan.certify_max.copy()
+        c[k] += 1
+        if c[k] < plan.give_up_min[k] and c[k] <= plan.ts[k]:
+            assert B.outcomes((plan.ts, c, plan.give_up_min, plan.m_max), np.array([p_star]))[0][0] > alpha
+
+
+def test_simulated_false_certify_rate_at_p_star_matches_the_level():
+    """Votes drawn at p_A = p*, each path through the table: the rate is the computed level (<= alpha)."""
+    p_star, n, alpha = float(norm.cdf(1.0)), 400, 0.05
+    plan = B.design(p_star, n, alpha, 3.0)
+    rng = np.random.default_rng(0)
+    runs = 100_000
+    misses = np.cumsum(rng.random((runs, n)) >= p_star, axis=1)[:, plan.ts - 1]     # misses at each look
+    alive = np.ones(runs, dtype=bool)
+    certified = np.zeros(runs, dtype=bool)
+    for k in range(len(plan.ts)):
+        now = alive & (misses[:, k] <= plan.certify_max[k])
+        certified |= now
+        alive &= ~now & (misses[:, k] < plan.give_up_min[k])
+    rate, sd = certified.mean(), math.sqrt(plan.level * (1 - plan.level) / runs)
+    assert plan.level <= alpha and abs(rate - plan.level) < 4 * sd
+
+
+def test_it_certifies_a_sure_class_early_and_gives_up_on_a_coin_flip_early():
+    cert = BayesSequentialCertifier(n0=100, n=2_000, alpha=0.001, batch_size=100, target_radius=0.5, worth=3.0)
+    p_star = float(norm.cdf(2.0))
+    sure, drawn = _drive(cert._test(cert.design(p_star), 1), torch.ones(2_000, dtype=torch.long))
+    assert sure[0] == "certified" and drawn < 600
+    flips = torch.tensor([1, 0] * 1_000)
+    coin, drawn = _drive(cert._test(cert.design(p_star), 1), flips)
+    assert coin[0].startswith("gave up") and drawn <= 24
+
+
+def test_it_keeps_most_of_fixed_n_certificates_at_a_fraction_of_its_samples():
+    """The point of the design, exactly (no simulation): at r = 0.5, sigma = 0.25, n = 10,000, against the
+    Clopper-Pearson test of all n samples (fixed n), over p_A just above p* (where no test is cheap) to 1."""
+    p_star, n, alpha = float(norm.cdf(2.0)), 10_000, 0.001
+    plan = B.design(p_star, n, alpha, 3.0)
+    p = np.array([0.983, 0.985, 0.99, 0.995, 0.999])
+    certified, samples = B.outcomes(plan.table, p)
+    k = int(binom.isf(alpha, n, p_star)) + 1                  # fixed n's least count: P_p*(S_n >= k) <= alpha
+    assert binom.sf(k - 1, n, p_star) <= alpha < binom.sf(k - 2, n, p_star)
+    fixed = binom.sf(k - 1, n, p)
+    assert (certified >= 0.8 * fixed).all() and (samples <= 0.6 * n).all()
+    far = p >= 0.99
+    assert (certified[far] >= fixed[far] - 0.01).all() and (samples[far] <= 0.2 * n).all()
