@@ -104,3 +104,19 @@ def test_it_keeps_most_of_fixed_n_certificates_at_a_fraction_of_its_samples():
     assert (certified >= 0.8 * fixed).all() and (samples <= 0.6 * n).all()
     far = p >= 0.99
     assert (certified[far] >= fixed[far] - 0.01).all() and (samples[far] <= 0.2 * n).all()
+
+
+def test_out_of_range_settings_fail_in_one_line_and_an_unreachable_target_gives_up():
+    """Review: p* rounding to 1 (target_radius / sigma >= 8.3), n = 0 and alpha >= 1 crashed or certified."""
+    from smoothgen_exp.errors import SmoothgenError
+
+    for bad in [(1.0, 100, 0.05), (0.9, 0, 0.05), (0.9, 100, 2.0)]:
+        with pytest.raises(SmoothgenError, match="no table"):
+            B.design(*bad, 3.0)
+    with pytest.raises(SmoothgenError, match="alpha"):
+        BayesSequentialCertifier(n0=10, n=100, alpha=2.0, batch_size=8, target_radius=1.0, worth=3.0)
+    cert = BayesSequentialCertifier(n0=10, n=100, alpha=0.001, batch_size=8, target_radius=3.0, worth=3.0)
+    noise = SimpleNamespace(required_p=lambda r: 1.0)
+    row, drawn = _drive(cert._program(SimpleNamespace(noise=noise, num_classes=2)), torch.ones(200, dtype=torch.long))
+    assert row["sequential_decision"] == "gave up: target out of reach within n" and not row["certified"]
+    assert drawn == row["samples_used"] == 10

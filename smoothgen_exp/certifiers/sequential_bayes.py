@@ -117,6 +117,9 @@ class Design:
 @functools.lru_cache(maxsize=32)
 def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
     """The table of boundaries (module docstring); its level is at most alpha."""
+    if not (n >= 1 and 0.0 < alpha < 1.0 and 0.5 <= p_star < 1.0 and worth > 0.0):
+        raise SmoothgenError(f"sequential_bayes: no table for n={n}, alpha={alpha}, p*={p_star}, worth={worth} "
+                             "(needs n >= 1, alpha in (0, 1), p* in [1/2, 1), worth > 0)")
     ts, m_max = looks(n), max_misses(p_star, n)
     if (m_max + 1) * (n + len(ts)) > MAX_TABLE:
         raise SmoothgenError(f"certifier=sequential_bayes: designing its table for n={n} at p*={p_star:.4g} would hold "
@@ -187,6 +190,8 @@ class BayesSequentialCertifier(SequentialCertifier):
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str, target_radius: float, worth: float):
         if not worth > 0.0:
             raise SmoothgenError(f"certifier.worth={worth} must be > 0")
+        if not (int(n) >= 1 and 0.0 < float(alpha) < 1.0):
+            raise SmoothgenError(f"certifier.n={n} must be >= 1 and certifier.alpha={alpha} lie in (0, 1)")
         super().__init__(n0, n, alpha, batch_size, target_radius, give_up_alpha=0.05, budget_share=0.0)
         self.worth = float(worth)
 
@@ -199,9 +204,11 @@ class BayesSequentialCertifier(SequentialCertifier):
 
     def _program(self, ctx) -> Program:
         p_star = float(ctx.noise.required_p(self.target_radius))
-        plan = self.design(p_star)
         first = min(SELECT_FIRST, self.n0)
         counts = class_counts(ctx, (yield Draw("sequential", first)))
+        if not p_star < self.max_lower_bound(self.n):         # not even n hits of n could certify
+            return self._row(int(counts.argmax()), p_star, "gave up: target out of reach within n", first, 0, 0)
+        plan = self.design(p_star)
         top, rest = int(counts.max()), self.n0 - first
         if top < first and rest > 0 and self.worth_going_on(plan, top, first, rest) <= 0:
             return self._row(int(counts.argmax()), p_star, "gave up: selection votes below the target", first, 0, 0)
