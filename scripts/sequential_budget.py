@@ -1,7 +1,7 @@
 """Where the sequential certifier's samples go at a target radius, by the items' p_A (README, Performance).
 
     python scripts/sequential_budget.py [--radius 0.5] [--seeds 5] [--points 100] [--budget-share 0.8]
-                                        [--give-up-alpha 0.05] [--clairvoyant]
+                                        [--give-up-alpha 0.05] [--clairvoyant] [--bayes-worth 3]
 
 The `make bench` comparison (100 held-out digits in pixel space, sigma 0.25, alpha 0.001, fixed n = 10,000
 against `certifier=sequential` on the same budget) with the digit oracle replaced by a Bernoulli vote: item
@@ -9,7 +9,8 @@ i's vote is its true label with probability p_i, its fixed-n vote rate k_i / n, 
 `SequentialCertifier` decides each item on those votes, over several seeds. Per bucket of p_i it prints the
 items, the mean samples to decide, their share of all samples, and the items certified against those that
 fixed-n Clopper-Pearson certifies at the same p_i. It shows which items set the mean: those just above p*
-need about log(1/alpha) / KL(p || p*) samples, with any bet.
+need about log(1/alpha) / KL(p || p*) samples, with any bet. --bayes-worth W decides them with
+`certifier=sequential_bayes` at `worth=W` instead.
 
 --clairvoyant adds the comparator of `make bench` (bench.known_rate_bet: told each item's p_A, it bets the
 likelihood ratio of p_A against p* from the first sample) on the same votes: its mean samples and
@@ -34,6 +35,7 @@ from scipy.stats import binom
 
 from smoothgen_exp.bench import PixelIdentity, known_rate_bet
 from smoothgen_exp.certifiers.sequential import SequentialCertifier
+from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
 from smoothgen_exp.config import SequentialConf
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.core import Smooth
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget-share", type=float, default=None, help="certifier.budget_share (default: the config's)")
     p.add_argument("--give-up-alpha", type=float, default=SequentialConf.give_up_alpha,
                    help="certifier.give_up_alpha (default: the config's)")
+    p.add_argument("--bayes-worth", type=float, default=None,
+                   help="decide with certifier=sequential_bayes at this certifier.worth instead")
     p.add_argument("--clairvoyant", action="store_true", help="add the told-p comparator and its skip plan")
     p.add_argument("--cache-dir", default="outputs/cache")
     args = p.parse_args(argv)
@@ -88,8 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         fixed.append(cert.prediction == int(labels[i]) and cert.radius >= args.radius)
 
     share = {} if args.budget_share is None else {"budget_share": args.budget_share}
-    certifier = SequentialCertifier(n0=100, n=args.n, alpha=args.alpha, batch_size=1000,
-                                    target_radius=args.radius, give_up_alpha=args.give_up_alpha, **share)
+    common = dict(n0=100, n=args.n, alpha=args.alpha, batch_size=1000, target_radius=args.radius)
+    certifier = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, **share) if args.bayes_worth is None \
+        else BayesSequentialCertifier(**common, worth=args.bayes_worth)
     p_star = noise.required_p(args.radius)
 
     def decide(j: int, i: int, seed: int, clairvoyant: bool) -> tuple[float, bool]:

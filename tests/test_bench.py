@@ -109,3 +109,12 @@ def test_sequential_budget_script_runs_with_the_clairvoyant():
                          stdin=subprocess.DEVNULL, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "expected on fresh votes" in res.stdout and "clairvoyant told which items to skip" in res.stdout
+
+
+def test_sequential_budget_script_decides_with_sequential_bayes(capsys):
+    from .conftest import CACHE
+
+    _sequential_budget().main(["--points", "8", "--seeds", "1", "--n", "1000", "--bayes-worth", "3",
+                               "--cache-dir", str(CACHE)])
+    out = capsys.readouterr().out
+    assert "expected on fresh votes" in out and "| p_A | items |" in out

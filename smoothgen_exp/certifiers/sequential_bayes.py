@@ -76,15 +76,18 @@ def outcomes(table, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for k, t_k in enumerate(ts):
         d, t = int(t_k) - t, int(t_k)
         samples += d * dist.sum(1)
-        pmf = binom.pmf(np.arange(d + 1)[None, :], d, 1.0 - p[:, None])       # misses among d votes
-        new = np.zeros_like(dist)
-        for j in range(min(d, m_max) + 1):
-            new[:, j:] += dist[:, :m_max + 1 - j] * pmf[:, j:j + 1]
-        dist = new
+        pmf = _miss_pmf(d, tuple(p.tolist()))                                   # misses among d votes
+        dist = np.stack([np.convolve(row, f)[:m_max + 1] for row, f in zip(dist, pmf, strict=True)])
         certified += dist[:, :c[k] + 1].sum(1)
         dist[:, :c[k] + 1] = 0.0
         dist[:, a[k]:] = 0.0
     return certified, samples
+
+
+@functools.lru_cache(maxsize=512)
+def _miss_pmf(d: int, p: tuple[float, ...]) -> np.ndarray:
+    """Binomial(d, 1 - p) probabilities of 0..d misses, one row per p."""
+    return binom.pmf(np.arange(d + 1)[None, :], d, 1.0 - np.array(p)[:, None])
 
 
 def prior(p_star: float) -> tuple[np.ndarray, np.ndarray]:
