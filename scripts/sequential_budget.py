@@ -93,8 +93,11 @@ def main(argv: list[str] | None = None) -> None:
 
     share = {} if args.budget_share is None else {"budget_share": args.budget_share}
     common = dict(n0=100, n=args.n, alpha=args.alpha, batch_size=1000, target_radius=args.radius)
+    if args.bayes_worth is not None and (share or args.give_up_alpha != SequentialConf.give_up_alpha):
+        p.error("--budget-share and --give-up-alpha set certifier=sequential; --bayes-worth uses sequential_bayes")
     certifier = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, **share) if args.bayes_worth is None \
         else BayesSequentialCertifier(**common, worth=args.bayes_worth)
+    name = "sequential" if args.bayes_worth is None else f"sequential_bayes (worth={args.bayes_worth:g})"
     p_star = noise.required_p(args.radius)
 
     def decide(j: int, i: int, seed: int, clairvoyant: bool) -> tuple[float, bool]:
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     total = float(used.sum())
     rate_t, fixed_t = torch.tensor(rates), torch.tensor(fixed)
     print(f"r = {args.radius}, p* = {p_star:.4f}; fixed n = {args.n} certifies "
-          f"{int(fixed_t.sum())} ({fresh:.1f} expected on fresh votes), sequential {float(certified.sum()):.1f} "
+          f"{int(fixed_t.sum())} ({fresh:.1f} expected on fresh votes), {name} {float(certified.sum()):.1f} "
           f"(mean of {args.seeds} seeds); "
           f"mean samples {total / len(idx):.0f} = {total / len(idx) / args.n:.3f} of n")
     print("| p_A | items | mean samples | share of all samples | certified (sequential / fixed) |")

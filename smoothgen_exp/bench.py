@@ -187,11 +187,11 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
     out: dict = {"seq_points": len(idx), "seq_max_n": args.seq_max_n, "seq_give_up_alpha": args.give_up_alpha,
                  "seq_n0": args.seq_n0, "seq_by_radius": {}}
 
-    def decide(r: float, share: float, worth: float | None = None) -> dict:
+    def decide(r: float, share: float = 0.0, *, worth: float | None = None) -> dict:
         common = dict(n0=args.seq_n0, n=args.seq_max_n, alpha=args.alpha, batch_size=args.batch_size, target_radius=r)
         sequential = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, budget_share=share) \
             if worth is None else BayesSequentialCertifier(**common, worth=worth)
-        if worth is not None:             # the table is made once per p* (cached): not part of certifying
+        if worth is not None:             # the table is made once per p* (cached), before the clock
             sequential.design(noise.required_p(r))
         ok, samples, t_seq = [], [], 0.0
         for ctx in ctxs:
@@ -231,7 +231,7 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
                 "seq_time_ratio": head["seq_time_ratio"]})
     # certifier=sequential_bayes: boundaries designed for the budget (not anytime-valid beyond it)
     out["seq_worth"] = args.seq_worth
-    out["seq_bayes_by_radius"] = {f"{r:g}": decide(r, 0.0, args.seq_worth) for r in radii}
+    out["seq_bayes_by_radius"] = {f"{r:g}": decide(r, worth=args.seq_worth) for r in radii}
     head = out["seq_bayes_by_radius"][f"{args.target_radius:g}"]
     out.update({"seq_bayes_acc_delta": head["seq_certified_accuracy"] - head["fixed_certified_accuracy"],
                 "seq_bayes_mean_samples": head["seq_mean_samples"], "seq_bayes_samples_ratio": head["seq_samples_ratio"]})

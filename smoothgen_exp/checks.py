@@ -43,8 +43,7 @@ def check_certifiable(certifier) -> None:
 def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
     """The largest radius any item can reach (`max_certifiable_radius`). A sequential target above it
     fails in one line; summary radii above it are noted (their certified accuracy is 0 by arithmetic)."""
-    scale = smoothing.l2_scale
-    ceiling = certifier.max_certifiable_radius(scale)
+    scale, ceiling = smoothing.l2_scale, certifier.max_certifiable_radius(smoothing.l2_scale)
     if ceiling is None:
         return None
     log.info("largest certifiable radius at n=%d, alpha=%g: %.4g (all samples agreeing)%s", certifier.n,
@@ -57,6 +56,7 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
         raise ConfigError(f"certifier.target_radius={target:g}: above the largest radius n={certifier.n} samples "
                           f"can certify at alpha={certifier.alpha:g} and noise scale {scale:g} ({ceiling:.4g}); "
                           f"lower it or {fix}")
+    getattr(certifier, "prepare", lambda _: None)(smoothing)    # work once the noise is known (a table to design)
     above = [r for r in summary_radii if r > ceiling]
     if above:          # a note, not a warning: the default radii run past a small n's ceiling
         log.info("summary_radii %s lie above the largest certifiable radius %.4g (n=%d, alpha=%g): their "

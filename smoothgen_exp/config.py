@@ -563,11 +563,13 @@ class SequentialConf(CertifierConf):
 @dataclass
 class SequentialBayesConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.sequential_bayes.BayesSequentialCertifier"
+    # noise draws per generator call; the table's requests, and so its rows, do not depend on it
     batch_size: int | str = field(default=100, metadata=batch_size_rule())
     target_radius: float = field(default=0.1, metadata=gt(0.0))
-    # what a certificate is worth, in units of n samples: the table of boundaries minimises the expected
-    # samples less worth * n per certificate under its prior (the class docstring); larger certifies more
-    # items just above p* at more samples. The guarantee does not depend on it.
+    # what a certificate of an item above p* is worth, in units of n samples: the table minimises the
+    # expected samples less worth * n per such certificate under its prior, at false-certify probability
+    # <= alpha (the module docstring); larger certifies more items just above p* at more samples. The
+    # guarantee does not depend on it.
     worth: float = field(default=3.0, metadata=gt(0.0))
 
 

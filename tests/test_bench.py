@@ -117,4 +117,4 @@ def test_sequential_budget_script_decides_with_sequential_bayes(capsys):
     _sequential_budget().main(["--points", "8", "--seeds", "1", "--n", "1000", "--bayes-worth", "3",
                                "--cache-dir", str(CACHE)])
     out = capsys.readouterr().out
-    assert "expected on fresh votes" in out and "| p_A | items |" in out
+    assert "sequential_bayes (worth=3) " in out and "| p_A | items |" in out

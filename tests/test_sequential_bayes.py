@@ -35,8 +35,8 @@ def test_looks_grow_by_the_larger_of_the_least_request_and_a_share_of_the_sample
 
 def test_the_level_is_the_certify_probability_of_the_program_itself_over_every_outcome():
     """Brute force over the misses at each look (with their binomial weights), driving the certifier's own
-    program: the design's exact level at p*, and no more below p*. A table that certified one more miss at
-    any look would exceed alpha, so the level is also nearly spent."""
+    estimation loop (`_test`): the design's exact level at p*, and no more below p*. A table that certified
+    one more miss at a look where it could would exceed alpha, so the level is also nearly spent."""
     p_star, n, alpha = 0.7, 32, 0.05
     cert = BayesSequentialCertifier(n0=10, n=n, alpha=alpha, batch_size=8, target_radius=1.0, worth=3.0)
     plan = B.design(p_star, n, alpha, 3.0)
@@ -49,7 +49,7 @@ def test_the_level_is_the_certify_probability_of_the_program_itself_over_every_o
             votes = torch.cat([torch.tensor([0] * j + [1] * (d - j)) for j, d in zip(misses, gaps, strict=True)])
             (decision, used, hits), drawn = _drive(cert._test(plan, 1), votes)
             assert drawn == used and hits == int(votes[:used].sum())
-            if decision == "certified":
+            if decision.startswith("certified"):
                 total += math.prod(binom.pmf(j, d, 1 - p) for j, d in zip(misses, gaps, strict=True))
         return total
 
@@ -57,11 +57,14 @@ def test_the_level_is_the_certify_probability_of_the_program_itself_over_every_o
     assert brute(p_star - 0.1) <= plan.level
     levels = B.outcomes(plan.table, np.array([0.3, 0.5, 0.6, 0.65, p_star]))[0]
     assert (np.diff(levels) >= 0).all() and levels[-1] == pytest.approx(plan.level)
-    for k in range(len(plan.ts)):               # one more certifying miss count anywhere: over alpha
+    raised = 0
+    for k in range(len(plan.ts)):               # one more certifying miss count where it continued: over alpha
         c = plan.certify_max.copy()
         c[k] += 1
         if c[k] < plan.give_up_min[k] and c[k] <= plan.ts[k]:
+            raised += 1
             assert B.outcomes((plan.ts, c, plan.give_up_min, plan.m_max), np.array([p_star]))[0][0] > alpha
+    assert raised >= len(plan.ts) - 1
 
 
 def test_simulated_false_certify_rate_at_p_star_matches_the_level():
@@ -70,7 +73,7 @@ def test_simulated_false_certify_rate_at_p_star_matches_the_level():
     plan = B.design(p_star, n, alpha, 3.0)
     rng = np.random.default_rng(0)
     runs = 100_000
-    misses = np.cumsum(rng.random((runs, n)) >= p_star, axis=1)[:, plan.ts - 1]     # misses at each look
+    misses = np.cumsum(rng.random((runs, n)) >= p_star, axis=1, dtype=np.int16)[:, plan.ts - 1]   # at each look
     alive = np.ones(runs, dtype=bool)
     certified = np.zeros(runs, dtype=bool)
     for k in range(len(plan.ts)):
@@ -120,3 +123,35 @@ def test_out_of_range_settings_fail_in_one_line_and_an_unreachable_target_gives_
     row, drawn = _drive(cert._program(SimpleNamespace(noise=noise, num_classes=2)), torch.ones(200, dtype=torch.long))
     assert row["sequential_decision"] == "gave up: target out of reach within n" and not row["certified"]
     assert drawn == row["samples_used"] == 10
+
+
+def test_selection_gives_up_on_hopeless_votes_and_bets_on_a_unanimous_class():
+    """The selection's give-up rules: 5 of the first 10 votes give up there (10 samples, not n0); a weak
+    whole selection (60 of 100) gives up before betting; 10 unanimous votes go on and certify on all hits."""
+    cert = BayesSequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=100, target_radius=0.5, worth=3.0)
+    ctx = SimpleNamespace(noise=SimpleNamespace(required_p=lambda r: float(norm.cdf(r / 0.25))), num_classes=3)
+    split, drawn = _drive(cert._program(ctx), torch.tensor([1, 2] * 5 + [1] * 10_000))
+    assert split["sequential_decision"] == "gave up: selection votes below the target" and drawn == 10
+    plan = cert.design(float(norm.cdf(2.0)))
+    assert cert.worth_going_on(plan, 5, 10, 90) <= 0 < cert.worth_going_on(plan, 9, 10, 90)
+    assert cert.worth_going_on(plan, 60, 100, 0) <= 0 < cert.worth_going_on(plan, 99, 100, 0)
+    weak, drawn = _drive(cert._program(ctx), torch.tensor([1] * 9 + [2] + [1, 1, 2] * 30 + [1] * 10_000))
+    assert weak["sequential_decision"] == "gave up: selection votes below the target" and drawn == 100
+    sure, drawn = _drive(cert._program(ctx), torch.ones(11_000, dtype=torch.long))
+    assert sure["certified"] and sure["selection_samples"] == 10 and drawn == sure["samples_used"] < 600
+
+
+def test_a_table_too_large_to_design_is_refused_before_the_run(caplog):
+    """Review: the refusal came from the first item, mid-run. The preflight (checks.certified_ceiling) now
+    designs the table, so a too-large one fails there, in one line that names the alternative."""
+    from smoothgen_exp.checks import certified_ceiling
+    from smoothgen_exp.errors import SmoothgenError
+    from smoothgen_exp.smoothing.gaussian import GaussianNoise
+
+    big = BayesSequentialCertifier(n0=10, n=20_000, alpha=0.001, batch_size=8, target_radius=0.1, worth=3.0)
+    assert B.table_entries(float(norm.cdf(0.4)), 20_000) > B.MAX_TABLE
+    with pytest.raises(SmoothgenError, match=r"above 60,000,000; use a smaller certifier.n or certifier=sequential"):
+        certified_ceiling(big, GaussianNoise(0.25), [])
+    small = BayesSequentialCertifier(n0=10, n=300, alpha=0.001, batch_size=8, target_radius=0.1, worth=3.0)
+    assert certified_ceiling(small, GaussianNoise(0.25), []) > 0.1
+    assert B.design.cache_info().currsize >= 1 and small.settings() == {"target_radius": 0.1, "worth": 3.0}

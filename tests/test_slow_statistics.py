@@ -63,7 +63,7 @@ def test_sequential_never_certifies_beyond_alpha_at_the_boundary(alpha, share):
 @pytest.mark.parametrize("alpha", [0.01, 0.05])
 def test_sequential_bayes_never_certifies_beyond_alpha_at_the_boundary(alpha):
     """The same boundary case through certifier=sequential_bayes's whole program (selection, then its table):
-    the certify rate stays <= alpha, and near the table's computed level (its guarantee is spent, not idle)."""
+    the certify rate stays <= alpha, and not far below the table's computed level (its alpha is spent)."""
     from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
 
     sigma, a, trials = 0.5, 0.7, 3000

@@ -1,10 +1,11 @@
 """certifier=sequential_bayes: certify a target radius with a sequential test designed for the budget n.
 
 `certifier=sequential` bets with an anytime-valid mixture martingale and adds an exact test at the budget.
-This certifier keeps its selection (n0 votes choose c_A) and its looks (requests of at least MIN_REQUEST
-samples and 1/GROWTH of those so far), and replaces the bet, the test at the budget and the futility rule
-by one table of boundaries over the looks t_1 < ... < t_K = n: after t_k estimation samples with m misses
-(votes other than c_A), it certifies when m <= c_k, gives up when m >= a_k, and else draws on.
+This certifier selects c_A as it does (SELECT_FIRST votes when they are unanimous, else n0) and replaces
+the bet, the test at the budget and the futility rule by one table of boundaries over the looks
+t_1 < ... < t_K = n (MIN_REQUEST samples apart, or 1/GROWTH of those so far): after t_k estimation samples
+with m misses (votes other than c_A), it certifies when m <= c_k, gives up when m >= a_k, and else draws
+on. A request runs to the next look at which some outcome could decide (the same decisions, fewer calls).
 
 Soundness. For a fixed table, P_p(certify) is nondecreasing in p_A = p: drive both from the same uniforms
 (a vote misses when U_i >= p), so a larger p has at most the misses of a smaller one after every sample;
@@ -27,7 +28,8 @@ certificate is worth in units of n samples: larger certifies more items just abo
 samples on them. Unlike a fixed boundary from Ville's inequality, the design spends alpha where it buys
 the most certificates per sample (Wald's and Bayes-optimal sequential tests; here truncated at n).
 Selection gives up after its first SELECT_FIRST votes when they are not unanimous and the design's
-expected worth of going on, given those votes, is below the rest of the selection's cost.
+expected worth of going on (`worth_going_on`: under the prior's posterior given those votes), is below
+the rest of the selection's cost; after the whole selection, when that worth is not positive.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def max_misses(p_star: float, n: int) -> int:
 
 
 def outcomes(table, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(P_p(certify), E_p[samples]) of a table (ts, c, a, M) for each p in `p`, exactly: the law of the
-    misses of the undecided paths, convolved look by look (direct sums, no FFT)."""
+    """(P_p(certify), E_p[estimation samples]) of a table (looks, c, a, M) for each p in `p`, exactly:
+    the law of the misses of the undecided paths, convolved look by look (direct sums, no FFT)."""
     ts, c, a, m_max = table
     p = np.atleast_1d(np.asarray(p, dtype=np.float64))
     dist = np.zeros((len(p), m_max + 1))
@@ -87,7 +89,9 @@ def outcomes(table, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=512)
 def _miss_pmf(d: int, p: tuple[float, ...]) -> np.ndarray:
     """Binomial(d, 1 - p) probabilities of 0..d misses, one row per p."""
-    return binom.pmf(np.arange(d + 1)[None, :], d, 1.0 - np.array(p)[:, None])
+    rows = binom.pmf(np.arange(d + 1)[None, :], d, 1.0 - np.array(p)[:, None])
+    rows.flags.writeable = False
+    return rows
 
 
 def prior(p_star: float) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +105,8 @@ def prior(p_star: float) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Design:
+    """A table of boundaries for (p*, n, alpha, worth), its exact level at p*, and what it does under
+    each of its prior's values of p_A (for the selection's give-up rule)."""
     p_star: float
     ts: np.ndarray          # the looks
     certify_max: np.ndarray  # c_k: certify when the misses are at most this
@@ -114,7 +120,13 @@ class Design:
 
     @property
     def table(self):
+        """(looks, c, a, M): what `outcomes` reads."""
         return self.ts, self.certify_max, self.give_up_min, self.m_max
+
+
+def table_entries(p_star: float, n: int) -> int:
+    """The predictive entries `design` holds for (p*, n): misses x next votes over the looks."""
+    return (max_misses(p_star, n) + 1) * (n + len(looks(n)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -124,14 +136,15 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
         raise SmoothgenError(f"sequential_bayes: no table for n={n}, alpha={alpha}, p*={p_star}, worth={worth} "
                              "(needs n >= 1, alpha in (0, 1), p* in [1/2, 1), worth > 0)")
     ts, m_max = looks(n), max_misses(p_star, n)
-    if (m_max + 1) * (n + len(ts)) > MAX_TABLE:
-        raise SmoothgenError(f"certifier=sequential_bayes: designing its table for n={n} at p*={p_star:.4g} would hold "
-                             f"{(m_max + 1) * (n + len(ts)) * 4 / 2**30:.1f} GiB; use a smaller certifier.n or certifier=sequential")
+    if table_entries(p_star, n) > MAX_TABLE:
+        raise SmoothgenError(f"sequential_bayes: designing the table for n={n} at p*={p_star:.4g} takes "
+                             f"{table_entries(p_star, n):,} entries, above {MAX_TABLE:,}; use a smaller certifier.n "
+                             "or certifier=sequential")
     p, log_w = prior(p_star)
     good = p > p_star
     gaps = np.diff(ts, prepend=0)
     m = np.arange(m_max + 1)
-    pmfs = {int(d): binom.pmf(np.arange(d + 1)[None, :], d, 1.0 - p[:, None]) for d in set(gaps[1:].tolist())}
+    pmfs = {int(d): _miss_pmf(int(d), tuple(p.tolist())) for d in set(gaps[1:].tolist())}
     stages = []                        # per look: P(p_A > p* | state), log(P_p*(path) / P_prior(path)), predictive
     for k, t in enumerate(ts):
         hits = t - m
@@ -159,6 +172,9 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
                 go_on = cont < stop
                 cost = np.where(go_on, cont, stop)
             certify &= ~go_on & reachable
+            # the table keeps the leading run of certify and the trailing run of give up (a certify or give-up
+            # state outside them draws on); `cost` below stays the unconstrained value: it only guides the
+            # design, whose level is computed on the table itself
             c[k] = int(np.argmin(certify)) - 1 if not certify.all() else m_max   # the leading run of certify
             quit_ = ~certify & ~go_on
             tail = np.flatnonzero(~quit_[::-1])                                   # the trailing run of give up
@@ -167,7 +183,7 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
             after = cost
         return c, a
 
-    lo, hi = math.log(value) - 20, math.log(value) + 30
+    lo, hi = math.log(value) - 20, math.log(value) + 30       # log mu; a table above alpha moves lo up
     best = None
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -188,6 +204,8 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
 
 @configured
 class BayesSequentialCertifier(SequentialCertifier):
+    """certifier=sequential_bayes (module docstring). It shares the parent's row, target-radius checks and
+    ceiling; the parent's bet, test at the budget and give-up rule are not used."""
     name = "sequential_bayes"
 
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str, target_radius: float, worth: float):
@@ -202,10 +220,23 @@ class BayesSequentialCertifier(SequentialCertifier):
         """The largest p* that n samples can certify at all: n hits of n has probability p*^n at p*."""
         return self.alpha ** (1.0 / n)
 
+    def settings(self) -> dict:
+        """The target radius and the worth the table was designed with."""
+        return {**super().settings(), "worth": self.worth}
+
+    def prepare(self, smoothing) -> None:
+        """Design the table before the run (checks.certified_ceiling): one line, not mid-run, where it is
+        too large; the design is cached for the items."""
+        p_star = float(smoothing.required_p(self.target_radius))
+        if p_star < self.max_lower_bound(self.n):
+            self.design(p_star)
+
     def design(self, p_star: float) -> Design:
+        """The table for this p* (module function `design`, cached)."""
         return design(float(p_star), self.n, self.alpha, self.worth)
 
     def _program(self, ctx) -> Program:
+        """Selection (with its give-up rules), then `_test` on c_A."""
         p_star = float(ctx.noise.required_p(self.target_radius))
         first = min(SELECT_FIRST, self.n0)
         counts = class_counts(ctx, (yield Draw("sequential", first)))
@@ -213,9 +244,9 @@ class BayesSequentialCertifier(SequentialCertifier):
             return self._row(int(counts.argmax()), p_star, "gave up: target out of reach within n", first, 0, 0)
         plan = self.design(p_star)
         top, rest = int(counts.max()), self.n0 - first
-        if top < first and rest > 0 and self.worth_going_on(plan, top, first, rest) <= 0:
-            return self._row(int(counts.argmax()), p_star, "gave up: selection votes below the target", first, 0, 0)
         if top < first and rest > 0:
+            if self.worth_going_on(plan, top, first, rest) <= 0:
+                return self._row(int(counts.argmax()), p_star, "gave up: selection votes below the target", first, 0, 0)
             counts = counts + class_counts(ctx, (yield Draw("sequential", rest)))
         c_a, n_select = int(counts.argmax()), int(counts.sum())
         if self.worth_going_on(plan, int(counts[c_a]), n_select, 0) <= 0:
@@ -243,10 +274,11 @@ class BayesSequentialCertifier(SequentialCertifier):
             votes = ((yield Draw("sequential", int(ts[last]) - used)).labels == c_a).long()
             misses += int(len(votes) - votes.sum())
             used, k = int(ts[last]), last + 1
+            at_budget = last == len(ts) - 1
             if misses <= c[last]:
-                return "certified", used, used - misses
+                return ("certified at the budget" if at_budget else "certified"), used, used - misses
             if misses >= a[last]:
-                return ("gave up: budget spent" if last == len(ts) - 1 else "gave up: unlikely to certify within n"), \
+                return ("gave up: budget spent" if at_budget else "gave up: unlikely to certify within n"), \
                     used, used - misses
-        return "gave up: budget spent", used, used - misses
+        return "gave up: budget spent", used, used - misses     # defensive: the last look decides every count
 
