@@ -11,13 +11,13 @@ Soundness. For a fixed table, P_p(certify) is nondecreasing in p_A = p: drive bo
 (a vote misses when U_i >= p), so a larger p has at most the misses of a smaller one after every sample;
 if the smaller one certifies at look k (m_k <= c_k, and c_j < m_j < a_j before), the larger one had not
 given up before (m'_j <= m_j < a_j) and has certified by look k. So the false-certify probability for any
-p_A <= p* is at most its value at p*, and `level` computes that exactly: the law of the misses of the
+p_A <= p* is at most its value at p*, and `outcomes` computes that exactly: the law of the misses of the
 undecided paths, carried from look to look by convolution with Binomial(t_k - t_(k-1), 1 - p*) in float64
 (no path is dropped except by the table itself, and those beyond M misses give up). The table is used
 only if its level is at most alpha (with a 1e-9 relative margin for rounding); the selection votes are
 disjoint from the estimation votes, so this holds given c_A. Giving up never needs a guarantee.
 
-Design (the table is only a choice; the guarantee above holds for any table that passes `level`). The
+Design (the table is only a choice; the guarantee above holds for any table whose level is <= alpha). The
 table minimises, by backward induction over (look, misses),
 
     E_prior[samples] - worth * n * P_prior(certify and p_A > p*) + mu * P_p*(certify),
@@ -28,7 +28,7 @@ certificate is worth in units of n samples: larger certifies more items just abo
 samples on them. Unlike a fixed boundary from Ville's inequality, the design spends alpha where it buys
 the most certificates per sample (Wald's and Bayes-optimal sequential tests; here truncated at n).
 Selection gives up after its first SELECT_FIRST votes when they are not unanimous and the design's
-expected worth of going on (`worth_going_on`: under the prior's posterior given those votes), is below
+expected worth of going on (`worth_going_on`: under the prior's posterior given those votes) is below
 the rest of the selection's cost; after the whole selection, when that worth is not positive.
 """
 
