@@ -51,6 +51,22 @@ def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def drive(program, votes) -> tuple:
+    """Run a certifier's sampling program on these class votes (a tensor), in order; returns (its value,
+    samples drawn)."""
+    from types import SimpleNamespace
+
+    done = 0
+    try:
+        draw = next(program)
+        while True:
+            labels = votes[done:done + draw.num]
+            done += draw.num
+            draw = program.send(SimpleNamespace(labels=labels))
+    except StopIteration as stop:
+        return stop.value, done
+
+
 def run_in_process(*args: str, run_dir: Path) -> tuple:
     """One run of `python -m smoothgen_exp ARGS` inside this process: the config composed from the same
     overrides and Hydra's runtime config in place (so the rows name the chosen options), then `run`.

@@ -36,6 +36,8 @@ from smoothgen_exp.stats import (
     wp_bound,
 )
 
+from .conftest import drive
+
 D, M, SIGMA = 6, 16, 0.5
 W = torch.zeros(D, dtype=torch.float64)
 W[0] = 1.0
@@ -268,31 +270,18 @@ def test_the_budget_count_is_exact_against_every_path():
     assert budget_count(p_star, n, threshold, alpha) == expected
 
 
-def _drive(program, votes: torch.Tensor) -> tuple:
-    """Run a certifier's program on these class votes, in order; returns (its value, samples drawn)."""
-    done = 0
-    try:
-        draw = next(program)
-        while True:
-            labels = votes[done:done + draw.num]
-            done += draw.num
-            draw = program.send(SimpleNamespace(labels=labels))
-    except StopIteration as stop:
-        return stop.value, done
-
-
 def _bet_on(certifier: SequentialCertifier, hits: int, p_star: float) -> tuple[str, int, int]:
     """Drive the betting loop on n fixed votes for class 1: `hits` of them hits, evenly spread."""
     n = certifier.n
     votes = torch.tensor([int((i + 1) * hits // n) - int(i * hits // n) for i in range(n)])   # 1 = hit
-    return _drive(certifier._bet(1, p_star), votes)[0]
+    return drive(certifier._bet(1, p_star), votes)[0]
 
 
 def _program_on(certifier: SequentialCertifier, votes: list[int], p_star: float) -> tuple[dict, int]:
     """Drive the whole program (selection, then the bet) on these class votes, then all hits for class 1.
     Returns (row, samples drawn)."""
     ctx = SimpleNamespace(num_classes=10, noise=SimpleNamespace(required_p=lambda r: p_star))
-    return _drive(certifier._program(ctx), torch.tensor(votes + [1] * (certifier.n0 + certifier.n)))
+    return drive(certifier._program(ctx), torch.tensor(votes + [1] * (certifier.n0 + certifier.n)))
 
 
 def test_selection_gives_up_after_its_first_votes_when_they_are_already_hopeless():

@@ -13,18 +13,7 @@ from scipy.stats import binom, norm
 from smoothgen_exp.certifiers import sequential_bayes as B
 from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
 
-
-def _drive(program, votes: torch.Tensor) -> tuple:
-    """Run a program on these class votes, in order; returns (its value, samples drawn)."""
-    done = 0
-    try:
-        draw = next(program)
-        while True:
-            labels = votes[done:done + draw.num]
-            done += draw.num
-            draw = program.send(SimpleNamespace(labels=labels))
-    except StopIteration as stop:
-        return stop.value, done
+from .conftest import drive
 
 
 def test_looks_grow_by_the_larger_of_the_least_request_and_a_share_of_the_samples_so_far():
@@ -47,7 +36,7 @@ def test_the_level_is_the_certify_probability_of_the_program_itself_over_every_o
         total = 0.0
         for misses in itertools.product(*(range(d + 1) for d in gaps)):
             votes = torch.cat([torch.tensor([0] * j + [1] * (d - j)) for j, d in zip(misses, gaps, strict=True)])
-            (decision, used, hits), drawn = _drive(cert._test(plan, 1), votes)
+            (decision, used, hits), drawn = drive(cert._test(plan, 1), votes)
             assert drawn == used and hits == int(votes[:used].sum())
             if decision.startswith("certified"):
                 total += math.prod(binom.pmf(j, d, 1 - p) for j, d in zip(misses, gaps, strict=True))
@@ -87,10 +76,10 @@ def test_simulated_false_certify_rate_at_p_star_matches_the_level():
 def test_it_certifies_a_sure_class_early_and_gives_up_on_a_coin_flip_early():
     cert = BayesSequentialCertifier(n0=100, n=2_000, alpha=0.001, batch_size=100, target_radius=0.5, worth=3.0)
     p_star = float(norm.cdf(2.0))
-    sure, drawn = _drive(cert._test(cert.design(p_star), 1), torch.ones(2_000, dtype=torch.long))
+    sure, drawn = drive(cert._test(cert.design(p_star), 1), torch.ones(2_000, dtype=torch.long))
     assert sure[0] == "certified" and drawn < 600
     flips = torch.tensor([1, 0] * 1_000)
-    coin, drawn = _drive(cert._test(cert.design(p_star), 1), flips)
+    coin, drawn = drive(cert._test(cert.design(p_star), 1), flips)
     assert coin[0].startswith("gave up") and drawn <= 24
 
 
@@ -120,7 +109,7 @@ def test_out_of_range_settings_fail_in_one_line_and_an_unreachable_target_gives_
         BayesSequentialCertifier(n0=10, n=100, alpha=2.0, batch_size=8, target_radius=1.0, worth=3.0)
     cert = BayesSequentialCertifier(n0=10, n=100, alpha=0.001, batch_size=8, target_radius=3.0, worth=3.0)
     noise = SimpleNamespace(required_p=lambda r: 1.0)
-    row, drawn = _drive(cert._program(SimpleNamespace(noise=noise, num_classes=2)), torch.ones(200, dtype=torch.long))
+    row, drawn = drive(cert._program(SimpleNamespace(noise=noise, num_classes=2)), torch.ones(200, dtype=torch.long))
     assert row["sequential_decision"] == "gave up: target out of reach within n" and not row["certified"]
     assert drawn == row["samples_used"] == 10
 
@@ -130,14 +119,14 @@ def test_selection_gives_up_on_hopeless_votes_and_bets_on_a_unanimous_class():
     whole selection (60 of 100) gives up before betting; 10 unanimous votes go on and certify on all hits."""
     cert = BayesSequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=100, target_radius=0.5, worth=3.0)
     ctx = SimpleNamespace(noise=SimpleNamespace(required_p=lambda r: float(norm.cdf(r / 0.25))), num_classes=3)
-    split, drawn = _drive(cert._program(ctx), torch.tensor([1, 2] * 5 + [1] * 10_000))
+    split, drawn = drive(cert._program(ctx), torch.tensor([1, 2] * 5 + [1] * 10_000))
     assert split["sequential_decision"] == "gave up: selection votes below the target" and drawn == 10
     plan = cert.design(float(norm.cdf(2.0)))
     assert cert.worth_going_on(plan, 5, 10, 90) <= 0 < cert.worth_going_on(plan, 9, 10, 90)
     assert cert.worth_going_on(plan, 60, 100, 0) <= 0 < cert.worth_going_on(plan, 99, 100, 0)
-    weak, drawn = _drive(cert._program(ctx), torch.tensor([1] * 9 + [2] + [1, 1, 2] * 30 + [1] * 10_000))
+    weak, drawn = drive(cert._program(ctx), torch.tensor([1] * 9 + [2] + [1, 1, 2] * 30 + [1] * 10_000))
     assert weak["sequential_decision"] == "gave up: selection votes below the target" and drawn == 100
-    sure, drawn = _drive(cert._program(ctx), torch.ones(11_000, dtype=torch.long))
+    sure, drawn = drive(cert._program(ctx), torch.ones(11_000, dtype=torch.long))
     assert sure["certified"] and sure["selection_samples"] == 10 and drawn == sure["samples_used"] < 600
 
 

@@ -43,13 +43,8 @@ class Oracle:
         return out[:, 0].long()
 
 
-@pytest.mark.parametrize(("alpha", "share"), [(0.01, 0.0), (0.05, 0.0), (0.05, 0.8)])
-def test_sequential_never_certifies_beyond_alpha_at_the_boundary(alpha, share):
-    """Target exactly the true radius (p_A = p*): the certify rate must stay <= alpha (share: the part of
-    alpha spent on the Clopper-Pearson test at the budget)."""
-    sigma, a, trials = 0.5, 0.7, 3000
-    certifier = SequentialCertifier(n0=20, n=3000, alpha=alpha, batch_size=50, target_radius=sigma * a,
-                                    budget_share=share)
+def _certified_at_the_boundary(certifier, sigma: float, a: float, trials: int) -> int:
+    """Items certified among `trials` whose true radius is sigma * a (p_A = Phi(a)), each its own seed."""
     wins = 0
     for seed in range(trials):
         x = torch.zeros(2, dtype=torch.float64)
@@ -57,6 +52,17 @@ def test_sequential_never_certifies_beyond_alpha_at_the_boundary(alpha, share):
         item = SimpleNamespace(item_id=f"s{seed}", condition="", label=1)
         ctx = ItemContext(item, x, Step(), Oracle(), GaussianNoise(sigma), seed, 500)
         wins += certifier.certify(ctx)["certified"]
+    return wins
+
+
+@pytest.mark.parametrize(("alpha", "share"), [(0.01, 0.0), (0.05, 0.0), (0.05, 0.8)])
+def test_sequential_never_certifies_beyond_alpha_at_the_boundary(alpha, share):
+    """Target exactly the true radius (p_A = p*): the certify rate must stay <= alpha (share: the part of
+    alpha spent on the Clopper-Pearson test at the budget)."""
+    sigma, a, trials = 0.5, 0.7, 3000
+    certifier = SequentialCertifier(n0=20, n=3000, alpha=alpha, batch_size=50, target_radius=sigma * a,
+                                    budget_share=share)
+    wins = _certified_at_the_boundary(certifier, sigma, a, trials)
     assert wins / trials <= alpha + 4 * np.sqrt(alpha * (1 - alpha) / trials)
 
 
@@ -68,13 +74,7 @@ def test_sequential_bayes_never_certifies_beyond_alpha_at_the_boundary(alpha):
 
     sigma, a, trials = 0.5, 0.7, 3000
     certifier = BayesSequentialCertifier(n0=20, n=3000, alpha=alpha, batch_size=50, target_radius=sigma * a, worth=3.0)
-    wins = 0
-    for seed in range(trials):
-        x = torch.zeros(2, dtype=torch.float64)
-        x[0] = sigma * a
-        item = SimpleNamespace(item_id=f"s{seed}", condition="", label=1)
-        ctx = ItemContext(item, x, Step(), Oracle(), GaussianNoise(sigma), seed, 500)
-        wins += certifier.certify(ctx)["certified"]
+    wins = _certified_at_the_boundary(certifier, sigma, a, trials)
     sd = np.sqrt(alpha * (1 - alpha) / trials)
     assert wins / trials <= alpha + 4 * sd
     # selection gives up on about 1% of these items (or picks class 0), which would certify at about alpha
