@@ -685,16 +685,19 @@ class RefusalConf:
 
 @dataclass
 class LLMJudgeConf:
-    _target_: str = "smoothgen_exp.oracles.text.LLMJudge"
+    _target_: str = "smoothgen_exp.oracles.judge.LLMJudge"
     model: str = "google/gemma-2-9b-it"
     path: str | None = None
     tiny: dict[str, Any] | None = None
-    # the judge's prompt with {response} (null: oracles.text.JUDGE_TEMPLATE)
+    # the judge's prompt with {response} (null: oracles.judge.JUDGE_TEMPLATE)
     template: str | None = None
     batch_size: int = field(default=16, metadata=gt(0))
     # the checkpoint's dtype on an accelerator, float32 on CPU
     dtype: str = field(default="auto", metadata=dtype_rule())
     device_map: str | None = "auto"
+    # true: a response's class does not depend on the responses judged with it (fixed 64-row linear
+    # blocks, per-row attention; not under a device map); false: transformers' own kernels
+    batch_invariant: bool = True
 
 
 @dataclass

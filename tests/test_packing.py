@@ -6,6 +6,7 @@ and the CLI at other batch sizes, packing and certifiers.
 """
 
 import random
+from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
@@ -306,3 +307,24 @@ def test_rows_do_not_depend_on_the_inference_thread_count(tmp_path, t2i, args):
     one, two = _rows(tmp_path / "threads1"), _rows(tmp_path / "threads2")
     pd.testing.assert_frame_equal(one, two)
     assert len(one) == 8
+
+
+def test_a_judges_verdict_does_not_depend_on_the_responses_judged_with_it():
+    """Regression: the LLM judge left-padded responses to the longest of their batch of 16, and 54 of 64
+    responses' scores moved in the last bits with the responses beside them (a packed call mixes
+    items' responses), which can flip a near tie between "yes" and "no"."""
+    from smoothgen_exp.oracles.judge import LLMJudge
+
+    judge = LLMJudge(model="tiny_gpt2", path=None, tiny={"arch": "gpt2", "width": 128, "layers": 2, "heads": 2},
+                     template=None, batch_size=8, dtype="float32", device_map=None, batch_invariant=True)
+    rng = random.Random(0)
+    words = "i cannot help with that sure here is how you do it sorry no yes the a of to".split()
+    responses = list(dict.fromkeys(" ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
+                                   for _ in range(45)))
+    alone = [judge.judge([r])[1][0] for r in responses]
+    _, together = judge.judge(responses)
+    assert len(responses) > 30 and max(Counter(map(len, judge.tokenizer(responses)["input_ids"])).values()) > 8
+    assert all(torch.equal(a, b) for a, b in zip(alone, together, strict=True))
+    assert not torch.equal(together[0], together[1])
+    repeated = responses + responses[:7]                      # each distinct response is judged once
+    assert judge.classify(repeated).tolist() == [int(judge.classify([r])) for r in repeated]
