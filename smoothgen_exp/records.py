@@ -223,14 +223,14 @@ def _certificate_summary(smoothed: pd.DataFrame, radii: list[float], certifier) 
     return out
 
 
-def _finite(value):
+def strict_json(value):
     """Strict JSON has no NaN or infinity: such a number is written as null ("not a finite number")."""
     if isinstance(value, float | np.floating):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [strict_json(v) for v in value]
     return value
 
 
@@ -238,5 +238,5 @@ def write_summary(run_dir: str | os.PathLike, summary: dict) -> None:
     """Atomically write `<run_dir>/summary.json`, the completion marker of a run."""
     path = Path(run_dir) / "summary.json"
     tmp = path.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(_finite(summary), indent=2, default=float, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(strict_json(summary), indent=2, default=float, allow_nan=False) + "\n")
     os.replace(tmp, path)

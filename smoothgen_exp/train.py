@@ -29,8 +29,12 @@ def main(cfg: DictConfig) -> dict:
         device = torch.device(cfg.device)
         result = instantiate(cfg.task).run(cfg, device)
         out = Path(HydraConfig.get().runtime.output_dir) / "train.json"
-        out.write_text(json.dumps({**result, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2))
-        print(json.dumps(result))
+        from smoothgen_exp.records import strict_json
+
+        result_json = strict_json(result)          # a heldout NaN is written as null, never as a bare NaN
+        config = OmegaConf.to_container(cfg, resolve=True)
+        out.write_text(json.dumps({**result_json, "config": config}, indent=2, allow_nan=False))
+        print(json.dumps(result_json, allow_nan=False))
         return result
     except Exception as err:
         exit_on_user_error(err)

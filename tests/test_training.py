@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -218,3 +219,15 @@ def test_loading_minilm_leaves_the_users_progress_bars_as_they_were():
     finally:
         (hf_logging.enable_progress_bar if before[0] else hf_logging.disable_progress_bar)()
         (hub_utils.disable_progress_bars if before[1] else hub_utils.enable_progress_bars)()
+
+
+def test_train_json_is_strict_json():
+    """Regression: task=gsb reports NaN training seconds for weights written before they were recorded,
+    and train.json held a bare NaN, which strict JSON readers (jq, JSON.parse) reject."""
+    from smoothgen_exp.records import strict_json
+
+    result = {"task": "gsb", "gsb_denoiser": {"train_seconds": float("nan")}, "train_seconds": np.float32("nan"),
+              "scores": [1.0, float("inf")]}
+    text = json.dumps(strict_json(result), allow_nan=False)
+    assert json.loads(text) == {"task": "gsb", "gsb_denoiser": {"train_seconds": None}, "train_seconds": None,
+                                "scores": [1.0, None]}

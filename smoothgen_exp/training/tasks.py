@@ -103,7 +103,7 @@ class TrainGSB:
     """The Gaussian Smoothness Booster (`booster=gsb`, the parts `booster.components` names) around the frozen
     feature encoder `model=...`; reports where the weights went, the held-out robustness scores and l_id
     measured at training time, each part's training seconds as its weights record them (every resumed part's
-    epochs; NaN for weights written before they were recorded) and their sum, and the seconds this call
+    epochs; NaN, written as null in train.json, for weights written before they were recorded) and their sum, and the seconds this call
     took (about 0 when everything was cached)."""
 
     def run(self, cfg, device) -> dict:
