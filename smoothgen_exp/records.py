@@ -145,14 +145,15 @@ def summarize(df: pd.DataFrame, radii: list[float], certifier=None) -> dict[str,
     """
     smoothed = df[df.variant == "smoothed"]
     baseline = df[df.variant == "baseline"]
-    summary: dict[str, Any] = {
-        "items": int(smoothed.item_id.nunique()),
-        "baseline_accuracy": _accuracy(baseline.get("correct")),
-        "time_baseline_s": _mean(baseline.time_total_s),
-        "time_smoothed_s": _mean(smoothed.time_total_s),
-    }
-    if "smoothed_correct" in smoothed:
-        summary["smoothed_accuracy"] = _accuracy(smoothed.smoothed_correct)
+    summary: dict[str, Any] = {"items": int(smoothed.item_id.nunique())}
+    # accuracies need ground truth: an oracle without classes (oracle=none) or an answer judged up to
+    # equivalence has none, and the run reports none (as a certified fraction replaces certified accuracy)
+    if _has_truth(baseline.get("correct")):
+        summary["baseline_accuracy"] = _mean(baseline.correct.dropna().astype(float))
+    summary["time_baseline_s"] = _mean(baseline.time_total_s)
+    summary["time_smoothed_s"] = _mean(smoothed.time_total_s)
+    if _has_truth(smoothed.get("smoothed_correct")):
+        summary["smoothed_accuracy"] = _mean(smoothed.smoothed_correct.dropna().astype(float))
     if "samples_used" in smoothed:
         summary["mean_samples_used"] = _mean(smoothed.samples_used.astype(float))
     if "attack_success" in df:
@@ -188,11 +189,9 @@ def valid_certificates(rows: pd.DataFrame) -> pd.Series:
     return rows.certificate_valid.fillna(False).astype(bool)
 
 
-def _accuracy(correct: pd.Series | None) -> float:
-    """Mean of a boolean column; NaN where the oracle has no ground truth (the column is all null)."""
-    if correct is None or not correct.notna().any():
-        return math.nan
-    return _mean(correct.dropna().astype(float))
+def _has_truth(correct: pd.Series | None) -> bool:
+    """Whether a correctness column holds any ground truth (not absent, not all null)."""
+    return correct is not None and bool(correct.notna().any())
 
 
 def _certificate_summary(smoothed: pd.DataFrame, radii: list[float], certifier) -> dict[str, Any]:
@@ -201,7 +200,7 @@ def _certificate_summary(smoothed: pd.DataFrame, radii: list[float], certifier) 
     if "radius" in smoothed and "certified" in smoothed:
         certified = smoothed.certified.fillna(False).astype(bool)
         # "accuracy" needs ground truth; an answer certified up to equivalence has none (issue 11.5)
-        has_class = "correct" in smoothed and smoothed.correct.notna().any()
+        has_class = _has_truth(smoothed.get("correct"))
         good = certified & smoothed.correct.fillna(False).astype(bool) if has_class else certified
         radius = smoothed.radius.astype(float)
         key = "certified_accuracy" if has_class else "certified_fraction"
