@@ -89,7 +89,7 @@ def certificate_table(run_dirs) -> pd.DataFrame:
         row["probe acc. clean ↑"] = cell(base.correct.astype(float))
         row["probe acc. smoothed ↑"] = cell(sm.smoothed_correct.astype(float))
         row["radius_mean"] = float(radius.mean())
-        row["radius_nominal"] = note == " (nominal)"
+        row["radius_nominal"] = len(sm) > 0 and len(valid) == 0      # no valid certificate: all nominal
         rows.append(row)
     return order(pd.DataFrame(rows))
 
