@@ -64,6 +64,7 @@ SELECT_FIRST = 10    # selection stops here when these samples are unanimous, el
 GROWTH = 64          # a request asks for at least 1/GROWTH of the samples so far (few rounds on long runs)
 SLACK = 1e-6         # the budget test's calculation counts a crossing from log-wealth threshold - SLACK
 TINY = 1e-40         # probabilities of hit counts below this are dropped from it, and counted as crossed
+CROSSING_BLOCK = 4096  # crossing_counts bisects this many t at once (GRID x CROSSING_BLOCK float64 wealths)
 
 
 def alternatives(p_star: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,21 +84,19 @@ def mixture_log_wealth(hits: torch.Tensor, t: torch.Tensor, p_star: float) -> to
 
 def crossing_counts(p_star: float, n: int, threshold: float) -> np.ndarray:
     """For t = 1..n, b_t: the fewest hits among t samples at which log K_t >= threshold (t + 1: none).
-    Every term of the mixture grows with a hit and shrinks with a miss, so b_t <= b_{t+1} <= b_t + 1:
-    one wealth per t decides which. The wealth is mixture_log_wealth's, in numpy: on one count at a time
-    torch's per-call cost made this loop 9 times slower."""
-    win, loss = (a.numpy() for a in alternatives(p_star))
-    level = threshold + math.log(GRID)
-
-    def crosses(h: int, t: int) -> bool:
-        v = h * win + (t - h) * loss
-        return h <= t and float(v.max() + np.log(np.exp(v - v.max()).sum())) >= level
-
-    b, prev = np.empty(n, dtype=np.int64), 1                # b_0 = 1: no wealth yet
-    for t in range(1, n + 1):
-        prev = prev if crosses(prev, t) else prev + 1
-        b[t - 1] = prev
-    return b
+    Every term of the mixture grows with a hit, so for each t the wealth is increasing in the hits: b_t
+    is found by bisection over [0, t + 1], for all t at once, on mixture_log_wealth itself (the wealth
+    the certifier bets with), in blocks of CROSSING_BLOCK values of t."""
+    out = np.empty(n, dtype=np.int64)
+    for first in range(1, n + 1, CROSSING_BLOCK):
+        t = torch.arange(first, min(first + CROSSING_BLOCK, n + 1), dtype=torch.int64)
+        lo, hi = torch.zeros_like(t), t + 1                  # b_t in [lo, hi]; hi = t + 1 means none yet
+        while bool((open_ := lo < hi).any()):
+            mid = (lo + hi) // 2                             # <= t where open: a count of hits among t
+            reached = mixture_log_wealth(mid, t, p_star) >= threshold
+            hi, lo = torch.where(open_ & reached, mid, hi), torch.where(open_ & ~reached, mid + 1, lo)
+        out[first - 1:first - 1 + len(t)] = lo.numpy()
+    return out
 
 
 @functools.lru_cache(maxsize=64)
