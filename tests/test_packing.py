@@ -104,10 +104,11 @@ def _contexts(oracle, model, count: int, batch_size: int):
                         batch_size=batch_size) for i in range(count)]
 
 
-@pytest.mark.parametrize("certifier", ["cohen", "sequential", "sequential_bayes"])
+@pytest.mark.parametrize("certifier", ["cohen", "sequential", "sequential_bayes", "semantic"])
 def test_packed_programs_return_what_each_returns_alone(oracle, certifier):
     from smoothgen_exp.aggregators.majority import Majority
     from smoothgen_exp.certifiers.cohen import CohenCertifier
+    from smoothgen_exp.certifiers.semantic import SemanticCertifier
     from smoothgen_exp.certifiers.sequential import SequentialCertifier
     from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
     from smoothgen_exp.packing import run_one, run_programs
@@ -117,7 +118,9 @@ def test_packed_programs_return_what_each_returns_alone(oracle, certifier):
             "sequential": lambda: SequentialCertifier(n0=20, n=3000, alpha=0.001, batch_size=64, target_radius=0.25,
                                                       give_up_alpha=0.01),
             "sequential_bayes": lambda: BayesSequentialCertifier(n0=20, n=3000, alpha=0.001, batch_size=64,
-                                                                 target_radius=0.25, worth=3.0)}[certifier]()
+                                                                 target_radius=0.25, worth=3.0),
+            "semantic": lambda: SemanticCertifier(n0=20, n=300, alpha=0.001, batch_size=64, oracle_error=None,
+                                                  oracle_error_model="bounded", oracle_error_alpha=None)}[certifier]()
     agg = Majority(n=50, alpha=0.001, reuse=certifier == "cohen")
 
     def program(ctx):
