@@ -22,6 +22,7 @@ def test_bench_smoke(tmp_path, oracle):
     saved = json.loads(out.read_text())
     for key in ("certify_over_raw", "n", "batch_size", "points", "malloc_env", "seq_samples_ratio", "kv_speedup",
                 "smoothed_over_plain", "packed_speedup_n100", "packed_over_floor_n100", "packed_over_full_floor_n1000",
+                "packed_unavoidable_over_floor_n100",
                 "smollm2_smoothed_over_plain", "smollm2_plain_tokens_per_s", "packed_lm_over_floor",
                 "packed_smollm2_over_floor"):
         assert key in saved
@@ -29,6 +30,7 @@ def test_bench_smoke(tmp_path, oracle):
     assert saved["seq_budget_share"] == 0.8 and "seq_samples_ratio" in saved["seq_with_budget_test"]
     assert set(saved["seq_known_rate"]) == {"0", "0.8"}
     assert saved["n"] == 300 and saved["points"] == 2 and result["certify_over_raw"] > 0
+    assert saved["packed_over_floor_n100"] > saved["packed_unavoidable_over_floor_n100"] > 1
 
 
 def _drive(program, votes: torch.Tensor):
