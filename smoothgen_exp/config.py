@@ -217,7 +217,8 @@ class CausalLMConf(LocalWeightsConf):
     pad_multiple: int = field(default=8, metadata=gt(0))
     # row-blocked products and eager attention, so packing changes no row bit for bit (backbones.
     # batch_invariant); false: transformers' own kernels, faster on small batches, rows equal up to rounding.
-    # Off under a device_map (sharded layers move their weights in their own forward)
+    # Off when a device_map spreads the model over several devices (accelerate's hooks move a layer's
+    # weights in its own forward); on where it puts the whole model on one
     batch_invariant: bool = True
 
 
@@ -696,7 +697,8 @@ class LLMJudgeConf:
     dtype: str = field(default="auto", metadata=dtype_rule())
     device_map: str | None = "auto"
     # true: a response's class does not depend on the responses judged with it (fixed 64-row linear
-    # blocks, per-row attention; not under a device map); false: transformers' own kernels
+    # blocks, per-row attention; not when the device map spreads the judge over several devices);
+    # false: transformers' own kernels
     batch_invariant: bool = True
 
 

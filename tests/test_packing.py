@@ -315,19 +315,42 @@ def test_rows_do_not_depend_on_the_inference_thread_count(tmp_path, t2i, args):
 def test_a_judges_verdict_does_not_depend_on_the_responses_judged_with_it():
     """Regression: the LLM judge left-padded responses to the longest of their batch of 16, and 54 of 64
     responses' scores moved in the last bits with the responses beside them (a packed call mixes
-    items' responses), which can flip a near tie between "yes" and "no"."""
+    items' responses), which can flip a near tie between "yes" and "no". Review: a row that ends at its
+    first token must not get a second step from the rows beside it; empty calls and prompts are judged."""
     from smoothgen_exp.oracles.judge import LLMJudge
 
-    judge = LLMJudge(model="tiny_gpt2", path=None, tiny={"arch": "gpt2", "width": 128, "layers": 2, "heads": 2},
+    judge = LLMJudge(model="tiny_llama", path=None, tiny={"arch": "llama", "width": 128, "layers": 2, "heads": 2},
                      template=None, batch_size=8, dtype="float32", device_map=None, batch_invariant=True)
+    head = judge.model.get_output_embeddings()
+    with torch.no_grad():                                     # some answers end at their first token
+        getattr(head, "layer", head).weight[judge.tokenizer.eos_token_id] *= 100
     rng = random.Random(0)
     words = "i cannot help with that sure here is how you do it sorry no yes the a of to".split()
     responses = list(dict.fromkeys(" ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
                                    for _ in range(45)))
-    alone = [judge.judge([r])[1][0] for r in responses]
-    _, together = judge.judge(responses)
+    alone = [judge.judge([r]) for r in responses]
+    answers, together = judge.judge(responses)
     assert len(responses) > 30 and max(Counter(map(len, judge.tokenizer(responses)["input_ids"])).values()) > 8
-    assert all(torch.equal(a, b) for a, b in zip(alone, together, strict=True))
-    assert not torch.equal(together[0], together[1])
+    assert {len(s) for s in together} == {1, 2}
+    for (answer_alone, [scores_alone]), answer, scores in zip(alone, answers, together, strict=True):
+        assert answer_alone == [answer] and torch.equal(scores_alone, scores)
     repeated = responses + responses[:7]                      # each distinct response is judged once
     assert judge.classify(repeated).tolist() == [int(judge.classify([r])) for r in repeated]
+    assert judge.classify([]).shape == (0,)
+    judge.template = "{response}"                             # a prompt with no tokens gets no answer
+    assert judge.judge(["", "sure"])[0][0] == "" and judge.classify(["", "sure"]).shape == (2,)
+
+
+def test_batch_invariance_is_off_only_where_a_device_map_spreads_the_model():
+    """Row-blocked layers bypass accelerate's hooks, which exist only on a model spread over devices or
+    offloaded; a device map that puts the whole model on one device keeps batch invariance."""
+    from torch import nn
+
+    from smoothgen_exp.backbones.batch_invariant import spread_over_devices
+
+    model = nn.Linear(2, 2)
+    assert not spread_over_devices(model)
+    for device_map, spread in (({"": 0}, False), ({"": "cpu"}, False), ({"a": 0, "b": 1}, True),
+                               ({"a": 0, "b": "cpu"}, True), ({"": "disk"}, True)):
+        model.hf_device_map = device_map
+        assert spread_over_devices(model) == spread

@@ -53,3 +53,21 @@ def row_blocked(module: nn.Module) -> nn.Module:
         elif not isinstance(child, RowBlocked):
             row_blocked(child)
     return module
+
+
+def spread_over_devices(model: nn.Module) -> bool:
+    """Whether a model loaded with a device map lies on several devices or is offloaded: then accelerate's
+    hooks move a layer's weights in its own forward, which RowBlocked would bypass. A device map that
+    puts the whole model on one device adds no hooks."""
+    devices = set((getattr(model, "hf_device_map", None) or {"": None}).values())
+    return len(devices) > 1 or "disk" in devices
+
+
+def make_batch_invariant(model: nn.Module) -> bool:
+    """Per-row ("eager") attention and RowBlocked linear layers on a transformers model, in place, unless
+    it is spread over several devices (`spread_over_devices`); returns whether they were applied."""
+    if spread_over_devices(model):
+        return False
+    model.set_attn_implementation("eager")
+    row_blocked(model)
+    return True

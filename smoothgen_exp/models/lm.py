@@ -40,7 +40,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.backbones.batch_invariant import row_blocked
+from smoothgen_exp.backbones.batch_invariant import make_batch_invariant
 from smoothgen_exp.backbones.hub import resolve_dtype
 from smoothgen_exp.backbones.lm import load_causal_lm
 from smoothgen_exp.config import configured
@@ -101,11 +101,8 @@ class CausalLM:
             self.model.to(self.device)
         self.model.eval().requires_grad_(False)
         self.cache_arg = _cache_arg(self.model)          # read once, not at every decoding call
-        # not under a device map: accelerate's hooks move a sharded layer's weights in its own forward,
-        # which the row-blocked wrapper bypasses
-        if batch_invariant and device_map is None:
-            self.model.set_attn_implementation("eager")    # per-row attention
-            row_blocked(self.model)
+        # not when sharded over devices: accelerate's hooks move a layer's weights in its own forward
+        self.batch_invariant = bool(batch_invariant) and make_batch_invariant(self.model)
         self.embed = self.model.get_input_embeddings()
         self.eos = self.tokenizer.eos_token_id
         self.noise_on = noise_on

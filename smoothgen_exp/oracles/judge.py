@@ -4,8 +4,8 @@ by default, local weights) asked whether each response refuses; its first answer
 A response's class does not depend on the responses judged with it, so packed runs give the rows of
 the per-item path (issue 13): each distinct response is judged once per call, responses are batched
 only with others of the same token length (no padding), and, unless `batch_invariant=false` or the
-judge is sharded over a device map, every linear layer runs on fixed 64-row blocks and attention is
-transformers' per-row "eager" kernel (`backbones.batch_invariant`). Before this, responses were
+device map spreads the judge over several devices, every linear layer runs on fixed 64-row blocks and
+attention is transformers' per-row "eager" kernel (`backbones.batch_invariant`). Before this, responses were
 left-padded to the longest in their batch of 16, and a response's scores changed in the last bits with
 the responses beside it, which could flip a near tie between "yes" and "no".
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from smoothgen_exp.backbones.batch_invariant import row_blocked
+from smoothgen_exp.backbones.batch_invariant import make_batch_invariant
 from smoothgen_exp.config import configured
 from smoothgen_exp.data.prompts import REFUSAL_CLASSES
 from smoothgen_exp.oracles.base import ClassEquivalence
@@ -46,23 +46,26 @@ class LLMJudge(ClassEquivalence):
         if device_map is None:
             self.model.to(torch.device(device))
         self.model.eval().requires_grad_(False)
-        # not under a device map: accelerate's hooks move a sharded layer's weights in its own forward,
-        # which the row-blocked wrapper bypasses (as models.lm.CausalLM)
-        if batch_invariant and device_map is None:
-            self.model.set_attn_implementation("eager")
-            row_blocked(self.model)
+        # not when sharded over devices: accelerate's hooks move a layer's weights in its own forward
+        self.batch_invariant = bool(batch_invariant) and make_batch_invariant(self.model)
         self.template, self.batch_size = template or JUDGE_TEMPLATE, int(batch_size)
 
     @torch.inference_mode()
     def judge(self, responses: Sequence[str]) -> tuple[list[str], list[torch.Tensor]]:
-        """The judge's answer to each response, and the scores of its answer tokens [answer_tokens, vocab].
+        """The judge's answer to each response, and the scores of its answer tokens [steps, vocab], up to
+        and including its end token (at most `answer_tokens` steps).
 
-        Responses of equal prompt length are judged together, `batch_size` at a time, unpadded."""
+        Responses of equal prompt length are judged together, `batch_size` at a time, unpadded. A prompt
+        that tokenises to nothing (a custom template, an empty response) is given no answer."""
+        answers, scores = [""] * len(responses), [torch.empty(0, 0)] * len(responses)
+        if not responses:
+            return answers, scores
         ids = self.tokenizer([self.template.format(response=r) for r in responses])["input_ids"]
         by_length: dict[int, list[int]] = {}
         for i, seq in enumerate(ids):
-            by_length.setdefault(len(seq), []).append(i)
-        answers, scores = [""] * len(ids), [torch.empty(0)] * len(ids)
+            if seq:
+                by_length.setdefault(len(seq), []).append(i)
+        eos = self.tokenizer.eos_token_id
         for rows in by_length.values():
             for start in range(0, len(rows), self.batch_size):
                 part = rows[start:start + self.batch_size]
@@ -72,10 +75,14 @@ class LLMJudge(ClassEquivalence):
                                           pad_token_id=self.tokenizer.pad_token_id,
                                           eos_token_id=self.tokenizer.eos_token_id,
                                           output_scores=True, return_dict_in_generate=True)
-                decoded = self.tokenizer.batch_decode(out.sequences[:, input_ids.shape[1]:], skip_special_tokens=True)
+                new_tokens = out.sequences[:, input_ids.shape[1]:].cpu()
                 step_scores = torch.stack(out.scores, 1).cpu()
                 for j, i in enumerate(part):
-                    answers[i], scores[i] = decoded[j], step_scores[j]
+                    # a row's answer ends at its own end token, wherever the rows beside it stop
+                    ended = (new_tokens[j] == eos).nonzero() if eos is not None else []
+                    steps = int(ended[0, 0]) + 1 if len(ended) else step_scores.shape[1]
+                    answers[i] = self.tokenizer.decode(new_tokens[j, :steps], skip_special_tokens=True)
+                    scores[i] = step_scores[j, :steps]
         return answers, scores
 
     def classify(self, outputs: Sequence[str]) -> torch.Tensor:
