@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> dict:
         from smoothgen_exp.records import strict_json
 
         result_json = strict_json(result)          # a heldout NaN is written as null, never as a bare NaN
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = strict_json(OmegaConf.to_container(cfg, resolve=True))
         out.write_text(json.dumps({**result_json, "config": config}, indent=2, allow_nan=False))
         print(json.dumps(result_json, allow_nan=False))
         return result
