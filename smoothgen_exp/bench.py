@@ -149,7 +149,7 @@ def known_rate_bet(label: int, p: float, p_star: float, n: int, alpha_bet: float
     log_k, hits, used = 0.0, 0, 0
     while used < n:
         k = min(n - used, max(math.ceil((threshold - log_k) / win), MIN_REQUEST))
-        votes = (yield Draw("known_rate", k)).labels == label
+        votes = (yield Draw("known_rate", k, votes=True)).labels == label
         path = log_k + torch.cumsum(torch.where(votes, win, loss).double(), 0)
         crossed = torch.nonzero(path >= threshold)
         if len(crossed):

@@ -4,7 +4,7 @@ A part that samples (a certifier, an aggregator) is written as a *sampling progr
 that yields `Draw` requests and is sent `Samples` back, and returns its row columns:
 
     def certify_program(self, ctx):
-        selection = yield Draw("certify", self.n0)            # labels of n0 noisy generations
+        selection = yield Draw("certify", self.n0)            # class counts of n0 noisy generations
         c_a = int(class_counts(ctx, selection).argmax())
         estimation = yield Draw("certify", self.n)
         return {...}
@@ -50,7 +50,8 @@ class Draw:
     stream: str
     num: int
     outputs: bool = False    # hand back the generations too (held in memory: keep num to a batch)
-    classify: bool = True    # hand back the oracle's labels
+    classify: bool = True    # hand back the oracle's per-class counts (streamed: no label is kept)
+    votes: bool = False      # and each label, in draw order (held in memory: keep num small)
     noisy: bool = True       # False: at the clean condition itself (the baseline generation)
     firsts: bool = False     # hand back the first generation of each class (what `majority` shows)
     phase: str | None = None  # the timing phase its rows' share of a call goes to (default: the item's)
@@ -58,9 +59,15 @@ class Draw:
 
 @dataclass
 class Samples:
-    labels: torch.Tensor | None          # [num] int64 on the CPU
+    labels: torch.Tensor | None          # [num] int64 on the CPU, in draw order, when asked for (`votes`)
     outputs: Any = None                  # [num, ...] tensor or a list (text), when asked for
     firsts: dict | None = None           # {class: its first generation}, when asked for
+    counts: torch.Tensor | None = None   # [classes] int64 on the CPU: the labels' per-class counts
+
+    @classmethod
+    def of_labels(cls, labels: torch.Tensor) -> Samples:
+        """The Samples of a request for these labels, in order, with their counts (scripted votes)."""
+        return cls(labels, counts=torch.bincount(labels.reshape(-1)))
 
 
 Program = Generator[Draw, Samples, Any]
@@ -102,11 +109,24 @@ def program_of(part, method: str, ctx) -> Program:
 
 
 def class_counts(ctx, samples: Samples) -> torch.Tensor:
-    """Per-class vote counts [num_classes] of a request's labels."""
-    counts = torch.bincount(samples.labels.reshape(-1), minlength=ctx.num_classes)
-    if counts.numel() > ctx.num_classes:
-        raise ValueError(f"the oracle returned a class index >= num_classes={ctx.num_classes}")
-    return counts
+    """Per-class vote counts [num_classes] of a request."""
+    counts = samples.counts if samples.counts is not None else torch.bincount(samples.labels.reshape(-1))
+    return _checked(counts, ctx.num_classes)
+
+
+def votes_for(samples: Samples, c: int) -> int:
+    """How many of a request's labels are class c."""
+    counts = samples.counts if samples.counts is not None else torch.bincount(samples.labels.reshape(-1))
+    return int(counts[c]) if 0 <= c < len(counts) else 0
+
+
+def _checked(counts: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+    """counts padded to num_classes entries; a class index beyond them is the oracle's error."""
+    if num_classes is None:
+        return counts
+    if counts.numel() > num_classes:
+        raise ValueError(f"the oracle returned a class index >= num_classes={num_classes}")
+    return torch.nn.functional.pad(counts, (0, num_classes - counts.numel()))
 
 
 def output_batches(num: int, batch_size: int, stream: str, classify: bool = True) -> Iterator[Draw]:
@@ -129,7 +149,7 @@ class _Open:
     """An open request of job `job`: rows still to draw, and the parts received so far. `group` holds
     the requests the job yielded together (one, or a tuple)."""
 
-    __slots__ = ("job", "draw", "phase", "remaining", "labels", "outputs", "firsts", "group")
+    __slots__ = ("job", "draw", "phase", "remaining", "labels", "counts", "outputs", "firsts", "group")
 
     def __init__(self, job: int, draw: Draw, phase: str):
         if not isinstance(draw, Draw) or draw.num <= 0:
@@ -137,12 +157,20 @@ class _Open:
         self.job, self.draw, self.remaining = job, draw, draw.num
         self.phase = draw.phase or phase
         self.labels: list = []
+        self.counts: torch.Tensor | None = None
         self.outputs: list = []
         self.firsts: dict = {}
         self.group: _Group | None = None
 
     def samples(self) -> Samples:
-        return Samples(_cat(self.labels), _cat(self.outputs), self.firsts if self.draw.firsts else None)
+        return Samples(_cat(self.labels), _cat(self.outputs), self.firsts if self.draw.firsts else None, self.counts)
+
+    def count(self, labels: torch.Tensor, num_classes: int | None) -> None:
+        """Add a part's labels to the per-class counts (and keep them, for `votes`)."""
+        counts = _checked(torch.bincount(labels, minlength=num_classes or 0), num_classes)
+        self.counts = counts if self.counts is None else self.counts + counts
+        if self.draw.votes:
+            self.labels.append(labels)
 
     def keep_firsts(self, labels: torch.Tensor, outputs) -> None:
         for c in labels.unique().tolist():
@@ -175,6 +203,7 @@ def run_programs(jobs: Sequence[tuple[Any, Program]], batch_size: int | None = N
         return []
     first = jobs[0][0]
     oracle = first.oracle
+    num_classes = getattr(oracle, "num_classes", None)
     batch_size = int(batch_size or first.batch_size)
     results: list = [None] * len(jobs)
     queue: deque[_Open] = deque()
@@ -207,7 +236,7 @@ def run_programs(jobs: Sequence[tuple[Any, Program]], batch_size: int | None = N
         start = 0
         for req, k in taken:
             if req.draw.classify:
-                req.labels.append(labels[start:start + k])
+                req.count(labels[start:start + k], num_classes)
             if req.draw.outputs:
                 req.outputs.append(outputs[start:start + k])
             if req.draw.firsts:

@@ -126,7 +126,7 @@ def sample_item(ctx: ItemContext, parts: Parts) -> Program:
     the clean condition), the certificate, and the smoothed output (which may reuse the certificate's
     samples: aggregators.majority)."""
     ctx.phase = "certify"
-    baseline, certificate = yield from alongside(Draw("baseline", 1, outputs=True, noisy=False, phase="baseline"),
+    baseline, certificate = yield from alongside(Draw("baseline", 1, outputs=True, noisy=False, votes=True, phase="baseline"),
                                                  parts.certifier.certify_program(ctx))
     ctx.phase = "aggregate"
     aggregated, smoothed_out = yield from program_of(parts.aggregator, "aggregate", ctx)

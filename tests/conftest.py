@@ -54,7 +54,7 @@ def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
 def drive(program, votes) -> tuple:
     """Run a certifier's sampling program on these class votes (a tensor), in order; returns (its value,
     samples drawn)."""
-    from types import SimpleNamespace
+    from smoothgen_exp.packing import Samples
 
     done = 0
     try:
@@ -62,7 +62,7 @@ def drive(program, votes) -> tuple:
         while True:
             labels = votes[done:done + draw.num]
             done += draw.num
-            draw = program.send(SimpleNamespace(labels=labels))
+            draw = program.send(Samples.of_labels(labels))
     except StopIteration as stop:
         return stop.value, done
 

@@ -1,12 +1,12 @@
 """`make bench` in smoke size: it runs and writes the fields the issue names (no timing asserted)."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from smoothgen_exp.bench import known_rate_bet, main
+from smoothgen_exp.packing import Samples
 from smoothgen_exp.stats import cp_lower
 
 
@@ -40,7 +40,7 @@ def _drive(program, votes: torch.Tensor):
         draw = next(program)
         while True:
             labels, done = votes[done:done + draw.num], done + draw.num
-            draw = program.send(SimpleNamespace(labels=labels))
+            draw = program.send(Samples.of_labels(labels))
     except StopIteration as stop:
         return stop.value
 

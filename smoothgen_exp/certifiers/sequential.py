@@ -249,7 +249,7 @@ class SequentialCertifier(Certifier):
             if used and self._chance(hits, used, need_at_budget, prior) < self.give_up_alpha * (self.n - used) / self.n:
                 return "gave up: unlikely to certify within n", used, hits
             k = min(self.n - used, max(math.ceil((threshold - log_k) / best_step), MIN_REQUEST, used // GROWTH))
-            votes = ((yield Draw("sequential", k)).labels == c_a).long()
+            votes = ((yield Draw("sequential", k, votes=True)).labels == c_a).long()
             path = mixture_log_wealth(hits + torch.cumsum(votes, 0), used + torch.arange(1, k + 1), p_star)
             used += k
             hits += int(votes.sum())

@@ -45,7 +45,7 @@ from scipy.stats import binom
 from smoothgen_exp.certifiers.sequential import GROWTH, MIN_REQUEST, SELECT_FIRST, SequentialCertifier
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
-from smoothgen_exp.packing import Draw, Program, class_counts
+from smoothgen_exp.packing import Draw, Program, class_counts, votes_for
 
 PRIOR_POINTS = 64        # values of p_A in the design's prior
 LEAST_MISS_RATE = 1e-5   # the prior's smallest 1 - p_A (or 1% of 1 - p*, where that is smaller)
@@ -271,8 +271,8 @@ class BayesSequentialCertifier(SequentialCertifier):
             last = k
             while last < len(ts) - 1 and misses > c[last] and misses + int(ts[last]) - used < a[last]:
                 last += 1
-            votes = ((yield Draw("sequential", int(ts[last]) - used)).labels == c_a).long()
-            misses += int(len(votes) - votes.sum())
+            drawn = int(ts[last]) - used
+            misses += drawn - votes_for((yield Draw("sequential", drawn)), c_a)
             used, k = int(ts[last]), last + 1
             at_budget = last == len(ts) - 1
             if misses <= c[last]:

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def baseline_label(ctx) -> Program:
     """The oracle's label of the item's baseline output."""
-    samples = yield Draw("baseline", 1, noisy=False)
+    samples = yield Draw("baseline", 1, noisy=False, votes=True)
     return int(samples.labels[0])
 
 
