@@ -87,9 +87,11 @@ def ceiling_mark(summary) -> tuple[float, str]:
 
 def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None, examples: int = 5,
                   run_dir=None) -> None:
-    """The summary as two small tables: certified accuracy by radius, then every other number; for text
-    outputs (language models), first the smoothed answers of a few items with their certificates. The run
-    directory follows on a line of its own (in a narrow table's title it wrapped mid-word)."""
+    """The summary as two small tables: certified accuracy by radius, then every other number that is
+    finite (a mean over no items, an infinite bound: summary.json holds null, and they are not shown, so a
+    run and its `already complete` rerun print the same); for text outputs (language models), first the
+    smoothed answers of a few items with their certificates. The run directory follows on a line of its
+    own (in a narrow table's title it wrapped mid-word)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -119,6 +121,8 @@ def print_summary(summary: dict, title: str, records: pd.DataFrame | None = None
     table.add_column("value", justify="right")
     for key, value in summary.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or key in ("n0", "n", "alpha", "sigma"):
+            continue
+        if not math.isfinite(value):      # summary.json holds null (strict JSON), so a rerun shows none either
             continue
         arrow = metric_arrow(key)
         table.add_row(f"{key} {arrow}", f"{value:.4g}")

@@ -285,3 +285,22 @@ def test_tables_mark_a_certified_curve_read_above_the_ceiling(tmp_path):
                                                                "certified_accuracy": {"0": 0.5, "0.25": 0.0}}))
     cells = formatted(results_table(sorted(tmp_path.iterdir()), metrics, by=[]), metrics)
     assert cells.iloc[:, -1].tolist() == ["0.000 ± 0.000", "0.000 ± 0.000 (above the target radius)"]
+
+
+def test_a_run_and_its_rerun_print_the_same_summary(capsys, tmp_path):
+    """New-user review: a run printed `mean_bound_eps_out_eps1 ↓ inf` and NaN means over no items, while
+    summary.json holds null for them, so the `already complete` rerun (which prints summary.json) showed
+    neither: the two tables differed. Values that are not finite numbers are not printed."""
+    import json
+
+    from smoothgen_exp.records import write_summary
+    from smoothgen_exp.report import print_summary
+
+    summary = {"items": 2, "mean_bound_eps_out_eps1": math.inf, "mean_bound_harm_eps0.1": math.nan,
+               "mean_bound_harm_eps0.1_items": 0, "abstain_rate": 0.5}
+    print_summary(summary, "t")
+    first = capsys.readouterr().out
+    write_summary(tmp_path, summary)
+    print_summary(json.loads((tmp_path / "summary.json").read_text()), "t")
+    assert capsys.readouterr().out == first
+    assert "inf" not in first and "nan" not in first and "abstain_rate" in first and "_items" in first
