@@ -321,3 +321,21 @@ def test_constraints_stay_out_of_a_jobs_directory_name():
     assert job_dirname("+objective_constraints.retention_digit_prob=0.8,smoothing.sigma=0.1") == "smoothing.sigma=0.1"
     assert job_dirname("summary_radii=[0.1,0.25],smoothing.sigma=0.1") == "summary_radii=[0.1,0.25],smoothing.sigma=0.1"
     assert job_dirname("") == job_dirname("+objective_constraints.a=1") == "default"
+
+
+def test_a_search_with_no_feasible_trial_says_so(tmp_path, caplog):
+    """New-user review: every trial of experiment=sigma_search missed its constraint (-inf), and
+    optimization_results.yaml, which the README says holds the best sigma, still named one, silently."""
+    from omegaconf import OmegaConf
+
+    from smoothgen_exp.sweeps import SearchOutcome
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    path = tmp_path / "optimization_results.yaml"
+    path.write_text("name: optuna\nbest_params:\n  smoothing.sigma: 0.5578\nbest_value: -.inf\n")
+    SearchOutcome().on_multirun_end(config)
+    assert OmegaConf.load(path).feasible is False and "not feasible" in caplog.text
+    path.write_text("name: optuna\nbest_params:\n  smoothing.sigma: 0.31\nbest_value: 0.42\n")
+    SearchOutcome().on_multirun_end(config)
+    assert "feasible" not in OmegaConf.load(path)
+    SearchOutcome().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "none")}}}))
