@@ -1236,8 +1236,10 @@ def preflight(argv: list[str]) -> None:
             if key not in known:
                 where = f"{head}={option}" if schema else f"conf/{head}/ options"
                 settings = sorted(known - {"_target_"})
-                print(f"error: {head}.{key}: unknown key " + (f"(known keys of {where}: {', '.join(settings)})"
-                      if settings else f"({where} has no settings: choose an option first, {head}=...)"),
+                close = get_close_matches(key, settings, n=1)
+                print(f"error: {head}.{key}: unknown key{f' (did you mean {head}.{close[0]}?)' if close else ''} "
+                      + (f"(known keys of {where}: {', '.join(settings)})"
+                         if settings else f"({where} has no settings: choose an option first, {head}=...)"),
                       file=sys.stderr)
                 sys.exit(2)
             continue

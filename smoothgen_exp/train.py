@@ -47,16 +47,30 @@ RUN_ONLY = ("dataset", "smoothing", "aggregator", "certifier", "metrics")
 
 def check_task(argv: list[str]) -> None:
     """`task=<name>` naming no conf/task/ option fails in one line (Hydra's message lists its schemas too),
-    as does a setting no training reads (`smoothing.sigma=...` trained exactly what it would without)."""
+    as does a setting no training reads (`smoothing.sigma=...` trained exactly what it would without) and
+    a `model.key=...` (oracle, booster, task) that no option of the group has (Hydra's spans six lines)."""
+    from difflib import get_close_matches
+
+    from smoothgen_exp.config import group_keys
+
     tasks = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
     for arg in argv:
         if arg.startswith("task=") and arg.split("=", 1)[1] not in tasks:
             print(f"error: {arg}: no such task (available: {', '.join(tasks)})", file=sys.stderr)
             sys.exit(2)
-        if arg.lstrip("+~").split("=", 1)[0].split(".", 1)[0] in RUN_ONLY:
+        name = arg.split("=", 1)[0]
+        group, _, key = name.partition(".")
+        if group.lstrip("+~") in RUN_ONLY:
             print(f"error: {arg}: no training reads it (the weights depend on task.*, model.*, oracle.* and "
                   "booster.* only); give it to the run: python -m smoothgen_exp ...", file=sys.stderr)
             sys.exit(2)
+        if group in ("model", "oracle", "booster", "task") and key and "=" in arg:
+            known = sorted(group_keys(group) - {"_target_"})
+            if key.split(".")[0] not in known:
+                close = get_close_matches(key.split(".")[0], known, n=1)
+                print(f"error: {name}: unknown key{f' (did you mean {group}.{close[0]}?)' if close else ''} "
+                      f"(keys of conf/{group}/ options: {', '.join(known)})", file=sys.stderr)
+                sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,9 @@ def test_a_misspelt_group_fails_in_one_line_with_a_suggestion(tmp_path, capsys):
     with pytest.raises(SystemExit):
         preflight(["model=gtp2"])
     assert "error: model=gtp2: no such option (did you mean gpt2?)" in capsys.readouterr().err   # a new user
+    with pytest.raises(SystemExit):
+        preflight(["smoothing.sigam=0.2"])                                  # a key, too (a new user)
+    assert "error: smoothing.sigam: unknown key (did you mean smoothing.sigma?)" in capsys.readouterr().err
 
 
 def test_a_key_of_another_option_fails_in_one_line_naming_the_option_in_effect(tmp_path):

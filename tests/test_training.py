@@ -109,6 +109,10 @@ def test_train_entrypoint_rejects_bad_values_in_one_line(tmp_path):
     # a run's setting no training reads was accepted and ignored (training review)
     res = train_cli("task=gsb", "model=digit_encoder", "smoothing.sigma=0.9", f"hydra.run.dir={tmp_path / 'r'}")
     assert res.returncode == 2 and res.stderr.strip().startswith("error: smoothing.sigma=0.9: no training reads it")
+    # a misspelt key printed Hydra's six lines (a new user)
+    res = train_cli("task=digits_t2i", "model.epoch=3", f"hydra.run.dir={tmp_path / 'r'}")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert res.stderr.startswith("error: model.epoch: unknown key (did you mean model.epochs?)")
 
 
 def test_a_task_trains_only_its_own_component(tmp_path):
