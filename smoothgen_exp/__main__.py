@@ -18,6 +18,7 @@ from smoothgen_exp.config import (
     CONF_DIR,
     GROUPS,
     compose_overrides,
+    constraint_overrides,
     exit_on_user_error,
     preflight,
     print_config,
@@ -95,6 +96,7 @@ def print_help(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = constraint_overrides(sys.argv[1:])
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
         preflight([a for a in sys.argv[1:] if a not in ("--help", "-h", "-m", "--multirun")])
         print_help(sys.argv[1:])

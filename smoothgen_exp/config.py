@@ -1200,6 +1200,13 @@ def schemas_in_effect(argv: list[str], overrides) -> dict[str, tuple[str, type]]
             if isinstance(cfg.get(g), DictConfig) and cfg[g].get("_target_") in SCHEMAS}
 
 
+def constraint_overrides(argv: list[str]) -> list[str]:
+    """argv with `objective_constraints.k=v` as `++objective_constraints.k=v`: Hydra refuses, in six lines,
+    a key that the (empty) constraints do not hold yet unless it is added with `+`, and refuses `+` for a
+    key they hold (an experiment's); `++` sets it either way."""
+    return ["++" + a if a.startswith("objective_constraints.") else a for a in argv]
+
+
 def preflight(argv: list[str]) -> None:
     """Fail in one line on `group=option` overrides naming an option that does not exist, and on
     `group.key=value` overrides of a key no option of the group has (Hydra's own messages for both span

@@ -342,3 +342,13 @@ def test_a_search_with_no_feasible_trial_says_so(tmp_path, caplog):
     SearchOutcome().on_multirun_end(config)
     assert "feasible" not in OmegaConf.load(path)
     SearchOutcome().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "none")}}}))
+
+
+def test_a_constraint_is_set_without_a_plus():
+    """New-user review: `objective_constraints.k=v` gave Hydra's six-line "not in struct" error on the
+    default config (its constraints are empty), and `+objective_constraints.k=v` failed where an experiment
+    already sets k; `python -m smoothgen_exp` takes the plain form either way."""
+    for base in ([], ["experiment=sigma_search"]):
+        res = cli(*base, "objective_constraints.retention_digit_prob_noisy=0.7", "dry_run=true")
+        assert res.returncode == 0, res.stderr
+        assert "objective_constraints:\n  retention_digit_prob_noisy: 0.7" in res.stdout
