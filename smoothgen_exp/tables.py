@@ -105,15 +105,24 @@ FRACTION_HINTS = ("accuracy", "rate", "fraction", "abstain")
 
 
 def swept_keys(run_dirs: list[Path]) -> list[str]:
-    """Override keys that differ between the runs (Hydra's recorded overrides), hydra.* excluded."""
+    """Override keys that differ between the runs (Hydra's recorded overrides), hydra.* excluded: set to
+    different values, or set in some runs only (the others have the default)."""
     values: dict[str, set] = {}
+    runs: dict[str, int] = {}
     for d in run_dirs:
         path = d / ".hydra" / "overrides.yaml"
-        for ov in (OmegaConf.load(path) if path.exists() else []):
-            key, _, value = str(ov).lstrip("+~").partition("=")
-            if not key.startswith("hydra"):
-                values.setdefault(key, set()).add(value)
-    return sorted(k for k, v in values.items() if len(v) > 1 or len(run_dirs) == 1 and k)
+        for key in {k for k, _ in _overrides(path)}:
+            runs[key] = runs.get(key, 0) + 1
+        for key, value in _overrides(path):
+            values.setdefault(key, set()).add(value)
+    return sorted(k for k, v in values.items()
+                  if len(v) > 1 or runs[k] < len(run_dirs) or len(run_dirs) == 1 and k)
+
+
+def _overrides(path: Path) -> list[tuple[str, str]]:
+    """(key, value) of each override a run recorded, hydra.* excluded."""
+    pairs = [str(ov).lstrip("+~").partition("=") for ov in (OmegaConf.load(path) if path.exists() else [])]
+    return [(key, value) for key, _, value in pairs if not key.startswith("hydra")]
 
 
 def stderr_of(metric: str, value: float, items: int) -> float:

@@ -304,3 +304,20 @@ def test_a_run_and_its_rerun_print_the_same_summary(capsys, tmp_path):
     print_summary(json.loads((tmp_path / "summary.json").read_text()), "t")
     assert capsys.readouterr().out == first
     assert "inf" not in first and "nan" not in first and "abstain_rate" in first and "_items" in first
+
+
+def test_a_key_overridden_in_some_runs_only_is_a_swept_key(tmp_path):
+    """New-user review: `make_table.py outputs/runs` printed two identical-looking rows, because a key set in
+    one run only (certifier.n0=2000; aggregator=mean) had a single recorded value and was not shown."""
+    from smoothgen_exp.tables import swept_keys
+
+    runs = {"a": ["model=dcgan_faces", "certifier=center"],
+            "b": ["model=dcgan_faces", "certifier=center", "certifier.n0=2000", "hydra.run.dir=x"],
+            "c": ["model=dcgan_faces", "certifier=center", "+aggregator=mean"]}
+    dirs = []
+    for name, overrides in runs.items():
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        dirs.append(tmp_path / name)
+    assert swept_keys(dirs) == ["aggregator", "certifier.n0"]
+    assert swept_keys(dirs[:1]) == ["certifier", "model"]
