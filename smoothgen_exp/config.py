@@ -1138,7 +1138,10 @@ class ValidateOnStart(Callback):
                     refuse_busy_directory(config.hydra.run.dir)
                 refuse_other_configuration(config.hydra.run.dir, config)
                 resolve_device(config.device)        # device=cuda on a CPU machine: refused before the run dir
-        except ConfigError as e:
+                from smoothgen_exp.checks import checked_certifier
+
+                checked_certifier(config)            # parts that do not fit, n that certifies nothing: as well
+        except Exception as e:  # a user's error (SmoothgenError in its causes): one line; any other: raised
             exit_on_user_error(e)
             raise
         if config.get("dry_run"):

@@ -352,3 +352,13 @@ def test_a_constraint_is_set_without_a_plus():
         res = cli(*base, "objective_constraints.retention_digit_prob_noisy=0.7", "dry_run=true")
         assert res.returncode == 0, res.stderr
         assert "objective_constraints:\n  retention_digit_prob_noisy: 0.7" in res.stdout
+
+
+def test_a_configuration_that_certifies_nothing_fails_before_its_run_directory(tmp_path):
+    """New-user review: `certifier.n=5` logged "run ... in <dir>" before its one-line error and left the
+    run directory behind; the certifier checks now run in the callback that runs before Hydra creates it."""
+    res = cli("certifier.n=5", f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode == 2 and "run " not in res.stdout, res.stdout
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: certifier.n=5: at alpha=0.001 no item can certify")
+    assert not (tmp_path / "run").exists()
