@@ -2,14 +2,15 @@
 
 - `check_before_loading`: the eight checks below, before any weights load; `checked_certifier` adds
   `check_certifiable` and returns the configured certifier;
-- `check_attack_fits_model`: white-box attacks need gradients through the generator;
-- `check_attack_objective_fits_model`: what the attack's objective measures must exist on the model;
-- `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart;
-- `check_booster_fits_model`: a booster sits around a feature encoder;
-- `check_components_fit`: what an aggregator, certifier or metrics class `requires` of the model or oracle;
-- `check_items_fit_model`: a model reads prompts, images or latent seeds, and the dataset must hold them;
-- `check_oracle_reads_outputs`: the oracle classifies the model's kind of output;
-- `check_labels_fit_oracle`: a dataset's labels must index the oracle's classes;
+- `check_attack_fits_model`, `check_attack_objective_fits_model`: white-box attacks need gradients through
+  the generator, and what the attack's objective measures must exist on the model;
+- `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart, and
+  `eval_items=baseline_correct` one whose classes are ground truth;
+- `check_booster_fits_model`, `check_components_fit`: a booster sits around a feature encoder; what an
+  aggregator, certifier or metrics class `requires` of the model or oracle;
+- `check_items_fit_model`, `check_oracle_reads_outputs`, `check_labels_fit_oracle`: a model reads prompts,
+  images or latent seeds, which the dataset must hold; the oracle classifies the model's kind of output;
+  a dataset's labels must index the oracle's classes;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `certified_ceiling`, `ceiling_summary`: the largest radius any item can reach (`max_certifiable_radius`);
 - `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights.
@@ -95,14 +96,10 @@ def oracle_naming_every_missing_weight(load_oracle, load_model):
 
 
 def check_before_loading(cfg: DictConfig) -> None:
-    check_attack_fits_model(cfg)
-    check_attack_objective_fits_model(cfg)
-    check_oracle_fits_certifier(cfg)
-    check_booster_fits_model(cfg)
-    check_components_fit(cfg)
-    check_items_fit_model(cfg)
-    check_oracle_reads_outputs(cfg)
-    check_labels_fit_oracle(cfg)
+    for check in (check_attack_fits_model, check_attack_objective_fits_model, check_oracle_fits_certifier,
+                  check_booster_fits_model, check_components_fit, check_items_fit_model, check_oracle_reads_outputs,
+                  check_labels_fit_oracle):
+        check(cfg)
 
 
 def _names(cls, conf) -> list | tuple | None:
@@ -283,6 +280,9 @@ def check_oracle_fits_certifier(cfg: DictConfig) -> None:
     it at the largest radius n allows and say nothing. Refuse it; an answer certificate (semantic) may use
     an oracle's own equivalence (`compares_answers`) instead of classes."""
     oracle, certifier = get_class(cfg.oracle._target_), get_class(cfg.certifier._target_)
+    if cfg.get("eval_items") == "baseline_correct" and not getattr(oracle, "has_classes", True):  # it failed after loading
+        raise ConfigError(f"eval_items=baseline_correct: needs an oracle whose classes are ground truth, and "
+                          f"oracle={_chosen(cfg, 'oracle', oracle)} has none; set eval_items=all")
     certifies, answers = getattr(certifier, "certifies", None), getattr(oracle, "compares_answers", False)
     if getattr(oracle, "classifies", True) or certifies not in ("class", "answer") or (certifies == "answer" and answers):
         return

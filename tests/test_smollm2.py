@@ -166,3 +166,13 @@ def test_baseline_correct_needs_an_oracle_whose_classes_are_ground_truth():
     with pytest.raises(SmoothgenError, match="eval_items=all"):
         keep_baseline_correct(AnswersCSV(name="qa_facts", limit=3), SimpleNamespace(has_classes=False),
                               lambda items: [], pack_items=8)
+    # and it fails before any weights load (a new user waited for SmolLM2 to load first)
+    from smoothgen_exp.checks import check_before_loading
+    from smoothgen_exp.config import compose_overrides
+
+    cfg = compose_overrides(["model=smollm2", "certifier=semantic", "oracle=equivalence",
+                             "eval_items=baseline_correct"])
+    with pytest.raises(SmoothgenError, match=r"^eval_items=baseline_correct: .*ground truth, and oracle=.* has none"):
+        check_before_loading(cfg)
+    check_before_loading(compose_overrides(["model=smollm2", "certifier=semantic", "oracle=equivalence",
+                                            "eval_items=all"]))
