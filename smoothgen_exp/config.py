@@ -23,11 +23,10 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, ValidationError
 
-from smoothgen_exp.devices import DEVICES, resolve_device
+from smoothgen_exp.devices import DEVICES
 from smoothgen_exp.errors import ConfigError, SmoothgenError, cause_of
 from smoothgen_exp.provenance import run_id_of
 
@@ -1122,40 +1121,6 @@ def refuse_busy_directory(run_dir: str | os.PathLike) -> None:
     if (Path(run_dir) / ".lock").exists():
         with run_lock(run_dir):
             pass
-
-
-class ValidateOnStart(Callback):
-    """Validate (and answer dry_run) before Hydra creates the run directory: nothing is left behind, and a
-    refused resume=false, or a directory of another configuration, leaves that run's .hydra/ as it was."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            validate(config)
-            if not config.resume and not config.get("dry_run"):
-                refuse_existing_records(config.hydra.run.dir)
-            if not config.get("dry_run"):
-                if int(os.environ.get("RANK", "0")) == 0:       # a run's own rank 0 may hold it already
-                    refuse_busy_directory(config.hydra.run.dir)
-                refuse_other_configuration(config.hydra.run.dir, config)
-                resolve_device(config.device)        # device=cuda on a CPU machine: refused before the run dir
-                from smoothgen_exp.checks import checked_certifier
-
-                checked_certifier(config)            # parts that do not fit, n that certifies nothing: as well
-        except Exception as e:  # a user's error (SmoothgenError in its causes): one line; any other: raised
-            exit_on_user_error(e)
-            raise
-        if config.get("dry_run"):
-            print_config(config)
-            sys.exit(0)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """dry_run on a sweep: the base config and the swept values, before any job directory exists."""
-        if config.get("dry_run"):
-            print_config(config)
-            params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-            cli = [o for o in OmegaConf.select(config, "hydra.overrides.task") or [] if "," in str(o)]
-            print("# sweep: " + "; ".join([f"{k}={v}" for k, v in params.items()] + list(map(str, cli))))
-            sys.exit(0)
 
 
 def group_keys(group: str) -> set[str]:

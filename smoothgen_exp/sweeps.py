@@ -1,5 +1,4 @@
-"""A sweep's jobs checked before the first one starts (`check_swept_values`, called by `__main__`), and
-a search's outcome checked after its last (`SearchOutcome`).
+"""A sweep's jobs checked before the first one starts (`check_swept_values`, called by `__main__`).
 
 A multirun that fails at its last job has spent everything before it: each job's config goes through the
 checks a run makes before any weights load (the schema, then `checks.checked_certifier`), so a bad value
@@ -8,14 +7,9 @@ fails in one line at once.
 
 from __future__ import annotations
 
-import logging
-import math
 import sys
-from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from smoothgen_exp.checks import checked_certifier
 from smoothgen_exp.errors import SmoothgenError, cause_of
@@ -105,24 +99,3 @@ def _check_job(job: list[str], label: str) -> None:
         print(f"error: {cause} (the sweep's {f'job {label}' if label else 'only job'}; no job has started)",
               file=sys.stderr)
         sys.exit(2)
-
-
-class SearchOutcome(Callback):
-    """After a search (hydra-optuna-sweeper), a study none of whose trials met `objective_constraints`
-    (each scored -inf) is said to be one: Optuna still names one of them in `optimization_results.yaml`
-    as `best_params`, which is then no feasible setting. The file gains `feasible: false` and a warning is
-    logged; a study with a finite best value is left as it is."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        path = Path(str(OmegaConf.select(config, "hydra.sweep.dir") or ".")) / "optimization_results.yaml"
-        if not path.is_file():
-            return
-        results = OmegaConf.load(path)
-        best = results.get("best_value")
-        if isinstance(best, int | float) and math.isfinite(best):
-            return
-        results.feasible = False
-        OmegaConf.save(results, path)
-        logging.getLogger(__name__).warning(
-            "no trial met objective_constraints (best value %s): %s names best_params %s, but they are not "
-            "feasible; widen the search or relax a constraint", best, path, OmegaConf.to_container(results.best_params))

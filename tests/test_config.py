@@ -331,7 +331,7 @@ def test_a_search_with_no_feasible_trial_says_so(tmp_path, caplog):
     optimization_results.yaml, which the README says holds the best sigma, still named one, silently."""
     from omegaconf import OmegaConf
 
-    from smoothgen_exp.sweeps import SearchOutcome
+    from smoothgen_exp.callbacks import SearchOutcome
 
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     path = tmp_path / "optimization_results.yaml"

@@ -157,7 +157,8 @@ def test_summaries_are_strict_json_and_a_finished_run_with_resume_false_is_refus
     with pytest.raises(SmoothgenError, match="resume=false: .* already holds records"):
         run_in_process(*TINY, "certifier.n=100", "dataset.limit=2", "metrics=none", "resume=false", run_dir=run_dir)
     # and before Hydra writes the command's .hydra/ over the finished run's (the start callback refuses)
-    from smoothgen_exp.config import ValidateOnStart, compose_overrides
+    from smoothgen_exp.callbacks import ValidateOnStart
+    from smoothgen_exp.config import compose_overrides
 
     cfg = compose_overrides([*TINY, "certifier.n=100", "dataset.limit=2", "metrics=none", "resume=false",
                              f"hydra.run.dir={run_dir}"], hydra_config=True)

@@ -169,7 +169,8 @@ def test_kill_9_then_resume_gives_exactly_the_uninterrupted_rows(tmp_path, unint
 def test_a_run_directory_is_written_by_one_process_at_a_time(tmp_path):
     """Workers that outlived a kill -9 of `distributed.num_processes=2` kept writing beside the rerun: 140
     rows for 60 items, and a summary over them (found by a new user). A second writer is now refused."""
-    from smoothgen_exp.config import ValidateOnStart, compose_overrides, run_lock
+    from smoothgen_exp.callbacks import ValidateOnStart
+    from smoothgen_exp.config import compose_overrides, run_lock
     from smoothgen_exp.errors import SmoothgenError
 
     from .conftest import TINY, run_in_process
