@@ -35,8 +35,9 @@ def preview_grid(previews: list, path: Path) -> None:
                 ax.set_xlabel(name + extra, fontsize=7)
                 continue
             ax.set_xlabel(f"{name}: {shown}{extra}", fontsize=7, color="k" if cls == item.label else "r")
-    fig.suptitle("prompt → baseline generation (top)\nand smoothed output (bottom); red = wrong class",
-                 fontsize=8)
+    labelled = any(item.label >= 0 for item, *_ in previews)     # no labels (GAN latent seeds): no classes
+    fig.suptitle("condition → baseline generation (top)\nand smoothed output (bottom)"
+                 + ("; red = wrong class" if labelled else ""), fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
