@@ -73,7 +73,26 @@ def check_task(argv: list[str]) -> None:
                 sys.exit(2)
 
 
+def print_help(argv: list[str]) -> None:
+    """`--help`: the groups a training reads, with their options (Hydra's own help lists the schema nodes
+    too), and the config the other arguments compose."""
+    from hydra import compose, initialize_config_dir
+
+    from smoothgen_exp.config import print_config
+
+    print("python -m smoothgen_exp.train task=<task> [group=option ...] [key=value ...]    (--hydra-help: Hydra's flags)\n")
+    print("== Config groups (group=option) ==")
+    for group in ("task", "model", "oracle", "booster"):
+        print(f"{group}: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}")
+    print("\n== Config (any key: key=value) ==")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        print_config(compose("train", overrides=[a for a in argv if not a.startswith("-")]))
+
+
 if __name__ == "__main__":
     check_task(sys.argv[1:])
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        print_help(sys.argv[1:])
+        sys.exit(0)
     main()
     sys.exit(0)

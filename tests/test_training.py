@@ -235,3 +235,11 @@ def test_train_json_is_strict_json():
     text = json.dumps(strict_json(result), allow_nan=False)
     assert json.loads(text) == {"task": "gsb", "gsb_denoiser": {"train_seconds": None}, "train_seconds": None,
                                 "scores": [1.0, None]}
+
+
+def test_train_help_lists_the_groups_a_training_reads_without_schema_nodes():
+    """New-user review: `python -m smoothgen_exp.train --help` listed `_schema_*Conf` nodes in every group."""
+    res = train_cli("task=digit_oracle", "--help")
+    assert res.returncode == 0 and "_schema_" not in res.stdout, res.stderr[-500:]
+    assert "\ntask: digit_oracle, digits_diffusion" in res.stdout and "\nepochs: " not in res.stdout
+    assert "oracle:\n  _target_: smoothgen_exp.oracles.digits.DigitClassifier" in res.stdout
