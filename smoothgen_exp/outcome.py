@@ -44,7 +44,8 @@ def summary_value(summary: dict, key: str):
 
 
 def objective_value(summary: dict | None, objective: str, constraints) -> float | None:
-    """summary[objective] for a sweeper; -inf when a constraint (summary key: minimum) is missed, NaN
+    """summary[objective] for a sweeper; the worst value (`infeasible_value`: -inf, or +inf where the
+    sweeper minimises) when a constraint (summary key: minimum) is missed, NaN
     (with a warning) when the summary has no such key (e.g. only `nominal_*` keys); None off rank 0."""
     if summary is None:
         return None
@@ -74,17 +75,26 @@ def objective_value(summary: dict | None, objective: str, constraints) -> float 
 
         raise ConfigError(f"objective_constraints: {missing[0]} is no key of this run's summary (keys like it: "
                           f"{keys_like(summary, missing[0])}); the search stops at its first trial")
+    worst = infeasible_value()
     for key in missing:
-        log.warning("constraint %s is not in the summary (keys like it: %s): objective -inf", key,
-                    keys_like(summary, key))
+        log.warning("constraint %s is not in the summary (keys like it: %s): objective %s", key,
+                    keys_like(summary, key), worst)
     if missing:
-        return -math.inf
+        return worst
     for key, minimum in constraints.items():
         got = summary_value(summary, key)
         if not isinstance(got, int | float) or not got >= minimum:     # NaN: not met
-            log.info("constraint %s >= %s not met (%s): objective -inf", key, minimum, got)
-            return -math.inf
+            log.info("constraint %s >= %s not met (%s): objective %s", key, minimum, got, worst)
+            return worst
     return float(value)
+
+
+def infeasible_value() -> float:
+    """What a trial that misses a constraint scores: the worst value for the sweeper's direction, -inf
+    where it maximises (the default) and +inf where it minimises (-inf was the best trial there)."""
+    hydra = _reading_sweep()
+    direction = str(hydra.sweeper.get("direction", "maximize")) if hydra is not None else "maximize"
+    return math.inf if direction.lower().startswith("min") else -math.inf
 
 
 def _reading_sweep():

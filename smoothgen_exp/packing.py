@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 from smoothgen_exp.seeding import row_seeds
 
@@ -65,9 +66,10 @@ class Samples:
     counts: torch.Tensor | None = None   # [classes] int64 on the CPU: the labels' per-class counts
 
     @classmethod
-    def of_labels(cls, labels: torch.Tensor) -> Samples:
-        """The Samples of a request for these labels, in order, with their counts (scripted votes)."""
-        return cls(labels, counts=torch.bincount(labels.reshape(-1)))
+    def of_labels(cls, draw: Draw, labels: torch.Tensor) -> Samples:
+        """What `run_programs` sends a request `draw` whose samples have these labels (scripted votes): their
+        counts, and the labels themselves only where the draw asks for them (`votes`)."""
+        return cls(labels if draw.votes else None, counts=torch.bincount(labels.reshape(-1)))
 
 
 Program = Generator[Draw, Samples, Any]
@@ -126,7 +128,7 @@ def _checked(counts: torch.Tensor, num_classes: int | None) -> torch.Tensor:
         return counts
     if counts.numel() > num_classes:
         raise ValueError(f"the oracle returned a class index >= num_classes={num_classes}")
-    return torch.nn.functional.pad(counts, (0, num_classes - counts.numel()))
+    return F.pad(counts, (0, num_classes - counts.numel()))
 
 
 def output_batches(num: int, batch_size: int, stream: str, classify: bool = True) -> Iterator[Draw]:
@@ -168,7 +170,10 @@ class _Open:
     def count(self, labels: torch.Tensor, num_classes: int | None) -> None:
         """Add a part's labels to the per-class counts (and keep them, for `votes`)."""
         counts = _checked(torch.bincount(labels, minlength=num_classes or 0), num_classes)
-        self.counts = counts if self.counts is None else self.counts + counts
+        if self.counts is not None:            # without num_classes the parts' lengths differ: pad to the longer
+            size = max(len(self.counts), len(counts))
+            counts = F.pad(counts, (0, size - len(counts))) + F.pad(self.counts, (0, size - len(self.counts)))
+        self.counts = counts
         if self.draw.votes:
             self.labels.append(labels)
 

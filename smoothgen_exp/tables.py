@@ -105,8 +105,8 @@ FRACTION_HINTS = ("accuracy", "rate", "fraction", "abstain")
 
 
 def swept_keys(run_dirs: list[Path]) -> list[str]:
-    """Override keys that differ between the runs (Hydra's recorded overrides), hydra.* excluded: set to
-    different values, or set in some runs only (the others have the default)."""
+    """Override keys that differ between the runs (Hydra's recorded overrides, those that can change a
+    result): set to different values, or set in some runs only (the others have the default)."""
     values: dict[str, set] = {}
     runs: dict[str, int] = {}
     for d in run_dirs:
@@ -120,9 +120,12 @@ def swept_keys(run_dirs: list[Path]) -> list[str]:
 
 
 def _overrides(path: Path) -> list[tuple[str, str]]:
-    """(key, value) of each override a run recorded, hydra.* excluded."""
+    """(key, value) of each override a run recorded that can change its results (not hydra.*, resume,
+    progress, cache_dir, ...: provenance.NON_SEMANTIC)."""
+    from smoothgen_exp.provenance import NON_SEMANTIC
+
     pairs = [str(ov).lstrip("+~").partition("=") for ov in (OmegaConf.load(path) if path.exists() else [])]
-    return [(key, value) for key, _, value in pairs if not key.startswith("hydra")]
+    return [(key, value) for key, _, value in pairs if key.split(".")[0].split("/")[0] not in NON_SEMANTIC]
 
 
 def stderr_of(metric: str, value: float, items: int) -> float:

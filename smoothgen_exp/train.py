@@ -68,8 +68,9 @@ def check_task(argv: list[str]) -> None:
             known = sorted(group_keys(group) - {"_target_"})
             if key.split(".")[0] not in known:
                 close = get_close_matches(key.split(".")[0], known, n=1)
+                keys = f"keys of conf/{group}/ options: {', '.join(known)}" if known else f"conf/{group}/ options have no keys"
                 print(f"error: {name}: unknown key{f' (did you mean {group}.{close[0]}?)' if close else ''} "
-                      f"(keys of conf/{group}/ options: {', '.join(known)})", file=sys.stderr)
+                      f"({keys})", file=sys.stderr)
                 sys.exit(2)
 
 

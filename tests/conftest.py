@@ -62,7 +62,7 @@ def drive(program, votes) -> tuple:
         while True:
             labels = votes[done:done + draw.num]
             done += draw.num
-            draw = program.send(Samples.of_labels(labels))
+            draw = program.send(Samples.of_labels(draw, labels))
     except StopIteration as stop:
         return stop.value, done
 

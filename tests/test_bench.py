@@ -40,7 +40,7 @@ def _drive(program, votes: torch.Tensor):
         draw = next(program)
         while True:
             labels, done = votes[done:done + draw.num], done + draw.num
-            draw = program.send(Samples.of_labels(labels))
+            draw = program.send(Samples.of_labels(draw, labels))
     except StopIteration as stop:
         return stop.value
 

@@ -143,6 +143,13 @@ def test_objective_value_applies_the_constraints(caplog, monkeypatch):
             objective_value({"mean_bound_tv_eps0.1": 0.2}, "average_certified_radius", {})
             objective_value({"mean_bound_tv_eps0.1": 0.2}, "retention_fid", {})
         assert [r.levelname for r in caplog.records] == [note, "WARNING"]
+    # review: a trial that misses a constraint scored -inf under direction=minimize too, the best value there
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(outcome, "searching", lambda: False)
+    for direction, worst in (("minimize", math.inf), ("maximize", -math.inf)):
+        monkeypatch.setattr(outcome, "_reading_sweep", lambda d=direction: SimpleNamespace(sweeper={"direction": d}))
+        assert objective_value(summary, "average_certified_radius", {"retention_digit_prob": 0.9}) == worst
 
 
 def test_missing_oracle_and_model_weights_are_named_in_one_line():

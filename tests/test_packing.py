@@ -373,3 +373,10 @@ def test_a_request_streams_its_counts_and_keeps_labels_only_when_asked(oracle):
     assert torch.equal(class_counts(ctx, counted), counted.counts) and counted.counts.max() > 4000
     assert ordered.labels.shape == (300,) and torch.equal(torch.bincount(ordered.labels, minlength=10), ordered.counts)
     assert votes_for(ordered, int(ordered.labels[0])) == int((ordered.labels == ordered.labels[0]).sum())
+    # review: without num_classes, two calls' counts of different lengths broadcast (22 votes for 10 samples)
+    from smoothgen_exp.packing import _Open
+
+    request = _Open(0, Draw("s", 10), "certify")
+    request.count(torch.zeros(4, dtype=torch.long), None)
+    request.count(torch.full((6,), 3), None)
+    assert request.counts.tolist() == [4, 0, 0, 6]

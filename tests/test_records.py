@@ -313,11 +313,11 @@ def test_a_key_overridden_in_some_runs_only_is_a_swept_key(tmp_path):
 
     runs = {"a": ["model=dcgan_faces", "certifier=center"],
             "b": ["model=dcgan_faces", "certifier=center", "certifier.n0=2000", "hydra.run.dir=x"],
-            "c": ["model=dcgan_faces", "certifier=center", "+aggregator=mean"]}
+            "c": ["model=dcgan_faces", "certifier=center", "+aggregator=mean", "resume=true", "progress=false"]}
     dirs = []
     for name, overrides in runs.items():
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
         dirs.append(tmp_path / name)
-    assert swept_keys(dirs) == ["aggregator", "certifier.n0"]
+    assert swept_keys(dirs) == ["aggregator", "certifier.n0"]          # not resume, progress: no result changes
     assert swept_keys(dirs[:1]) == ["certifier", "model"]
