@@ -67,7 +67,11 @@ def launch(processes: int, argv: list[str]) -> int:
               "through hydra/launcher=local_joblib|local_submitit|slurm instead", file=sys.stderr)
         return 2
     try:
-        validate(compose_overrides([a for a in argv if not a.startswith(("hydra.", "-"))]))
+        cfg = compose_overrides([a for a in argv if not a.startswith(("hydra.", "-"))])
+        validate(cfg)
+        from smoothgen_exp.checks import checked_certifier
+
+        checked_certifier(cfg)          # parts that do not fit, n that certifies nothing: before any worker
     except Exception as err:
         exit_on_user_error(err)
         raise

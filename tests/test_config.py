@@ -362,3 +362,8 @@ def test_a_configuration_that_certifies_nothing_fails_before_its_run_directory(t
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: certifier.n=5: at alpha=0.001 no item can certify")
     assert not (tmp_path / "run").exists()
+    # with two processes the launcher checks it once: each worker printed it, then the launcher its own line
+    res = cli("certifier.n=5", "distributed.num_processes=2", f"hydra.run.dir={tmp_path / 'run'}")
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: certifier.n=5: ")
+    assert not (tmp_path / "run").exists()
