@@ -1187,9 +1187,18 @@ def preflight(argv: list[str]) -> None:
         return
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    parser, plain = OverridesParser.create(), [a for a in argv if not a.startswith("-")]
     try:
-        overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
-    except Exception:  # a malformed override: Hydra reports it itself
+        overrides = parser.parse_overrides(plain)
+    except Exception:  # a malformed override: named in one line (Hydra's message spans three, not always naming it)
+        for arg in plain:
+            try:
+                parser.parse_overrides([arg])
+            except Exception as err:
+                why = "; ".join(line for line in str(err).splitlines() if not line.startswith(("Error parsing", "See ")))
+                print(f"error: {arg}: not an override key=value ({why}; the grammar: "
+                      "https://hydra.cc/docs/advanced/override_grammar/basic)", file=sys.stderr)
+                sys.exit(2)
         return
     in_effect = None                                   # group -> the schema of the option in effect
     for ov in overrides:

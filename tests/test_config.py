@@ -367,3 +367,16 @@ def test_a_configuration_that_certifies_nothing_fails_before_its_run_directory(t
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: certifier.n=5: ")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_malformed_override_fails_in_one_line_naming_it(capsys):
+    """New-user review: `smoothing.sigma` (no =) and `smoothing.sigma=[0.1` printed Hydra's three lines, the
+    second without naming the override."""
+    from smoothgen_exp.config import preflight
+
+    for arg, why in (("smoothing.sigma", "missing EQUAL"), ("smoothing.sigma=[0.1", "no viable alternative")):
+        with pytest.raises(SystemExit) as stop:
+            preflight(["dataset.limit=2", arg])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and len(err.strip().splitlines()) == 1
+        assert err.startswith(f"error: {arg}: not an override key=value ({why}")
