@@ -59,7 +59,7 @@ class ValidateOnStart(Callback):
 
 class SearchOutcome(Callback):
     """After a search (hydra-optuna-sweeper), a study none of whose trials met `objective_constraints`
-    (each scored -inf) is said to be one: Optuna still names one of them in `optimization_results.yaml`
+    (each scored the worst value, -inf or +inf: `outcome.infeasible_value`) is said to be one: Optuna still names one of them in `optimization_results.yaml`
     as `best_params`, which is then no feasible setting. The file gains `feasible: false` and a warning is
     logged; a study with a finite best value is left as it is."""
 
