@@ -1,11 +1,12 @@
 """What a configuration can do, decided before any weights load (what a finished run returns: `outcome`).
+Over 300 lines: every reason a configuration is refused before its weights load is here, in one place.
 
-- `check_before_loading`: the eight checks below, before any weights load; `checked_certifier` adds
+- `check_before_loading`: the nine checks below, before any weights load; `checked_certifier` adds
   `check_certifiable` and returns the configured certifier;
 - `check_attack_fits_model`, `check_attack_objective_fits_model`: white-box attacks need gradients through
   the generator, and what the attack's objective measures must exist on the model;
-- `check_oracle_fits_certifier`: a class certificate needs an oracle that tells classes apart, and
-  `eval_items=baseline_correct` one whose classes are ground truth;
+- `check_oracle_fits_certifier`, `check_eval_items_fit_oracle`: a class certificate needs an oracle that
+  tells classes apart, and `eval_items=baseline_correct` one whose classes are ground truth;
 - `check_booster_fits_model`, `check_components_fit`: a booster sits around a feature encoder; what an
   aggregator, certifier or metrics class `requires` of the model or oracle;
 - `check_items_fit_model`, `check_oracle_reads_outputs`, `check_labels_fit_oracle`: a model reads prompts,
@@ -97,8 +98,8 @@ def oracle_naming_every_missing_weight(load_oracle, load_model):
 
 def check_before_loading(cfg: DictConfig) -> None:
     for check in (check_attack_fits_model, check_attack_objective_fits_model, check_oracle_fits_certifier,
-                  check_booster_fits_model, check_components_fit, check_items_fit_model, check_oracle_reads_outputs,
-                  check_labels_fit_oracle):
+                  check_eval_items_fit_oracle, check_booster_fits_model, check_components_fit, check_items_fit_model,
+                  check_oracle_reads_outputs, check_labels_fit_oracle):
         check(cfg)
 
 
@@ -280,9 +281,6 @@ def check_oracle_fits_certifier(cfg: DictConfig) -> None:
     it at the largest radius n allows and say nothing. Refuse it; an answer certificate (semantic) may use
     an oracle's own equivalence (`compares_answers`) instead of classes."""
     oracle, certifier = get_class(cfg.oracle._target_), get_class(cfg.certifier._target_)
-    if cfg.get("eval_items") == "baseline_correct" and not getattr(oracle, "has_classes", True):  # it failed after loading
-        raise ConfigError(f"eval_items=baseline_correct: needs an oracle whose classes are ground truth, and "
-                          f"oracle={_chosen(cfg, 'oracle', oracle)} has none; set eval_items=all")
     certifies, answers = getattr(certifier, "certifies", None), getattr(oracle, "compares_answers", False)
     if getattr(oracle, "classifies", True) or certifies not in ("class", "answer") or (certifies == "answer" and answers):
         return
@@ -290,6 +288,14 @@ def check_oracle_fits_certifier(cfg: DictConfig) -> None:
     raise ConfigError(f"certifier={getattr(certifier, 'name', certifier.__name__)}: certifies a class, and "
                       f"oracle={_chosen(cfg, 'oracle', oracle)} has none (every output is class 0); "
                       f"use {fix}")
+
+
+def check_eval_items_fit_oracle(cfg: DictConfig) -> None:
+    """`eval_items=baseline_correct` needs an oracle whose classes are ground truth (it failed after loading)."""
+    if cfg.get("eval_items") == "baseline_correct":
+        from smoothgen_exp.data.subsets import refuse_without_ground_truth
+
+        refuse_without_ground_truth(oracle := get_class(cfg.oracle._target_), _chosen(cfg, "oracle", oracle))
 
 
 def check_attack_fits_model(cfg: DictConfig) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
-from smoothgen_exp.errors import SmoothgenError
+from smoothgen_exp.errors import ConfigError
 from smoothgen_exp.packing import Draw, Program, run_programs
 
 log = logging.getLogger(__name__)
@@ -23,14 +23,19 @@ def baseline_label(ctx) -> Program:
     return int(samples.labels[0])
 
 
+def refuse_without_ground_truth(oracle, name: str) -> None:
+    """eval_items=baseline_correct needs an oracle (a class or an instance) whose classes are ground truth
+    (`has_classes`); `name` is how the message names it. The runner checks it before any weights load."""
+    if not getattr(oracle, "has_classes", True):
+        raise ConfigError(f"eval_items=baseline_correct: needs an oracle whose classes are ground truth, and "
+                          f"oracle={name} has none (answers are only equivalent or not); set eval_items=all")
+
+
 def keep_baseline_correct(dataset, oracle, contexts: Callable[[list], list], pack_items: int, progress: bool = True):
     """A copy of `dataset` holding only its items with a correct baseline output (`items_total`: how
     many it had). `contexts(items)` encodes items into ItemContexts (run.item_contexts); their baseline
     generations are packed like the run's."""
-    if not getattr(oracle, "has_classes", True):
-        raise SmoothgenError(f"eval_items=baseline_correct needs an oracle whose classes are ground truth; "
-                             f"{type(oracle).__name__} has none (answers are only equivalent or not): set "
-                             "eval_items=all")
+    refuse_without_ground_truth(oracle, type(oracle).__name__)
     items, kept = list(dataset), []
     for start in tqdm(range(0, len(items), pack_items), desc="baseline answers", leave=False, disable=not progress):
         group = items[start:start + pack_items]
