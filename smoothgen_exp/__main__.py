@@ -15,13 +15,13 @@ import hydra
 from omegaconf import DictConfig
 
 from smoothgen_exp.config import (
-    CONF_DIR,
     GROUPS,
     compose_overrides,
     constraint_overrides,
     exit_on_user_error,
     preflight,
     print_config,
+    print_help,
     validate,
     without_sweeps,
 )
@@ -88,22 +88,18 @@ def launch(processes: int, argv: list[str]) -> int:
     return 0
 
 
-def print_help(argv: list[str]) -> None:
-    """`--help`: each group's options (its conf/ files; Hydra's own help also lists the schema nodes and
-    the training entrypoint's `task` group) and the config that the other arguments compose."""
-    print("python -m smoothgen_exp [group=option ...] [key=value ...]    (-m: a sweep; --hydra-help: Hydra's flags)\n")
-    print("== Config groups (group=option) ==")
-    for group in (*GROUPS, "experiment", "debug"):
-        print(f"{group}: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}")
-    print("\n== Config (any key: key=value; a sweep's values left out) ==")
-    print_config(compose_overrides(without_sweeps(argv)))
+def print_runner_help(argv: list[str]) -> None:
+    """`--help`: each group's options (Hydra's own help also lists the training entrypoint's `task` group)
+    and the config that the other arguments compose."""
+    print_help("python -m smoothgen_exp [group=option ...] [key=value ...]    (-m: a sweep; --hydra-help: Hydra's flags)",
+               (*GROUPS, "experiment", "debug"), compose_overrides(without_sweeps(argv)), "; a sweep's values left out")
 
 
 if __name__ == "__main__":
     sys.argv[1:] = constraint_overrides(sys.argv[1:])
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
         preflight([a for a in sys.argv[1:] if a not in ("--help", "-h", "-m", "--multirun")])
-        print_help(sys.argv[1:])
+        print_runner_help(sys.argv[1:])
         sys.exit(0)
     preflight(sys.argv[1:])
     if "LOCAL_RANK" not in os.environ and any(a in ("-m", "--multirun") or a.startswith(("experiment=", "hydra.mode="))

@@ -1134,12 +1134,34 @@ def group_keys(group: str) -> set[str]:
     return keys
 
 
-def compose_overrides(overrides: list[str], hydra_config: bool = False) -> DictConfig:
-    """The run config composed from command-line overrides, outside a running Hydra app (before one starts)."""
+def compose_overrides(overrides: list[str], hydra_config: bool = False, config_name: str = "config") -> DictConfig:
+    """The run config (or `train`: the training entrypoint's) composed from command-line overrides, outside
+    a running Hydra app (before one starts)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+        return compose(config_name, overrides=overrides, return_hydra_config=hydra_config)
+
+
+def print_help(usage: str, groups, cfg: DictConfig, config_note: str = "") -> None:
+    """An entrypoint's `--help`: its usage line, each of `groups` with its options (its conf/ files; Hydra's
+    own help also lists the schema nodes) and the config `cfg` the other arguments compose."""
+    print(usage + "\n")
+    print("== Config groups (group=option) ==")
+    for group in groups:
+        print(f"{group}: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}")
+    print(f"\n== Config (any key: key=value{config_note}) ==")
+    print_config(cfg)
+
+
+def unknown_key_error(group: str, key: str, known: set[str], where: str) -> str:
+    """The one line for `group.key=...`, a key that `where` (an option, or the group's options) lacks: the key
+    meant where one is close, and the keys there are."""
+    settings = sorted(known - {"_target_"})
+    close = get_close_matches(key, settings, n=1)
+    return (f"error: {group}.{key}: unknown key{f' (did you mean {group}.{close[0]}?)' if close else ''} "
+            + (f"(known keys of {where}: {', '.join(settings)})" if settings else
+               f"(no settings in {where}" + (f": choose another option first, {group}=...)" if "=" in where else ")")))
 
 
 def without_sweeps(args: list[str]) -> list[str]:
@@ -1219,12 +1241,7 @@ def preflight(argv: list[str]) -> None:
             known = {f.name for f in fields(schema)} if schema else group_keys(head)
             if key not in known:
                 where = f"{head}={option}" if schema else f"conf/{head}/ options"
-                settings = sorted(known - {"_target_"})
-                close = get_close_matches(key, settings, n=1)
-                print(f"error: {head}.{key}: unknown key{f' (did you mean {head}.{close[0]}?)' if close else ''} "
-                      + (f"(known keys of {where}: {', '.join(settings)})"
-                         if settings else f"({where} has no settings: choose an option first, {head}=...)"),
-                      file=sys.stderr)
+                print(unknown_key_error(head, key, known, where), file=sys.stderr)
                 sys.exit(2)
             continue
         if ov.is_delete() or group not in (*GROUPS, "experiment", "debug"):

@@ -49,9 +49,7 @@ def check_task(argv: list[str]) -> None:
     """`task=<name>` naming no conf/task/ option fails in one line (Hydra's message lists its schemas too),
     as does a setting no training reads (`smoothing.sigma=...` trained exactly what it would without) and
     a `model.key=...` (oracle, booster, task) that no option of the group has (Hydra's spans six lines)."""
-    from difflib import get_close_matches
-
-    from smoothgen_exp.config import group_keys
+    from smoothgen_exp.config import group_keys, unknown_key_error
 
     tasks = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
     for arg in argv:
@@ -65,35 +63,25 @@ def check_task(argv: list[str]) -> None:
                   "booster.* only); give it to the run: python -m smoothgen_exp ...", file=sys.stderr)
             sys.exit(2)
         if group in ("model", "oracle", "booster", "task") and key and "=" in arg:
-            known = sorted(group_keys(group) - {"_target_"})
+            known = group_keys(group)
             if key.split(".")[0] not in known:
-                close = get_close_matches(key.split(".")[0], known, n=1)
-                keys = f"keys of conf/{group}/ options: {', '.join(known)}" if known else f"conf/{group}/ options have no keys"
-                print(f"error: {name}: unknown key{f' (did you mean {group}.{close[0]}?)' if close else ''} "
-                      f"({keys})", file=sys.stderr)
+                print(unknown_key_error(group, key.split(".")[0], known, f"conf/{group}/ options"), file=sys.stderr)
                 sys.exit(2)
 
 
-def print_help(argv: list[str]) -> None:
-    """`--help`: the groups a training reads, with their options (Hydra's own help lists the schema nodes
-    too), and the config the other arguments compose."""
-    from hydra import compose, initialize_config_dir
+def print_train_help(argv: list[str]) -> None:
+    """`--help`: the groups a training reads, with their options, and the config the other arguments compose."""
+    from smoothgen_exp.config import compose_overrides, print_help
 
-    from smoothgen_exp.config import print_config
-
-    print("python -m smoothgen_exp.train task=<task> [group=option ...] [key=value ...]    (--hydra-help: Hydra's flags)\n")
-    print("== Config groups (group=option) ==")
-    for group in ("task", "model", "oracle", "booster"):
-        print(f"{group}: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}")
-    print("\n== Config (any key: key=value) ==")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        print_config(compose("train", overrides=[a for a in argv if not a.startswith("-")]))
+    print_help("python -m smoothgen_exp.train task=<task> [group=option ...] [key=value ...]    (--hydra-help: Hydra's flags)",
+               ("task", "model", "oracle", "booster"),
+               compose_overrides([a for a in argv if not a.startswith("-")], config_name="train"))
 
 
 if __name__ == "__main__":
     check_task(sys.argv[1:])
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
-        print_help(sys.argv[1:])
+        print_train_help(sys.argv[1:])
         sys.exit(0)
     main()
     sys.exit(0)
