@@ -110,10 +110,10 @@ def swept_keys(run_dirs: list[Path]) -> list[str]:
     values: dict[str, set] = {}
     runs: dict[str, int] = {}
     for d in run_dirs:
-        path = d / ".hydra" / "overrides.yaml"
-        for key in {k for k, _ in _overrides(path)}:
+        pairs = _overrides(d / ".hydra" / "overrides.yaml")
+        for key in {k for k, _ in pairs}:
             runs[key] = runs.get(key, 0) + 1
-        for key, value in _overrides(path):
+        for key, value in pairs:
             values.setdefault(key, set()).add(value)
     return sorted(k for k, v in values.items()
                   if len(v) > 1 or runs[k] < len(run_dirs) or len(run_dirs) == 1 and k)
