@@ -90,13 +90,19 @@ def crossing_counts(p_star: float, n: int, threshold: float) -> np.ndarray:
     out = np.empty(n, dtype=np.int64)
     for first in range(1, n + 1, CROSSING_BLOCK):
         t = torch.arange(first, min(first + CROSSING_BLOCK, n + 1), dtype=torch.int64)
-        lo, hi = torch.zeros_like(t), t + 1                  # b_t in [lo, hi]; hi = t + 1 means none yet
-        while bool((open_ := lo < hi).any()):
-            mid = (lo + hi) // 2                             # <= t where open: a count of hits among t
-            reached = mixture_log_wealth(mid, t, p_star) >= threshold
-            hi, lo = torch.where(open_ & reached, mid, hi), torch.where(open_ & ~reached, mid + 1, lo)
-        out[first - 1:first - 1 + len(t)] = lo.numpy()
+        out[first - 1:first - 1 + len(t)] = fewest_crossing_hits(t, p_star, threshold).numpy()
     return out
+
+
+def fewest_crossing_hits(t: torch.Tensor, p_star: float, threshold: float) -> torch.Tensor:
+    """For each count of samples in t: the fewest hits among them at which log K >= threshold (t + 1:
+    none), by bisection over [0, t + 1] for all of them at once (the wealth grows with the hits)."""
+    lo, hi = torch.zeros_like(t), t + 1                      # in [lo, hi]; hi = t + 1 means none yet
+    while bool((open_ := lo < hi).any()):
+        mid = (lo + hi) // 2                                 # <= t where open: a count of hits among t
+        reached = mixture_log_wealth(mid, t, p_star) >= threshold
+        hi, lo = torch.where(open_ & reached, mid, hi), torch.where(open_ & ~reached, mid + 1, lo)
+    return lo
 
 
 @functools.lru_cache(maxsize=64)
@@ -131,14 +137,8 @@ def budget_count(p_star: float, n: int, threshold: float, alpha: float) -> int:
 
 @functools.lru_cache(maxsize=64)
 def bet_count(p_star: float, n: int, threshold: float) -> int:
-    """The fewest hits among n samples with which log K_n >= threshold; n + 1 when none (bisection: the
-    wealth grows with the hits; one count at a time, not an (n + 1) x GRID table)."""
-    lo, hi = 0, n + 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if float(mixture_log_wealth(torch.tensor(mid), torch.tensor(n), p_star)) >= threshold \
-            else (mid + 1, hi)
-    return lo
+    """The fewest hits among n samples with which log K_n >= threshold; n + 1 when none."""
+    return int(fewest_crossing_hits(torch.tensor([n]), p_star, threshold)[0])
 
 
 @configured
