@@ -11,6 +11,8 @@ computed per row: language models run with transformers' "eager" attention (a ba
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -71,3 +73,15 @@ def make_batch_invariant(model: nn.Module) -> bool:
     model.set_attn_implementation("eager")
     row_blocked(model)
     return True
+
+
+def equal_length_batches(seqs: Sequence[Sequence], batch_size: int) -> Iterator[list[int]]:
+    """Indices of the non-empty token sequences `seqs`, in batches of at most `batch_size` of one length:
+    unpadded, so a sequence's result does not depend on those batched with it (MiniLM, the LLM judge)."""
+    by_length: dict[int, list[int]] = {}
+    for i, seq in enumerate(seqs):
+        if len(seq):
+            by_length.setdefault(len(seq), []).append(i)
+    for rows in by_length.values():
+        for start in range(0, len(rows), batch_size):
+            yield rows[start:start + batch_size]

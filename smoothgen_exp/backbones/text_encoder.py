@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from smoothgen_exp.backbones.batch_invariant import row_blocked
+from smoothgen_exp.backbones.batch_invariant import equal_length_batches, row_blocked
 from smoothgen_exp.backbones.hub import transformers_bars_off
 from smoothgen_exp.errors import WeightsNotFound
 
@@ -58,17 +58,12 @@ class MiniLMEncoder:
         the text gets on its own: what a prompt encodes to does not depend on the prompts it is encoded
         with, and packed runs, sharding and resume leave rows unchanged (issue 13).
         """
-        ids = self.tokenizer(list(texts), truncation=True)["input_ids"]
-        by_length: dict[int, list[int]] = {}
-        for i, seq in enumerate(ids):
-            by_length.setdefault(len(seq), []).append(i)
+        ids = self.tokenizer(list(texts), truncation=True)["input_ids"]     # [CLS] ... [SEP]: never empty
         out = torch.empty((len(ids), self.dim), device=self.device)
-        for rows in by_length.values():
-            for start in range(0, len(rows), batch_size):
-                part = rows[start:start + batch_size]
-                input_ids = torch.tensor([ids[i] for i in part], device=self.device)
-                hidden = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
-                out[part] = F.normalize(hidden.mean(1), dim=-1)
+        for part in equal_length_batches(ids, batch_size):
+            input_ids = torch.tensor([ids[i] for i in part], device=self.device)
+            hidden = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
+            out[part] = F.normalize(hidden.mean(1), dim=-1)
         return out
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from smoothgen_exp.backbones.batch_invariant import make_batch_invariant
+from smoothgen_exp.backbones.batch_invariant import equal_length_batches, make_batch_invariant
 from smoothgen_exp.config import configured
 from smoothgen_exp.data.prompts import REFUSAL_CLASSES
 from smoothgen_exp.oracles.base import ClassEquivalence
@@ -61,28 +61,21 @@ class LLMJudge(ClassEquivalence):
         if not responses:
             return answers, scores
         ids = self.tokenizer([self.template.format(response=r) for r in responses])["input_ids"]
-        by_length: dict[int, list[int]] = {}
-        for i, seq in enumerate(ids):
-            if seq:
-                by_length.setdefault(len(seq), []).append(i)
         eos = self.tokenizer.eos_token_id
-        for rows in by_length.values():
-            for start in range(0, len(rows), self.batch_size):
-                part = rows[start:start + self.batch_size]
-                input_ids = torch.tensor([ids[i] for i in part], device=self.model.device)
-                out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                          max_new_tokens=self.answer_tokens, do_sample=False,
-                                          pad_token_id=self.tokenizer.pad_token_id,
-                                          eos_token_id=self.tokenizer.eos_token_id,
-                                          output_scores=True, return_dict_in_generate=True)
-                new_tokens = out.sequences[:, input_ids.shape[1]:].cpu()
-                step_scores = torch.stack(out.scores, 1).cpu()
-                for j, i in enumerate(part):
-                    # a row's answer ends at its own end token, wherever the rows beside it stop
-                    ended = (new_tokens[j] == eos).nonzero() if eos is not None else []
-                    steps = int(ended[0, 0]) + 1 if len(ended) else step_scores.shape[1]
-                    answers[i] = self.tokenizer.decode(new_tokens[j, :steps], skip_special_tokens=True)
-                    scores[i] = step_scores[j, :steps]
+        for part in equal_length_batches(ids, self.batch_size):
+            input_ids = torch.tensor([ids[i] for i in part], device=self.model.device)
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                      max_new_tokens=self.answer_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
+                                      output_scores=True, return_dict_in_generate=True)
+            new_tokens = out.sequences[:, input_ids.shape[1]:].cpu()
+            step_scores = torch.stack(out.scores, 1).cpu()
+            for j, i in enumerate(part):
+                # a row's answer ends at its own end token, wherever the rows beside it stop
+                ended = (new_tokens[j] == eos).nonzero() if eos is not None else []
+                steps = int(ended[0, 0]) + 1 if len(ended) else step_scores.shape[1]
+                answers[i] = self.tokenizer.decode(new_tokens[j, :steps], skip_special_tokens=True)
+                scores[i] = step_scores[j, :steps]
         return answers, scores
 
     def classify(self, outputs: Sequence[str]) -> torch.Tensor:
