@@ -112,18 +112,14 @@ def program_of(part, method: str, ctx) -> Program:
 
 def class_counts(ctx, samples: Samples) -> torch.Tensor:
     """Per-class vote counts [num_classes] of a request."""
-    return _checked(_counts(samples), ctx.num_classes)
+    counts = samples.counts if samples.counts is not None else torch.bincount(samples.labels.reshape(-1))
+    return _checked(counts, ctx.num_classes)
 
 
 def votes_for(samples: Samples, c: int) -> int:
     """How many of a request's labels are class c."""
-    counts = _counts(samples)
+    counts = samples.counts if samples.counts is not None else torch.bincount(samples.labels.reshape(-1))
     return int(counts[c]) if 0 <= c < len(counts) else 0
-
-
-def _counts(samples: Samples) -> torch.Tensor:
-    """A request's per-class counts, as sent, or of its labels."""
-    return samples.counts if samples.counts is not None else torch.bincount(samples.labels.reshape(-1))
 
 
 def _checked(counts: torch.Tensor, num_classes: int | None) -> torch.Tensor:
