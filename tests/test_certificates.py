@@ -303,6 +303,25 @@ def test_selection_gives_up_after_its_first_votes_when_they_are_already_hopeless
     assert row["selection_samples"] == 10 and row["certified"] and drawn == row["samples_used"] < 1000
 
 
+def test_selection_doubles_its_samples_and_gives_up_at_the_stage_that_makes_it_hopeless():
+    """Selection draws 10, 20, 40, 80, then n0 = 100 samples, and checks the futility rule after each
+    stage. 9 of the first 10 for class 1 go on (the test above); 16 of 20 (a chance of 1e-4, below
+    0.05 x 80 / 10,000 = 4e-4) give up there, without the other 80 (before, 9 of 10 drew all 100); 17 of
+    20 (0.0015) go on, and followed by hits only draw the whole selection and certify."""
+    from scipy.stats import norm
+
+    cert = SequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=50, target_radius=0.5,
+                               give_up_alpha=0.05, budget_share=0.0)
+    p_star = float(norm.cdf(2.0))
+    need = min(cert.counts_needed(p_star))
+    assert cert._chance(0, 0, need, (16, 4)) < 0.05 * 80 / 10_000 < cert._chance(0, 0, need, (17, 3))
+    row, drawn = _program_on(cert, [1] * 9 + [2] + [1] * 7 + [2] * 3, p_star)
+    assert row["sequential_decision"] == "gave up: selection votes below the target"
+    assert drawn == row["samples_used"] == row["selection_samples"] == 20
+    row, drawn = _program_on(cert, [1] * 9 + [2] + [1] * 8 + [2] * 2, p_star)
+    assert row["selection_samples"] == 100 and row["certified"] and row["top_class"] == 1
+
+
 def test_the_bet_gives_up_as_soon_as_even_all_hits_cannot_certify():
     """At p* just above what 100 samples can certify (max_lower_bound: there the test at the budget, whose
     100 hits of 100 need p*^100 <= alpha), the bet gives up before drawing; just below it, all hits

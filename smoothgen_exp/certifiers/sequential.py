@@ -32,8 +32,9 @@ full alpha (`budget_share` = 0) the test at the budget keeps what the bet leaves
 the items just above p* (which no bet can decide within n) most of what fixed n certifies, without a
 union bound (`budget_share` = s runs the bet at (1 - s) alpha and leaves the test the rest).
 
-Selection stops after SELECT_FIRST samples when they are unanimous, or when even their top class is
-already hopeless by the rule below (the item then gives up), else it draws n0. The item gives up
+Selection draws SELECT_FIRST samples, then doubles its samples up to n0; it stops after the first
+SELECT_FIRST when they are unanimous, or at any stage where even its top class is already hopeless by
+the rule below (the item then gives up). The item gives up
 (abstains) when its chance of certifying has become small against the samples it would still cost:
 when the predictive probability that its hits reach the count it needs (the lesser of k_n and the bet's
 crossing count at n), under the Jeffreys posterior of p_A from the selection's and the bet's votes
@@ -60,7 +61,7 @@ from smoothgen_exp.packing import Draw, Program, class_counts
 
 GRID = 64            # the mixture's alternatives q_j, evenly spread over (p*, 1)
 MIN_REQUEST = 8      # the smallest request of estimation samples (packing fills the rest of a call)
-SELECT_FIRST = 10    # selection stops here when these samples are unanimous, else it draws all n0
+SELECT_FIRST = 10    # selection's first stage: it stops there when unanimous, else doubles its samples up to n0
 GROWTH = 64          # a request asks for at least 1/GROWTH of the samples so far (few rounds on long runs)
 SLACK = 1e-6         # the budget test's calculation counts a crossing from log-wealth threshold - SLACK
 TINY = 1e-40         # probabilities of hit counts below this are dropped from it, and counted as crossed
@@ -201,17 +202,19 @@ class SequentialCertifier(Certifier):
                 "sequential_decision": decision, "selection_samples": n_select, "samples_used": n_select + used}
 
     def _select(self, ctx, need: int) -> Program:
-        """Class counts of the selection samples: SELECT_FIRST of them when they all agree, or when even
-        their top class is already hopeless (the futility rule on them: the item then gives up without
-        the other n0 - SELECT_FIRST), else n0. c_A may be any function of these samples (they are
-        disjoint from the betting samples), and giving up is always sound."""
-        first = min(SELECT_FIRST, self.n0)
-        counts = class_counts(ctx, (yield Draw("sequential", first)))
-        top = int(counts.max())
-        rest = self.n0 - first             # what selection would still cost, against the budget's share rule
-        if top < first and rest > 0 and self._chance(0, 0, need, (top, first - top)) >= self.give_up_alpha * rest / self.n:
-            counts = counts + class_counts(ctx, (yield Draw("sequential", rest)))
-        return counts
+        """Class counts of the selection samples, drawn in stages: SELECT_FIRST, then doubling up to n0.
+        Selection ends after its first stage when that is unanimous, and after any stage at which even
+        its top class is already hopeless (the futility rule on its votes, against what the rest of n0
+        would cost: the item then gives up without them). c_A may be any function of these samples
+        (they are disjoint from the betting samples), and giving up is always sound."""
+        drawn, counts = 0, 0
+        while True:
+            stage = min(max(SELECT_FIRST, 2 * drawn), self.n0)
+            counts = counts + class_counts(ctx, (yield Draw("sequential", stage - drawn)))
+            drawn, top = stage, int(counts.max())
+            rest = self.n0 - drawn         # what selection would still cost, against the budget's share rule
+            if top == drawn or not rest or self._chance(0, 0, need, (top, drawn - top)) < self.give_up_alpha * rest / self.n:
+                return counts
 
     def _chance(self, hits: int, used: int, needed: int, prior: tuple[int, int]) -> float:
         """The predictive probability that the item's hits among n reach `needed` (min of counts_needed),

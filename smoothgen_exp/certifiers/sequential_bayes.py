@@ -1,7 +1,7 @@
 """certifier=sequential_bayes: certify a target radius with a sequential test designed for the budget n.
 
 `certifier=sequential` bets with an anytime-valid mixture martingale and adds an exact test at the budget.
-This certifier selects c_A as it does (SELECT_FIRST votes when they are unanimous, else n0) and replaces
+This certifier selects c_A from SELECT_FIRST votes when they are unanimous, else from n0, and replaces
 the bet, the test at the budget and the futility rule by one table of boundaries over the looks
 t_1 < ... < t_K = n (MIN_REQUEST samples apart, or 1/GROWTH of those so far): after t_k estimation samples
 with m misses (votes other than c_A), it certifies when m <= c_k, gives up when m >= a_k, and else draws
