@@ -320,6 +320,14 @@ def test_selection_doubles_its_samples_and_gives_up_at_the_stage_that_makes_it_h
     assert drawn == row["samples_used"] == row["selection_samples"] == 20
     row, drawn = _program_on(cert, [1] * 9 + [2] + [1] * 8 + [2] * 2, p_star)
     assert row["selection_samples"] == 100 and row["certified"] and row["top_class"] == 1
+    # review (2026-12-07): with n0 > n the rest of the selection cost more than the budget, and a chance of
+    # 0.098 (8 of 10 at p* = 0.8) stopped it at 10 votes, though too high for the item to give up: it bet on
+    # a class picked from 10 votes. The cost now counts at most one budget, so stopping early gives up.
+    cert = SequentialCertifier(n0=1000, n=100, alpha=0.001, batch_size=50, target_radius=0.1,
+                               give_up_alpha=0.05, budget_share=0.0)
+    assert 0.05 < cert._chance(0, 0, min(cert.counts_needed(0.8)), (8, 2)) < 0.05 * 990 / 100
+    row, drawn = _program_on(cert, [1] * 8 + [2] * 2 + ([1] * 4 + [2]) * 200, 0.8)
+    assert row["selection_samples"] > 10
 
 
 def test_the_bet_gives_up_as_soon_as_even_all_hits_cannot_certify():

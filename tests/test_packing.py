@@ -115,7 +115,7 @@ def test_packed_programs_return_what_each_returns_alone(oracle, certifier):
 
     cert = {"cohen": lambda: CohenCertifier(n0=20, n=300, alpha=0.001, batch_size=64, oracle_error=None,
                                             oracle_error_model="bounded", oracle_error_alpha=None, pilot=0),
-            "sequential": lambda: SequentialCertifier(n0=20, n=3000, alpha=0.001, batch_size=64, target_radius=0.25,
+            "sequential": lambda: SequentialCertifier(n0=100, n=3000, alpha=0.001, batch_size=64, target_radius=0.25,
                                                       give_up_alpha=0.01),
             "sequential_bayes": lambda: BayesSequentialCertifier(n0=20, n=3000, alpha=0.001, batch_size=64,
                                                                  target_radius=0.25, worth=3.0),

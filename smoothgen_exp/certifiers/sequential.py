@@ -213,7 +213,8 @@ class SequentialCertifier(Certifier):
             counts = counts + class_counts(ctx, (yield Draw("sequential", stage - drawn)))
             drawn, top = stage, int(counts.max())
             rest = self.n0 - drawn         # what selection would still cost, against the budget's share rule
-            if top == drawn or not rest or self._chance(0, 0, need, (top, drawn - top)) < self.give_up_alpha * rest / self.n:
+            share = min(rest, self.n) / self.n    # at most 1 (n0 > n): stopping early always gives up
+            if top == drawn or not rest or self._chance(0, 0, need, (top, drawn - top)) < self.give_up_alpha * share:
                 return counts
 
     def _chance(self, hits: int, used: int, needed: int, prior: tuple[int, int]) -> float:
