@@ -38,8 +38,11 @@ class RowBlocked(nn.Module):
         rows = x.reshape(-1, x.shape[-1])
         m = len(rows)
         if m % ROW_BLOCK:
-            rows = torch.cat([rows, rows.new_zeros(ROW_BLOCK - m % ROW_BLOCK, rows.shape[1])])
-        out = torch.cat([self._block(block) for block in rows.split(ROW_BLOCK)])
+            rows = F.pad(rows, (0, 0, 0, ROW_BLOCK - m % ROW_BLOCK))      # zero rows up to a whole block
+        if len(rows) == ROW_BLOCK:            # one block (a decoding step of a small batch): no split, no cat
+            out = self._block(rows)
+        else:
+            out = torch.cat([self._block(block) for block in rows.split(ROW_BLOCK)])
         return out[:m].reshape(*x.shape[:-1], -1)
 
 
