@@ -58,8 +58,8 @@ def test_glob_over_experiments_with_debug_smoke(tmp_path, t2i):
     # tests/test_digits_diffusion.py (slow; the fast tests run the tiny model once); fs_gsb and fs_gsb_attacks
     # (whose default booster trains for about a minute) run at smoke size with a quickly trained booster in
     # tests/test_gsb.py; vae_table (whose VAE and SRL encoder train for minutes) runs as table-vae-smoke with a
-    # quickly trained VAE in tests/test_vae.py (slow); attacks, sigma_search and scaling_laws (98 of this
-    # test's 113 s) run on their own in tests/test_experiments.py
+    # quickly trained VAE in tests/test_vae.py (slow); attacks, sigma_search and scaling_laws (most of
+    # this test's time when it ran them) run on their own in tests/test_experiments.py
     res = cli("-m", "experiment=glob(*,exclude=[vlm_rs,t2i_quality,llm_rs,llm_attacks,llm_quality,t2i_digits,"
               "fs_gsb,fs_gsb_attacks,vae_table,attacks,sigma_search,scaling_laws])",
               "debug=smoke", f"cache_dir={CACHE}",
