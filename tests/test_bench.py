@@ -31,6 +31,8 @@ def test_bench_smoke(tmp_path, oracle):
     assert set(saved["seq_known_rate"]) == {"0", "0.8"}
     assert saved["n"] == 300 and saved["points"] == 2 and result["certify_over_raw"] > 0
     assert saved["packed_over_floor_n100"] > saved["packed_unavoidable_over_floor_n100"] > 1
+    assert saved["targets"]["packed_over_floor_n100"]["met"] == (saved["packed_over_floor_n100"] <= 1.3)
+    assert {"certify_over_raw", "seq_samples_ratio", "seq_acc_delta", "packed_lm_over_floor"} <= set(saved["targets"])
 
 
 def _drive(program, votes: torch.Tensor):
@@ -120,3 +122,13 @@ def test_sequential_budget_script_decides_with_sequential_bayes(capsys):
                                "--cache-dir", str(CACHE)])
     out = capsys.readouterr().out
     assert "sequential_bayes (worth=3) " in out and "| p_A | items |" in out
+
+
+def test_targets_say_which_ratios_meet_the_issues_bounds():
+    from smoothgen_exp.bench import targets
+
+    got = targets({"certify_over_raw": 1.06, "seq_samples_ratio": 0.0999, "seq_acc_delta": -0.01,
+                   "packed_lm_over_floor": 1.3})
+    assert {k: t["met"] for k, t in got.items()} == {"certify_over_raw": False, "seq_samples_ratio": True,
+                                                     "packed_lm_over_floor": True, "seq_acc_delta": True}
+    assert not targets({"seq_acc_delta": 0.02})["seq_acc_delta"]["met"]
