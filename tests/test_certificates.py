@@ -162,8 +162,8 @@ def test_sequential_keeps_alpha_at_the_boundary_and_stops_early_when_easy():
     alpha, trials = 0.05, 400
     a = 0.8                                       # true radius sigma * a: target exactly that (null)
     wins = 0
-    for seed in range(trials):
-        row = SequentialCertifier(n0=20, n=2000, alpha=alpha, batch_size=50,
+    for seed in range(trials):                    # n0 = 100: selection runs through its stages (10, 20, 40, 80, 100)
+        row = SequentialCertifier(n0=100, n=2000, alpha=alpha, batch_size=50,
                                   target_radius=SIGMA * a).certify(ctx_at(a, seed, label=1))
         wins += row["certified"]
     assert wins / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
