@@ -81,6 +81,40 @@ def test_a_prompt_encodes_bit_for_bit_alone_or_with_others():
         assert torch.equal(enc.encode([prompts[i] for i in picks]), alone[picks])
 
 
+def test_texts_of_many_lengths_encode_in_one_forward_as_the_library_encodes_each_alone(monkeypatch):
+    """encode passes several length groups through one forward (packed_bert_hidden); each embedding is
+    bit for bit what transformers' own BertModel forward gives the text alone, also when the groups are
+    split (batch_size) or spread over several forwards (FORWARD_ROWS), and it is all-MiniLM's embedding:
+    close to the model's without row blocks."""
+    import transformers
+    from torch.nn import functional as F
+
+    from smoothgen_exp.backbones import text_encoder
+    from smoothgen_exp.backbones.hub import transformers_bars_off
+    from smoothgen_exp.backbones.text_encoder import shared_minilm
+
+    enc = shared_minilm(None, "cpu")
+    rng = random.Random(2)
+    words = "the answer is four paris capital of france move left right a robot arm 2 + 2 = 4".split()
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 16))) for _ in range(24)]
+
+    def library(model, text):
+        ids = enc.tokenizer([text], truncation=True, return_tensors="pt")["input_ids"]
+        hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        return F.normalize(hidden.mean(1), dim=-1)
+
+    with torch.inference_mode():
+        alone = torch.cat([library(enc.model, t) for t in texts])
+        assert len({len(ids) for ids in enc.tokenizer(texts)["input_ids"]}) > 8      # many groups per forward
+        assert torch.equal(enc.encode(texts), alone)
+        assert torch.equal(enc.encode(texts, batch_size=2), alone)
+        monkeypatch.setattr(text_encoder, "FORWARD_ROWS", 50)
+        assert torch.equal(enc.encode(texts), alone)
+        with transformers_bars_off():
+            plain = transformers.AutoModel.from_pretrained(str(text_encoder.minilm_path())).eval()
+        assert torch.allclose(torch.cat([library(plain, t) for t in texts]), alone, atol=1e-5)
+
+
 class _CountingModel:
     """Pixel identity with a call counter (the oracle classifies the noisy digit itself)."""
 
