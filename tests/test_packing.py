@@ -115,6 +115,31 @@ def test_texts_of_many_lengths_encode_in_one_forward_as_the_library_encodes_each
         assert torch.allclose(torch.cat([library(plain, t) for t in texts]), alone, atol=1e-5)
 
 
+def test_row_blocked_layers_compute_each_block_as_the_library_does():
+    """Every row of a RowBlocked layer is bit for bit what torch's own linear layer (or GPT-2's Conv1D)
+    gives its zero-padded ROW_BLOCK-row block, for nn.Linear with and without bias, Conv1D and float64,
+    on 1 to 1,600 rows, with and without gradients."""
+    from torch import nn
+    from torch.nn import functional as F
+    from transformers.pytorch_utils import Conv1D
+
+    from smoothgen_exp.backbones.batch_invariant import ROW_BLOCK, RowBlocked
+
+    torch.manual_seed(0)
+    for layer in (nn.Linear(48, 96), nn.Linear(32, 24, bias=False), Conv1D(40, 16), nn.Linear(16, 8).double()):
+        blocked = RowBlocked(layer)
+        width = layer.weight.shape[0] if isinstance(layer, Conv1D) else layer.weight.shape[1]
+        for m in (1, 7, ROW_BLOCK, ROW_BLOCK + 1, 2 * ROW_BLOCK, 200, 1600):
+            x = torch.randn(2, m, width, dtype=layer.weight.dtype)
+            rows = F.pad(x.reshape(-1, width), (0, 0, 0, -(2 * m) % ROW_BLOCK))
+            with torch.no_grad():
+                want = torch.cat([layer(block) for block in rows.split(ROW_BLOCK)])[:2 * m].view(2, m, -1)
+                assert torch.equal(blocked(x), want), (layer, m)
+            with torch.inference_mode():
+                assert torch.equal(blocked(x), want), (layer, m)
+            assert torch.equal(blocked(x.requires_grad_()), want)
+
+
 class _CountingModel:
     """Pixel identity with a call counter (the oracle classifies the noisy digit itself)."""
 
