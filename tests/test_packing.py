@@ -84,8 +84,9 @@ def test_a_prompt_encodes_bit_for_bit_alone_or_with_others():
 def test_texts_of_many_lengths_encode_in_one_forward_as_the_library_encodes_each_alone(monkeypatch):
     """encode passes several length groups through one forward (packed_bert_hidden); each embedding is
     bit for bit what transformers' own BertModel forward gives the text alone, also when the groups are
-    split (batch_size) or spread over several forwards (FORWARD_ROWS), and it is all-MiniLM's embedding:
-    close to the model's without row blocks."""
+    split (batch_size) or spread over several forwards (FORWARD_ROWS), as on the fallback for another
+    architecture (one library forward per group); and it is all-MiniLM's embedding: close to the
+    model's without row blocks."""
     import transformers
     from torch.nn import functional as F
 
@@ -109,6 +110,8 @@ def test_texts_of_many_lengths_encode_in_one_forward_as_the_library_encodes_each
         assert torch.equal(enc.encode(texts), alone)
         assert torch.equal(enc.encode(texts, batch_size=2), alone)
         monkeypatch.setattr(text_encoder, "FORWARD_ROWS", 50)
+        assert torch.equal(enc.encode(texts), alone)
+        monkeypatch.setattr(enc, "packs", False)         # another architecture: the library's forward per group
         assert torch.equal(enc.encode(texts), alone)
         with transformers_bars_off():
             plain = transformers.AutoModel.from_pretrained(str(text_encoder.minilm_path())).eval()
