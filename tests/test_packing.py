@@ -86,7 +86,7 @@ def test_texts_of_many_lengths_encode_in_one_forward_as_the_library_encodes_each
     bit for bit what transformers' own BertModel forward gives the text alone, also when the groups are
     split (batch_size) or spread over several forwards (FORWARD_ROWS), as on the fallback for another
     architecture (one library forward per group); and it is all-MiniLM's embedding: close to the
-    model's without row blocks."""
+    model's without row blocks. No texts give no rows; a decoder BERT does not take the packed forward."""
     import transformers
     from torch.nn import functional as F
 
@@ -113,9 +113,13 @@ def test_texts_of_many_lengths_encode_in_one_forward_as_the_library_encodes_each
         assert torch.equal(enc.encode(texts), alone)
         monkeypatch.setattr(enc, "packs", False)         # another architecture: the library's forward per group
         assert torch.equal(enc.encode(texts), alone)
+        assert enc.encode([]).shape == (0, 384)
         with transformers_bars_off():
             plain = transformers.AutoModel.from_pretrained(str(text_encoder.minilm_path())).eval()
         assert torch.allclose(torch.cat([library(plain, t) for t in texts]), alone, atol=1e-5)
+    tiny = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    assert text_encoder.packable(transformers.BertModel(transformers.BertConfig(**tiny)))
+    assert not text_encoder.packable(transformers.BertModel(transformers.BertConfig(**tiny, is_decoder=True)))
 
 
 def test_row_blocked_layers_compute_each_block_as_the_library_does():

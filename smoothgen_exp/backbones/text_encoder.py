@@ -48,32 +48,38 @@ class MiniLMEncoder:
         self.device = torch.device(device)
         with transformers_bars_off():       # its loading bar, not the user's own bars after
             self.tokenizer = AutoTokenizer.from_pretrained(str(local))
-            self.model = AutoModel.from_pretrained(str(local)).to(self.device).eval().requires_grad_(False)
+            # sdpa pinned: the attention whose per-text results the identity tests check (tests/test_packing.py)
+            self.model = AutoModel.from_pretrained(str(local), attn_implementation="sdpa").to(self.device).eval()
+        self.model.requires_grad_(False)
         row_blocked(self.model)
-        self.packs = type(self.model).__name__ == "BertModel"   # packed_bert_hidden reads its submodules
+        self.packs = packable(self.model)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """[len(texts), 384] unit-norm embeddings on the encoder's device.
 
         Texts are grouped by token length (no padding: at most `batch_size` texts per group), and every
-        linear layer runs on blocks of exactly ROW_BLOCK token rows (`batch_invariant.row_blocked`), so
-        each embedding is bit for bit the one the text gets on its own: what a prompt encodes to does
+        linear layer runs on blocks of exactly ROW_BLOCK token rows (`batch_invariant.row_blocked`), and
+        attention is torch's sdpa (pinned: transformers' eager attention is not batch-invariant on
+        short texts on the CPU), so each embedding is bit for bit the one the text gets on its own: what a prompt encodes to does
         not depend on the prompts it is encoded with, and packed runs, sharding and resume leave rows
         unchanged (issue 13). Several groups share one forward (`packed_bert_hidden`): their token
         rows pass each linear layer together, up to FORWARD_ROWS rows, and only attention runs per group.
         """
+        out = torch.empty((len(texts), self.dim), dtype=self.model.dtype, device=self.device)
+        if not len(texts):
+            return out
         ids = self.tokenizer(list(texts), truncation=True)["input_ids"]     # [CLS] ... [SEP]: never empty
-        out = torch.empty((len(ids), self.dim), device=self.device)
         for groups in _forwards(list(equal_length_batches(ids, batch_size)), ids):
             shapes = [(len(group), len(ids[group[0]])) for group in groups]
+            sizes = [b * length for b, length in shapes]
             tokens = torch.tensor([t for group in groups for i in group for t in ids[i]], device=self.device)
             if self.packs:
-                hidden = packed_bert_hidden(self.model, tokens, shapes).split([b * length for b, length in shapes])
+                hidden = packed_bert_hidden(self.model, tokens, shapes).split(sizes)
             else:                           # another architecture: the library's forward, group by group
                 hidden = [self.model(input_ids=part.view(shape), attention_mask=torch.ones(shape, dtype=torch.long,
                                      device=self.device)).last_hidden_state
-                          for part, shape in zip(tokens.split([b * n for b, n in shapes]), shapes, strict=True)]
+                          for part, shape in zip(tokens.split(sizes), shapes, strict=True)]
             for group, (b, length), h in zip(groups, shapes, hidden, strict=True):
                 out[group] = F.normalize(h.reshape(b, length, -1).mean(1), dim=-1)
         return out
@@ -92,6 +98,20 @@ def _forwards(groups: list[list[int]], ids: list) -> Iterator[list[list[int]]]:
         rows += size
     if chunk:
         yield chunk
+
+
+def packable(model) -> bool:
+    """Whether `packed_bert_hidden` computes `model`'s forward: a transformers BertModel encoder (no causal
+    mask, no cross-attention) from a transformers with the attention interface and mask utilities it
+    calls (5.x; older ones take the library's forward, one call per length group)."""
+    if type(model).__name__ != "BertModel" or model.config.is_decoder or model.config.add_cross_attention:
+        return False
+    try:
+        from transformers.masking_utils import create_bidirectional_mask  # noqa: F401
+        from transformers.models.bert.modeling_bert import eager_attention_forward  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(model.encoder.layer[0].attention.self, "scaling")
 
 
 def packed_bert_hidden(model, tokens: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
