@@ -64,15 +64,42 @@ def test_the_known_rate_bet_is_the_likelihood_ratio_test():
     assert _drive(known_rate_bet(1, 0.99, 0.9, 50, 1e-9, 0.01), one_miss[:50]) == (False, 50)
 
 
-def _sequential_budget():
+def _script(name: str):
     import importlib.util
 
     from .conftest import REPO
 
-    spec = importlib.util.spec_from_file_location("sequential_budget", REPO / "scripts" / "sequential_budget.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _sequential_budget():
+    return _script("sequential_budget")
+
+
+def test_sequential_draws_script_gives_make_benchs_draw_at_seed_0_and_other_draws_after(oracle, capsys):
+    """scripts/sequential_draws.py: its run seed 0 is bench_sequential's comparison (fixed n, sequential and
+    sequential_bayes at their config defaults), number for number; seed 1 draws other votes."""
+    from types import SimpleNamespace
+
+    from smoothgen_exp.bench import bench_sequential
+    from smoothgen_exp.config import SequentialBayesConf, SequentialConf
+
+    from .conftest import CACHE
+
+    rows = _script("sequential_draws").main(["--seeds", "2", "--points", "6", "--n", "600", "--cache-dir", str(CACHE)])
+    args = SimpleNamespace(seq_points=6, n=600, n0=100, alpha=0.001, sigma=0.25, batch_size=1000, seq_radii=[0.5],
+                           target_radius=0.5, seq_n0=100, seq_max_n=600, give_up_alpha=SequentialConf.give_up_alpha,
+                           seq_budget_share=0.8, seq_worth=SequentialBayesConf.worth)
+    bench = bench_sequential(oracle, args, torch.device("cpu"))
+    bayes = bench["seq_bayes_by_radius"]["0.5"]
+    assert rows[0] == {"fixed": bench["fixed_certified_accuracy_at_r"],
+                       "sequential": (bench["seq_certified_accuracy_at_r"], bench["seq_samples_ratio"]),
+                       "sequential_bayes": (bayes["seq_certified_accuracy"], bayes["seq_samples_ratio"])}
+    assert rows[1]["sequential"][1] != rows[0]["sequential"][1]
+    assert "| mean |" in capsys.readouterr().out
 
 
 def test_clairvoyant_skips_the_costliest_items_per_certificate_and_stays_within_one_item():

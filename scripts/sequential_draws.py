@@ -1,0 +1,96 @@
+"""`make bench`'s sequential comparison on several draws of the votes (README, Performance).
+
+    python scripts/sequential_draws.py [--seeds 5] [--radius 0.5] [--points 100] [--n 10000]
+
+`make bench` compares fixed n = 10,000 with `certifier=sequential` and `certifier=sequential_bayes` (their
+config defaults) on one draw of the noise: 100 held-out digits in pixel space, sigma 0.25, alpha 0.001,
+the real digit oracle, run seed 0. This runs the same comparison at run seeds 0 .. seeds - 1 (seed 0 is
+`make bench`'s draw), fixed n included, so the spread of `seq_samples_ratio` and `seq_acc_delta` between
+draws can be read beside the one draw the targets are judged on. Per seed it prints fixed n's certified
+accuracy at the radius, and each sequential certifier's certified accuracy and mean samples to decide
+(as a fraction of n); then their means over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+
+import torch
+
+from smoothgen_exp.bench import PixelIdentity
+from smoothgen_exp.certifiers.sequential import SequentialCertifier
+from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
+from smoothgen_exp.config import SequentialBayesConf, SequentialConf
+from smoothgen_exp.context import ItemContext
+from smoothgen_exp.data.digits import digit_images
+from smoothgen_exp.smoothing.gaussian import GaussianNoise
+
+
+def draw(oracle, seed: int, args) -> dict:
+    """Certified accuracy at args.radius of fixed n and of both sequential certifiers, and their mean
+    samples to decide, on the votes of run seed `seed` (bench.bench_sequential's items and streams)."""
+    images, labels = digit_images("heldout")
+    idx = torch.linspace(0, len(images) - 1, args.points).long().tolist()
+    noise = GaussianNoise(args.sigma)
+    ctxs, fixed = [], 0
+    for i in idx:
+        item = SimpleNamespace(item_id=f"heldout-{i}", condition="", label=int(labels[i]))
+        ctx = ItemContext(item, torch.from_numpy(images[i]), PixelIdentity(), oracle, noise, run_seed=seed,
+                          batch_size=1000)
+        cert = ctx.smooth("certify").certify(ctx.x, 100, args.n, args.alpha, 1000, seed=ctx.seed("certify/noise"))
+        fixed += cert.prediction == item.label and cert.radius >= args.radius
+        ctxs.append(ctx)
+    common = dict(n0=100, n=args.n, alpha=args.alpha, batch_size=1000, target_radius=args.radius)
+    bayes = BayesSequentialCertifier(**common, worth=SequentialBayesConf.worth)
+    bayes.design(noise.required_p(args.radius))
+    out = {"fixed": fixed / len(idx)}
+    for name, certifier in (("sequential", SequentialCertifier(**common, give_up_alpha=SequentialConf.give_up_alpha,
+                                                                budget_share=SequentialConf.budget_share)),
+                            ("sequential_bayes", bayes)):
+        ok, used = 0, 0
+        for ctx in ctxs:
+            ctx.streams.clear()
+            row = certifier.certify(ctx)
+            ok += bool(row["certified"]) and row["prediction"] == ctx.item.label
+            used += row["samples_used"]
+        out[name] = (ok / len(idx), used / len(idx) / args.n)
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--radius", type=float, default=0.5)
+    p.add_argument("--sigma", type=float, default=0.25)
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--points", type=int, default=100)
+    p.add_argument("--cache-dir", default="outputs/cache")
+    args = p.parse_args(argv)
+
+    import smoothgen_exp.training  # noqa: F401  (trains the oracle on first use)
+    from smoothgen_exp.oracles.digits import DigitClassifier
+
+    oracle = DigitClassifier(cache_dir=args.cache_dir)
+    print(f"r = {args.radius}, sigma = {args.sigma}, alpha = {args.alpha}, n = {args.n}, {args.points} digits")
+    print("| run seed | fixed n | sequential | fraction of n | sequential_bayes | fraction of n |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for seed in range(args.seeds):
+        row = draw(oracle, seed, args)
+        rows.append(row)
+        print(f"| {seed} | {row['fixed']:.2f} | {row['sequential'][0]:.2f} | {row['sequential'][1]:.4f} | "
+              f"{row['sequential_bayes'][0]:.2f} | {row['sequential_bayes'][1]:.4f} |", flush=True)
+
+    def mean(f) -> float:
+        return sum(map(f, rows)) / len(rows)
+
+    print(f"| mean | {mean(lambda r: r['fixed']):.3f} | {mean(lambda r: r['sequential'][0]):.3f} | "
+          f"{mean(lambda r: r['sequential'][1]):.4f} | {mean(lambda r: r['sequential_bayes'][0]):.3f} | "
+          f"{mean(lambda r: r['sequential_bayes'][1]):.4f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
