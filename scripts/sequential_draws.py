@@ -4,11 +4,11 @@
 
 `make bench` compares fixed n = 10,000 with `certifier=sequential` and `certifier=sequential_bayes` (their
 config defaults) on one draw of the noise: 100 held-out digits in pixel space, sigma 0.25, alpha 0.001,
-the real digit oracle, run seed 0. This runs the same comparison at run seeds 0 .. seeds - 1 (seed 0 is
-`make bench`'s draw), fixed n included, so the spread of `seq_samples_ratio` and `seq_acc_delta` between
-draws can be read beside the one draw the targets are judged on. Per seed it prints fixed n's certified
-accuracy at the radius, and each sequential certifier's certified accuracy and mean samples to decide
-(as a fraction of n); then their means over the seeds.
+the real digit oracle, run seed 0. This runs the same comparison (`bench.bench_sequential` at the one
+radius) at run seeds 0 .. seeds - 1 (seed 0 is `make bench`'s draw), fixed n included, so the spread of
+`seq_samples_ratio` and `seq_acc_delta` between draws can be read beside the one draw the targets are
+judged on. Per seed it prints fixed n's certified accuracy at the radius, and each sequential
+certifier's certified accuracy and mean samples to decide (as a fraction of n); then their means.
 """
 
 from __future__ import annotations
@@ -18,44 +18,22 @@ from types import SimpleNamespace
 
 import torch
 
-from smoothgen_exp.bench import PixelIdentity
-from smoothgen_exp.certifiers.sequential import SequentialCertifier
-from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
+from smoothgen_exp.bench import bench_sequential
 from smoothgen_exp.config import SequentialBayesConf, SequentialConf
-from smoothgen_exp.context import ItemContext
-from smoothgen_exp.data.digits import digit_images
-from smoothgen_exp.smoothing.gaussian import GaussianNoise
 
 
 def draw(oracle, seed: int, args) -> dict:
-    """Certified accuracy at args.radius of fixed n and of both sequential certifiers, and their mean
-    samples to decide, on the votes of run seed `seed` (bench.bench_sequential's items and streams)."""
-    images, labels = digit_images("heldout")
-    idx = torch.linspace(0, len(images) - 1, args.points).long().tolist()
-    noise = GaussianNoise(args.sigma)
-    ctxs, fixed = [], 0
-    for i in idx:
-        item = SimpleNamespace(item_id=f"heldout-{i}", condition="", label=int(labels[i]))
-        ctx = ItemContext(item, torch.from_numpy(images[i]), PixelIdentity(), oracle, noise, run_seed=seed,
-                          batch_size=1000)
-        cert = ctx.smooth("certify").certify(ctx.x, 100, args.n, args.alpha, 1000, seed=ctx.seed("certify/noise"))
-        fixed += cert.prediction == item.label and cert.radius >= args.radius
-        ctxs.append(ctx)
-    common = dict(n0=100, n=args.n, alpha=args.alpha, batch_size=1000, target_radius=args.radius)
-    bayes = BayesSequentialCertifier(**common, worth=SequentialBayesConf.worth)
-    bayes.design(noise.required_p(args.radius))
-    out = {"fixed": fixed / len(idx)}
-    for name, certifier in (("sequential", SequentialCertifier(**common, give_up_alpha=SequentialConf.give_up_alpha,
-                                                                budget_share=SequentialConf.budget_share)),
-                            ("sequential_bayes", bayes)):
-        ok, used = 0, 0
-        for ctx in ctxs:
-            ctx.streams.clear()
-            row = certifier.certify(ctx)
-            ok += bool(row["certified"]) and row["prediction"] == ctx.item.label
-            used += row["samples_used"]
-        out[name] = (ok / len(idx), used / len(idx) / args.n)
-    return out
+    """Certified accuracy at args.radius of fixed n and of both sequential certifiers (config defaults),
+    and their mean samples to decide as a fraction of n, on the votes of run seed `seed`."""
+    bench = SimpleNamespace(seq_points=args.points, n=args.n, n0=100, alpha=args.alpha, sigma=args.sigma,
+                            batch_size=1000, seq_radii=[args.radius], target_radius=args.radius, seq_n0=100,
+                            seq_max_n=args.n, give_up_alpha=SequentialConf.give_up_alpha,
+                            seq_budget_share=0.8, seq_worth=SequentialBayesConf.worth)
+    out = bench_sequential(oracle, bench, torch.device("cpu"), run_seed=seed)
+    bayes = out["seq_bayes_by_radius"][f"{args.radius:g}"]
+    return {"fixed": out["fixed_certified_accuracy_at_r"],
+            "sequential": (out["seq_certified_accuracy_at_r"], out["seq_samples_ratio"]),
+            "sequential_bayes": (bayes["seq_certified_accuracy"], bayes["seq_samples_ratio"])}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -159,10 +159,11 @@ def known_rate_bet(label: int, p: float, p_star: float, n: int, alpha_bet: float
     return alpha_cp > 0 and cp_lower(hits, n, alpha_cp) > p_star, n
 
 
-def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dict:
+def bench_sequential(oracle: DigitClassifier, args, device: torch.device, run_seed: int = 0) -> dict:
     """Certified accuracy at target radii r: fixed-n Cohen against the sequential certifier, whose budget
     is the same n. Per r, the mean samples the sequential certifier needs to decide (certify or give up),
-    the form of Voracek (2024), Table 1; the headline keys are at --target-radius."""
+    the form of Voracek (2024), Table 1; the headline keys are at --target-radius. `run_seed` draws the
+    votes (`make bench`: 0; scripts/sequential_draws.py runs others)."""
     from types import SimpleNamespace
 
     from smoothgen_exp.certifiers.sequential import SequentialCertifier
@@ -178,7 +179,7 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device) -> dic
     for i in idx:
         item = SimpleNamespace(item_id=f"heldout-{i}", condition="", label=int(labels[i]))
         ctx = ItemContext(item, torch.from_numpy(images[i]).to(device), PixelIdentity(), oracle, noise,
-                          run_seed=0, batch_size=args.batch_size)
+                          run_seed=run_seed, batch_size=args.batch_size)
         dt, cert = _timed(ctx.smooth("certify").certify, ctx.x, args.n0, args.n, args.alpha, args.batch_size,
                           seed=ctx.seed("certify/noise"))
         t_fixed += dt

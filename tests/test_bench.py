@@ -80,8 +80,9 @@ def _sequential_budget():
 
 
 def test_sequential_draws_script_gives_make_benchs_draw_at_seed_0_and_other_draws_after(oracle, capsys):
-    """scripts/sequential_draws.py: its run seed 0 is bench_sequential's comparison (fixed n, sequential and
-    sequential_bayes at their config defaults), number for number; seed 1 draws other votes."""
+    """scripts/sequential_draws.py: its run seed 0 is `make bench`'s comparison (bench_sequential at its
+    default run seed: fixed n, sequential and sequential_bayes at their config defaults), number for
+    number; seed 1 draws other votes."""
     from types import SimpleNamespace
 
     from smoothgen_exp.bench import bench_sequential
