@@ -40,6 +40,7 @@ figures the README quotes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -316,12 +317,11 @@ def bench_packed(args, device: torch.device) -> dict:
     return out
 
 
-@torch.inference_mode()
-def _lm_floor(parts, xs: list, samples: int, batch_size: int, repeats: int) -> float:
-    """Seconds of plain batched `generate` (and the oracle) of `samples` noisy copies of each prompt in
-    xs: the copies sorted by prompt length, in calls of `batch_size` rows, each call left-padded to its
-    longest prompt's length bucket as packing pads it; the least of `repeats` timings, as for the paths
-    it is compared with. Noise is drawn before the clock starts."""
+def _lm_floor(parts, xs: list, samples: int, batch_size: int):
+    """Plain batched `generate` (and the oracle) of `samples` noisy copies of each prompt in xs, as one
+    call to time: the copies sorted by prompt length, in calls of `batch_size` rows, each call
+    left-padded to its longest prompt's length bucket as packing pads it. Noise is drawn here, before
+    any clock starts."""
     from smoothgen_exp.models.lm import pad_batch
 
     gen = torch.Generator().manual_seed(0)
@@ -331,12 +331,21 @@ def _lm_floor(parts, xs: list, samples: int, batch_size: int, repeats: int) -> f
         chunk = copies[start:start + batch_size]
         calls.append(pad_batch(chunk, parts.model.pack_shape(tuple(chunk[-1].shape))[0]))
 
+    @torch.inference_mode()
     def forward():
         for z in calls:
             parts.oracle.classify(parts.model.generate(z, torch.arange(len(z))))
+    return forward
 
-    forward()
-    return min(_timed(forward)[0] for _ in range(repeats))
+
+def _interleaved(fns: dict, rounds: int) -> dict:
+    """The least of `rounds` timings of each function, the functions taking turns within each round, so
+    that a slow spell of the machine falls on all of them alike rather than on whichever ran then."""
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            best[key] = min(best[key], _timed(fn)[0])
+    return best
 
 
 def bench_packed_lm(args, device: torch.device) -> dict:
@@ -345,7 +354,8 @@ def bench_packed_lm(args, device: torch.device) -> dict:
     of sequences (`packed_lm_over_floor`, target <= 1.3). tiny_gpt2 on the harmful-prompts sample (8
     prompts of 3 to 13 tokens) and the real SmolLM2 on 8 qa_facts questions, both at n0 = 10, n = 16 (issue
     13), with the majority vote on the certificate's samples, so that every generation is a plain one
-    (token-averaged decoding is a decoder of its own, measured by `bench_token_average`)."""
+    (token-averaged decoding is a decoder of its own, measured by `bench_token_average`). The three paths
+    are timed in turns, the least of `--lm-rounds` rounds each (SmolLM2: one round)."""
     from smoothgen_exp.run import encode_items
 
     out = {}
@@ -355,13 +365,15 @@ def bench_packed_lm(args, device: torch.device) -> dict:
                                               f"dataset.limit={args.smollm2_items}"])):
         cfg, parts = _parts([*overrides, "progress=false", "summary_radii=[0]", f"cache_dir={args.cache_dir}"], device)
         items = list(parts.dataset)
-        _evaluate(items[:2], parts, cfg, 2, device)                               # warm-up
-        repeats = args.repeats if key == "packed_lm" else 1
-        per_item = min(_timed(_evaluate, items, parts, cfg, 1, device)[0] for _ in range(repeats))
-        packed = min(_timed(_evaluate, items, parts, cfg, len(items), device)[0] for _ in range(repeats))
         samples = 1 + parts.certifier.n0 + parts.certifier.n          # the majority vote reuses the n
         xs = [x.to(device) for x in encode_items(parts.model, parts.dataset, items)]
-        floor = _lm_floor(parts, xs, samples, parts.certifier.batch_size, repeats)
+        paths = {"per_item": functools.partial(_evaluate, items, parts, cfg, 1, device),
+                 "packed": functools.partial(_evaluate, items, parts, cfg, len(items), device),
+                 "floor": _lm_floor(parts, xs, samples, parts.certifier.batch_size)}
+        _evaluate(items[:2], parts, cfg, 2, device)                               # warm-up
+        paths["floor"]()
+        rounds = args.lm_rounds if key == "packed_lm" else 1
+        per_item, packed, floor = _interleaved(paths, rounds).values()
         out.update({f"{key}_items": len(items), f"{key}_per_item_s": per_item / len(items),
                     f"{key}_packed_s": packed / len(items), f"{key}_floor_s": floor / len(items),
                     f"{key}_speedup": per_item / packed, f"{key}_over_floor": packed / floor})
@@ -475,6 +487,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="certifier.budget_share of the second sequential comparison at --target-radius")
     p.add_argument("--seq-max-n", type=int, default=10_000,
                    help="the sequential certifier's sample budget (default: the fixed n)")
+    p.add_argument("--lm-rounds", type=int, default=10,
+                   help="tiny_gpt2's packed benchmark: rounds of per-item, packed and floor timings, taking turns")
     p.add_argument("--lm-width", type=int, default=768)
     p.add_argument("--lm-layers", type=int, default=12)
     p.add_argument("--lm-heads", type=int, default=12)
