@@ -59,6 +59,10 @@ def _print_answers(console, rows: pd.DataFrame, examples: int) -> None:
         label = "radius" if valid else "NOMINAL radius"          # the summary's own rule (valid_certificates)
         if r.get("certified") is None or not bool(r["certified"]):
             cert = f"abstains: {r['abstain_reason']}" if r.get("abstain_reason") else "no class certificate"
+        elif r.get("radius") is None:          # a bound certificate (center smoothing): its bound_* columns
+            cert = f"{'bounds' if valid else 'NOMINAL bounds'} in the bound_* columns"
+        elif r.get("certifier") == "feature":   # the smoothed feature's cosine to its direction, not this text
+            cert = f"{label} {r['radius']:.3g} for the smoothed feature's cosine, not this answer's text"
         elif r.get("certified_text") is None and r.get("aggregator") in ("token_average", "TokenAverage"):
             # the radius is the vote's (single noisy generations), not this aggregator's text (SPEC C1 vs C5)
             cert = f"{label} {r['radius']:.3g} for the vote's class {r['prediction']}, not {r['aggregator']}'s text"

@@ -219,6 +219,8 @@ def test_center_certifier_uses_the_order_statistic():
     # too few certificate samples for any rank: no certificate (inf), not a number
     row = CenterCertifier(n0=2000, n=10, alpha=0.01, eps_grid=EPS).certify(ctx(0.3, Identity()))
     assert row["bound_center_ok"] and all(row[f"bound_eps_out_eps{e:g}"] == math.inf for e in EPS)
+    # and the row does not say certified (review: it did, with every bound infinite)
+    assert not row["certified"] and row["abstained"] and "no finite bound" in row["abstain_reason"]
     assert RADIUS_COEFF == 3.0
 
 

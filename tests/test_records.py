@@ -132,6 +132,27 @@ def test_a_token_averaged_answer_is_not_shown_as_the_radius_of_that_text(capsys,
     assert "not TokenAverage's text" in out and "not Majority" not in out
 
 
+def test_a_feature_or_center_certificate_is_not_shown_as_the_radius_of_the_answer(capsys, monkeypatch):
+    """certifier=feature certifies the smoothed feature's cosine, not the shown text: with majority the
+    table printed a plain "radius 0.31" beside the answer, and with token_average "for the vote's class
+    None" (review). A center-smoothing row has bounds and no radius: it printed no row at all (a format
+    of None)."""
+    from smoothgen_exp.report import print_summary
+
+    monkeypatch.setenv("COLUMNS", "250")
+    rows = pd.DataFrame({"variant": ["smoothed"] * 3, "item_id": ["a", "b", "c"], "condition": ["Q", "Q2", "Q3"],
+                         "certifier": ["feature", "feature", "center"],
+                         "aggregator": ["majority", "token_average", "majority"],
+                         "output_text": ["hello", "hi", "hey"], "certified": [True, True, True],
+                         "radius": [0.31, 0.2, None], "prediction": [None, None, None],
+                         "certificate_valid": [True, True, True]})
+    print_summary({"items": 3}, "t", records=rows)
+    out = capsys.readouterr().out
+    assert out.count("for the smoothed feature's cosine, not this answer's text") == 2
+    assert "radius 0.31 for" in out and "class None" not in out
+    assert "bounds in the bound_* columns" in out
+
+
 def test_summary_arrows_point_the_right_way():
     """The summary table printed `confidence ↓` ("confidence" holds the letters of fid) and ↑ beside
     settings and counts such as world_size and items_total (found by a new user)."""

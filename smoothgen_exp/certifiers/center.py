@@ -14,7 +14,8 @@ the paper and its reference code (`compute_center_hd`):
    alpha_2 / |eps_grid| for each eps, with or without ties and atoms: R < Q_q (the q-quantile) needs k
    draws below Q_q, a Binom(n, P(D < Q_q)) count with P(D < Q_q) <= q. This exact binomial order
    statistic replaces the paper's Hoeffding slack, which is valid but several times more conservative.
-   eps_out = 3 R; no certificate (inf) at eps when no rank k <= n qualifies.
+   eps_out = 3 R; no certificate (inf) at eps when no rank k <= n qualifies, and a row with no finite
+   eps_out at all abstains (it is not `certified`, though its check passed: `bound_center_ok`).
 
 Why eps_out holds, and what alpha pays for. Let x' be within eps of x and c' the centre the procedure
 computes at x' (with its own draws) when it does not abstain. Unless one of these fails:
@@ -132,4 +133,8 @@ class CenterCertifier(BoundCertifier):
         if not good:
             return {**row, **{eps_col("bound_eps_out", e): math.nan for e in self.eps_grid}}
         dist = self.distances(ctx, center, "center/certify", self.n)[:, 0]
-        return {**row, **self.eps_out(dist, float(ctx.noise.l2_scale))}
+        bounds = self.eps_out(dist, float(ctx.noise.l2_scale))
+        if bounds and not any(math.isfinite(b) for b in bounds.values()):   # n too few for every quantile
+            row.update(certified=False, abstained=True,
+                       abstain_reason=f"no finite bound: certifier.n={self.n} is too few samples for the quantile")
+        return {**row, **bounds}
