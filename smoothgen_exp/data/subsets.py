@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
-from smoothgen_exp.errors import ConfigError
+from smoothgen_exp.errors import ConfigError, SmoothgenError
 from smoothgen_exp.packing import Draw, Program, run_programs
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ def keep_baseline_correct(dataset, oracle, contexts: Callable[[list], list], pac
         labels = run_programs([(ctx, baseline_label(ctx)) for ctx in contexts(group)])
         kept += [item for item, label in zip(group, labels, strict=True) if label == item.label]
     log.info("eval_items=baseline_correct: %d of %d items have a correct baseline output", len(kept), len(items))
+    if items and not kept:
+        raise SmoothgenError(f"eval_items=baseline_correct: no item's baseline output is correct (0 of "
+                             f"{len(items)}), so there is nothing to certify; set eval_items=all")
     subset = copy.copy(dataset)
     subset.items, subset.items_total = kept, len(items)
     return subset
