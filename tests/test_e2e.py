@@ -151,7 +151,7 @@ def test_baseline_correct_with_no_correct_item_fails_in_one_line(monkeypatch):
 
     from smoothgen_exp.data import subsets
 
-    class Items(list):
+    class Items(list):          # a dataset: iterable, and its copy takes attributes (items, items_total)
         pass
 
     monkeypatch.setattr(subsets, "run_programs", lambda programs: [9] * len(programs))     # every one wrong

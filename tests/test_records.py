@@ -135,8 +135,8 @@ def test_a_token_averaged_answer_is_not_shown_as_the_radius_of_that_text(capsys,
 def test_a_feature_or_center_certificate_is_not_shown_as_the_radius_of_the_answer(capsys, monkeypatch):
     """certifier=feature certifies the smoothed feature's cosine, not the shown text: with majority the
     table printed a plain "radius 0.31" beside the answer, and with token_average "for the vote's class
-    None" (review). A center-smoothing row has bounds and no radius: it printed no row at all (a format
-    of None)."""
+    None" (review). A center-smoothing row has bounds and no radius: the table raised a TypeError
+    formatting None."""
     from smoothgen_exp.report import print_summary
 
     monkeypatch.setenv("COLUMNS", "250")
