@@ -144,3 +144,57 @@ def test_a_table_too_large_to_design_is_refused_before_the_run(caplog):
     small = BayesSequentialCertifier(n0=10, n=300, alpha=0.001, batch_size=8, target_radius=0.1, worth=3.0)
     assert certified_ceiling(small, GaussianNoise(0.25), []) > 0.1
     assert B.design.cache_info().currsize >= 1 and small.settings() == {"target_radius": 0.1, "worth": 3.0}
+
+
+def test_sequentials_give_up_table_keeps_the_bets_certify_boundary_and_its_level():
+    """certifier=sequential give_up=table: at every look the table certifies exactly where the mixture bet
+    has crossed (its fewest crossing hits at t_k), and at n also from the exact test's k_n; its level at p*,
+    brute force over every look outcome through the certifier's own loop, equals the computed one and is
+    at most alpha. Only the give-up boundary is designed: below p* it gives up sooner than it certifies."""
+    from smoothgen_exp.certifiers.sequential import SequentialCertifier, budget_count, crossing_counts
+
+    p_star, n, alpha = 0.7, 32, 0.05
+    cert = SequentialCertifier(n0=10, n=n, alpha=alpha, batch_size=8, target_radius=1.0, give_up="table")
+    plan = cert.design(p_star)
+    b = crossing_counts(p_star, n, cert.threshold)
+    expected = np.minimum(plan.ts - b[plan.ts - 1], plan.m_max)
+    k_n = budget_count(p_star, n, cert.threshold, alpha)
+    assert (plan.certify_max[:-1] == expected[:-1]).all() and plan.certify_max[-1] == max(expected[-1], n - k_n)
+    assert (plan.give_up_min > plan.certify_max).all() and plan.level <= alpha
+    gaps = np.diff(plan.ts, prepend=0)
+
+    def brute(p: float) -> float:
+        total = 0.0
+        for misses in itertools.product(*(range(d + 1) for d in gaps)):
+            votes = torch.cat([torch.tensor([0] * j + [1] * (d - j)) for j, d in zip(misses, gaps, strict=True)])
+            (decision, used, _), drawn = drive(cert._test(plan, 1), votes)
+            assert drawn == used
+            if decision.startswith("certified"):
+                total += math.prod(binom.pmf(j, d, 1 - p) for j, d in zip(misses, gaps, strict=True))
+        return total
+
+    assert brute(p_star) == pytest.approx(plan.level, rel=1e-9, abs=1e-15)
+    certified, samples = B.outcomes(plan.table, np.array([0.5, 0.99]))
+    assert samples[0] < samples[1] and certified[0] < certified[1]
+
+
+def test_sequentials_give_up_table_at_r_half_gives_up_on_a_coin_and_certifies_all_hits():
+    """At r = 0.5, sigma = 0.25, alpha = 0.001, n = 10^4 (make bench's setting): all hits certify where the
+    mixture bet crosses (396 samples), a coin flip gives up within the first looks, and an unknown option
+    or a worth of 0 is refused in one line."""
+    from smoothgen_exp.certifiers.sequential import SequentialCertifier
+    from smoothgen_exp.errors import SmoothgenError
+
+    p_star = float(norm.cdf(2.0))
+    cert = SequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=50, target_radius=0.5, give_up="table")
+    assert cert.settings() == {"target_radius": 0.5, "give_up": "table", "worth": 3.0}
+    plan = cert.design(p_star)
+    (decision, used, _), _ = drive(cert._test(plan, 1), torch.ones(2_000, dtype=torch.long))
+    first = int(np.argmax(plan.certify_max >= 0))
+    assert decision == "certified" and used == plan.ts[first] and used <= 400
+    (decision, used, _), _ = drive(cert._test(plan, 1), torch.arange(2_000) % 2)
+    assert decision.startswith("gave up") and used <= 16
+    for bad, message in (({"give_up": "upper"}, r"certifier.give_up='upper' must be one of predictive, table"),
+                         ({"worth": 0.0}, r"certifier.worth=0.0 must be > 0")):
+        with pytest.raises(SmoothgenError, match=message):
+            SequentialCertifier(n0=100, n=1000, alpha=0.001, batch_size=50, target_radius=0.5, **bad)

@@ -42,6 +42,13 @@ crossing count at n), under the Jeffreys posterior of p_A from the selection's a
 always sound, so this futility rule needs no guarantee; give_up_alpha only trades samples on hopeless
 items against the chance of abandoning one that would have certified. `samples_used` counts every
 generation drawn.
+
+`give_up=table` keeps the bet and the test at the budget as the certify boundary and replaces the futility
+rules by a designed table (`sequential_bayes.mixture_design`, read by `table_test.TableTest`): at
+sequential_bayes's looks it certifies where the bet has crossed (and at n from k_n), and gives up where, by
+backward induction under sequential_bayes's prior, drawing on costs more samples than `worth` * n times the
+chance of a certificate brings; selection gives up by the same valuation. Checking the bet at looks only
+certifies on a subset of its crossings, so the level above still holds (and is computed exactly as well).
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ import torch
 from scipy.special import betaln, gammaln
 
 from smoothgen_exp.certifiers.base import Certifier
+from smoothgen_exp.certifiers.table_test import SELECT_FIRST, TableTest
 from smoothgen_exp.config import configured
 from smoothgen_exp.core import ABSTAIN
 from smoothgen_exp.errors import SmoothgenError
@@ -61,11 +69,11 @@ from smoothgen_exp.packing import Draw, Program, class_counts
 
 GRID = 64            # the mixture's alternatives q_j, evenly spread over (p*, 1)
 MIN_REQUEST = 8      # the smallest request of estimation samples (packing fills the rest of a call)
-SELECT_FIRST = 10    # selection's first stage: it stops there when unanimous, else doubles its samples up to n0
 GROWTH = 64          # a request asks for at least 1/GROWTH of the samples so far (few rounds on long runs)
 SLACK = 1e-6         # the budget test's calculation counts a crossing from log-wealth threshold - SLACK
 TINY = 1e-40         # probabilities of hit counts below this are dropped from it, and counted as crossed
 CROSSING_BLOCK = 4096  # crossing_counts bisects this many t at once (GRID x CROSSING_BLOCK float64 wealths)
+GIVE_UP_RULES = ("predictive", "table")   # the futility rule: give_up_alpha's predictive chance, or a designed table
 
 
 def alternatives(p_star: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,14 +151,20 @@ def bet_count(p_star: float, n: int, threshold: float) -> int:
 
 
 @configured
-class SequentialCertifier(Certifier):
+class SequentialCertifier(TableTest, Certifier):
     name = "sequential"
     certifies = "class"
 
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str,
-                 target_radius: float, give_up_alpha: float, budget_share: float):
+                 target_radius: float, give_up_alpha: float, budget_share: float,
+                 give_up: str, worth: float):
         super().__init__(n0, n, alpha, batch_size)
         self.target_radius, self.give_up_alpha = float(target_radius), float(give_up_alpha)
+        if give_up not in GIVE_UP_RULES:
+            raise SmoothgenError(f"certifier.give_up={give_up!r} must be one of {', '.join(GIVE_UP_RULES)}")
+        if not worth > 0.0:
+            raise SmoothgenError(f"certifier.worth={worth} must be > 0")
+        self.give_up, self.worth = give_up, float(worth)
         if not self.target_radius >= 0.0:        # p* < 1/2 would "certify" a class that is not the majority
             raise SmoothgenError(f"certifier.target_radius={target_radius} must be >= 0")
         if not 0.0 < self.give_up_alpha < 0.5:   # the futility rule reads a chance of 1/2 as on track
@@ -171,8 +185,26 @@ class SequentialCertifier(Certifier):
         return max(lo, self.alpha ** (1.0 / n))
 
     def settings(self) -> dict:
-        """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design)."""
+        """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design),
+        and, with the designed give-up table, the worth it was designed with."""
+        if self.give_up == "table":
+            return {"target_radius": self.target_radius, "give_up": self.give_up, "worth": self.worth}
         return {"target_radius": self.target_radius}
+
+    def design(self, p_star: float):
+        """`give_up=table`: the table of this certifier's certify boundary (the bet at the looks, the exact
+        test at n) and a designed give-up boundary (`sequential_bayes.mixture_design`, cached)."""
+        from smoothgen_exp.certifiers.sequential_bayes import mixture_design
+
+        return mixture_design(float(p_star), self.n, self.threshold, self.alpha_bet, self.worth)
+
+    def prepare(self, smoothing) -> None:
+        """`give_up=table`: design the table before the run (checks.certified_ceiling), where it is too large
+        say so in one line, not mid-run; the design is cached for the items."""
+        if self.give_up == "table":
+            p_star = float(smoothing.required_p(self.target_radius))
+            if p_star < self.max_lower_bound(self.n):
+                self.design(p_star)
 
     def counts_needed(self, p_star: float) -> tuple[int, int]:
         """(the hits among n that the test at the budget needs, the fewest with which the bet crosses at
@@ -181,6 +213,8 @@ class SequentialCertifier(Certifier):
         return budget_count(p_star, self.n, self.threshold, self.alpha), bet_count(p_star, self.n, self.threshold)
 
     def _program(self, ctx) -> Program:
+        if self.give_up == "table":
+            return (yield from self._table_program(ctx))
         p_star = float(ctx.noise.required_p(self.target_radius))   # the bet and budget_count alike
         need = min(self.counts_needed(p_star))
         selection = yield from self._select(ctx, need)

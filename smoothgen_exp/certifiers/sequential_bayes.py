@@ -42,10 +42,10 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import binom
 
-from smoothgen_exp.certifiers.sequential import GROWTH, MIN_REQUEST, SELECT_FIRST, SequentialCertifier
+from smoothgen_exp.certifiers.sequential import GROWTH, MIN_REQUEST, SequentialCertifier
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
-from smoothgen_exp.packing import Draw, Program, class_counts, votes_for
+from smoothgen_exp.packing import Program
 
 PRIOR_POINTS = 64        # values of p_A in the design's prior
 LEAST_MISS_RATE = 1e-5   # the prior's smallest 1 - p_A (or 1% of 1 - p*, where that is smaller)
@@ -140,20 +140,7 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
         raise SmoothgenError(f"sequential_bayes: designing the table for n={n} at p*={p_star:.4g} takes "
                              f"{table_entries(p_star, n):,} entries, above {MAX_TABLE:,}; use a smaller certifier.n "
                              "or certifier=sequential")
-    p, log_w = prior(p_star)
-    good = p > p_star
-    gaps = np.diff(ts, prepend=0)
-    m = np.arange(m_max + 1)
-    pmfs = {int(d): _miss_pmf(int(d), tuple(p.tolist())) for d in set(gaps[1:].tolist())}
-    stages = []                        # per look: P(p_A > p* | state), log(P_p*(path) / P_prior(path)), predictive
-    for k, t in enumerate(ts):
-        hits = t - m
-        log_like = hits[None, :] * np.log(p)[:, None] + m[None, :] * np.log1p(-p)[:, None] + log_w[:, None]
-        log_marginal = logsumexp(log_like, 0)
-        post = np.exp(log_like - log_marginal)
-        ratio = np.minimum(hits * math.log(p_star) + m * math.log1p(-p_star) - log_marginal, 700.0)
-        pred = (post.T @ pmfs[int(gaps[k + 1])]).astype(np.float32) if k + 1 < len(ts) else None
-        stages.append((post[good].sum(0), np.exp(ratio), pred, m <= t))
+    p, log_w, stages = _stages(p_star, ts, m_max)
     value = worth * n
 
     def backward(mu: float) -> tuple[np.ndarray, np.ndarray]:
@@ -166,9 +153,7 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
             if pred is None:
                 cost, go_on = stop, np.zeros(m_max + 1, dtype=bool)
             else:
-                d = pred.shape[1] - 1
-                padded = np.concatenate([after, np.zeros(d)])
-                cont = d + (pred * padded[m[:, None] + np.arange(d + 1)[None, :]]).sum(1)
+                cont = _continue_cost(pred, after)
                 go_on = cont < stop
                 cost = np.where(go_on, cont, stop)
             certify &= ~go_on & reachable
@@ -202,6 +187,79 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
     return Design(p_star, ts, c, a, m_max, level, p, log_w, certified, samples)
 
 
+def _stages(p_star: float, ts: np.ndarray, m_max: int):
+    """Per look: the prior's values of p_A, their log-weights, and for every count of misses the posterior
+    probability that p_A > p*, the log-likelihood ratio of p* against the prior's marginal, the predictive
+    law of the misses among the next look's votes (float32), and whether the count can occur."""
+    p, log_w = prior(p_star)
+    good = p > p_star
+    gaps = np.diff(ts, prepend=0)
+    m = np.arange(m_max + 1)
+    pmfs = {int(d): _miss_pmf(int(d), tuple(p.tolist())) for d in set(gaps[1:].tolist())}
+    stages = []
+    for k, t in enumerate(ts):
+        hits = t - m
+        log_like = hits[None, :] * np.log(p)[:, None] + m[None, :] * np.log1p(-p)[:, None] + log_w[:, None]
+        log_marginal = logsumexp(log_like, 0)
+        post = np.exp(log_like - log_marginal)
+        ratio = np.minimum(hits * math.log(p_star) + m * math.log1p(-p_star) - log_marginal, 700.0)
+        pred = (post.T @ pmfs[int(gaps[k + 1])]).astype(np.float32) if k + 1 < len(ts) else None
+        stages.append((post[good].sum(0), np.exp(ratio), pred, m <= t))
+    return p, log_w, stages
+
+
+def _continue_cost(pred: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """The expected cost of drawing to the next look, from every count of misses: its votes, plus the
+    next look's cost at the misses they bring (`after`; beyond M misses: 0, given up)."""
+    d = pred.shape[1] - 1
+    m = np.arange(len(after))
+    padded = np.concatenate([after, np.zeros(d)])
+    return d + (pred * padded[m[:, None] + np.arange(d + 1)[None, :]]).sum(1)
+
+
+@functools.lru_cache(maxsize=32)
+def mixture_design(p_star: float, n: int, threshold: float, alpha: float, worth: float) -> Design:
+    """`certifier=sequential give_up=table`: the table whose certify boundary is the sequential certifier's
+    own, fixed, and whose give-up boundary is designed. At look t_k it certifies when the mixture bet has
+    crossed its threshold at t_k (misses <= t_k - b_(t_k), `sequential.crossing_counts`), and at n also
+    when the hits reach the exact test's k_n (`sequential.budget_count`); it gives up where, by backward
+    induction over (look, misses) under the prior, drawing on costs more samples than worth * n times
+    the chance of a certificate above p* brings. Certifying at looks only is a subset of the bet's
+    crossings, so the test at the budget keeps its level; giving up only removes certificates. The
+    table's level at p* is computed exactly all the same, and a table above alpha is refused."""
+    from smoothgen_exp.certifiers.sequential import budget_count, crossing_counts
+
+    ts, m_max = looks(n), max_misses(p_star, n)
+    if table_entries(p_star, n) > MAX_TABLE:
+        raise SmoothgenError(f"certifier.give_up=table: designing the table for n={n} at p*={p_star:.4g} takes "
+                             f"{table_entries(p_star, n):,} entries, above {MAX_TABLE:,}; use a smaller certifier.n "
+                             "or certifier.give_up=predictive")
+    b = crossing_counts(p_star, n, threshold)
+    c = np.minimum(ts - b[ts - 1], m_max)                 # b_t = t + 1 where the bet cannot cross: c = -1
+    k_n = budget_count(p_star, n, threshold, alpha)
+    c[-1] = min(max(c[-1], n - k_n), m_max)
+    p, log_w, stages = _stages(p_star, ts, m_max)
+    a, value, after = np.full(len(ts), m_max + 1), worth * n, None
+    for k in range(len(ts) - 1, -1, -1):
+        p_good, _, pred, _ = stages[k]
+        certify = np.arange(m_max + 1) <= c[k]
+        if pred is None:                                  # the budget: certify or give up
+            cost, a[k] = np.where(certify, -value * p_good, 0.0), c[k] + 1
+        else:
+            cont = _continue_cost(pred, after)
+            quit_ = ~certify & (cont >= 0.0)
+            cost = np.where(certify, -value * p_good, np.where(quit_, 0.0, cont))
+            tail = np.flatnonzero(~quit_[::-1])               # the trailing run of give up
+            a[k] = max(m_max + 1 - (int(tail[0]) if len(tail) else m_max + 1), c[k] + 1)
+        after = cost
+    table = (ts, c, a, m_max)
+    level = float(outcomes(table, np.array([p_star]))[0][0])
+    if level > alpha * (1 + LEVEL_MARGIN):                # cannot happen (module docstring); checked all the same
+        raise SmoothgenError(f"certifier.give_up=table: the table's level {level:.3g} exceeds alpha={alpha}")
+    certified, samples = outcomes(table, p)
+    return Design(p_star, ts, c, a, m_max, level, p, log_w, certified, samples)
+
+
 @configured
 class BayesSequentialCertifier(SequentialCertifier):
     """certifier=sequential_bayes (module docstring). It shares the parent's row, target-radius checks and
@@ -213,7 +271,8 @@ class BayesSequentialCertifier(SequentialCertifier):
             raise SmoothgenError(f"certifier.worth={worth} must be > 0")
         if not (int(n) >= 1 and 0.0 < float(alpha) < 1.0):
             raise SmoothgenError(f"certifier.n={n} must be >= 1 and certifier.alpha={alpha} lie in (0, 1)")
-        super().__init__(n0, n, alpha, batch_size, target_radius, give_up_alpha=0.05, budget_share=0.0)
+        super().__init__(n0, n, alpha, batch_size, target_radius, give_up_alpha=0.05, budget_share=0.0,
+                         give_up="predictive", worth=worth)
         self.worth = float(worth)
 
     def max_lower_bound(self, n: int) -> float:
@@ -236,49 +295,5 @@ class BayesSequentialCertifier(SequentialCertifier):
         return design(float(p_star), self.n, self.alpha, self.worth)
 
     def _program(self, ctx) -> Program:
-        """Selection (with its give-up rules), then `_test` on c_A."""
-        p_star = float(ctx.noise.required_p(self.target_radius))
-        first = min(SELECT_FIRST, self.n0)
-        counts = class_counts(ctx, (yield Draw("sequential", first)))
-        if not p_star < self.max_lower_bound(self.n):         # not even n hits of n could certify
-            return self._row(int(counts.argmax()), p_star, "gave up: target out of reach within n", first, 0, 0)
-        plan = self.design(p_star)
-        top, rest = int(counts.max()), self.n0 - first
-        if top < first and rest > 0:
-            if self.worth_going_on(plan, top, first, rest) <= 0:
-                return self._row(int(counts.argmax()), p_star, "gave up: selection votes below the target", first, 0, 0)
-            counts = counts + class_counts(ctx, (yield Draw("sequential", rest)))
-        c_a, n_select = int(counts.argmax()), int(counts.sum())
-        if self.worth_going_on(plan, int(counts[c_a]), n_select, 0) <= 0:
-            return self._row(c_a, p_star, "gave up: selection votes below the target", n_select, 0, 0)
-        decision, used, hits = yield from self._test(plan, c_a)
-        return self._row(c_a, p_star, decision, n_select, used, hits)
-
-    def worth_going_on(self, plan: Design, top: int, votes: int, rest: int) -> float:
-        """The design's expected worth of betting on the top class, in samples, given its `top` of `votes`
-        selection votes (the prior's posterior), less the `rest` of the selection still to draw."""
-        log_post = plan.prior_log_w + top * np.log(plan.prior_p) + (votes - top) * np.log1p(-plan.prior_p)
-        post = np.exp(log_post - logsumexp(log_post))
-        gain = self.worth * self.n * plan.prior_certified * (plan.prior_p > plan.p_star)
-        return float(post @ (gain - plan.prior_samples)) - rest
-
-    def _test(self, plan: Design, c_a: int) -> Program:
-        """Draw to the next look at which the table can decide, then apply it; returns (decision, samples,
-        c_A votes). Looks at which no outcome of the draw could decide are skipped: same decisions."""
-        ts, c, a = plan.ts, plan.certify_max, plan.give_up_min
-        used, misses, k = 0, 0, 0
-        while k < len(ts):
-            last = k
-            while last < len(ts) - 1 and misses > c[last] and misses + int(ts[last]) - used < a[last]:
-                last += 1
-            drawn = int(ts[last]) - used
-            misses += drawn - votes_for((yield Draw("sequential", drawn)), c_a)
-            used, k = int(ts[last]), last + 1
-            at_budget = last == len(ts) - 1
-            if misses <= c[last]:
-                return ("certified at the budget" if at_budget else "certified"), used, used - misses
-            if misses >= a[last]:
-                return ("gave up: budget spent" if at_budget else "gave up: unlikely to certify within n"), \
-                    used, used - misses
-        return "gave up: budget spent", used, used - misses     # defensive: the last look decides every count
-
+        """Selection (with its give-up rules), then the table (`SequentialCertifier._table_program`)."""
+        return (yield from self._table_program(ctx))
