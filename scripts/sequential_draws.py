@@ -8,7 +8,8 @@ the real digit oracle, run seed 0. This runs the same comparison (`bench.bench_s
 radius) at run seeds 0 .. seeds - 1 (seed 0 is `make bench`'s draw), fixed n included, so the spread of
 `seq_samples_ratio` and `seq_acc_delta` between draws can be read beside the one draw the targets are
 judged on. Per seed it prints fixed n's certified accuracy at the radius, and each sequential
-certifier's certified accuracy and mean samples to decide (as a fraction of n); then their means.
+certifier's certified accuracy and mean samples to decide (as a fraction of n): `sequential`, the same
+with `give_up=table`, and `sequential_bayes`; then their means.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch
 from smoothgen_exp.bench import bench_sequential
 from smoothgen_exp.config import SequentialBayesConf, SequentialConf
 
+CERTIFIERS = ("sequential", "sequential_table", "sequential_bayes")   # the table's columns, after fixed n
+
 
 def draw(oracle, seed: int, args) -> dict:
     """Certified accuracy at args.radius of fixed n and of both sequential certifiers (config defaults),
@@ -31,8 +34,10 @@ def draw(oracle, seed: int, args) -> dict:
                             seq_budget_share=0.8, seq_worth=SequentialBayesConf.worth)
     out = bench_sequential(oracle, bench, torch.device("cpu"), run_seed=seed)
     bayes = out["seq_bayes_by_radius"][f"{args.radius:g}"]
+    table = out["seq_table_give_up"]
     return {"fixed": out["fixed_certified_accuracy_at_r"],
             "sequential": (out["seq_certified_accuracy_at_r"], out["seq_samples_ratio"]),
+            "sequential_table": (table["seq_certified_accuracy"], table["seq_samples_ratio"]),
             "sequential_bayes": (bayes["seq_certified_accuracy"], bayes["seq_samples_ratio"])}
 
 
@@ -52,21 +57,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     oracle = DigitClassifier(cache_dir=args.cache_dir)
     print(f"r = {args.radius}, sigma = {args.sigma}, alpha = {args.alpha}, n = {args.n}, {args.points} digits")
-    print("| run seed | fixed n | sequential | fraction of n | sequential_bayes | fraction of n |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| run seed | fixed n | sequential | fraction of n | give_up=table | fraction of n | sequential_bayes | "
+          "fraction of n |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for seed in range(args.seeds):
         row = draw(oracle, seed, args)
         rows.append(row)
-        print(f"| {seed} | {row['fixed']:.2f} | {row['sequential'][0]:.2f} | {row['sequential'][1]:.4f} | "
-              f"{row['sequential_bayes'][0]:.2f} | {row['sequential_bayes'][1]:.4f} |", flush=True)
+        print(f"| {seed} | {row['fixed']:.2f} | " + " | ".join(
+            f"{row[key][0]:.2f} | {row[key][1]:.4f}" for key in CERTIFIERS) + " |", flush=True)
 
     def mean(f) -> float:
         return sum(map(f, rows)) / len(rows)
 
-    print(f"| mean | {mean(lambda r: r['fixed']):.3f} | {mean(lambda r: r['sequential'][0]):.3f} | "
-          f"{mean(lambda r: r['sequential'][1]):.4f} | {mean(lambda r: r['sequential_bayes'][0]):.3f} | "
-          f"{mean(lambda r: r['sequential_bayes'][1]):.4f} |")
+    print(f"| mean | {mean(lambda r: r['fixed']):.3f} | " + " | ".join(
+        f"{mean(lambda r, k=key: r[k][0]):.3f} | {mean(lambda r, k=key: r[k][1]):.4f}" for key in CERTIFIERS) + " |")
     return rows
 
 

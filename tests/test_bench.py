@@ -28,6 +28,7 @@ def test_bench_smoke(tmp_path, oracle):
         assert key in saved
     assert set(saved["seq_by_radius"]) == {"0.25", "0.5", "1"}
     assert saved["seq_budget_share"] == 0.8 and "seq_samples_ratio" in saved["seq_with_budget_test"]
+    assert "seq_samples_ratio" in saved["seq_table_give_up"]
     assert set(saved["seq_known_rate"]) == {"0", "0.8"}
     assert saved["n"] == 300 and saved["points"] == 2 and result["certify_over_raw"] > 0
     # each above the forward floor; the smoke's one timing of 3 items can put packed below the sum of its
@@ -97,9 +98,10 @@ def test_sequential_draws_script_gives_make_benchs_draw_at_seed_0_and_other_draw
                            target_radius=0.5, seq_n0=100, seq_max_n=600, give_up_alpha=SequentialConf.give_up_alpha,
                            seq_budget_share=0.8, seq_worth=SequentialBayesConf.worth)
     bench = bench_sequential(oracle, args, torch.device("cpu"))
-    bayes = bench["seq_bayes_by_radius"]["0.5"]
+    bayes, table = bench["seq_bayes_by_radius"]["0.5"], bench["seq_table_give_up"]
     assert rows[0] == {"fixed": bench["fixed_certified_accuracy_at_r"],
                        "sequential": (bench["seq_certified_accuracy_at_r"], bench["seq_samples_ratio"]),
+                       "sequential_table": (table["seq_certified_accuracy"], table["seq_samples_ratio"]),
                        "sequential_bayes": (bayes["seq_certified_accuracy"], bayes["seq_samples_ratio"])}
     assert rows[1]["sequential"][1] != rows[0]["sequential"][1]
     assert "| mean |" in capsys.readouterr().out
