@@ -194,6 +194,16 @@ def test_sequentials_give_up_table_at_r_half_gives_up_on_a_coin_and_certifies_al
     assert decision == "certified" and used == plan.ts[first] and used <= 400
     (decision, used, _), _ = drive(cert._test(plan, 1), torch.arange(2_000) % 2)
     assert decision.startswith("gave up") and used <= 16
+    # with budget_share the bet runs at (1 - share) alpha and the test at the budget takes k_n at the full
+    # alpha, as the predictive rule's counts_needed does (the table had taken it at the bet's alpha: sound,
+    # but more hits than designed)
+    from smoothgen_exp.certifiers.sequential import budget_count
+
+    shared = SequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=50, target_radius=0.5, give_up="table",
+                                 budget_share=0.5)
+    k_n = shared.counts_needed(p_star)[0]
+    assert k_n == budget_count(p_star, 10_000, shared.threshold, 0.001) < budget_count(p_star, 10_000, shared.threshold, 0.0005)
+    assert shared.design(p_star).certify_max[-1] == 10_000 - k_n and shared.design(p_star).level <= 0.001
     for bad, message in (({"give_up": "upper"}, r"certifier.give_up='upper' must be one of predictive, table"),
                          ({"worth": 0.0}, r"certifier.worth=0.0 must be > 0")):
         with pytest.raises(SmoothgenError, match=message):

@@ -196,7 +196,7 @@ class SequentialCertifier(TableTest, Certifier):
         test at n) and a designed give-up boundary (`sequential_bayes.mixture_design`, cached)."""
         from smoothgen_exp.certifiers.sequential_bayes import mixture_design
 
-        return mixture_design(float(p_star), self.n, self.threshold, self.alpha_bet, self.worth)
+        return mixture_design(float(p_star), self.n, self.threshold, self.alpha, self.worth)   # k_n at alpha, as counts_needed
 
     def prepare(self, smoothing) -> None:
         """`give_up=table`: design the table before the run (checks.certified_ceiling), where it is too large

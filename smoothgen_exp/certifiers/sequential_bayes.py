@@ -254,7 +254,7 @@ def mixture_design(p_star: float, n: int, threshold: float, alpha: float, worth:
         after = cost
     table = (ts, c, a, m_max)
     level = float(outcomes(table, np.array([p_star]))[0][0])
-    if level > alpha * (1 + LEVEL_MARGIN):                # cannot happen (module docstring); checked all the same
+    if level > alpha:                                     # cannot happen (the docstring above); checked all the same
         raise SmoothgenError(f"certifier.give_up=table: the table's level {level:.3g} exceeds alpha={alpha}")
     certified, samples = outcomes(table, p)
     return Design(p_star, ts, c, a, m_max, level, p, log_w, certified, samples)
