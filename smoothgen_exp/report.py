@@ -22,7 +22,8 @@ NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "ma
            "nominal_max_certifiable_radius", "target_radius", "mean_diag_rho", "attack_within_radius",
            "attack_unmoved_baseline", "attack_unmoved_smoothed", "attack_reference_unstable_baseline",
            "attack_reference_unstable_smoothed",
-           "mcdiarmid_n", "alpha_per_bound", "mean_diag_center_radius", "mean_diag_center_frac", "mean_diag_diameter")
+           "mcdiarmid_n", "alpha_per_bound", "mean_diag_center_radius", "mean_diag_center_frac", "mean_diag_diameter",
+           "worth")
 
 
 def metric_arrow(key: str) -> str:
