@@ -44,11 +44,10 @@ items against the chance of abandoning one that would have certified. `samples_u
 generation drawn.
 
 `give_up=table` keeps the bet and the test at the budget as the certify boundary and replaces the futility
-rules by a designed table (`sequential_bayes.mixture_design`, read by `table_test.TableTest`): at
-sequential_bayes's looks it certifies where the bet has crossed (and at n from k_n), and gives up where, by
+rules by a table (`sequential_bayes.mixture_design`, read by `table_test.TableTest`): at sequential_bayes's
+looks it certifies where the bet has crossed (at n also from k_n), and gives up (selection too) where, by
 backward induction under sequential_bayes's prior, drawing on costs more samples than `worth` * n times the
-chance of a certificate brings; selection gives up by the same valuation. Checking the bet at looks only
-certifies on a subset of its crossings, so the level above still holds (and is computed exactly as well).
+chance of a certificate brings. Certifying at looks only is a subset of the bet's crossings: same level.
 """
 
 from __future__ import annotations
@@ -192,16 +191,18 @@ class SequentialCertifier(TableTest, Certifier):
         return {"target_radius": self.target_radius}
 
     def design(self, p_star: float):
-        """`give_up=table`: the table of this certifier's certify boundary (the bet at the looks, the exact
-        test at n) and a designed give-up boundary (`sequential_bayes.mixture_design`, cached)."""
+        """`give_up=table`: the bet's certify boundary at looks, a designed give-up one (mixture_design)."""
         from smoothgen_exp.certifiers.sequential_bayes import mixture_design
 
         return mixture_design(float(p_star), self.n, self.threshold, self.alpha, self.worth)   # k_n at alpha, as counts_needed
 
+    @property
+    def uses_table(self) -> bool:       # items decided by a table of boundaries (`design`, TableTest)
+        return self.give_up == "table"
+
     def prepare(self, smoothing) -> None:
-        """`give_up=table`: design the table before the run (checks.certified_ceiling), where it is too large
-        say so in one line, not mid-run; the design is cached for the items."""
-        if self.give_up == "table":
+        """With a table: design it (cached) before the run, so that one too large fails in one line."""
+        if self.uses_table:
             p_star = float(smoothing.required_p(self.target_radius))
             if p_star < self.max_lower_bound(self.n):
                 self.design(p_star)
@@ -213,7 +214,7 @@ class SequentialCertifier(TableTest, Certifier):
         return budget_count(p_star, self.n, self.threshold, self.alpha), bet_count(p_star, self.n, self.threshold)
 
     def _program(self, ctx) -> Program:
-        if self.give_up == "table":
+        if self.uses_table:
             return (yield from self._table_program(ctx))
         p_star = float(ctx.noise.required_p(self.target_radius))   # the bet and budget_count alike
         need = min(self.counts_needed(p_star))

@@ -45,7 +45,6 @@ from scipy.stats import binom
 from smoothgen_exp.certifiers.sequential import GROWTH, MIN_REQUEST, SequentialCertifier
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
-from smoothgen_exp.packing import Program
 
 PRIOR_POINTS = 64        # values of p_A in the design's prior
 LEAST_MISS_RATE = 1e-5   # the prior's smallest 1 - p_A (or 1% of 1 - p*, where that is smaller)
@@ -136,10 +135,7 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
         raise SmoothgenError(f"sequential_bayes: no table for n={n}, alpha={alpha}, p*={p_star}, worth={worth} "
                              "(needs n >= 1, alpha in (0, 1), p* in [1/2, 1), worth > 0)")
     ts, m_max = looks(n), max_misses(p_star, n)
-    if table_entries(p_star, n) > MAX_TABLE:
-        raise SmoothgenError(f"sequential_bayes: designing the table for n={n} at p*={p_star:.4g} takes "
-                             f"{table_entries(p_star, n):,} entries, above {MAX_TABLE:,}; use a smaller certifier.n "
-                             "or certifier=sequential")
+    _refuse_too_large(p_star, n, "sequential_bayes", "certifier=sequential")
     p, log_w, stages = _stages(p_star, ts, m_max)
     value = worth * n
 
@@ -161,10 +157,7 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
             # state outside them draws on); `cost` below stays the unconstrained value: it only guides the
             # design, whose level is computed on the table itself
             c[k] = int(np.argmin(certify)) - 1 if not certify.all() else m_max   # the leading run of certify
-            quit_ = ~certify & ~go_on
-            tail = np.flatnonzero(~quit_[::-1])                                   # the trailing run of give up
-            a[k] = m_max + 1 - (int(tail[0]) if len(tail) else m_max + 1)
-            a[k] = max(a[k], c[k] + 1)
+            a[k] = _give_up_from(~certify & ~go_on, c[k])
             after = cost
         return c, a
 
@@ -208,6 +201,21 @@ def _stages(p_star: float, ts: np.ndarray, m_max: int):
     return p, log_w, stages
 
 
+def _give_up_from(quit_: np.ndarray, certify_max: int) -> int:
+    """a_k: the first count of misses of the trailing run of give-up states in `quit_` (a give-up state
+    before the run draws on), above the certifying counts; len(quit_) where the run is empty."""
+    tail = np.flatnonzero(~quit_[::-1])
+    return max(len(quit_) - (int(tail[0]) if len(tail) else len(quit_)), certify_max + 1)
+
+
+def _refuse_too_large(p_star: float, n: int, who: str, instead: str) -> None:
+    """One line, before any design, where the table for (p*, n) would exceed MAX_TABLE entries."""
+    if table_entries(p_star, n) > MAX_TABLE:
+        raise SmoothgenError(f"{who}: designing the table for n={n} at p*={p_star:.4g} takes "
+                             f"{table_entries(p_star, n):,} entries, above {MAX_TABLE:,}; use a smaller certifier.n "
+                             f"or {instead}")
+
+
 def _continue_cost(pred: np.ndarray, after: np.ndarray) -> np.ndarray:
     """The expected cost of drawing to the next look, from every count of misses: its votes, plus the
     next look's cost at the misses they bring (`after`; beyond M misses: 0, given up)."""
@@ -230,10 +238,7 @@ def mixture_design(p_star: float, n: int, threshold: float, alpha: float, worth:
     from smoothgen_exp.certifiers.sequential import budget_count, crossing_counts
 
     ts, m_max = looks(n), max_misses(p_star, n)
-    if table_entries(p_star, n) > MAX_TABLE:
-        raise SmoothgenError(f"certifier.give_up=table: designing the table for n={n} at p*={p_star:.4g} takes "
-                             f"{table_entries(p_star, n):,} entries, above {MAX_TABLE:,}; use a smaller certifier.n "
-                             "or certifier.give_up=predictive")
+    _refuse_too_large(p_star, n, "certifier.give_up=table", "certifier.give_up=predictive")
     b = crossing_counts(p_star, n, threshold)
     c = np.minimum(ts - b[ts - 1], m_max)                 # b_t = t + 1 where the bet cannot cross: c = -1
     k_n = budget_count(p_star, n, threshold, alpha)
@@ -249,8 +254,7 @@ def mixture_design(p_star: float, n: int, threshold: float, alpha: float, worth:
             cont = _continue_cost(pred, after)
             quit_ = ~certify & (cont >= 0.0)
             cost = np.where(certify, -value * p_good, np.where(quit_, 0.0, cont))
-            tail = np.flatnonzero(~quit_[::-1])               # the trailing run of give up
-            a[k] = max(m_max + 1 - (int(tail[0]) if len(tail) else m_max + 1), c[k] + 1)
+            a[k] = _give_up_from(quit_, c[k])
         after = cost
     table = (ts, c, a, m_max)
     level = float(outcomes(table, np.array([p_star]))[0][0])
@@ -266,14 +270,13 @@ class BayesSequentialCertifier(SequentialCertifier):
     ceiling; the parent's bet, test at the budget and give-up rule are not used."""
     name = "sequential_bayes"
 
+    uses_table = True                  # always its own table (the parent's `prepare` and `_program` read it)
+
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str, target_radius: float, worth: float):
-        if not worth > 0.0:
-            raise SmoothgenError(f"certifier.worth={worth} must be > 0")
         if not (int(n) >= 1 and 0.0 < float(alpha) < 1.0):
             raise SmoothgenError(f"certifier.n={n} must be >= 1 and certifier.alpha={alpha} lie in (0, 1)")
         super().__init__(n0, n, alpha, batch_size, target_radius, give_up_alpha=0.05, budget_share=0.0,
-                         give_up="predictive", worth=worth)
-        self.worth = float(worth)
+                         give_up="predictive", worth=worth)     # the parent checks worth > 0
 
     def max_lower_bound(self, n: int) -> float:
         """The largest p* that n samples can certify at all: n hits of n has probability p*^n at p*."""
@@ -283,17 +286,6 @@ class BayesSequentialCertifier(SequentialCertifier):
         """The target radius and the worth the table was designed with."""
         return {**super().settings(), "worth": self.worth}
 
-    def prepare(self, smoothing) -> None:
-        """Design the table before the run (checks.certified_ceiling): one line, not mid-run, where it is
-        too large; the design is cached for the items."""
-        p_star = float(smoothing.required_p(self.target_radius))
-        if p_star < self.max_lower_bound(self.n):
-            self.design(p_star)
-
     def design(self, p_star: float) -> Design:
         """The table for this p* (module function `design`, cached)."""
         return design(float(p_star), self.n, self.alpha, self.worth)
-
-    def _program(self, ctx) -> Program:
-        """Selection (with its give-up rules), then the table (`SequentialCertifier._table_program`)."""
-        return (yield from self._table_program(ctx))
