@@ -153,7 +153,16 @@ def test_sequential_budget_script_decides_with_sequential_bayes(capsys):
     _sequential_budget().main(["--points", "8", "--seeds", "1", "--n", "1000", "--bayes-worth", "3",
                                "--cache-dir", str(CACHE)])
     out = capsys.readouterr().out
-    assert "sequential_bayes (worth=3) " in out and "| p_A | items |" in out
+    assert "sequential_bayes (worth=3, budget 1000) " in out and "| p_A | items |" in out
+
+
+def test_sequential_budget_script_decides_with_the_table_on_a_longer_horizon(capsys):
+    from .conftest import CACHE
+
+    _sequential_budget().main(["--points", "8", "--seeds", "1", "--n", "1000", "--table-worth", "2", "--horizon",
+                               "1311", "--cache-dir", str(CACHE)])
+    out = capsys.readouterr().out
+    assert "sequential give_up=table (worth=2, budget 1311) " in out and "| p_A | items |" in out
 
 
 def test_targets_say_which_ratios_meet_the_issues_bounds():
