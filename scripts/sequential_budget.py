@@ -2,7 +2,7 @@
 
     python scripts/sequential_budget.py [--radius 0.5] [--seeds 5] [--points 100] [--budget-share 0.8]
                                         [--give-up-alpha 0.05] [--clairvoyant] [--bayes-worth 3]
-                                        [--table-worth 3] [--horizon 13110]
+                                        [--give-up predictive] [--worth 3] [--horizon 13110]
 
 The `make bench` comparison (100 held-out digits in pixel space, sigma 0.25, alpha 0.001, fixed n = 10,000
 against `certifier=sequential` on the same budget) with the digit oracle replaced by a Bernoulli vote: item
@@ -11,8 +11,8 @@ i's vote is its true label with probability p_i, its fixed-n vote rate k_i / n, 
 items, the mean samples to decide, their share of all samples, and the items certified against those that
 fixed-n Clopper-Pearson certifies at the same p_i. It shows which items set the mean: those just above p*
 need about log(1/alpha) / KL(p || p*) samples, with any bet. --bayes-worth W decides them with
-`certifier=sequential_bayes` at `worth=W` instead, --table-worth W with `certifier.give_up=table` at
-`worth=W`. --horizon H gives the sequential certifier (and the clairvoyant) the budget H (fixed n stays --n; the
+`certifier=sequential_bayes` at `worth=W` instead; --give-up and --worth set `certifier.give_up` and
+`certifier.worth` of `certifier=sequential`. --horizon H gives the sequential certifier (and the clairvoyant) the budget H (fixed n stays --n; the
 fraction printed is still of --n): Voracek's own code runs its sequential tests to 131,100 samples against
 fixed n = 100,000, 1.311 times.
 
@@ -38,7 +38,7 @@ import torch
 from scipy.stats import binom
 
 from smoothgen_exp.bench import PixelIdentity, known_rate_bet
-from smoothgen_exp.certifiers.sequential import SequentialCertifier
+from smoothgen_exp.certifiers.sequential import GIVE_UP_RULES, SequentialCertifier
 from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
 from smoothgen_exp.config import SequentialConf
 from smoothgen_exp.context import ItemContext
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="certifier.give_up_alpha (default: the config's)")
     p.add_argument("--bayes-worth", type=float, default=None,
                    help="decide with certifier=sequential_bayes at this certifier.worth instead")
-    p.add_argument("--table-worth", type=float, default=None,
-                   help="decide with certifier=sequential give_up=table at this certifier.worth instead")
+    p.add_argument("--give-up", choices=GIVE_UP_RULES, default=SequentialConf.give_up, help="certifier.give_up")
+    p.add_argument("--worth", type=float, default=SequentialConf.worth, help="certifier.worth (the give-up table's)")
     p.add_argument("--horizon", type=int, default=None, help="the sequential certifier's budget (default: --n)")
     p.add_argument("--clairvoyant", action="store_true", help="add the told-p comparator and its skip plan")
     p.add_argument("--cache-dir", default="outputs/cache")
@@ -101,19 +101,18 @@ def main(argv: list[str] | None = None) -> None:
     share = {} if args.budget_share is None else {"budget_share": args.budget_share}
     common = dict(n0=100, n=args.horizon or args.n, alpha=args.alpha, batch_size=1000, target_radius=args.radius)
     if args.bayes_worth is not None and (share or args.give_up_alpha != SequentialConf.give_up_alpha
-                                         or args.table_worth is not None):
-        p.error("--budget-share, --give-up-alpha and --table-worth set certifier=sequential; --bayes-worth uses "
-                "sequential_bayes")
+                                         or args.give_up != SequentialConf.give_up or args.worth != SequentialConf.worth):
+        p.error("--budget-share, --give-up-alpha, --give-up and --worth set certifier=sequential; --bayes-worth "
+                "uses sequential_bayes")
     if args.bayes_worth is not None:
         certifier = BayesSequentialCertifier(**common, worth=args.bayes_worth)
         name = f"sequential_bayes (worth={args.bayes_worth:g}, budget {common['n']})"
-    elif args.table_worth is not None:
-        certifier = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, **share, give_up="table",
-                                        worth=args.table_worth)
-        name = f"sequential give_up=table (worth={args.table_worth:g}, budget {common['n']})"
     else:
-        certifier = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, **share)
-        name = f"sequential (budget {common['n']})"
+        certifier = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, **share, give_up=args.give_up,
+                                        worth=args.worth)
+        rule = f"worth={args.worth:g}" if certifier.uses_table(noise.required_p(args.radius)) \
+            else f"give_up_alpha={args.give_up_alpha:g}"
+        name = f"sequential (give_up={args.give_up}, {rule}, budget {common['n']})"
     p_star = noise.required_p(args.radius)
 
     def decide(j: int, i: int, seed: int, clairvoyant: bool) -> tuple[float, bool]:

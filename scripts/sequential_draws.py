@@ -8,8 +8,8 @@ the real digit oracle, run seed 0. This runs the same comparison (`bench.bench_s
 radius) at run seeds 0 .. seeds - 1 (seed 0 is `make bench`'s draw), fixed n included, so the spread of
 `seq_samples_ratio` and `seq_acc_delta` between draws can be read beside the one draw the targets are
 judged on. Per seed it prints fixed n's certified accuracy at the radius, and each sequential
-certifier's certified accuracy and mean samples to decide (as a fraction of n): `sequential`, the same
-with `give_up=table`, and `sequential_bayes`; then their means.
+certifier's certified accuracy and mean samples to decide (as a fraction of n): `sequential` (its designed
+give-up table), the same with `give_up=predictive`, and `sequential_bayes`; then their means.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from smoothgen_exp.bench import bench_sequential
 from smoothgen_exp.config import SequentialBayesConf, SequentialConf
 
-CERTIFIERS = ("sequential", "sequential_table", "sequential_bayes")   # the table's columns, after fixed n
+CERTIFIERS = ("sequential", "sequential_predictive", "sequential_bayes")   # the table's columns, after fixed n
 
 
 def draw(oracle, seed: int, args) -> dict:
@@ -34,10 +34,10 @@ def draw(oracle, seed: int, args) -> dict:
                             seq_budget_share=0.8, seq_worth=SequentialBayesConf.worth)
     out = bench_sequential(oracle, bench, torch.device("cpu"), run_seed=seed)
     bayes = out["seq_bayes_by_radius"][f"{args.radius:g}"]
-    table = out["seq_table_give_up"]
+    predictive = out["seq_predictive_give_up"]
     return {"fixed": out["fixed_certified_accuracy_at_r"],
             "sequential": (out["seq_certified_accuracy_at_r"], out["seq_samples_ratio"]),
-            "sequential_table": (table["seq_certified_accuracy"], table["seq_samples_ratio"]),
+            "sequential_predictive": (predictive["seq_certified_accuracy"], predictive["seq_samples_ratio"]),
             "sequential_bayes": (bayes["seq_certified_accuracy"], bayes["seq_samples_ratio"])}
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     oracle = DigitClassifier(cache_dir=args.cache_dir)
     print(f"r = {args.radius}, sigma = {args.sigma}, alpha = {args.alpha}, n = {args.n}, {args.points} digits")
-    print("| run seed | fixed n | sequential | fraction of n | give_up=table | fraction of n | sequential_bayes | "
+    print("| run seed | fixed n | sequential | fraction of n | give_up=predictive | fraction of n | sequential_bayes | "
           "fraction of n |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []

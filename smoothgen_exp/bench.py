@@ -8,10 +8,11 @@ It also compares `certifier=sequential` with fixed-n Cohen at target radii r in 
 same budget: certified accuracy at r for both, and the sequential certifier's mean samples to decide as
 a fraction of 10,000 (`seq_samples_ratio` at r = 0.5, target <= 0.10; `seq_acc_delta` = sequential
 minus fixed certified accuracy, target within 0.01), at the certifier's defaults (the bet at the full
-alpha, the exact test at the budget with what the bet leaves). `seq_with_budget_test` repeats r = 0.5
-with `certifier.budget_share` (--seq-budget-share, 0.8): the bet at 0.2 alpha, the test at the budget
-with the rest. `seq_table_give_up` repeats r = 0.5 with `certifier.give_up=table` (the same bet and test at
-the budget; a designed give-up table, worth --seq-worth). `seq_known_rate` is the clairvoyant comparator at r = 0.5
+alpha, the exact test at the budget with what the bet leaves, the designed give-up table of `give_up=auto`,
+worth --seq-worth). `seq_with_budget_test` repeats r = 0.5 with `certifier.budget_share`
+(--seq-budget-share, 0.8): the bet at 0.2 alpha, the test at the budget with the rest.
+`seq_predictive_give_up` repeats r = 0.5 with `certifier.give_up=predictive` (the same bet and test at the
+budget; the predictive futility rule, --give-up-alpha). `seq_known_rate` is the clairvoyant comparator at r = 0.5
 (`known_rate_bet`): the likelihood-ratio bet of each item's true p_A, told in advance.
 `certifier=sequential_bayes` (boundaries designed for the budget; --seq-worth) is measured on the same
 items at every r (`seq_bayes_samples_ratio`, `seq_bayes_acc_delta` at r = 0.5: the same targets).
@@ -191,12 +192,12 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device, run_se
     out: dict = {"seq_points": len(idx), "seq_max_n": args.seq_max_n, "seq_give_up_alpha": args.give_up_alpha,
                  "seq_n0": args.seq_n0, "seq_by_radius": {}}
 
-    def decide(r: float, share: float = 0.0, *, worth: float | None = None, give_up: str = "predictive") -> dict:
+    def decide(r: float, share: float = 0.0, *, worth: float | None = None, give_up: str = SequentialConf.give_up) -> dict:
         common = dict(n0=args.seq_n0, n=args.seq_max_n, alpha=args.alpha, batch_size=args.batch_size, target_radius=r)
         sequential = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, budget_share=share,
                                          give_up=give_up, worth=args.seq_worth) \
             if worth is None else BayesSequentialCertifier(**common, worth=worth)
-        if worth is not None or give_up == "table":     # the table is made once per p* (cached), before the clock
+        if sequential.uses_table(noise.required_p(r)):   # the table is made once per p* (cached), before the clock
             sequential.design(noise.required_p(r))
         ok, samples, t_seq = [], [], 0.0
         for ctx in ctxs:
@@ -227,8 +228,8 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device, run_se
     # the fixed-n test at the budget (certifier.budget_share): closer to fixed n's accuracy, more samples
     out["seq_budget_share"] = args.seq_budget_share
     out["seq_with_budget_test"] = decide(args.target_radius, args.seq_budget_share)
-    # certifier.give_up=table: the same bet and test at the budget, a designed give-up table (worth --seq-worth)
-    out["seq_table_give_up"] = decide(args.target_radius, give_up="table")
+    # certifier.give_up=predictive: the same bet and test at the budget, the predictive futility rule
+    out["seq_predictive_give_up"] = decide(args.target_radius, give_up="predictive")
     out["seq_known_rate"] = {f"{share:g}": known(args.target_radius, share) for share in (0.0, args.seq_budget_share)}
     head = out["seq_by_radius"][f"{args.target_radius:g}"]
     out.update({"seq_target_radius": args.target_radius, "fixed_certified_accuracy_at_r": head["fixed_certified_accuracy"],
@@ -543,8 +544,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  r={result['seq_target_radius']:g} with budget_share={result['seq_budget_share']:g} (the bet at "
           f"{1 - result['seq_budget_share']:g} alpha): certified accuracy {row['seq_certified_accuracy']:.3f} vs {row['fixed_certified_accuracy']:.3f}; "
           f"mean samples to decide {row['seq_mean_samples']:.0f} = {row['seq_samples_ratio']:.3f} of {args.n}")
-    row = result["seq_table_give_up"]
-    print(f"  r={result['seq_target_radius']:g} with give_up=table (worth={result['seq_worth']:g}; the same bet and test at "
+    row = result["seq_predictive_give_up"]
+    print(f"  r={result['seq_target_radius']:g} with give_up=predictive (give_up_alpha={args.give_up_alpha:g}; the same bet and test at "
           f"the budget): certified accuracy {row['seq_certified_accuracy']:.3f} vs {row['fixed_certified_accuracy']:.3f}; "
           f"mean samples to decide {row['seq_mean_samples']:.0f} = {row['seq_samples_ratio']:.3f} of {args.n}")
     for r, row in result["seq_bayes_by_radius"].items():

@@ -558,10 +558,11 @@ class SequentialConf(CertifierConf):
     # share of alpha held back from the bet (which runs at (1 - budget_share) alpha) for the exact test of
     # all n samples at the budget; that test always has what the bet leaves of alpha (class docstring)
     budget_share: float = field(default=0.0, metadata=half_open_unit())
-    # predictive: the rule above; table: give up where a table designed for this certifier's own certify
-    # boundary (the bet at sequential_bayes's looks, the exact test at n) says drawing on costs more samples
-    # than `worth` * n times the chance of a certificate brings (sequential_bayes's prior; give_up_alpha unused)
-    give_up: str = field(default="predictive", metadata=one_of("predictive", "table"))
+    # table: give up where a table designed for this certifier's own certify boundary (the bet at
+    # sequential_bayes's looks, the exact test at n) says drawing on costs more samples than `worth` * n
+    # times the chance of a certificate brings (sequential_bayes's prior; give_up_alpha unused);
+    # predictive: the rule above; auto: the table where it fits (MAX_TABLE entries), else predictive
+    give_up: str = field(default="auto", metadata=one_of("auto", "table", "predictive"))
     worth: float = field(default=3.0, metadata=gt(0.0))
 
 

@@ -28,7 +28,7 @@ def test_bench_smoke(tmp_path, oracle):
         assert key in saved
     assert set(saved["seq_by_radius"]) == {"0.25", "0.5", "1"}
     assert saved["seq_budget_share"] == 0.8 and "seq_samples_ratio" in saved["seq_with_budget_test"]
-    assert "seq_samples_ratio" in saved["seq_table_give_up"]
+    assert "seq_samples_ratio" in saved["seq_predictive_give_up"]
     assert set(saved["seq_known_rate"]) == {"0", "0.8"}
     assert saved["n"] == 300 and saved["points"] == 2 and result["certify_over_raw"] > 0
     # each above the forward floor; the smoke's one timing of 3 items can put packed below the sum of its
@@ -98,10 +98,10 @@ def test_sequential_draws_script_gives_make_benchs_draw_at_seed_0_and_other_draw
                            target_radius=0.5, seq_n0=100, seq_max_n=600, give_up_alpha=SequentialConf.give_up_alpha,
                            seq_budget_share=0.8, seq_worth=SequentialBayesConf.worth)
     bench = bench_sequential(oracle, args, torch.device("cpu"))
-    bayes, table = bench["seq_bayes_by_radius"]["0.5"], bench["seq_table_give_up"]
+    bayes, predictive = bench["seq_bayes_by_radius"]["0.5"], bench["seq_predictive_give_up"]
     assert rows[0] == {"fixed": bench["fixed_certified_accuracy_at_r"],
                        "sequential": (bench["seq_certified_accuracy_at_r"], bench["seq_samples_ratio"]),
-                       "sequential_table": (table["seq_certified_accuracy"], table["seq_samples_ratio"]),
+                       "sequential_predictive": (predictive["seq_certified_accuracy"], predictive["seq_samples_ratio"]),
                        "sequential_bayes": (bayes["seq_certified_accuracy"], bayes["seq_samples_ratio"])}
     assert rows[1]["sequential"][1] != rows[0]["sequential"][1]
     assert "| mean |" in capsys.readouterr().out
@@ -159,10 +159,10 @@ def test_sequential_budget_script_decides_with_sequential_bayes(capsys):
 def test_sequential_budget_script_decides_with_the_table_on_a_longer_horizon(capsys):
     from .conftest import CACHE
 
-    _sequential_budget().main(["--points", "8", "--seeds", "1", "--n", "1000", "--table-worth", "2", "--horizon",
-                               "1311", "--cache-dir", str(CACHE)])
+    _sequential_budget().main(["--points", "8", "--seeds", "1", "--n", "1000", "--give-up", "table", "--worth", "2",
+                               "--horizon", "1311", "--cache-dir", str(CACHE)])
     out = capsys.readouterr().out
-    assert "sequential give_up=table (worth=2, budget 1311) " in out and "| p_A | items |" in out
+    assert "sequential (give_up=table, worth=2, budget 1311) " in out and "| p_A | items |" in out
 
 
 def test_targets_say_which_ratios_meet_the_issues_bounds():

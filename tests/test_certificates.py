@@ -158,20 +158,21 @@ def test_feature_bound_holds_at_the_worst_shift(a):
     assert fcsb(norm.cdf(1.0), 0.5, 0.5) == pytest.approx(2 * norm.cdf(0.0) - 1)
 
 
-def test_sequential_keeps_alpha_at_the_boundary_and_stops_early_when_easy():
+@pytest.mark.parametrize("give_up", ["auto", "predictive"])
+def test_sequential_keeps_alpha_at_the_boundary_and_stops_early_when_easy(give_up):
     alpha, trials = 0.05, 400
     a = 0.8                                       # true radius sigma * a: target exactly that (null)
     wins = 0
     for seed in range(trials):                    # n0 = 100: selection runs through its stages (10, 20, 40, 80, 100)
-        row = SequentialCertifier(n0=100, n=2000, alpha=alpha, batch_size=50,
-                                  target_radius=SIGMA * a).certify(ctx_at(a, seed, label=1))
+        row = SequentialCertifier(n0=100, n=2000, alpha=alpha, batch_size=50, target_radius=SIGMA * a,
+                                  give_up=give_up).certify(ctx_at(a, seed, label=1))
         wins += row["certified"]
     assert wins / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
-    easy = SequentialCertifier(n0=20, n=10_000, alpha=0.001, batch_size=50,
-                               target_radius=SIGMA * 1.0).certify(ctx_at(4.0, 0, label=1))
+    easy = SequentialCertifier(n0=20, n=10_000, alpha=0.001, batch_size=50, target_radius=SIGMA * 1.0,
+                               give_up=give_up).certify(ctx_at(4.0, 0, label=1))
     assert easy["certified"] and easy["samples_used"] <= 1000
-    hopeless = SequentialCertifier(n0=20, n=10_000, alpha=0.001, batch_size=50,
-                                   target_radius=SIGMA * 2.0).certify(ctx_at(0.5, 0, label=1))
+    hopeless = SequentialCertifier(n0=20, n=10_000, alpha=0.001, batch_size=50, target_radius=SIGMA * 2.0,
+                                   give_up=give_up).certify(ctx_at(0.5, 0, label=1))
     assert not hopeless["certified"] and hopeless["samples_used"] < 10_000
 
 
@@ -203,12 +204,12 @@ def test_a_negative_target_radius_is_refused():
         SequentialCertifier(n0=20, n=500, alpha=0.01, batch_size=50, target_radius=-1.0)
 
 
-@pytest.mark.parametrize("share", [0.5, 0.8])
-def test_sequential_with_the_budget_test_keeps_alpha_at_the_boundary(share):
+@pytest.mark.parametrize(("share", "give_up"), [(0.5, "predictive"), (0.8, "auto")])
+def test_sequential_with_the_budget_test_keeps_alpha_at_the_boundary(share, give_up):
     """The bet at (1 - share) alpha plus Clopper-Pearson on all n samples at share * alpha (union bound)."""
     alpha, trials, a = 0.05, 400, 0.8
     wins = sum(SequentialCertifier(n0=20, n=1000, alpha=alpha, batch_size=50, target_radius=SIGMA * a,
-                                   budget_share=share).certify(ctx_at(a, seed, label=1))["certified"]
+                                   budget_share=share, give_up=give_up).certify(ctx_at(a, seed, label=1))["certified"]
                for seed in range(trials))
     assert wins / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
 
@@ -292,7 +293,7 @@ def test_selection_gives_up_after_its_first_votes_when_they_are_already_hopeless
     from scipy.stats import norm
 
     cert = SequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=50, target_radius=0.5,
-                               give_up_alpha=0.05, budget_share=0.0)
+                               give_up_alpha=0.05, budget_share=0.0, give_up="predictive")
     p_star = float(norm.cdf(2.0))
     row, drawn = _program_on(cert, [1] * 7 + [2] * 3, p_star)
     assert row["sequential_decision"] == "gave up: selection votes below the target"
@@ -311,7 +312,7 @@ def test_selection_doubles_its_samples_and_gives_up_at_the_stage_that_makes_it_h
     from scipy.stats import norm
 
     cert = SequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=50, target_radius=0.5,
-                               give_up_alpha=0.05, budget_share=0.0)
+                               give_up_alpha=0.05, budget_share=0.0, give_up="predictive")
     p_star = float(norm.cdf(2.0))
     need = min(cert.counts_needed(p_star))
     assert cert._chance(0, 0, need, (16, 4)) < 0.05 * 80 / 10_000 < cert._chance(0, 0, need, (17, 3))
@@ -324,7 +325,7 @@ def test_selection_doubles_its_samples_and_gives_up_at_the_stage_that_makes_it_h
     # 0.098 (8 of 10 at p* = 0.8) stopped it at 10 votes, though too high for the item to give up: it bet on
     # a class picked from 10 votes. The cost now counts at most one budget, so stopping early gives up.
     cert = SequentialCertifier(n0=1000, n=100, alpha=0.001, batch_size=50, target_radius=0.1,
-                               give_up_alpha=0.05, budget_share=0.0)
+                               give_up_alpha=0.05, budget_share=0.0, give_up="predictive")
     assert 0.05 < cert._chance(0, 0, min(cert.counts_needed(0.8)), (8, 2)) < 0.05 * 990 / 100
     row, drawn = _program_on(cert, [1] * 8 + [2] * 2 + ([1] * 4 + [2]) * 200, 0.8)
     assert row["selection_samples"] > 10

@@ -170,7 +170,7 @@ def _contexts(oracle, model, count: int, batch_size: int):
                         batch_size=batch_size) for i in range(count)]
 
 
-@pytest.mark.parametrize("certifier", ["cohen", "sequential", "sequential_table", "sequential_bayes", "semantic"])
+@pytest.mark.parametrize("certifier", ["cohen", "sequential", "sequential_predictive", "sequential_bayes", "semantic"])
 def test_packed_programs_return_what_each_returns_alone(oracle, certifier):
     from smoothgen_exp.aggregators.majority import Majority
     from smoothgen_exp.certifiers.cohen import CohenCertifier
@@ -181,10 +181,10 @@ def test_packed_programs_return_what_each_returns_alone(oracle, certifier):
 
     cert = {"cohen": lambda: CohenCertifier(n0=20, n=300, alpha=0.001, batch_size=64, oracle_error=None,
                                             oracle_error_model="bounded", oracle_error_alpha=None, pilot=0),
-            "sequential": lambda: SequentialCertifier(n0=100, n=3000, alpha=0.001, batch_size=64, target_radius=0.25,
-                                                      give_up_alpha=0.01),
-            "sequential_table": lambda: SequentialCertifier(n0=100, n=3000, alpha=0.001, batch_size=64,
-                                                            target_radius=0.25, give_up="table"),
+            "sequential": lambda: SequentialCertifier(n0=100, n=3000, alpha=0.001, batch_size=64, target_radius=0.25),
+            "sequential_predictive": lambda: SequentialCertifier(n0=100, n=3000, alpha=0.001, batch_size=64,
+                                                                 target_radius=0.25, give_up_alpha=0.01,
+                                                                 give_up="predictive"),
             "sequential_bayes": lambda: BayesSequentialCertifier(n0=20, n=3000, alpha=0.001, batch_size=64,
                                                                  target_radius=0.25, worth=3.0),
             "semantic": lambda: SemanticCertifier(n0=20, n=300, alpha=0.001, batch_size=64, oracle_error=None,

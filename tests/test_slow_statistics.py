@@ -55,13 +55,14 @@ def _certified_at_the_boundary(certifier, sigma: float, a: float, trials: int) -
     return wins
 
 
-@pytest.mark.parametrize(("alpha", "share"), [(0.01, 0.0), (0.05, 0.0), (0.05, 0.8)])
-def test_sequential_never_certifies_beyond_alpha_at_the_boundary(alpha, share):
+@pytest.mark.parametrize(("alpha", "share", "give_up"), [(0.01, 0.0, "auto"), (0.05, 0.0, "auto"), (0.05, 0.8, "auto"),
+                                                     (0.01, 0.0, "predictive"), (0.05, 0.8, "predictive")])
+def test_sequential_never_certifies_beyond_alpha_at_the_boundary(alpha, share, give_up):
     """Target exactly the true radius (p_A = p*): the certify rate must stay <= alpha (share: the part of
-    alpha spent on the Clopper-Pearson test at the budget)."""
+    alpha spent on the Clopper-Pearson test at the budget), with either give-up rule (auto: the table)."""
     sigma, a, trials = 0.5, 0.7, 3000
     certifier = SequentialCertifier(n0=20, n=3000, alpha=alpha, batch_size=50, target_radius=sigma * a,
-                                    budget_share=share)
+                                    budget_share=share, give_up=give_up)
     wins = _certified_at_the_boundary(certifier, sigma, a, trials)
     assert wins / trials <= alpha + 4 * np.sqrt(alpha * (1 - alpha) / trials)
 

@@ -32,27 +32,22 @@ full alpha (`budget_share` = 0) the test at the budget keeps what the bet leaves
 the items just above p* (which no bet can decide within n) most of what fixed n certifies, without a
 union bound (`budget_share` = s runs the bet at (1 - s) alpha and leaves the test the rest).
 
-Selection draws SELECT_FIRST samples, then doubles its samples up to n0; it stops after the first
-SELECT_FIRST when they are unanimous, or at any stage where even its top class is already hopeless by
-the rule below (the item then gives up). The item gives up
-(abstains) when its chance of certifying has become small against the samples it would still cost:
-when the predictive probability that its hits reach the count it needs (the lesser of k_n and the bet's
-crossing count at n), under the Jeffreys posterior of p_A from the selection's and the bet's votes
-(Beta-binomial future hits), falls below give_up_alpha times the share of the budget left. Abstaining is
-always sound, so this futility rule needs no guarantee; give_up_alpha only trades samples on hopeless
-items against the chance of abandoning one that would have certified. `samples_used` counts every
-generation drawn.
-
-`give_up=table` keeps the bet and the test at the budget as the certify boundary and replaces the futility
-rules by a table (`sequential_bayes.mixture_design`, read by `table_test.TableTest`): at sequential_bayes's
-looks it certifies where the bet has crossed (at n also from k_n), and gives up (selection too) where, by
-backward induction under sequential_bayes's prior, drawing on costs more samples than `worth` * n times the
-chance of a certificate brings. Certifying at looks only is a subset of the bet's crossings: same level.
+Giving up needs no guarantee (abstaining is sound); it trades samples on hopeless items against abandoning
+one that would have certified. `give_up=table` keeps the bet and the test at the budget as the certify
+boundary, read at sequential_bayes's looks (a subset of the bet's crossings: same level), and gives up
+(selection too) where, by backward induction under sequential_bayes's prior, drawing on costs more samples
+than `worth` * n times the chance of a certificate brings (`sequential_bayes.mixture_design`, read by
+`table_test.TableTest`). `give_up=predictive`: selection doubles from SELECT_FIRST up to n0 (stopping when
+unanimous or hopeless), and the item gives up when the predictive chance that its hits reach the count it
+needs (the lesser of k_n and the bet's crossing count at n; Beta-binomial under the Jeffreys posterior
+of its votes) falls below give_up_alpha times the share of the budget left. `give_up=auto` (the default):
+the table where it fits in MAX_TABLE entries (n up to about 4.5 x 10^4 at p* = Phi(2)), else predictive.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 
 import numpy as np
@@ -72,7 +67,8 @@ GROWTH = 64          # a request asks for at least 1/GROWTH of the samples so fa
 SLACK = 1e-6         # the budget test's calculation counts a crossing from log-wealth threshold - SLACK
 TINY = 1e-40         # probabilities of hit counts below this are dropped from it, and counted as crossed
 CROSSING_BLOCK = 4096  # crossing_counts bisects this many t at once (GRID x CROSSING_BLOCK float64 wealths)
-GIVE_UP_RULES = ("predictive", "table")   # the futility rule: give_up_alpha's predictive chance, or a designed table
+log = logging.getLogger(__name__)
+GIVE_UP_RULES = ("auto", "table", "predictive")   # a designed table (auto: where it fits), or the predictive chance
 
 
 def alternatives(p_star: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,27 +181,30 @@ class SequentialCertifier(TableTest, Certifier):
 
     def settings(self) -> dict:
         """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design),
-        and, with the designed give-up table, the worth it was designed with."""
-        if self.give_up == "table":
-            return {"target_radius": self.target_radius, "give_up": self.give_up, "worth": self.worth}
-        return {"target_radius": self.target_radius}
+        and, where a designed give-up table may decide, the rule and the worth it is designed with."""
+        if self.give_up == "predictive":
+            return {"target_radius": self.target_radius}
+        return {"target_radius": self.target_radius, "give_up": self.give_up, "worth": self.worth}
 
     def design(self, p_star: float):
-        """`give_up=table`: the bet's certify boundary at looks, a designed give-up one (mixture_design)."""
+        """The table: the bet's certify boundary at looks, a designed give-up one (mixture_design)."""
         from smoothgen_exp.certifiers.sequential_bayes import mixture_design
 
         return mixture_design(float(p_star), self.n, self.threshold, self.alpha, self.worth)   # k_n at alpha, as counts_needed
 
-    @property
-    def uses_table(self) -> bool:       # items decided by a table of boundaries (`design`, TableTest)
-        return self.give_up == "table"
+    def uses_table(self, p_star: float) -> bool:
+        """Whether items at this p* are decided by a table of boundaries (`design`, TableTest)."""
+        from smoothgen_exp.certifiers.sequential_bayes import MAX_TABLE, table_entries
+
+        return self.give_up == "table" or (self.give_up == "auto" and table_entries(p_star, self.n) <= MAX_TABLE)
 
     def prepare(self, smoothing) -> None:
         """With a table: design it (cached) before the run, so that one too large fails in one line."""
-        if self.uses_table:
-            p_star = float(smoothing.required_p(self.target_radius))
-            if p_star < self.max_lower_bound(self.n):
-                self.design(p_star)
+        p_star = float(smoothing.required_p(self.target_radius))
+        if self.uses_table(p_star) and p_star < self.max_lower_bound(self.n):
+            self.design(p_star)
+        elif self.give_up == "auto":
+            log.info("certifier.give_up=auto: the predictive rule (no table fits n=%d at p*=%.4g)", self.n, p_star)
 
     def counts_needed(self, p_star: float) -> tuple[int, int]:
         """(the hits among n that the test at the budget needs, the fewest with which the bet crosses at
@@ -214,9 +213,9 @@ class SequentialCertifier(TableTest, Certifier):
         return budget_count(p_star, self.n, self.threshold, self.alpha), bet_count(p_star, self.n, self.threshold)
 
     def _program(self, ctx) -> Program:
-        if self.uses_table:
-            return (yield from self._table_program(ctx))
         p_star = float(ctx.noise.required_p(self.target_radius))   # the bet and budget_count alike
+        if self.uses_table(p_star):
+            return (yield from self._table_program(ctx))
         need = min(self.counts_needed(p_star))
         selection = yield from self._select(ctx, need)
         c_a, n_select = int(selection.argmax()), int(selection.sum())

@@ -270,7 +270,9 @@ class BayesSequentialCertifier(SequentialCertifier):
     ceiling; the parent's bet, test at the budget and give-up rule are not used."""
     name = "sequential_bayes"
 
-    uses_table = True                  # always its own table (the parent's `prepare` and `_program` read it)
+    def uses_table(self, p_star: float) -> bool:
+        """Always its own table (the parent's `prepare` and `_program` ask)."""
+        return True
 
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str, target_radius: float, worth: float):
         if not (int(n) >= 1 and 0.0 < float(alpha) < 1.0):
