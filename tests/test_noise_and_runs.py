@@ -67,6 +67,8 @@ def option_runs(tmp_path_factory, t2i):
                       "certifier.oracle_error_model=symmetric"],
         "calibrated": ["smoothing=calibrated", "smoothing.calibration_items=5", "smoothing.probes=8"],
         "adaptive": ["smoothing=adaptive", "smoothing.calibration_items=3", "smoothing.probes=4"],
+        "sequential_adaptive": ["certifier=sequential", "certifier.n=400", "certifier.batch_size=50",
+                                "smoothing=adaptive", "smoothing.calibration_items=3", "smoothing.probes=4"],
     }
     out = {}
     for name, args in variants.items():
@@ -110,6 +112,12 @@ def test_feature_center_and_sequential_columns(option_runs):
         sm = smoothed(option_runs[name][0])
         assert (sm.samples_used <= 20 + 400).all() and sm.sequential_decision.notna().all()
         assert ((sm.radius == 0.1) == sm.certified).all() and (sm.certifier == name).all()
+    # give_up=auto through the runner: the designed table at the run's one p*; with noise chosen per input
+    # (review: prepare crashed on smoothing=adaptive) the predictive rule, and no certificate is valid
+    assert option_runs["sequential"][1]["give_up"] == "auto (table)"
+    df, summary = option_runs["sequential_adaptive"]
+    assert summary["give_up"] == "auto (predictive)" and summary["give_up_alpha"] == 0.05
+    assert (~smoothed(df).certificate_valid.astype(bool)).all() and smoothed(df).sequential_decision.notna().all()
 
 
 def test_pilot_and_oracle_error_are_recorded(option_runs):

@@ -213,8 +213,10 @@ def test_sequentials_give_up_table_at_r_half_gives_up_on_a_coin_and_certifies_al
 def test_sequentials_default_give_up_is_the_table_where_it_fits_and_the_predictive_rule_beyond(caplog):
     """give_up=auto (the default): at p* = Phi(2) the table fits up to n of about 4.5 x 10^4 (MAX_TABLE
     entries), so n = 10^4 designs it before the run and decides by it; at n = 10^5 it would take 267
-    million entries, so auto falls back to the predictive rule (and says so), where give_up=table refuses
-    in one line. At r = 0.75 (p* = Phi(3)) the table fits even at n = 10^5."""
+    million entries, so auto falls back to the predictive rule (and says so, in the log and in the
+    settings), where give_up=table refuses in one line. At r = 0.75 (p* = Phi(3)) the table fits even at
+    n = 10^5. Noise chosen per input (smoothing=adaptive, no `required_p`; review: prepare crashed on it)
+    would need a table per item, so auto uses the predictive rule there."""
     import logging
 
     from smoothgen_exp.certifiers.sequential import SequentialCertifier
@@ -226,21 +228,29 @@ def test_sequentials_default_give_up_is_the_table_where_it_fits_and_the_predicti
     noise, p_star = GaussianNoise(0.25), float(norm.cdf(2.0))
     small = SequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=50, target_radius=0.5)
     assert small.give_up == "auto" and small.uses_table(p_star)
-    assert small.settings() == {"target_radius": 0.5, "give_up": "auto", "worth": 3.0}
+    B.mixture_design.cache_clear()
+    small.prepare(noise)
+    assert B.mixture_design.cache_info().currsize == 1            # designed before the run
+    assert small.settings() == {"target_radius": 0.5, "give_up": "auto (table)", "worth": 3.0} and small.uses_table(p_star)
     large = SequentialCertifier(n0=100, n=100_000, alpha=0.001, batch_size=50, target_radius=0.5)
     assert B.table_entries(p_star, 100_000) > B.MAX_TABLE and not large.uses_table(p_star)
     with caplog.at_level(logging.INFO, logger="smoothgen_exp.certifiers.sequential"):
         large.prepare(noise)
-    assert "give_up=auto: the predictive rule" in caplog.text
-    assert large.uses_table(float(norm.cdf(3.0)))
+    assert "give_up=auto (predictive) at n=100000, p*=0.9772" in caplog.text
+    assert large.settings() == {"target_radius": 0.5, "give_up": "auto (predictive)", "give_up_alpha": 0.05}
+    assert not large.uses_table(p_star) and large.uses_table(float(norm.cdf(3.0))) is False   # resolved: one rule
+    large.prepare(GaussianNoise(0.5 / 3.0))                                     # p* = Phi(3): resolved again
+    assert large.settings()["give_up"] == "auto (table)"
+    small.prepare(object())                                                      # per-input noise: no one p*
+    assert small.settings()["give_up"] == "auto (predictive)" and not small.uses_table(p_star)
     with pytest.raises(SmoothgenError, match="certifier.give_up=table: designing the table for n=100000"):
         SequentialCertifier(n0=100, n=100_000, alpha=0.001, batch_size=50, target_radius=0.5, give_up="table").prepare(noise)
-    # the two paths (p* = Phi(2), p_A = Phi(3.5)): auto's row equals give_up=table's at n = 2,000 and the
-    # predictive rule's at n = 10^5, and the two rules' rows differ
-    got = {}
-    for n, rule in ((2_000, "table"), (100_000, "predictive")):
-        got[rule] = [{k: v for k, v in SequentialCertifier(
-            n0=20, n=n, alpha=0.001, batch_size=50, target_radius=SIGMA * 2.0, give_up=give_up
-        ).certify(ctx_at(3.5, 0, label=1)).items() if not k.startswith("time_")} for give_up in ("auto", rule)]
-        assert got[rule][0] == got[rule][1] and got[rule][0]["certified"]
-    assert got["table"][0]["samples_used"] != got["predictive"][0]["samples_used"]
+    # the two paths at one n (p* = Phi(2), p_A = Phi(3.5)), prepared as the runner does: auto's row equals
+    # give_up=table's, and the predictive rule's differs
+    rows = {}
+    for give_up in ("auto", "table", "predictive"):
+        cert = SequentialCertifier(n0=20, n=2_000, alpha=0.001, batch_size=50, target_radius=SIGMA * 2.0, give_up=give_up)
+        cert.prepare(GaussianNoise(SIGMA))
+        rows[give_up] = {k: v for k, v in cert.certify(ctx_at(3.5, 0, label=1)).items() if not k.startswith("time_")}
+    assert rows["auto"] == rows["table"] and rows["auto"]["certified"] and rows["predictive"]["certified"]
+    assert rows["auto"]["samples_used"] != rows["predictive"]["samples_used"]

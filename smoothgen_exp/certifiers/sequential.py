@@ -159,7 +159,7 @@ class SequentialCertifier(TableTest, Certifier):
             raise SmoothgenError(f"certifier.give_up={give_up!r} must be one of {', '.join(GIVE_UP_RULES)}")
         if not worth > 0.0:
             raise SmoothgenError(f"certifier.worth={worth} must be > 0")
-        self.give_up, self.worth = give_up, float(worth)
+        self.give_up, self.rule, self.worth = give_up, give_up, float(worth)    # rule: auto as `prepare` resolves it
         if not self.target_radius >= 0.0:        # p* < 1/2 would "certify" a class that is not the majority
             raise SmoothgenError(f"certifier.target_radius={target_radius} must be >= 0")
         if not 0.0 < self.give_up_alpha < 0.5:   # the futility rule reads a chance of 1/2 as on track
@@ -170,9 +170,8 @@ class SequentialCertifier(TableTest, Certifier):
         self.threshold = math.log(1.0 / self.alpha_bet) + 1e-9        # log(1/alpha_bet), a margin for rounding
 
     def max_lower_bound(self, n: int) -> float:
-        """The largest p* that n estimation samples can certify: every one a hit (the bet's largest
-        wealth, decreasing in p*: bisection), or n hits of n at the budget, which needs p*^n <= alpha.
-        A ceiling, not a prediction."""
+        """The largest p* that n estimation samples can certify (a ceiling): every one a hit (the bet's
+        largest wealth, decreasing in p*: bisection), or n hits of n at the budget (p*^n <= alpha)."""
         lo, hi, n_t = 0.0, 1.0, torch.tensor(float(n))
         for _ in range(60):
             mid = (lo + hi) / 2
@@ -180,11 +179,12 @@ class SequentialCertifier(TableTest, Certifier):
         return max(lo, self.alpha ** (1.0 / n))
 
     def settings(self) -> dict:
-        """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design),
-        and, where a designed give-up table may decide, the rule and the worth it is designed with."""
+        """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design);
+        unless give_up=predictive, the rule (auto: the one `prepare` chose) and what sets it."""
         if self.give_up == "predictive":
             return {"target_radius": self.target_radius}
-        return {"target_radius": self.target_radius, "give_up": self.give_up, "worth": self.worth}
+        rule = {"give_up_alpha": self.give_up_alpha} if self.rule == "auto (predictive)" else {"worth": self.worth}
+        return {"target_radius": self.target_radius, "give_up": self.rule, **rule}
 
     def design(self, p_star: float):
         """The table: the bet's certify boundary at looks, a designed give-up one (mixture_design)."""
@@ -193,22 +193,25 @@ class SequentialCertifier(TableTest, Certifier):
         return mixture_design(float(p_star), self.n, self.threshold, self.alpha, self.worth)   # k_n at alpha, as counts_needed
 
     def uses_table(self, p_star: float) -> bool:
-        """Whether items at this p* are decided by a table of boundaries (`design`, TableTest)."""
+        """Whether items at this p* are decided by a table (`design`, TableTest): auto as `prepare`
+        resolved it, or before that where the table fits in MAX_TABLE entries."""
         from smoothgen_exp.certifiers.sequential_bayes import MAX_TABLE, table_entries
 
-        return self.give_up == "table" or (self.give_up == "auto" and table_entries(p_star, self.n) <= MAX_TABLE)
+        return table_entries(p_star, self.n) <= MAX_TABLE if self.rule == "auto" else self.rule in ("table", "auto (table)")
 
     def prepare(self, smoothing) -> None:
-        """With a table: design it (cached) before the run, so that one too large fails in one line."""
-        p_star = float(smoothing.required_p(self.target_radius))
-        if self.uses_table(p_star) and p_star < self.max_lower_bound(self.n):
+        """Before the run: auto resolved, and the table designed (cached; one too large fails in one line).
+        Noise chosen per input (smoothing=adaptive) would need a table per item: auto then predicts."""
+        fixed, self.rule = hasattr(smoothing, "required_p"), self.give_up       # auto: resolved again below
+        p_star = float(smoothing.required_p(self.target_radius)) if fixed else None
+        if self.give_up == "auto":
+            self.rule = "auto (table)" if fixed and self.uses_table(p_star) else "auto (predictive)"
+            log.info("certifier.give_up=%s at n=%d, %s", self.rule, self.n, fixed and f"p*={p_star:.4g}" or "per-input noise")
+        if fixed and self.uses_table(p_star) and p_star < self.max_lower_bound(self.n):
             self.design(p_star)
-        elif self.give_up == "auto":
-            log.info("certifier.give_up=auto: the predictive rule (no table fits n=%d at p*=%.4g)", self.n, p_star)
 
     def counts_needed(self, p_star: float) -> tuple[int, int]:
-        """(the hits among n that the test at the budget needs, the fewest with which the bet crosses at
-        the n-th sample); n + 1 where none do."""
+        """(k_n, the hits the test at the budget needs; the fewest with which the bet crosses at n); n + 1: none."""
         p_star = float(p_star)
         return budget_count(p_star, self.n, self.threshold, self.alpha), bet_count(p_star, self.n, self.threshold)
 
@@ -236,11 +239,9 @@ class SequentialCertifier(TableTest, Certifier):
                 "sequential_decision": decision, "selection_samples": n_select, "samples_used": n_select + used}
 
     def _select(self, ctx, need: int) -> Program:
-        """Class counts of the selection samples, drawn in stages: SELECT_FIRST, then doubling up to n0.
-        Selection ends after its first stage when that is unanimous, and after any stage at which even
-        its top class is already hopeless (the futility rule on its votes, against what the rest of n0
-        would cost: the item then gives up without them). c_A may be any function of these samples
-        (they are disjoint from the betting samples), and giving up is always sound."""
+        """Class counts of the selection samples, in stages (SELECT_FIRST, then doubling up to n0), ending when
+        unanimous or when even the top class is hopeless against what the rest of n0 would cost (the item then
+        gives up). c_A may be any function of these samples (disjoint from the bet's); giving up is sound."""
         drawn, counts = 0, 0
         while True:
             stage = min(max(SELECT_FIRST, 2 * drawn), self.n0)

@@ -227,8 +227,8 @@ def _continue_cost(pred: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def mixture_design(p_star: float, n: int, threshold: float, alpha: float, worth: float) -> Design:
-    """`certifier=sequential give_up=table`: the table whose certify boundary is the sequential certifier's
-    own, fixed, and whose give-up boundary is designed. At look t_k it certifies when the mixture bet has
+    """`certifier=sequential give_up=table` (and auto where it fits): the table whose certify boundary is
+    the sequential certifier's own, fixed, and whose give-up boundary is designed. At look t_k it certifies when the mixture bet has
     crossed its threshold at t_k (misses <= t_k - b_(t_k), `sequential.crossing_counts`), and at n also
     when the hits reach the exact test's k_n (`sequential.budget_count`); it gives up where, by backward
     induction over (look, misses) under the prior, drawing on costs more samples than worth * n times
@@ -238,7 +238,7 @@ def mixture_design(p_star: float, n: int, threshold: float, alpha: float, worth:
     from smoothgen_exp.certifiers.sequential import budget_count, crossing_counts
 
     ts, m_max = looks(n), max_misses(p_star, n)
-    _refuse_too_large(p_star, n, "certifier.give_up=table", "certifier.give_up=predictive")
+    _refuse_too_large(p_star, n, "certifier.give_up=table", "certifier.give_up=auto or predictive")
     b = crossing_counts(p_star, n, threshold)
     c = np.minimum(ts - b[ts - 1], m_max)                 # b_t = t + 1 where the bet cannot cross: c = -1
     k_n = budget_count(p_star, n, threshold, alpha)

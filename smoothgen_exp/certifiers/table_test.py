@@ -1,8 +1,8 @@
 """A sequential test read from a table of boundaries over looks (`sequential_bayes.Design`): after t_k
 estimation samples with m misses (votes other than c_A), certify when m <= c_k, give up when m >= a_k,
 else draw on to the next look at which some outcome could decide. Used by `certifier=sequential_bayes`
-(whose table is Bayes-optimal for the budget) and by `certifier=sequential give_up=table` (whose table
-keeps the mixture bet's certify boundary and designs only where to give up). Each certifier supplies
+(whose table is Bayes-optimal for the budget) and by `certifier=sequential` at give_up=table or auto
+(whose table keeps the mixture bet's certify boundary and designs only where to give up). Each supplies
 `design(p_star)`, `max_lower_bound(n)`, `worth`, `n0`, `n`, `target_radius` and `_row`.
 """
 
