@@ -228,11 +228,11 @@ def _continue_cost(pred: np.ndarray, after: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=32)
 def mixture_design(p_star: float, n: int, threshold: float, alpha: float, worth: float) -> Design:
     """`certifier=sequential give_up=table` (and auto where it fits): the table whose certify boundary is
-    the sequential certifier's own, fixed, and whose give-up boundary is designed. At look t_k it certifies when the mixture bet has
-    crossed its threshold at t_k (misses <= t_k - b_(t_k), `sequential.crossing_counts`), and at n also
-    when the hits reach the exact test's k_n (`sequential.budget_count`); it gives up where, by backward
-    induction over (look, misses) under the prior, drawing on costs more samples than worth * n times
-    the chance of a certificate above p* brings. Certifying at looks only is a subset of the bet's
+    the sequential certifier's own, fixed, and whose give-up boundary is designed. At look t_k it
+    certifies when the mixture bet has crossed its threshold at t_k (misses <= t_k - b_(t_k),
+    `sequential.crossing_counts`), and at n also when the hits reach the exact test's k_n
+    (`sequential.budget_count`); it gives up where, by backward induction over (look, misses) under the
+    prior, drawing on costs more samples than worth * n times the chance of a certificate above p* brings. Certifying at looks only is a subset of the bet's
     crossings, so the test at the budget keeps its level; giving up only removes certificates. The
     table's level at p* is computed exactly all the same, and a table above alpha is refused."""
     from smoothgen_exp.certifiers.sequential import budget_count, crossing_counts
