@@ -163,7 +163,7 @@ def test_sequential_keeps_alpha_at_the_boundary_and_stops_early_when_easy(give_u
     alpha, trials = 0.05, 400
     a = 0.8                                       # true radius sigma * a: target exactly that (null)
     wins = 0
-    for seed in range(trials):                    # n0 = 100: selection runs through its stages (10, 20, 40, 80, 100)
+    for seed in range(trials):                    # n0 = 100: selection in stages (predictive 10, 20, 40, 80, 100; table 10, 100)
         row = SequentialCertifier(n0=100, n=2000, alpha=alpha, batch_size=50, target_radius=SIGMA * a,
                                   give_up=give_up).certify(ctx_at(a, seed, label=1))
         wins += row["certified"]
