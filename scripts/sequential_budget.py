@@ -44,6 +44,7 @@ from smoothgen_exp.config import SequentialConf
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.core import Smooth
 from smoothgen_exp.data.digits import digit_images
+from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.packing import run_one
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 from smoothgen_exp.stats import cp_lower
@@ -90,14 +91,6 @@ def main(argv: list[str] | None = None) -> None:
     oracle = DigitClassifier(cache_dir=args.cache_dir)
     noise = GaussianNoise(args.sigma)
     smooth = Smooth(oracle.classify, noise=noise, num_classes=10)
-    images, labels = digit_images("heldout")
-    idx = torch.linspace(0, len(images) - 1, args.points).long().tolist()
-    rates, fixed = [], []
-    for i in idx:                                      # the fixed-n comparison of `make bench`
-        cert = smooth.certify(torch.from_numpy(images[i]), 100, args.n, args.alpha, 1000, seed=i)
-        rates.append(cert.count / args.n if cert.prediction == int(labels[i]) else 0.0)
-        fixed.append(cert.prediction == int(labels[i]) and cert.radius >= args.radius)
-
     share = {} if args.budget_share is None else {"budget_share": args.budget_share}
     common = dict(n0=100, n=args.horizon or args.n, alpha=args.alpha, batch_size=1000, target_radius=args.radius)
     if args.bayes_worth is not None and (share or args.give_up_alpha != SequentialConf.give_up_alpha
@@ -110,10 +103,22 @@ def main(argv: list[str] | None = None) -> None:
     else:
         certifier = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, **share, give_up=args.give_up,
                                         worth=args.worth)
-        rule = f"worth={args.worth:g}" if certifier.uses_table(noise.required_p(args.radius)) \
-            else f"give_up_alpha={args.give_up_alpha:g}"
-        name = f"sequential (give_up={args.give_up}, {rule}, budget {common['n']})"
+    try:
+        certifier.prepare(noise)          # resolves give_up=auto and designs the table, before the fixed-n work
+    except SmoothgenError as e:
+        p.error(f"{e} (here: --horizon, --give-up)")
+    if args.bayes_worth is None:
+        name = "sequential (" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in certifier.settings().items() if k != "target_radius")
+        name += f", budget {common['n']})"
     p_star = noise.required_p(args.radius)
+    images, labels = digit_images("heldout")
+    idx = torch.linspace(0, len(images) - 1, args.points).long().tolist()
+    rates, fixed = [], []
+    for i in idx:                                      # the fixed-n comparison of `make bench`
+        cert = smooth.certify(torch.from_numpy(images[i]), 100, args.n, args.alpha, 1000, seed=i)
+        rates.append(cert.count / args.n if cert.prediction == int(labels[i]) else 0.0)
+        fixed.append(cert.prediction == int(labels[i]) and cert.radius >= args.radius)
 
     def decide(j: int, i: int, seed: int, clairvoyant: bool) -> tuple[float, bool]:
         """(samples, certified) of item j on its Bernoulli votes under this seed."""
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     used, certified = over_seeds(clairvoyant=False)
     fresh = fixed_on_fresh_votes(rates, args.n, args.alpha, p_star)
     total = float(used.sum())
-    rate_t, fixed_t = torch.tensor(rates), torch.tensor(fixed)
+    rate_t, fixed_t = torch.tensor(rates, dtype=torch.float64), torch.tensor(fixed)   # float64: a rate of 1 < 1 + 1e-9
     print(f"r = {args.radius}, p* = {p_star:.4f}; fixed n = {args.n} certifies "
           f"{int(fixed_t.sum())} ({fresh:.1f} expected on fresh votes), {name} {float(certified.sum()):.1f} "
           f"(mean of {args.seeds} seeds); "

@@ -163,6 +163,8 @@ def test_sequential_budget_script_decides_with_the_table_on_a_longer_horizon(cap
                                "--horizon", "1311", "--cache-dir", str(CACHE)])
     out = capsys.readouterr().out
     assert "sequential (give_up=table, worth=2, budget 1311) " in out and "| p_A | items |" in out
+    # every item is in one bucket (review: float32 rates of exactly 1 fell outside [0.99, 1 + 1e-9))
+    assert sum(int(line.split("|")[2]) for line in out.splitlines() if line.startswith("| [")) == 8
 
 
 def test_targets_say_which_ratios_meet_the_issues_bounds():

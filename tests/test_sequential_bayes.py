@@ -241,6 +241,11 @@ def test_sequentials_default_give_up_is_the_table_where_it_fits_and_the_predicti
     assert not large.uses_table(p_star) and large.uses_table(float(norm.cdf(3.0))) is False   # resolved: one rule
     large.prepare(GaussianNoise(0.5 / 3.0))                                     # p* = Phi(3): resolved again
     assert large.settings()["give_up"] == "auto (table)"
+    explicit = SequentialCertifier(n0=100, n=10_000, alpha=0.001, batch_size=50, target_radius=0.5, give_up="predictive")
+    with caplog.at_level(logging.INFO, logger="smoothgen_exp.certifiers.sequential"):
+        explicit.prepare(noise)                                                  # (new-user review: said nothing)
+    assert "certifier.give_up=predictive at n=10000" in caplog.text
+    assert explicit.settings() == {"target_radius": 0.5, "give_up": "predictive", "give_up_alpha": 0.05}
     small.prepare(object())                                                      # per-input noise: no one p*
     assert small.settings()["give_up"] == "auto (predictive)" and not small.uses_table(p_star)
     with pytest.raises(SmoothgenError, match="certifier.give_up=table: designing the table for n=100000"):

@@ -179,11 +179,9 @@ class SequentialCertifier(TableTest, Certifier):
         return max(lo, self.alpha ** (1.0 / n))
 
     def settings(self) -> dict:
-        """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design);
-        unless give_up=predictive, the rule (auto: the one `prepare` chose) and what sets it."""
-        if self.give_up == "predictive":
-            return {"target_radius": self.target_radius}
-        rule = {"give_up_alpha": self.give_up_alpha} if self.rule == "auto (predictive)" else {"worth": self.worth}
+        """The target radius, the only radius a row certifies (the curve's larger radii are 0 by design),
+        and the give-up rule (auto: the one `prepare` chose) with what sets it."""
+        rule = {"give_up_alpha": self.give_up_alpha} if self.rule in ("predictive", "auto (predictive)") else {"worth": self.worth}
         return {"target_radius": self.target_radius, "give_up": self.rule, **rule}
 
     def design(self, p_star: float):
@@ -206,7 +204,7 @@ class SequentialCertifier(TableTest, Certifier):
         p_star = float(smoothing.required_p(self.target_radius)) if fixed else None
         if self.give_up == "auto":
             self.rule = "auto (table)" if fixed and self.uses_table(p_star) else "auto (predictive)"
-            log.info("certifier.give_up=%s at n=%d, %s", self.rule, self.n, fixed and f"p*={p_star:.4g}" or "per-input noise")
+        log.info("certifier.give_up=%s at n=%d, %s", self.rule, self.n, fixed and f"p*={p_star:.4g}" or "per-input noise")
         if fixed and self.uses_table(p_star) and p_star < self.max_lower_bound(self.n):
             self.design(p_star)
 

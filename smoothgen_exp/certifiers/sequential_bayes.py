@@ -271,7 +271,7 @@ class BayesSequentialCertifier(SequentialCertifier):
     name = "sequential_bayes"
 
     def uses_table(self, p_star: float) -> bool:
-        """Always its own table (the parent's `prepare` and `_program` ask)."""
+        """Always its own table (the parent's `_program` asks)."""
         return True
 
     def __init__(self, n0: int, n: int, alpha: float, batch_size: int | str, target_radius: float, worth: float):
@@ -285,8 +285,15 @@ class BayesSequentialCertifier(SequentialCertifier):
         return self.alpha ** (1.0 / n)
 
     def settings(self) -> dict:
-        """The target radius and the worth the table was designed with."""
-        return {**super().settings(), "worth": self.worth}
+        """The target radius and the worth the table was designed with (no give-up rule: the table's own)."""
+        return {"target_radius": self.target_radius, "worth": self.worth}
+
+    def prepare(self, smoothing) -> None:
+        """The table designed before the run (cached; one too large fails in one line); per-input noise: per item."""
+        if hasattr(smoothing, "required_p"):
+            p_star = float(smoothing.required_p(self.target_radius))
+            if p_star < self.max_lower_bound(self.n):
+                self.design(p_star)
 
     def design(self, p_star: float) -> Design:
         """The table for this p* (module function `design`, cached)."""
