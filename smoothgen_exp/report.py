@@ -23,7 +23,7 @@ NEITHER = ("items", "world_size", "n", "n0", "alpha", "sigma", "confidence", "ma
            "attack_unmoved_baseline", "attack_unmoved_smoothed", "attack_reference_unstable_baseline",
            "attack_reference_unstable_smoothed",
            "mcdiarmid_n", "alpha_per_bound", "mean_diag_center_radius", "mean_diag_center_frac", "mean_diag_diameter",
-           "worth")
+           "worth", "give_up_alpha")
 
 
 def metric_arrow(key: str) -> str:

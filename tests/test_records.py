@@ -160,7 +160,7 @@ def test_summary_arrows_point_the_right_way():
 
     for neither in ("confidence", "world_size", "items_total", "items", "alpha", "sigma", "n", "n0",
                     "max_certifiable_radius", "mean_diag_rho", "attack_within_radius", "attack_w2_items",
-                    "nominal_mean_diag_rho", "nominal_max_certifiable_radius", "worth"):
+                    "nominal_mean_diag_rho", "nominal_max_certifiable_radius", "worth", "give_up_alpha"):
         assert metric_arrow(neither) == "", neither
     assert metric_arrow("metric_fid_baseline") == metric_arrow("abstain_rate") == "↓"
     assert metric_arrow("retention_fid") == metric_arrow("certified_accuracy_r0.5") == metric_arrow("mean_radius") == "↑"
