@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> None:
                 "uses sequential_bayes")
     if args.bayes_worth is not None:
         certifier = BayesSequentialCertifier(**common, worth=args.bayes_worth)
-        name = f"sequential_bayes (worth={args.bayes_worth:g}, budget {common['n']})"
     else:
         certifier = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, **share, give_up=args.give_up,
                                         worth=args.worth)
@@ -107,10 +106,9 @@ def main(argv: list[str] | None = None) -> None:
         certifier.prepare(noise)          # resolves give_up=auto and designs the table, before the fixed-n work
     except SmoothgenError as e:
         p.error(f"{e} (here: --horizon, --give-up)")
-    if args.bayes_worth is None:
-        name = "sequential (" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                                          for k, v in certifier.settings().items() if k != "target_radius")
-        name += f", budget {common['n']})"
+    name = f"{certifier.name} (" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in certifier.settings().items() if k != "target_radius")
+    name += f", budget {common['n']})"
     p_star = noise.required_p(args.radius)
     images, labels = digit_images("heldout")
     idx = torch.linspace(0, len(images) - 1, args.points).long().tolist()

@@ -197,8 +197,7 @@ def bench_sequential(oracle: DigitClassifier, args, device: torch.device, run_se
         sequential = SequentialCertifier(**common, give_up_alpha=args.give_up_alpha, budget_share=share,
                                          give_up=give_up, worth=args.seq_worth) \
             if worth is None else BayesSequentialCertifier(**common, worth=worth)
-        if sequential.uses_table(noise.required_p(r)):   # the table is made once per p* (cached), before the clock
-            sequential.design(noise.required_p(r))
+        sequential.prepare(noise)        # as the runner does: the table, if any, is made (cached) before the clock
         ok, samples, t_seq = [], [], 0.0
         for ctx in ctxs:
             ctx.streams.clear()
