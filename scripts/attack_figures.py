@@ -14,7 +14,6 @@ the symmetric oracle-error model) the curves are drawn from them, dashed and lab
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from smoothgen_exp.cli import script_parser  # noqa: E402
 from smoothgen_exp.tables import (  # noqa: E402
     NOMINAL_TAG,
     by_validity,
@@ -40,7 +40,7 @@ METRICS = ["attack_success_rate_baseline", "attack_success_rate_smoothed", "atta
 
 
 def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("sweep", nargs="?", default="outputs/sweeps/attacks")
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--name", default="attacks")

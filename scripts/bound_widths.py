@@ -7,11 +7,10 @@ certifiers offer: betting (Waudby-Smith & Ramdas 2023, the default), Hoeffding, 
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 
+from smoothgen_exp.cli import script_parser
 from smoothgen_exp.stats import betting_lower, cp_lower, empirical_bernstein_lower, hoeffding_lower
 
 
@@ -34,7 +33,7 @@ def widths(ns=(30, 100, 1000), ps=(0.6, 0.95), alpha: float = 0.001, reps: int =
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    a = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = script_parser(__doc__)
     a.add_argument("--alpha", type=float, default=0.001)
     a.add_argument("--reps", type=int, default=2000)
     a.add_argument("--n", type=int, nargs="+", default=[30, 100, 1000])

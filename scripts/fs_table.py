@@ -21,7 +21,6 @@ Values are mean ± standard error over items.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from smoothgen_exp.certifiers.base import eps_col
+from smoothgen_exp.cli import script_parser
 from smoothgen_exp.records import valid_certificates
 from smoothgen_exp.tables import certified_part, load_records, require_runs, run_config, write_table
 
@@ -112,7 +112,7 @@ def attack_table(run_dirs) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("sweep", nargs="?", default="outputs/sweeps/fs_gsb")
     p.add_argument("--attacks", default=None, help="an experiment=fs_gsb_attacks sweep directory")
     p.add_argument("--out", default="outputs/tables")

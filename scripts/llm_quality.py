@@ -10,7 +10,6 @@ llm_quality.png (the same against sigma: the robustness-quality trade-off).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from smoothgen_exp.cli import script_parser  # noqa: E402
 from smoothgen_exp.tables import formatted, require_runs, results_table, swept_keys, write_table  # noqa: E402
 
 METRICS = ["metric_minilm_similarity_baseline_vs_answer", "metric_minilm_similarity_smoothed_vs_answer",
@@ -27,7 +27,7 @@ METRICS = ["metric_minilm_similarity_baseline_vs_answer", "metric_minilm_similar
 
 
 def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("sweep", nargs="?", default="outputs/sweeps/llm_quality")
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--name", default="llm_quality")

@@ -12,11 +12,11 @@ table of the project goes through this script (or its functions in smoothgen_exp
 
 from __future__ import annotations
 
-import argparse
 import sys
 from difflib import get_close_matches
 from pathlib import Path
 
+from smoothgen_exp.cli import script_parser
 from smoothgen_exp.tables import formatted, load_summaries, require_runs, results_table, write_table
 
 DEFAULT_METRICS = ["certified_accuracy/0", "certified_accuracy/0.1", "certified_accuracy/0.25", "abstain_rate",
@@ -24,7 +24,7 @@ DEFAULT_METRICS = ["certified_accuracy/0", "certified_accuracy/0.1", "certified_
 
 
 def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("paths", nargs="+")
     p.add_argument("--metrics", nargs="*", default=None, help="summary keys (nested keys joined by '/')")
     p.add_argument("--by", nargs="*", default=None, help="grouping keys (default: the swept keys)")

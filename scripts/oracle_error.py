@@ -10,7 +10,6 @@ false-positive counts, and the override to pass on, e.g.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -18,13 +17,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from smoothgen_exp.cli import script_parser
 from smoothgen_exp.data.digits import digit_images
 from smoothgen_exp.oracles.digits import DigitClassifier
 from smoothgen_exp.oracles.error import oracle_error_bound
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--alpha", type=float, default=0.001)
     p.add_argument("--cache-dir", default="outputs/cache")
     p.add_argument("--out", default="outputs/oracle_error.json")

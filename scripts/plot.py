@@ -11,7 +11,6 @@ swept keys (their metrics fall back to the `nominal_*` keys, labelled so). Write
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from smoothgen_exp.cli import script_parser  # noqa: E402
 from smoothgen_exp.tables import (  # noqa: E402
     NOMINAL_TAG,
     by_validity,
@@ -40,7 +40,7 @@ def named(pairs) -> str:
 
 
 def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("paths", nargs="+")
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--name", default="runs")

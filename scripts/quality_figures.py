@@ -8,7 +8,6 @@ From an `experiment=smoothgen_quality` sweep: writes quality.{md,tex,csv} and qu
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from smoothgen_exp.cli import script_parser  # noqa: E402
 from smoothgen_exp.tables import formatted, require_runs, results_table, write_table  # noqa: E402
 
 # *_noisy: one unfiltered noisy generation (under aggregator=majority the smoothed outputs are the voted class's)
@@ -26,7 +26,7 @@ METRICS = ["retention_fid", "retention_digit_prob", "retention_digit_prob_noisy"
 
 
 def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("sweep", nargs="?", default="outputs/sweeps/smoothgen_quality")
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--name", default="quality")

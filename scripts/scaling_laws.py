@@ -20,7 +20,6 @@ or n < 30, where the CLT-based forms do not apply.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from smoothgen_exp.cli import script_parser  # noqa: E402
 from smoothgen_exp.stats import accuracy_drop_bound, scaling_in_range, scaling_ratio  # noqa: E402
 from smoothgen_exp.tables import (  # noqa: E402
     NOMINAL_TAG,
@@ -60,7 +60,7 @@ def per_n(rows: pd.DataFrame, radii: np.ndarray) -> tuple[pd.DataFrame, dict[int
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("sweep", nargs="?", default="outputs/sweeps/scaling_laws")
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--prefix", default="scaling")

@@ -30,7 +30,6 @@ both from the votes.
 
 from __future__ import annotations
 
-import argparse
 from types import SimpleNamespace
 
 import numpy as np
@@ -40,6 +39,7 @@ from scipy.stats import binom
 from smoothgen_exp.bench import PixelIdentity, known_rate_bet
 from smoothgen_exp.certifiers.sequential import GIVE_UP_RULES, SequentialCertifier
 from smoothgen_exp.certifiers.sequential_bayes import BayesSequentialCertifier
+from smoothgen_exp.cli import script_parser
 from smoothgen_exp.config import SequentialConf
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.core import Smooth
@@ -66,7 +66,7 @@ class BernoulliOracle:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--radius", type=float, default=0.5)
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--alpha", type=float, default=0.001)

@@ -14,12 +14,12 @@ give-up table), the same with `give_up=predictive`, and `sequential_bayes`; then
 
 from __future__ import annotations
 
-import argparse
 from types import SimpleNamespace
 
 import torch
 
 from smoothgen_exp.bench import bench_sequential
+from smoothgen_exp.cli import script_parser
 from smoothgen_exp.config import SequentialBayesConf, SequentialConf
 
 CERTIFIERS = ("sequential", "sequential_predictive", "sequential_bayes")   # the table's columns, after fixed n
@@ -42,7 +42,7 @@ def draw(oracle, seed: int, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--radius", type=float, default=0.5)
     p.add_argument("--sigma", type=float, default=0.25)

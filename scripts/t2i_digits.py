@@ -20,7 +20,6 @@ and 80% (for each retention column).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from smoothgen_exp.cli import script_parser  # noqa: E402
 from smoothgen_exp.records import valid_certificates  # noqa: E402
 from smoothgen_exp.stats import output_tv_bound  # noqa: E402
 from smoothgen_exp.tables import load_records, load_summaries, require_runs, run_config, write_table  # noqa: E402
@@ -170,7 +170,7 @@ def image_grid(run_dirs: list[Path], table: pd.DataFrame, n: int, path: Path) ->
 
 
 def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("sweep", nargs="?", default="outputs/sweeps/t2i_digits")
     p.add_argument("--out", default="outputs/tables")
     p.add_argument("--name", default="t2i_digits")

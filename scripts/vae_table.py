@@ -20,7 +20,6 @@ at the largest eps (from each run's attacked_outputs.safetensors).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from smoothgen_exp.certifiers.base import eps_col
+from smoothgen_exp.cli import script_parser
 from smoothgen_exp.tables import (
     certified_part,
     load_records,
@@ -127,7 +127,7 @@ def figure(figures: dict, path: Path, columns: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = script_parser(__doc__.splitlines()[0])
     ap.add_argument("sweep", nargs="?", default="outputs/sweeps/vae_table")
     ap.add_argument("--out", default="outputs/tables")
     ap.add_argument("--name", default="vae_table")

@@ -41,7 +41,6 @@ figures the README quotes.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -53,6 +52,7 @@ from pathlib import Path
 
 import torch
 
+from smoothgen_exp.cli import script_parser
 from smoothgen_exp.config import SequentialBayesConf, SequentialConf
 from smoothgen_exp.core import NoiseStream, Smooth
 from smoothgen_exp.data.digits import digit_images
@@ -470,7 +470,7 @@ def targets(result: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__)
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--n0", type=int, default=100)
     p.add_argument("--points", type=int, default=8)

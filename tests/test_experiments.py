@@ -196,3 +196,17 @@ def test_a_misspelt_constraint_or_objective_is_named_with_the_keys_like_it(caplo
         assert objective_value({**summary, "retention_fid": None}, "average_certified_radius",
                                {"retention_fid": 0.8}) == -math.inf
     assert [r.levelname for r in caplog.records] == ["INFO"]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "scripts").glob("*.py")))
+def test_every_script_help_prints_its_defaults(script, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(REPO / "scripts" / script), run_name="__main__")
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "(default: " in text, text
+    if script == "bound_widths.py":            # a default of 0 (falsy) is shown too
+        assert "(default: 0)" in text
