@@ -13,6 +13,7 @@ Over 300 lines: every reason a configuration is refused before its weights load 
   images or latent seeds, which the dataset must hold; the oracle classifies the model's kind of output;
   a dataset's labels must index the oracle's classes;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
+- `check_confidence`: a row's guarantees must hold together with probability above 1/2;
 - `certified_ceiling`, `ceiling_summary`: the largest radius any item can reach (`max_certifiable_radius`);
 - `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights.
 """
@@ -230,7 +231,21 @@ def checked_certifier(cfg: DictConfig):
     check_before_loading(cfg)
     certifier = instantiate(cfg.certifier)
     check_certifiable(certifier)
+    check_confidence(cfg, certifier)
     return certifier
+
+
+def check_confidence(cfg: DictConfig, certifier) -> None:
+    """Fail in one line when a row's guarantees would hold together with probability 1/2 or less: the
+    certifier's confidence less the alpha of an aggregator whose shown output carries a guarantee of its
+    own (majority's PREDICT: `claim_alpha`), as the row's `confidence` column counts them. Each alpha
+    is below 1/2 (config.level), but their sum need not be."""
+    shown = float(cfg.aggregator.get("alpha", 0.0)) if hasattr(get_class(cfg.aggregator._target_), "claim_alpha") else 0.0
+    confidence = certifier.confidence - shown
+    if confidence <= 0.5:
+        raise ConfigError(f"a row's guarantees would hold together with probability {confidence:.4g} (the "
+                          f"certifier's {certifier.confidence:.4g}, less aggregator.alpha={shown:g}): lower "
+                          "certifier.alpha, certifier.oracle_error_alpha or aggregator.alpha")
 
 
 def check_attack_objective_fits_model(cfg: DictConfig) -> None:

@@ -74,6 +74,12 @@ def open_unit():
     return _rule(lambda v: 0.0 < v < 1.0, "must lie in the open interval (0, 1)")
 
 
+def level():
+    """A certificate's alpha: its guarantees hold with probability 1 - alpha, which must exceed 1/2."""
+    return _rule(lambda v: 0.0 < v < 0.5, "must lie in (0, 0.5): at alpha >= 1/2 a guarantee holds with "
+                 "probability 1/2 or less")
+
+
 def half_open_unit():
     return _rule(lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)")
 
@@ -423,7 +429,7 @@ class AdaptiveConf:
 class MajorityConf:
     _target_: str = "smoothgen_exp.aggregators.majority.Majority"
     n: int = field(default=100, metadata=gt(1))
-    alpha: float = field(default=0.001, metadata=open_unit())
+    alpha: float = field(default=0.001, metadata=level())
     # take the vote from certifier=cohen's n estimation samples instead of n more (sound: the module's
     # docstring); predict_n is then certifier.n
     reuse: bool = True
@@ -470,7 +476,7 @@ class CertifierConf:
     """Fields every certifier has."""
     n0: int = field(default=100, metadata=gt(0))      # selection samples (which class, centre, direction)
     n: int = field(default=10_000, metadata=gt(0))    # fresh estimation samples behind the bound
-    alpha: float = field(default=0.001, metadata=open_unit())
+    alpha: float = field(default=0.001, metadata=level())
     # noise draws per batch; `auto` backs off on out-of-memory
     batch_size: int | str = field(default=1000, metadata=batch_size_rule())
 
@@ -484,7 +490,7 @@ class CohenConf(CertifierConf):
     # a measured eps: rows are nominal only)
     oracle_error_model: str = field(default="bounded", metadata=one_of("bounded", "symmetric"))
     # the confidence of eps (required with it); the row holds w.p. 1-alpha-this
-    oracle_error_alpha: float | None = field(default=None, metadata=optional(open_unit()))
+    oracle_error_alpha: float | None = field(default=None, metadata=optional(level()))
     # >0: pilot samples to predict the radius at n and skip hopeless items
     pilot: int = field(default=0, metadata=ge(0))
 
@@ -496,7 +502,7 @@ class SemanticConf(CertifierConf):
     # symmetric: the paper's, nominal only (see cohen.yaml)
     oracle_error_model: str = field(default="bounded", metadata=one_of("bounded", "symmetric"))
     # the confidence of eps (required with it)
-    oracle_error_alpha: float | None = field(default=None, metadata=optional(open_unit()))
+    oracle_error_alpha: float | None = field(default=None, metadata=optional(level()))
 
 
 @dataclass
@@ -527,7 +533,7 @@ class FeatureConf(CertifierConf):
 class CenterConf(CertifierConf):
     _target_: str = "smoothgen_exp.certifiers.center.CenterCertifier"
     n0: int = field(default=10_000, metadata=gt(0))          # Kumar & Goldstein's sizes
-    alpha: float = field(default=0.01, metadata=open_unit())
+    alpha: float = field(default=0.01, metadata=level())
     eps_grid: list[float] = field(default_factory=_eps_grid, metadata=each(gt(0.0)))
     n_centers: int = field(default=30, metadata=gt(0))
     delta: float = field(default=0.05, metadata=_rule(lambda v: 0 < v < 0.5, "must lie in (0, 1/2)"))
@@ -596,7 +602,7 @@ class AttackConf:
     target: int | None = field(default=None, metadata=optional(ge(0)))
     m: int = field(default=16, metadata=gt(0))  # noise draws per smoothed objective evaluation (EOT)
     eval_n: int = field(default=500, metadata=gt(1))  # samples of the final smoothed prediction
-    eval_alpha: float = field(default=0.001, metadata=open_unit())
+    eval_alpha: float = field(default=0.001, metadata=level())
     # distance objective: output | feature space
     space: str = field(default="output", metadata=one_of("output", "feature"))
     # distance objective: success when the output moves this far (L2)

@@ -92,11 +92,30 @@ def test_a_key_a_model_preset_sets_for_its_own_dataset_says_so():
     (["certifier=center", "certifier.eps_grid=[x]"], "certifier.eps_grid[0]=x: "),
     # diffusers guides above 1 only: 0.5 ran unguided and dropped the negative prompt (image review)
     (["model=tiny_sd", "model.guidance_scale=0.5"], "model.guidance_scale=0.5: must be >= 1 (1: no guidance"),
+    # alpha >= 1/2 was accepted: alpha = 0.9 and 50 of 100 votes printed certified=True at confidence 0.1 (review)
+    (["certifier.alpha=0.5"], "certifier.alpha=0.5: must lie in (0, 0.5)"),
+    (["aggregator.alpha=0.9"], "aggregator.alpha=0.9: must lie in (0, 0.5)"),
+    (["certifier.oracle_error=0.01", "certifier.oracle_error_alpha=0.5"], "certifier.oracle_error_alpha=0.5: must lie in (0, 0.5)"),
 ])
 def test_a_bad_entry_or_value_names_itself(overrides, message):
     with pytest.raises(ConfigError) as err:
         validate(composed(*overrides))
     assert str(err.value).startswith(message), err.value
+
+
+@pytest.mark.parametrize("overrides", [["certifier.alpha=0.3", "aggregator.alpha=0.25"],
+                                       ["certifier.alpha=0.3", "certifier.oracle_error=0.01",
+                                        "certifier.oracle_error_alpha=0.3"]])
+def test_alphas_whose_sum_leaves_a_row_confidence_at_most_a_half_are_refused(overrides):
+    """Each alpha lies below 1/2, but a row's guarantees hold together with probability 1 minus their sum
+    (its `confidence` column): a sum of 1/2 or more is refused before any weights load (review)."""
+    from smoothgen_exp.checks import checked_certifier
+
+    cfg = composed(*overrides)
+    validate(cfg)                      # each alpha alone is fine
+    with pytest.raises(ConfigError, match=r"^a row's guarantees would hold together with probability 0\.(45|399) "):
+        checked_certifier(cfg)
+    assert checked_certifier(composed("certifier.alpha=0.2", "aggregator.alpha=0.25")).confidence == 0.8
 
 
 @pytest.mark.parametrize("override", BAD)

@@ -31,6 +31,9 @@ B(c, R) and B(c', r') hold more than 1 together at x', so they meet, and r' <= 2
 d(c, c') <= R + r' <= 3R = eps_out. So alpha_1 = alpha_2 = (alpha - (1/2 - delta)^n_centers) / 2, and
 n_centers must keep (1/2 - delta)^n_centers below alpha / 2 (reviewed: with 5 candidates at alpha = 0.01
 a toy certified eps_out = 0 for a centre that moves by 10 in 1.3% of runs).
+Steps (b)-(d) are probabilities over the draws at x', taken independent of x' (review): the runner seeds
+every stream by (seed, item_id, stream), so an attacker who knows the seed and picks x' after seeing
+those draws is outside the guarantee, as for any randomized certificate; the seed is part of the secret.
 The smoothing error d(c, G(x)) is reported next to it. Only distances are kept, never the n outputs.
 `metric`: `l2` in output space, or `feature` (L2 between the oracle's features).
 """
