@@ -193,3 +193,16 @@ def test_text_quality_scores_against_every_accepted_spelling():
     kyiv = next(i for i in data.items if data.classes[i.label] == "Kyiv")
     row = metric.item(SimpleNamespace(item=kyiv), None, {})["smoothed"]
     assert row == {"reference_answer": "Kyiv", "reference_answers": "Kyiv|Kiev"}
+
+
+def test_fid_on_a_rank_that_generated_nothing_is_the_synced_score(oracle):
+    """More processes than items (distributed.num_processes=2 dataset.limit=1, new-user review): the rank
+    with no items holds the synced states but never called update(), which sets what compute() reads
+    (torchmetrics' `orig_dtype`), and the run crashed with an AttributeError. Its score is the synced one."""
+    real = torch.from_numpy(digit_images("heldout")[0])
+    full, empty = (make_fid("oracle", oracle, (1, 8, 8), None, sync_on_compute=False) for _ in range(2))
+    full.update(real, real=True)
+    full.update(real[:200], real=False)
+    for name in full._defaults:                 # what the sync hands the empty rank
+        setattr(empty, name, getattr(full, name))
+    assert fid_score(empty, "metric_fid_x") == fid_score(full, "metric_fid_x")

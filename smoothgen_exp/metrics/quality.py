@@ -71,7 +71,11 @@ def fid_score(fid, name: str) -> float:
     small-sample bias (FID falls as the set grows, for the same generator), comparable only with runs of
     the same size (rank 0 says so). Collective where compute() is, and syncs the states once: the count and the score are
     read inside one sync (torchmetrics' compute unwrapped, as its own wrapper would sync a second time).
-    NaN, with a warning, from fewer than 2 samples (torchmetrics raises: a one-item run would stop there)."""
+    NaN, with a warning, from fewer than 2 samples (torchmetrics raises: a one-item run would stop there).
+    A rank with no items computes the synced score too (its compute() needed what only update() sets: more
+    processes than items crashed)."""
+    if "orig_dtype" not in fid.__dict__:        # a rank that generated nothing never called update(), which
+        fid.orig_dtype = torch.float64          # sets it (the features' dtype: the score's; OracleFeatures')
     with fid.sync_context(dist_sync_fn=fid.dist_sync_fn, should_sync=fid.sync_on_compute):
         n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
         value = float(fid.compute.__wrapped__()) if n >= 2 else math.nan
