@@ -280,6 +280,10 @@ def check_attack_objective_fits_model(cfg: DictConfig) -> None:
     if hasattr(model, "answer_logprob") and objective == "flip" and cfg.attack.get("target") is not None:
         raise ConfigError("attack.target: a language model's answer is attacked untargeted (the likelihood of "
                           "the clean answer); set attack.target=null")
+    target, classes = cfg.attack.get("target"), _names(oracle, cfg.oracle)
+    if target is not None and classes is not None and target >= len(classes):
+        raise ConfigError(f"attack.target={target}: oracle={_chosen(cfg, 'oracle', oracle)} has classes 0..{len(classes) - 1} "
+                          f"({', '.join(map(str, list(classes)[:4]))}{', ...' if len(classes) > 4 else ''})")
 
 
 def check_booster_fits_model(cfg: DictConfig) -> None:

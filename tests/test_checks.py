@@ -58,6 +58,9 @@ from .test_config import composed
      r"attack.objective=distance: model=tiny_gpt2 outputs text, which has no output space to move in"),
     (["model=tiny_gpt2", "attack=pgd", "attack.target=1"], r"attack.target: a language model's answer is attacked "
                                                            r"untargeted"),
+    # a target class the oracle lacks: an IndexError traceback after setup (new-user review)
+    (["attack=pgd", "attack.target=12"], r"attack.target=12: oracle=digit_classifier has classes 0..9 \(zero, one, "
+                                         r"two, three, \.\.\.\)$"),
     # the answers oracle reads a dataset's canonical answers (it failed at load, after the model's weights)
     (["model=smollm2", "dataset=digits_prompts"], r"oracle=answers: needs a dataset with canonical answers "
                                                   r"\(qa_facts, robot_commands\), and dataset=digits_prompts"),
