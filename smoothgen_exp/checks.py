@@ -14,6 +14,8 @@ Over 300 lines: every reason a configuration is refused before its weights load 
   a dataset's labels must index the oracle's classes;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `check_confidence`: a row's guarantees must hold together with probability above 1/2;
+- `check_target_radius`: a sequential target above the ceiling of n fails in one line (a fixed noise law:
+  before loading; a fitted one: once fitted, in `certified_ceiling`);
 - `certified_ceiling`, `ceiling_summary`: the largest radius any item can reach (`max_certifiable_radius`);
 - `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights.
 """
@@ -46,25 +48,33 @@ def check_certifiable(certifier) -> None:
 def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
     """The largest radius any item can reach (`max_certifiable_radius`). A sequential target above it
     fails in one line; summary radii above it are noted (their certified accuracy is 0 by arithmetic)."""
-    scale, ceiling = smoothing.l2_scale, certifier.max_certifiable_radius(smoothing.l2_scale)
+    ceiling = certifier.max_certifiable_radius(smoothing.l2_scale)
     if ceiling is None:
         return None
     log.info("largest certifiable radius at n=%d, alpha=%g: %.4g (all samples agreeing)%s", certifier.n,
              certifier.alpha, ceiling, "" if ceiling_is_certified(certifier, smoothing) else
              ", NOMINAL: this configuration's certificates rest on assumptions that fail (SPEC 4)")
-    target = getattr(certifier, "target_radius", None)
-    if target is not None and target > ceiling:
-        need = certifier.smallest_n(target, scale)
-        fix = f"use certifier.n >= {need}" if need is not None else "raise the noise (no n up to 1e9 reaches it)"
-        raise ConfigError(f"certifier.target_radius={target:g}: above the largest radius n={certifier.n} samples "
-                          f"can certify at alpha={certifier.alpha:g} and noise scale {scale:g} ({ceiling:.4g}); "
-                          f"lower it or {fix}")
+    check_target_radius(certifier, smoothing)
     getattr(certifier, "prepare", lambda _: None)(smoothing)    # work once the noise is known (a table to design)
     above = [r for r in summary_radii if r > ceiling]
     if above:          # a note, not a warning: the default radii run past a small n's ceiling
         log.info("summary_radii %s lie above the largest certifiable radius %.4g (n=%d, alpha=%g): their "
                  "certified accuracy is 0 by arithmetic", above, ceiling, certifier.n, certifier.alpha)
     return ceiling
+
+
+def check_target_radius(certifier, smoothing) -> None:
+    """A sequential certifier's target radius above the ceiling of its n fails in one line, naming the n
+    that reaches it. Made before loading where the noise law is fixed by the config (`checked_certifier`),
+    else once it is fitted (`certified_ceiling`)."""
+    target, scale = getattr(certifier, "target_radius", None), smoothing.l2_scale
+    ceiling = certifier.max_certifiable_radius(scale)
+    if target is not None and ceiling is not None and target > ceiling:
+        need = certifier.smallest_n(target, scale)
+        fix = f"use certifier.n >= {need}" if need is not None else "raise the noise (no n up to 1e9 reaches it)"
+        raise ConfigError(f"certifier.target_radius={target:g}: above the largest radius n={certifier.n} samples "
+                          f"can certify at alpha={certifier.alpha:g} and noise scale {scale:g} ({ceiling:.4g}); "
+                          f"lower it or {fix}")
 
 
 def ceiling_is_certified(certifier, smoothing) -> bool:
@@ -229,9 +239,14 @@ def checked_certifier(cfg: DictConfig):
     from hydra.utils import instantiate
 
     check_before_loading(cfg)
+    from smoothgen_exp.smoothing.protocol import FittedNoiseLaw
+
     certifier = instantiate(cfg.certifier)
     check_certifiable(certifier)
     check_confidence(cfg, certifier)
+    smoothing = instantiate(cfg.smoothing)
+    if not isinstance(smoothing, FittedNoiseLaw):       # a fitted law's scale is known once it is fitted
+        check_target_radius(certifier, smoothing)
     return certifier
 
 

@@ -273,6 +273,9 @@ def test_a_sweep_with_a_bad_value_fails_before_its_first_job(tmp_path):
     (["-m", "model=tiny_gpt2", "aggregator=majority,mean"], r"aggregator=mean: needs a model with tensor outputs"),
     (["-m", "certifier=center", "smoothing.sigma=0.1,0.2"], r"certifier.n0=20: the centre check needs"),
     (["experiment=scaling_laws", "certifier.n=100,5"], r"certifier.n=5: "),           # the experiment's multirun
+    # a sequential target above the ceiling of n: job 0 ran in full, then job 1 failed (new-user review)
+    (["-m", "certifier=sequential", "certifier.target_radius=0.1,0.5"],
+     r"certifier.target_radius=0.5: above the largest radius .* \(the sweep's job certifier.target_radius=0.5;"),
     # a search space the config does not declare: a traceback under optuna (review), a struct error else
     (["-m", "hydra/sweeper=optuna", 'hydra.sweeper.params={smoothing.sigma: "interval(0.05, 0.5)"}'],
      r"smoothing.sigma is not in this config's search space .* 'smoothing.sigma=interval\(low,high\)' \(optuna\)"),
