@@ -189,6 +189,14 @@ def valid_certificates(rows: pd.DataFrame) -> pd.Series:
     return rows.certificate_valid.fillna(False).astype(bool)
 
 
+def certificates(rows: pd.DataFrame) -> pd.Series:
+    """The rows that are certificates: smoothed rows whose procedure certified (`certified`) under
+    assumptions that hold (`valid_certificates`). Count certificates with this mask: `valid_certificates`
+    alone is also true for abstaining rows and for baseline rows, which certify nothing."""
+    certified = rows["certified"].fillna(False).astype(bool) if "certified" in rows else False
+    return valid_certificates(rows) & certified & (rows["variant"] == "smoothed")
+
+
 def _has_truth(correct: pd.Series | None) -> bool:
     """Whether a correctness column holds any ground truth (not absent, not all null)."""
     return correct is not None and bool(correct.notna().any())

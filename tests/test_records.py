@@ -342,3 +342,16 @@ def test_a_key_overridden_in_some_runs_only_is_a_swept_key(tmp_path):
         dirs.append(tmp_path / name)
     assert swept_keys(dirs) == ["aggregator", "certifier.n0"]          # not resume, progress: no result changes
     assert swept_keys(dirs[:1]) == ["certifier", "model"]
+
+
+def test_certificates_counts_only_valid_certified_smoothed_rows():
+    """valid_certificates is certificate_valid alone, true on baseline and abstaining rows too: counting it
+    gave 60 certificates where a run had 46 (new-user review). `certificates` is the mask to count with."""
+    from smoothgen_exp.records import certificates, valid_certificates
+
+    rows = pd.DataFrame({"variant": ["baseline", "smoothed", "smoothed", "smoothed", "smoothed"],
+                         "certified": [None, True, False, True, True],
+                         "certificate_valid": [True, True, True, False, None]})
+    assert valid_certificates(rows).tolist() == [True, True, True, False, False]
+    assert certificates(rows).tolist() == [False, True, False, False, False]
+    assert not certificates(rows.drop(columns="certified")).any()
