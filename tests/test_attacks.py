@@ -121,6 +121,9 @@ def test_no_success_inside_a_known_robust_radius(attack):
                    "certificate_valid": True}
     check = check_certificate(CohenCertifier(), ctx, certificate, row["attacked_condition"], 2000, 0.001)
     assert check["attack_within_radius"] and check["certificate_checked"] and not check["certificate_violation"]
+    # in the noise's units (sigma = 0.5), what the check compared: the L2 distance of z and the radius
+    attacked = float((row["attacked_condition"].to(x) - x).norm())
+    assert check["attack_reach"] == pytest.approx(attacked / 0.5) and check["certificate_reach"] == 0.5 / 0.5
     # and outside it (eps = 1.0 > 0.6), PGD does flip the smoothed class
     if isinstance(attack, PGD):
         far = PGD(eps=1.0, steps=20, m=16, eval_n=2000).run(ctx, "smoothed", 1)

@@ -67,6 +67,8 @@ def check_certificate(certifier, ctx, row: dict, z: torch.Tensor, n: int, alpha:
     within = 0 < distance <= radius
     # unchecked: no verdict (null), not "checked, no violation"
     out = {"attack_within_radius": within, "certificate_checked": False, "certificate_violation": None}
+    if checkable(row):      # the distance and the reach the check compares (Mahalanobis under calibrated noise)
+        out.update(attack_reach=distance, certificate_reach=radius)
     kind = getattr(certifier, "certifies", None)
     if not within or kind not in CHECKS:
         return out
