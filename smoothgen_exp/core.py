@@ -204,7 +204,8 @@ class Smooth:
             labels = self.base(noisy)
             if labels.shape != (len(noisy),) or labels.is_floating_point():   # [b, k] casts k votes per draw
                 raise ValueError(f"base must return one integer class index per noisy input, shape ({len(noisy)},) "
-                                 f"(logits: .argmax(1)); it returned {tuple(labels.shape)} {labels.dtype}")
+                                 f"(logits: .argmax(1)); it returned {tuple(labels.shape)} {labels.dtype} for "
+                                 f"noisy inputs {tuple(noisy.shape)} (x is one input, shape {tuple(x.shape)}, not a batch)")
             votes = torch.bincount(labels, minlength=self.num_classes)
             if votes.numel() > self.num_classes:
                 raise ValueError(f"base returned a class index >= num_classes={self.num_classes}")

@@ -129,3 +129,7 @@ def test_a_base_returning_several_labels_per_input_is_an_error():
     logits = Smooth(lambda z: torch.zeros(len(z)), 1.0, num_classes=2)      # bincount: "not implemented for 'Float'"
     with pytest.raises(ValueError, match=r"\(logits: .argmax\(1\)\); it returned \(10,\) torch.float32"):
         logits.certify(torch.zeros(2), 10, 10, 0.01, 10, seed=0)
+    # a batch passed as x (a new user's mistake): the message names x's shape, not only the classifier's
+    per_row = Smooth(lambda z: z.sum(-1).gt(0).long(), 1.0, 2)      # one class per row of a [b, d] batch
+    with pytest.raises(ValueError, match=r"for noisy inputs \(10, 5, 3\) \(x is one input, shape \(5, 3\), not a batch\)"):
+        per_row.certify(torch.zeros(5, 3), 10, 10, 0.01, 10, seed=0)
