@@ -2,7 +2,7 @@
 Over 300 lines: every reason a configuration is refused before its weights load is here, in one place.
 
 - `check_before_loading`: the nine checks below, before any weights load; `checked_certifier` adds
-  `check_certifiable` and returns the configured certifier;
+  `check_certifiable`, `check_confidence` and `check_target_radius` and returns the configured certifier;
 - `check_attack_fits_model`, `check_attack_objective_fits_model`: white-box attacks need gradients through
   the generator, and what the attack's objective measures must exist on the model;
 - `check_oracle_fits_certifier`, `check_eval_items_fit_oracle`: a class certificate needs an oracle that
@@ -65,8 +65,8 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
 
 def check_target_radius(certifier, smoothing) -> None:
     """A sequential certifier's target radius above the ceiling of its n fails in one line, naming the n
-    that reaches it. Made before loading where the noise law is fixed by the config (`checked_certifier`),
-    else once it is fitted (`certified_ceiling`)."""
+    that reaches it. Made before loading where the noise scale is known from the config (`checked_certifier`),
+    and again once the law is fitted (`certified_ceiling`: smoothing=calibrated's scale is known then)."""
     target, scale = getattr(certifier, "target_radius", None), smoothing.l2_scale
     ceiling = certifier.max_certifiable_radius(scale)
     if target is not None and ceiling is not None and target > ceiling:
@@ -234,8 +234,8 @@ def _chosen(cfg: DictConfig, group: str, cls: type) -> str:
 
 
 def checked_certifier(cfg: DictConfig):
-    """The checks that need no weights (`check_before_loading`, then `check_certifiable` on the configured
-    certifier); returns that certifier. A run makes them before loading, a sweep for its jobs up front."""
+    """The checks that need no weights (`check_before_loading`, then `check_certifiable`, `check_confidence`
+    and, where the noise scale is known, `check_target_radius` on the configured certifier); returns it. A run makes them before loading, a sweep for its jobs up front."""
     from hydra.utils import instantiate
 
     check_before_loading(cfg)
@@ -245,7 +245,8 @@ def checked_certifier(cfg: DictConfig):
     check_certifiable(certifier)
     check_confidence(cfg, certifier)
     smoothing = instantiate(cfg.smoothing)
-    if not isinstance(smoothing, FittedNoiseLaw):       # a fitted law's scale is known once it is fitted
+    # calibrated's scale is known once it is fitted (certified_ceiling checks it then); adaptive's is not fitted
+    if not isinstance(smoothing, FittedNoiseLaw) or getattr(smoothing, "scale_before_setup", False):
         check_target_radius(certifier, smoothing)
     return certifier
 
@@ -255,12 +256,17 @@ def check_confidence(cfg: DictConfig, certifier) -> None:
     certifier's confidence less the alpha of an aggregator whose shown output carries a guarantee of its
     own (majority's PREDICT: `claim_alpha`), as the row's `confidence` column counts them. Each alpha
     is below 1/2 (config.level), but their sum need not be."""
-    shown = float(cfg.aggregator.get("alpha", 0.0)) if hasattr(get_class(cfg.aggregator._target_), "claim_alpha") else 0.0
-    confidence = certifier.confidence - shown
+    from hydra.utils import instantiate
+
+    from smoothgen_exp.certifiers.base import row_confidence
+
+    aggregator = instantiate(cfg.aggregator)             # a constructor that stores its settings
+    confidence = row_confidence(certifier, aggregator)
     if confidence <= 0.5:
-        raise ConfigError(f"a row's guarantees would hold together with probability {confidence:.4g} (the "
-                          f"certifier's {certifier.confidence:.4g}, less aggregator.alpha={shown:g}): lower "
-                          "certifier.alpha, certifier.oracle_error_alpha or aggregator.alpha")
+        alphas = ["certifier.alpha", *(["certifier.oracle_error_alpha"] if cfg.certifier.get("oracle_error_alpha") else []),
+                  *(["aggregator.alpha"] if hasattr(aggregator, "claim_alpha") else [])]
+        raise ConfigError(f"a row's guarantees would hold together with probability {confidence:.4g} (1 minus "
+                          f"the sum of {', '.join(alphas)}); lower {' or '.join(alphas)}")
 
 
 def check_attack_objective_fits_model(cfg: DictConfig) -> None:

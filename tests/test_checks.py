@@ -123,3 +123,32 @@ def test_labels_that_index_the_oracles_classes_or_no_labels_fit(tmp_path):
                       ["model=tiny_sd", "oracle.classes=['0','1','2','3','4','5','6','7','8','9']"],
                       ["model=tiny_gpt2", "oracle=actions", f"dataset.path={unlabelled}"]):
         check_before_loading(composed(*overrides))
+
+
+def test_a_sequential_target_above_the_ceiling_is_refused_before_loading_where_the_noise_scale_is_known():
+    """gaussian and adaptive (sigma * max_scale) know their scale from the config: refused before loading.
+    calibrated's is known once it is fitted on the calibration split: checked then (certified_ceiling)."""
+    from smoothgen_exp.checks import checked_certifier
+    from smoothgen_exp.config import compose_overrides
+    from smoothgen_exp.errors import ConfigError
+
+    for law in ("gaussian", "adaptive"):
+        with pytest.raises(ConfigError, match=r"^certifier.target_radius=50: above the largest radius"):
+            checked_certifier(compose_overrides(["certifier=sequential", f"smoothing={law}", "certifier.target_radius=50"]))
+    assert checked_certifier(compose_overrides(["certifier=sequential", "smoothing=calibrated",
+                                                "certifier.target_radius=50"])).target_radius == 50
+
+
+def test_the_confidence_refusal_names_only_the_alphas_the_configuration_has():
+    """aggregator=mean has no alpha, center no oracle_error_alpha (diff review: both were named)."""
+    from smoothgen_exp.checks import checked_certifier
+    from smoothgen_exp.config import compose_overrides
+    from smoothgen_exp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\(1 minus the sum of certifier.alpha, certifier.oracle_error_alpha\); "
+                                          r"lower certifier.alpha or certifier.oracle_error_alpha$"):
+        checked_certifier(compose_overrides(["aggregator=mean", "certifier.alpha=0.3", "certifier.oracle_error=0.01",
+                                             "certifier.oracle_error_alpha=0.3"]))
+    with pytest.raises(ConfigError, match=r"\(1 minus the sum of certifier.alpha, aggregator.alpha\); lower "
+                                          r"certifier.alpha or aggregator.alpha$"):
+        checked_certifier(compose_overrides(["certifier=center", "certifier.alpha=0.45", "aggregator.alpha=0.1"]))

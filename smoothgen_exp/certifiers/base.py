@@ -30,6 +30,13 @@ def eps_col(prefix: str, eps: float) -> str:
     return f"{prefix}_eps{eps:g}"
 
 
+def row_confidence(certifier, aggregator) -> float:
+    """The probability with which every guarantee of a row holds together: the certifier's, less the
+    alpha of an aggregator whose shown output carries a guarantee of its own (majority's PREDICT:
+    `claim_alpha`), by the union bound."""
+    return certifier.confidence - float(getattr(aggregator, "claim_alpha", 0.0))
+
+
 class Certifier:
     name = "certifier"
     classifies = True
@@ -52,10 +59,8 @@ class Certifier:
     def certify_program(self, ctx) -> Program:
         """A sampling program (smoothgen_exp.packing) that returns the certificate columns."""
         columns = yield from self._program(ctx)
-        # the row also shows the aggregator's output, which may carry a guarantee of its own (majority's
-        # PREDICT, at its alpha): the row's guarantees hold together with the union bound of both
-        shown = float(getattr(getattr(ctx, "aggregator", None), "claim_alpha", 0.0))
-        return {"certifier": self.name, **self.run_columns(), "confidence": self.confidence - shown, **columns}
+        return {"certifier": self.name, **self.run_columns(),
+                "confidence": row_confidence(self, getattr(ctx, "aggregator", None)), **columns}
 
     def _program(self, ctx) -> Program:
         """The certificate as a sampling program; by default `_certify` samples on its own (not packed)."""

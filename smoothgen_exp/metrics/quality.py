@@ -75,7 +75,7 @@ def fid_score(fid, name: str) -> float:
     A rank with no items computes the synced score too (its compute() needed what only update() sets: more
     processes than items crashed)."""
     if "orig_dtype" not in fid.__dict__:        # a rank that generated nothing never called update(), which
-        fid.orig_dtype = torch.float64          # sets it (the features' dtype: the score's; OracleFeatures')
+        fid.orig_dtype = torch.float64          # sets it (the score's dtype; only rank 0's score is reported)
     with fid.sync_context(dist_sync_fn=fid.dist_sync_fn, should_sync=fid.sync_on_compute):
         n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
         value = float(fid.compute.__wrapped__()) if n >= 2 else math.nan

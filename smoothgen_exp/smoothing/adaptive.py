@@ -34,6 +34,7 @@ class AdaptiveNoise:
     norm = "l2"
     requires = {"model": "gradients through the generator (its Jacobian)"}     # checks.py
     certificate_valid = False
+    scale_before_setup = True      # l2_scale (sigma * max_scale) needs no fitting: checks.check_target_radius
 
     def __init__(self, sigma: float, min_scale: float, max_scale: float,
                  calibration_items: int, probes: int, seed: int):
