@@ -14,8 +14,8 @@ Over 300 lines: every reason a configuration is refused before its weights load 
   a dataset's labels must index the oracle's classes;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `check_confidence`: a row's guarantees must hold together with probability above 1/2;
-- `check_target_radius`: a sequential target above the ceiling of n fails in one line (a fixed noise law:
-  before loading; a fitted one: once fitted, in `certified_ceiling`);
+- `check_target_radius`: a sequential target above the ceiling of n fails in one line (before loading where
+  the config fixes the noise scale; under smoothing=calibrated once it is fitted, in `certified_ceiling`);
 - `certified_ceiling`, `ceiling_summary`: the largest radius any item can reach (`max_certifiable_radius`);
 - `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights.
 """
@@ -235,12 +235,13 @@ def _chosen(cfg: DictConfig, group: str, cls: type) -> str:
 
 def checked_certifier(cfg: DictConfig):
     """The checks that need no weights (`check_before_loading`, then `check_certifiable`, `check_confidence`
-    and, where the noise scale is known, `check_target_radius` on the configured certifier); returns it. A run makes them before loading, a sweep for its jobs up front."""
+    and, where the noise scale is known, `check_target_radius` on the configured certifier); returns it.
+    A run makes them before loading, a sweep for its jobs up front."""
     from hydra.utils import instantiate
 
-    check_before_loading(cfg)
     from smoothgen_exp.smoothing.protocol import FittedNoiseLaw
 
+    check_before_loading(cfg)
     certifier = instantiate(cfg.certifier)
     check_certifiable(certifier)
     check_confidence(cfg, certifier)
