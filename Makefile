@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 BENCH_ENV := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 
 .DEFAULT_GOAL := help
-.PHONY: FORCE help install run train test test-full bench lint clean tables table-scaling table-scaling-smoke \
+.PHONY: FORCE help install run train test test-full bench lint clean tables tables-smoke table-scaling table-scaling-smoke \
 	table-attacks table-attacks-smoke table-quality table-quality-smoke table-vlm table-vlm-smoke \
 	table-t2i table-t2i-smoke table-t2i-digits table-t2i-digits-smoke table-llm table-llm-smoke
 
@@ -68,6 +68,8 @@ clean: ## remove the venv and caches (keeps outputs/)
 # ---------------------------------------------------------------- paper tables and figures
 tables: table-scaling table-attacks table-quality ## the scaling, attack and quality tables and figures (the model tables: make table-<name> below)
 
+tables-smoke: table-scaling-smoke table-attacks-smoke table-quality-smoke ## the same three at CI size
+
 table-scaling: install ## RS-for-VLM section 5 (Fig. 3-7): radius ratio, accuracy drop, time vs n
 	$(BIN)/python -m smoothgen_exp experiment=scaling_laws progress=false $(ARGS)
 	$(BIN)/python scripts/scaling_laws.py outputs/sweeps/scaling_laws --out outputs/tables
@@ -86,7 +88,7 @@ table-attacks-smoke: install ## the same at CI size
 		attack.eval_n=200 certifier.n=300 progress=false hydra.sweep.dir=outputs/sweeps/attacks_smoke
 	$(BIN)/python scripts/attack_figures.py outputs/sweeps/attacks_smoke --out outputs/tables/smoke
 
-table-quality: install ## quality retention and certified accuracy across sigma x n, overhead vs n
+table-quality: install ## quality retention across sigma, certified accuracy across sigma x n, overhead vs n
 	$(BIN)/python -m smoothgen_exp experiment=smoothgen_quality progress=false $(ARGS)
 	$(BIN)/python scripts/quality_figures.py outputs/sweeps/smoothgen_quality --out outputs/tables
 

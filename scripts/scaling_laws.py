@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     r_item = r_item[r_item[n_ref] > 0]
     table["ratio_measured"] = table.avg_radius / ref.avg_radius
     table["ratio_mean_of_items"] = [float((r_item[n] / r_item[n_ref]).mean()) for n in table.n]
-    table["ratio_predicted"] = scaling_ratio(table.n.to_numpy(), n_ref, alpha)
     table["prediction_in_range"] = scaling_in_range(table.n.to_numpy(), alpha)
+    # out of Cor. 5.4's range the formula is clipped to 0, which is no prediction: NaN (new-user review)
+    table["ratio_predicted"] = np.where(table.prediction_in_range, scaling_ratio(table.n.to_numpy(), n_ref, alpha), np.nan)
     table["accuracy_drop_r0"] = ref.certified_accuracy_r0 - table.certified_accuracy_r0
     table["accuracy_drop_max_over_radii"] = [float(np.max(curves[n_ref] - curves[n])) for n in table.n]
     table["accuracy_drop_bound"] = accuracy_drop_bound(table.n.to_numpy(), alpha)
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     caption = (f"Scaling laws on model={model} (sigma={sigma:g}, alpha={alpha:g}, reference N={n_ref}). "
                "avg_radius = mean radius of the certified class, right or wrong (abstain = 0), which Cor. 5.4 "
                "concerns; average_certified_radius counts a wrong class as 0 too; "
-               "ratio ↑ = avg_radius at n / at N; predicted = Cor. 5.4; "
+               "ratio ↑ = avg_radius at n / at N; predicted = Cor. 5.4 (nan below its range, n < (1.64 z)^2); "
                "accuracy drop ↓ = certified accuracy at radius 0, N minus n; bound = z/sqrt(n) (Thm 5.5); "
                "the max drop over all radii is shown for context and is not covered by the bound."
                + (" NOMINAL: these rows' certificates are invalid (certificate_valid=false)." if nominal else ""))

@@ -12,11 +12,11 @@ from .conftest import CACHE, REPO, cli
 
 def test_scaling_laws_experiment_smoke(tmp_path, t2i):
     sweep, out = tmp_path / "sweep", tmp_path / "tables"
-    res = cli("experiment=scaling_laws", "certifier.n=30,100", "dataset.limit=3", "aggregator.n=20",
+    res = cli("experiment=scaling_laws", "certifier.n=10,100", "dataset.limit=3", "aggregator.n=20",
               "progress=false", f"cache_dir={CACHE}", f"hydra.sweep.dir={sweep}")
     assert res.returncode == 0, res.stderr[-3000:]
     runs = sorted(p.parent.parent.name for p in sweep.rglob("summary.json"))      # <overrides>/<run_id>
-    assert runs == ["aggregator.n=20,certifier.n=100,dataset.limit=3", "aggregator.n=20,certifier.n=30,dataset.limit=3"]
+    assert runs == ["aggregator.n=20,certifier.n=10,dataset.limit=3", "aggregator.n=20,certifier.n=100,dataset.limit=3"]
     res = subprocess.run([sys.executable, "scripts/scaling_laws.py", str(sweep), "--out", str(out)], cwd=REPO,
                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -36,6 +36,9 @@ def test_scaling_laws_experiment_smoke(tmp_path, t2i):
         acr = json.loads(summary.read_text())["average_certified_radius"]
         assert abs(table.loc[n, "average_certified_radius"] - acr) < 1e-9, n
     assert (table.average_certified_radius <= table.avg_radius + 1e-12).all()
+    # below Cor. 5.4's range (n < (1.64 z)^2, about 29 at alpha = 0.001) no prediction is printed, not 0
+    assert table.prediction_in_range.tolist() == [False, True] and table.ratio_predicted.isna().tolist() == [True, False]
+    assert table.loc[100, "ratio_predicted"] == 1.0
     assert "right or wrong" in (out / "scaling_laws.md").read_text()
 
 
