@@ -140,6 +140,7 @@ def main() -> None:
     for path in write_table(df, out / args.name, caption, floatfmt="s"):
         print(f"wrote {path}")
     figure(figures, out / f"{args.name}.png", args.columns)
+    print(f"wrote {out / f'{args.name}.png'}")
     print(df.to_markdown(index=False))
 
 
