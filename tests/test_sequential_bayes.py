@@ -245,6 +245,12 @@ def test_sequentials_default_give_up_is_the_table_where_it_fits_and_the_predicti
     with caplog.at_level(logging.INFO, logger="smoothgen_exp.certifiers.sequential"):
         explicit.prepare(noise)                                                  # (new-user review: said nothing)
     assert "certifier.give_up=predictive at n=10000" in caplog.text
+    # the setting the rule does not use is named as unused (it was accepted silently; new-user review)
+    assert "p*=0.9772: set by certifier.give_up_alpha (certifier.worth unused)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="smoothgen_exp.certifiers.sequential"):
+        small.prepare(noise)
+    assert "give_up=auto (table) at n=10000, p*=0.9772: set by certifier.worth (certifier.give_up_alpha unused)" in caplog.text
     assert explicit.settings() == {"target_radius": 0.5, "give_up": "predictive", "give_up_alpha": 0.05}
     small.prepare(object())                                                      # per-input noise: no one p*
     assert small.settings()["give_up"] == "auto (predictive)" and not small.uses_table(p_star)

@@ -204,7 +204,9 @@ class SequentialCertifier(TableTest, Certifier):
         p_star = float(smoothing.required_p(self.target_radius)) if fixed else None
         if self.give_up == "auto":
             self.rule = "auto (table)" if fixed and self.uses_table(p_star) else "auto (predictive)"
-        log.info("certifier.give_up=%s at n=%d, %s", self.rule, self.n, fixed and f"p*={p_star:.4g}" or "per-input noise")
+        used, unused = ("worth", "give_up_alpha") if "worth" in self.settings() else ("give_up_alpha", "worth")
+        log.info("certifier.give_up=%s at n=%d, %s: set by certifier.%s (certifier.%s unused)", self.rule, self.n,
+                 fixed and f"p*={p_star:.4g}" or "per-input noise", used, unused)
         if fixed and self.uses_table(p_star) and p_star < self.max_lower_bound(self.n):
             self.design(p_star)
 
