@@ -65,8 +65,9 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
 
 def check_target_radius(certifier, smoothing) -> None:
     """A sequential certifier's target radius above the ceiling of its n fails in one line, naming the n
-    that reaches it. Made before loading where the noise scale is known from the config (`checked_certifier`),
-    and again once the law is fitted (`certified_ceiling`: smoothing=calibrated's scale is known then)."""
+    that reaches it, as does a table it would design too large for memory (give_up=table, sequential_bayes).
+    Made before loading where the noise scale is known from the config (`checked_certifier`), and again
+    once the law is fitted (`certified_ceiling`: smoothing=calibrated's scale is known then)."""
     target, scale = getattr(certifier, "target_radius", None), smoothing.l2_scale
     ceiling = certifier.max_certifiable_radius(scale)
     if target is not None and ceiling is not None and target > ceiling:
@@ -75,6 +76,8 @@ def check_target_radius(certifier, smoothing) -> None:
         raise ConfigError(f"certifier.target_radius={target:g}: above the largest radius n={certifier.n} samples "
                           f"can certify at alpha={certifier.alpha:g} and noise scale {scale:g} ({ceiling:.4g}); "
                           f"lower it or {fix}")
+    if target is not None and hasattr(certifier, "check_table_fits") and hasattr(smoothing, "required_p"):
+        certifier.check_table_fits(float(smoothing.required_p(target)))      # per-input noise: per item
 
 
 def ceiling_is_certified(certifier, smoothing) -> bool:

@@ -5,6 +5,7 @@ shipped combination passes."""
 import pytest
 
 from smoothgen_exp.config import CONF_DIR
+from smoothgen_exp.errors import SmoothgenError
 
 from .test_config import composed
 
@@ -137,6 +138,21 @@ def test_a_sequential_target_above_the_ceiling_is_refused_before_loading_where_t
             checked_certifier(compose_overrides(["certifier=sequential", f"smoothing={law}", "certifier.target_radius=50"]))
     assert checked_certifier(compose_overrides(["certifier=sequential", "smoothing=calibrated",
                                                 "certifier.target_radius=50"])).target_radius == 50
+
+
+def test_a_table_too_large_for_memory_is_refused_before_loading():
+    """give_up=table and sequential_bayes at n = 10^5 (the default p* = Phi(1)) would design above MAX_TABLE entries:
+    refused in one line before loading (it was after the run directory); give_up=auto predicts there."""
+    from smoothgen_exp.checks import checked_certifier
+    from smoothgen_exp.config import compose_overrides
+
+    for overrides, who in ((["certifier=sequential", "certifier.give_up=table"], r"certifier.give_up=table"),
+                           (["certifier=sequential_bayes"], r"sequential_bayes")):
+        with pytest.raises(SmoothgenError, match=rf"^{who}: designing the table for n=100000 at p\*=0.8413 takes .* "
+                                                 r"entries, above 60,000,000; use a smaller certifier.n or "):
+            checked_certifier(compose_overrides([*overrides, "certifier.n=100000"]))
+    assert checked_certifier(compose_overrides(["certifier=sequential", "certifier.n=100000"])).n == 100_000
+    assert checked_certifier(compose_overrides(["certifier=sequential_bayes", "certifier.n=10000"])).n == 10_000
 
 
 def test_the_confidence_refusal_names_only_the_alphas_the_configuration_has():

@@ -43,6 +43,7 @@ from scipy.special import logsumexp
 from scipy.stats import binom
 
 from smoothgen_exp.certifiers.sequential import GROWTH, MIN_REQUEST, SequentialCertifier
+from smoothgen_exp.certifiers.table_test import refuse_too_large
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import SmoothgenError
 
@@ -135,7 +136,7 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
         raise SmoothgenError(f"sequential_bayes: no table for n={n}, alpha={alpha}, p*={p_star}, worth={worth} "
                              "(needs n >= 1, alpha in (0, 1), p* in [1/2, 1), worth > 0)")
     ts, m_max = looks(n), max_misses(p_star, n)
-    _refuse_too_large(p_star, n, "sequential_bayes", "certifier=sequential")
+    refuse_too_large(p_star, n, "sequential_bayes")
     p, log_w, stages = _stages(p_star, ts, m_max)
     value = worth * n
 
@@ -208,14 +209,6 @@ def _give_up_from(quit_: np.ndarray, certify_max: int) -> int:
     return max(len(quit_) - (int(tail[0]) if len(tail) else len(quit_)), certify_max + 1)
 
 
-def _refuse_too_large(p_star: float, n: int, who: str, instead: str) -> None:
-    """One line, before any design, where the table for (p*, n) would exceed MAX_TABLE entries."""
-    if table_entries(p_star, n) > MAX_TABLE:
-        raise SmoothgenError(f"{who}: designing the table for n={n} at p*={p_star:.4g} takes "
-                             f"{table_entries(p_star, n):,} entries, above {MAX_TABLE:,}; use a smaller certifier.n "
-                             f"or {instead}")
-
-
 def _continue_cost(pred: np.ndarray, after: np.ndarray) -> np.ndarray:
     """The expected cost of drawing to the next look, from every count of misses: its votes, plus the
     next look's cost at the misses they bring (`after`; beyond M misses: 0, given up)."""
@@ -238,7 +231,7 @@ def mixture_design(p_star: float, n: int, threshold: float, alpha: float, worth:
     from smoothgen_exp.certifiers.sequential import budget_count, crossing_counts
 
     ts, m_max = looks(n), max_misses(p_star, n)
-    _refuse_too_large(p_star, n, "certifier.give_up=table", "certifier.give_up=auto or predictive")
+    refuse_too_large(p_star, n, "sequential")
     b = crossing_counts(p_star, n, threshold)
     c = np.minimum(ts - b[ts - 1], m_max)                 # b_t = t + 1 where the bet cannot cross: c = -1
     k_n = budget_count(p_star, n, threshold, alpha)

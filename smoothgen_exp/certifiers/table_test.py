@@ -3,7 +3,7 @@ estimation samples with m misses (votes other than c_A), certify when m <= c_k, 
 else draw on to the next look at which some outcome could decide. Used by `certifier=sequential_bayes`
 (whose table is Bayes-optimal for the budget) and by `certifier=sequential` at give_up=table or auto
 (whose table keeps the mixture bet's certify boundary and designs only where to give up). Each supplies
-`design(p_star)`, `max_lower_bound(n)`, `worth`, `n0`, `n`, `target_radius` and `_row`.
+`design(p_star)`, `uses_table(p_star)`, `max_lower_bound(n)`, `name`, `worth`, `n0`, `n`, `target_radius` and `_row`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import logsumexp
 
+from smoothgen_exp.errors import SmoothgenError
 from smoothgen_exp.packing import Draw, Program, class_counts, votes_for
 
 if TYPE_CHECKING:
     from smoothgen_exp.certifiers.sequential_bayes import Design
 
 SELECT_FIRST = 10    # selection's first stage: it stops there when unanimous (sequential: else doubles up to n0)
+# who designs a table, and what to use instead of one too large, by certifier name
+REFUSALS = {"sequential": ("certifier.give_up=table", "certifier.give_up=auto or predictive"),
+            "sequential_bayes": ("sequential_bayes", "certifier=sequential")}
+
+
+def refuse_too_large(p_star: float, n: int, name: str) -> None:
+    """One line, before any design, where certifier `name`'s table for (p*, n) would exceed MAX_TABLE entries."""
+    from smoothgen_exp.certifiers.sequential_bayes import MAX_TABLE, table_entries
+
+    if (entries := table_entries(p_star, n)) > MAX_TABLE:
+        who, instead = REFUSALS[name]
+        raise SmoothgenError(f"{who}: designing the table for n={n} at p*={p_star:.4g} takes {entries:,} entries, "
+                             f"above {MAX_TABLE:,}; use a smaller certifier.n or {instead}")
 
 
 class TableTest:
@@ -43,6 +57,12 @@ class TableTest:
             return self._row(c_a, p_star, "gave up: selection votes below the target", n_select, 0, 0)
         decision, used, hits = yield from self._test(plan, c_a)
         return self._row(c_a, p_star, decision, n_select, used, hits)
+
+    def check_table_fits(self, p_star: float) -> None:
+        """One line where the table this certifier would design at p* is too large: before loading where the
+        noise law fixes p* (`checks.check_target_radius`; `design` refuses it again)."""
+        if p_star < self.max_lower_bound(self.n) and self.uses_table(p_star):
+            refuse_too_large(p_star, self.n, self.name)
 
     def worth_going_on(self, plan: Design, top: int, votes: int, rest: int) -> float:
         """The design's expected worth of betting on the top class, in samples, given its `top` of `votes`
