@@ -271,6 +271,33 @@ def test_the_budget_count_is_exact_against_every_path():
     assert budget_count(p_star, n, threshold, alpha) == expected
 
 
+def test_the_budget_count_at_a_tiny_alpha_is_the_least_count_in_log_space():
+    """Review (2026-12-07): below alpha of about 1e-40 the dropped lower tail (TINY, counted as crossed)
+    alone exceeded alpha, so k_n was n + 1 and only the bet could certify. Checked against the union
+    computed in log space (no underflow, nothing dropped): k_n meets alpha and k_n - 1 does not."""
+    from scipy.special import logsumexp
+
+    from smoothgen_exp.certifiers.sequential import budget_count, crossing_counts
+
+    p_star, n, alpha = 0.5, 1200, 1e-300
+    threshold = math.log(1 / alpha) + 1e-9
+    b = crossing_counts(p_star, n, threshold)
+    log_dist, crossed = np.full(n + 1, -np.inf), []
+    log_dist[0] = 0.0
+    for t in range(1, n + 1):
+        new = log_dist + math.log1p(-p_star)
+        new[1:] = np.logaddexp(new[1:], log_dist[:-1] + math.log(p_star))
+        crossed.append(logsumexp(new[b[t - 1]:]))
+        new[b[t - 1]:] = -np.inf
+        log_dist = new
+
+    def log_level(k: int) -> float:
+        return float(np.logaddexp(logsumexp(crossed), logsumexp(log_dist[k:])))
+
+    k_n = budget_count(p_star, n, threshold, alpha)
+    assert k_n <= n and log_level(k_n) <= math.log(alpha) < log_level(k_n - 1)
+
+
 def _bet_on(certifier: SequentialCertifier, hits: int, p_star: float) -> tuple[str, int, int]:
     """Drive the betting loop on n fixed votes for class 1: `hits` of them hits, evenly spread."""
     n = certifier.n

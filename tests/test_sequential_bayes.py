@@ -114,6 +114,16 @@ def test_out_of_range_settings_fail_in_one_line_and_an_unreachable_target_gives_
     assert drawn == row["samples_used"] == 10
 
 
+def test_a_table_exists_at_a_tiny_alpha():
+    """Review (2026-12-07): the penalty's search stopped at log(worth n) + 30, so alpha = 1e-20 found no
+    table (a refusal, though fixed n's test alone has one). mu now reaches about 1/alpha."""
+    p_star = float(norm.cdf(1.0))
+    for alpha in (1e-20, 1e-60):
+        plan = B.design(p_star, 2000, alpha, 3.0)
+        assert 0.0 < plan.level <= alpha
+        assert plan.level == pytest.approx(float(B.outcomes(plan.table, np.array([p_star]))[0][0]), rel=1e-12)
+
+
 def test_selection_gives_up_on_hopeless_votes_and_bets_on_a_unanimous_class():
     """The selection's give-up rules: 5 of the first 10 votes give up there (10 samples, not n0); a weak
     whole selection (60 of 100) gives up before betting; 10 unanimous votes go on and certify on all hits."""

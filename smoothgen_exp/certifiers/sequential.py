@@ -65,7 +65,7 @@ GRID = 64            # the mixture's alternatives q_j, evenly spread over (p*, 1
 MIN_REQUEST = 8      # the smallest request of estimation samples (packing fills the rest of a call)
 GROWTH = 64          # a request asks for at least 1/GROWTH of the samples so far (few rounds on long runs)
 SLACK = 1e-6         # the budget test's calculation counts a crossing from log-wealth threshold - SLACK
-TINY = 1e-40         # probabilities of hit counts below this are dropped from it, and counted as crossed
+TINY = 1e-40         # hit counts less likely than this (or 1e-12 alpha) are dropped from it, counted as crossed
 CROSSING_BLOCK = 4096  # crossing_counts bisects this many t at once (GRID x CROSSING_BLOCK float64 wealths)
 log = logging.getLogger(__name__)
 GIVE_UP_RULES = ("auto", "table", "predictive")   # a designed table (auto: where it fits), or the predictive chance
@@ -115,10 +115,10 @@ def budget_count(p_star: float, n: int, threshold: float, alpha: float) -> int:
     P_{p*}(log K_t >= threshold - SLACK at some t <= n, or S_n >= k_n) <= alpha; n + 1 when none.
 
     The law of the hits of the paths that have not crossed is carried forward one vote at a time; the
-    mass that reaches the crossing count leaves it (and is counted), as does the lower tail below TINY
-    (counted as if it had crossed: the result can only be too large, which is sound)."""
+    mass that reaches the crossing count leaves it (and is counted), as does the lower tail below TINY or
+    1e-12 alpha (counted as if it had crossed: the result can only be too large, which is sound)."""
     b = crossing_counts(p_star, n, threshold - SLACK)
-    lo, dist, crossed = 0, np.ones(1), 0.0                  # dist[i] = P(not crossed, S_t = lo + i)
+    lo, dist, crossed, tiny = 0, np.ones(1), 0.0, min(TINY, 1e-12 * alpha)   # dist[i] = P(not crossed, S_t = lo + i)
     for t in range(1, n + 1):
         new = np.empty(len(dist) + 1)
         new[0], new[-1] = dist[0] * (1.0 - p_star), dist[-1] * p_star
@@ -128,7 +128,7 @@ def budget_count(p_star: float, n: int, threshold: float, alpha: float) -> int:
             crossed += float(new[cut:].sum())
             new = new[:cut]
         first = 0
-        while first < len(new) and new[first] <= TINY:
+        while first < len(new) and new[first] <= tiny:
             first += 1
         crossed += float(new[:first].sum())
         dist, lo = new[first:], lo + first

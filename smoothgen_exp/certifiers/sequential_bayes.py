@@ -162,7 +162,9 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
             after = cost
         return c, a
 
-    lo, hi = math.log(value) - 20, math.log(value) + 30       # log mu; a table above alpha moves lo up
+    # log mu; a table above alpha moves lo up. mu reaches about 1/alpha at small alpha (1e-20 found no table
+    # when hi was log(value) + 30: review), kept below float64's overflow
+    lo, hi = math.log(value) - 20, min(math.log(value) - math.log(alpha) + 30, 700.0)
     best = None
     for _ in range(60):
         mid = (lo + hi) / 2
