@@ -276,7 +276,9 @@ def check_confidence(cfg: DictConfig, certifier) -> None:
 def check_attack_objective_fits_model(cfg: DictConfig) -> None:
     """What an attack's objective measures must exist on the model: an output space to move in (distance,
     feature), a reconstruction of the input (latent, reconstruction: a VAE), a prompt to edit (semantic),
-    class probabilities for a target. These failed after the weights loaded (a VAE trained 85 s first)."""
+    class probabilities for a target, and for a white-box attack on classes an oracle with a gradient. These
+    failed after the weights loaded (a VAE trained 85 s first). A distance or feature objective needs a
+    random start (it is flat at x on the baseline)."""
     attack, model = get_class(cfg.attack._target_), get_class(cfg.model._target_)
     objective, name = cfg.attack.get("objective"), hydra_choice(cfg, "attack") or getattr(attack, "name", "attack")
     chosen = _chosen(cfg, "model", model)
@@ -297,11 +299,21 @@ def check_attack_objective_fits_model(cfg: DictConfig) -> None:
         raise ConfigError(f"attack.objective={objective}: needs an oracle with classes, and oracle="
                           f"{_chosen(cfg, 'oracle', oracle)} puts every output in class 0 (a flip "
                           f"could never succeed); use {fix}")
+    if objective in ("distance", "feature") and cfg.attack.get("random_start") is False:
+        raise ConfigError(f"attack={name} (attack.objective={objective}): this objective is at its least at x, where its "
+                          "gradient on the deterministic baseline is zero, so an attack starting at x never moves "
+                          "the baseline (the smoothed generator's noise does move); set attack.random_start=true")
     dataset = get_class(cfg.dataset._target_)
     if objective == "event" and hasattr(dataset, "class_names") and _names(dataset, cfg.dataset) is None:
         raise ConfigError(f"attack.objective=event: P(class != label) needs labels, and dataset="
                           f"{_chosen(cfg, 'dataset', dataset)} has none; use attack.objective=flip "
                           "or distance")
+    if getattr(attack, "white_box", False) and objective in ("flip", "event") and not hasattr(oracle, "logits") \
+            and not (objective == "flip" and hasattr(model, "answer_logprob")):
+        raise ConfigError(f"attack={name} (attack.objective={objective}): follows the gradient of class probabilities, and "
+                          f"oracle={_chosen(cfg, 'oracle', oracle)} gives labels only (no gradient); use a query attack "
+                          "(attack=nes or random_search)" + (" or attack.objective=flip" if objective == "event" and
+                                                               hasattr(model, "answer_logprob") else ""))
     if hasattr(model, "answer_logprob") and objective == "flip" and cfg.attack.get("target") is not None:
         raise ConfigError("attack.target: a language model's answer is attacked untargeted (the likelihood of "
                           "the clean answer); set attack.target=null")

@@ -16,6 +16,7 @@ from smoothgen_exp.certifiers.check import check_certificate
 from smoothgen_exp.certifiers.cohen import CohenCertifier
 from smoothgen_exp.context import ItemContext
 from smoothgen_exp.data.digits import WORDS
+from smoothgen_exp.seeding import row_seeds
 from smoothgen_exp.smoothing.gaussian import GaussianNoise
 
 from .conftest import TINY, run_in_process
@@ -130,6 +131,60 @@ def test_no_success_inside_a_known_robust_radius(attack):
         assert far["attack_success"]
         assert not check_certificate(CohenCertifier(), ctx, certificate, far["attacked_condition"], 2000,
                                      0.001)["attack_within_radius"]
+
+
+class SeededLinearModel(LinearModel):
+    """G(z, u) = A z + u, u ~ N(0, I) from each row's own seed: a generator with randomness of its own."""
+
+    def generate(self, z, gen, shared=False):
+        seeds = row_seeds(gen, len(z), shared)
+        u = torch.stack([torch.randn(3, generator=torch.Generator().manual_seed(int(s)), dtype=z.dtype) for s in seeds])
+        return z @ self.a.T + u
+
+
+def test_the_smoothed_objective_scores_identical_candidates_alike():
+    """Review: the m noise draws were shared by the candidates of one call, the generator's own draws were
+    not, so four copies of x scored further apart than NES's antithetic differences. Both are shared now."""
+    x = torch.zeros(D, dtype=torch.float64)
+    victim = Victim(ctx_for(SeededLinearModel(), x), "smoothed", "distance", 0, None, 4, 100, 0.001)
+    with torch.no_grad():
+        scores = victim.objective(torch.stack([x + 0.1] * 4))
+    assert float(scores.max() - scores.min()) == 0.0 and float(scores[0]) > 0.0
+
+
+def test_the_smoothed_event_is_a_decision_at_eval_alpha():
+    """Review: the share of PREDICT's votes off the label decided the event (> 1/2 at z, < 1/2 at x), so at
+    eval_n = 500 a point with P(event) = 0.48 "succeeded" on 18% of seeds. Now one-sided Clopper-Pearson
+    bounds at eval_alpha decide: 260 of 500 votes off the label is no event at 0.001, 300 is."""
+    from smoothgen_exp.attacks.judge import event_decisions
+    from smoothgen_exp.stats import cp_lower, cp_upper
+
+    def counts(off: int) -> torch.Tensor:          # label 1; votes off it go to class 0
+        return torch.tensor([off, 500 - off])
+
+    assert cp_lower(260, 500, 0.001) < 0.5 < cp_lower(300, 500, 0.001)
+    assert event_decisions(counts(260), counts(100), 1, 500, 0.001) == (False, False)
+    assert event_decisions(counts(300), counts(100), 1, 500, 0.001) == (True, False)
+    # at x: absent only where its upper bound is below 1/2 (225 of 500 off the label: 0.52 may be above)
+    assert cp_upper(225, 500, 0.001) > 0.5 and event_decisions(counts(300), counts(225), 1, 500, 0.001) == (True, True)
+    assert event_decisions(counts(500), counts(0), None, 500, 0.001) == (False, True)     # no label: no event
+
+
+def test_an_attack_on_the_sphere_of_the_radius_is_checked():
+    """Review: an attack projected onto ||delta|| = R in float32 measured up to ~3e-9 beyond the float64 R
+    and went unchecked (3 of 10 items at eps = R). The promise holds at every distance, so a rounding's
+    worth past R is checked; distances are measured in float64."""
+    x = torch.zeros(D, dtype=torch.float32)
+    x[0] = 0.6
+    ctx = ctx_for(StepModel(), x, sigma=0.5)
+    certificate = {"certified": True, "abstained": False, "radius": 0.5, "prediction": 1, "p_lower": 0.8413,
+                   "certificate_valid": True}
+    z = x.clone()
+    z[0] -= 0.5 * (1 + 3e-7)                        # float32 rounding's worth past R
+    check = check_certificate(CohenCertifier(), ctx, certificate, z, 500, 0.001)
+    assert check["attack_within_radius"] and check["certificate_checked"] and not check["certificate_violation"]
+    z[0] = 0.6 - 0.5 * 1.01                          # past R by more than rounding: not within it
+    assert not check_certificate(CohenCertifier(), ctx, certificate, z, 500, 0.001)["attack_within_radius"]
 
 
 def test_semantic_attack_only_makes_approved_edits_within_budget(t2i, oracle):
@@ -263,8 +318,9 @@ def test_the_smoothed_judge_uses_the_same_draws_at_x_and_at_z():
     """Both PREDICTs came from one judge whose generator advanced between them: at the same x, two calls
     gave different counts on 56 of 60 digits (review). Now a judge at z = x agrees with the one at x."""
     class NoisyStep(StepModel):                       # the generator's own randomness decides near 0
-        def generate(self, z, gen, shared=False):
-            u = torch.randn(len(z), 1, generator=gen, dtype=z.dtype)
+        def generate(self, z, gen, shared=False):    # gen: a torch Generator or per-row seeds (models.protocol)
+            u = torch.stack([torch.randn(1, generator=torch.Generator().manual_seed(int(s)), dtype=z.dtype)
+                             for s in row_seeds(gen, len(z), shared)])
             s = (z[:, 0:1] + 0.5 * u) * 50.0
             return torch.cat([-s, s], 1)
 

@@ -59,6 +59,17 @@ from .test_config import composed
      r"attack.objective=distance: model=tiny_gpt2 outputs text, which has no output space to move in"),
     (["model=tiny_gpt2", "attack=pgd", "attack.target=1"], r"attack.target: a language model's answer is attacked "
                                                            r"untargeted"),
+    # a symmetric objective from x: its gradient on the baseline is zero there, so the baseline never moved
+    # while the smoothed generator did (attack review)
+    (["model=tiny_vae", "attack=photoguard", "attack.objective=distance"],
+     r"attack=photoguard \(attack.objective=distance\): this objective is at its least at x, .*; set "
+     r"attack.random_start=true$"),
+    (["attack=pgd", "attack.objective=feature", "attack.random_start=false"], r"attack.random_start=true$"),
+    # a white-box attack on a labels-only oracle: one-hot labels have no gradient (a RuntimeError after
+    # certifying; attack review)
+    (["model=tiny_gpt2", "attack=pgd", "attack.objective=event"],
+     r"attack=pgd \(attack.objective=event\): follows the gradient of class probabilities, and oracle=refusal "
+     r"gives labels only \(no gradient\); use a query attack \(attack=nes or random_search\) or attack.objective=flip$"),
     # a target class the oracle lacks: an IndexError traceback after setup (new-user review)
     (["attack=pgd", "attack.target=12"], r"attack.target=12: oracle=digit_classifier has classes 0..9 \(zero, one, "
                                          r"two, three, \.\.\.\)$"),

@@ -22,14 +22,8 @@ Objectives (all maximised by the attacker):
             smoothed: the mean of ||E(x' + eta_j) - E(t)||^2 over the m draws (EOT)
 - reconstruction: ||out(x') - x||^2 against the clean input x, for a model that reconstructs it (a VAE)
 
-Success: flip/event: the variant's class at x' leaves the reference (or hits the target) / the event
-happens (baseline) or has probability > 1/2 (smoothed), not at x; distance: output shift >= shift_threshold;
-feature: cosine <= cos_threshold; latent/reconstruction: the class leaves the reference (a VAE's rows add
-the attacked output against the clean input: `attack_recon_*`). A class verdict is the same judge at x'
-and at x (`attack_clean_class`; the smoothed PREDICT with the same eval_n and draws): it leaves the
-reference only where the judge keeps it at x, and reaches a target only where x is not there already, so
-an unmoved attack never succeeds. Leaving includes the smoothed PREDICT abstaining at x'
-(`attack_abstained`); `attack_class_changed` says whether the class moved to another class. With
+Success is judged afterwards (`attacks.judge`): with the real variant at x' beside the same judge at x,
+so an unmoved attack never succeeds; the smoothed event is decided at eval_alpha. With
 input-dependent noise (smoothing=adaptive) the judge uses the law at x' (`ItemContext.noise_at`), and
 the attack's expectation over noise each candidate's own law (its gradient treats sigma as fixed). Image conditions stay in [0, 1] (`Victim.inside`). The
 attacked condition comes back as `attacked_condition`; whether it violates the smoothed row's certificate
@@ -46,14 +40,13 @@ import torch
 from torch.nn import functional as F
 
 from smoothgen_exp.attacks.budget import Budget
-from smoothgen_exp.context import batch_of_one
-from smoothgen_exp.core import ABSTAIN, Smooth, noisy_batches, prediction, seeded_generator
-from smoothgen_exp.metrics.reconstruction import reconstruction_columns
+from smoothgen_exp.attacks.judge import Judge
+from smoothgen_exp.seeding import row_seeds
 
 OBJECTIVES = ("flip", "distance", "feature", "event", "latent", "reconstruction")
 
 
-class Victim:
+class Victim(Judge):
     """One variant of one item, as an attacker sees it: an objective to maximise and a judge."""
 
     def __init__(self, ctx, variant: str, objective: str, reference: int, target: int | None, m: int,
@@ -95,8 +88,11 @@ class Victim:
         return noisy
 
     def _noisy_generations(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z_b + eta_j) for every candidate b and m shared draws j: [B * m, ...]."""
-        return self.ctx.model.generate(self._noisy_copies(z), self.eot_gen)
+        """G(z_b + eta_j, u_j) for every candidate b and m shared draws j: [B * m, ...]. The generator's own
+        draw u_j is shared too (one seed per j): otherwise identical candidates scored further apart than
+        NES's antithetic differences (review)."""
+        noisy = self._noisy_copies(z)
+        return self.ctx.model.generate(noisy, row_seeds(self.eot_gen, self.m).repeat(len(z)))
 
     def outputs(self, z: torch.Tensor) -> torch.Tensor:
         """[B, ...] per candidate: G(z, u0) (baseline) or the mean of m noisy generations (smoothed)."""
@@ -180,77 +176,6 @@ class Victim:
         coordinate moves towards x's, so a point of the eps-ball stays in it), anything else as it is."""
         return z.clamp(0.0, 1.0) if getattr(self.ctx.model, "condition_kind", None) == "image" else z
 
-    def _baseline(self, z: torch.Tensor):
-        """(output, class) of the attacked baseline G(z, u0) at one condition z."""
-        out = self._generate(z[None], self.ctx.model_generator("baseline"))[0]
-        return out, int(self.ctx.oracle.classify(batch_of_one(out))[0])
-
-    def _predict(self, z: torch.Tensor, law) -> tuple[int, torch.Tensor]:
-        """The smoothed PREDICT (eval_n samples) at z under `law`, with its class counts: its noise and the
-        generator's draws are the same at every z (a fresh judge each call, one seed): x and z are judged
-        alike."""
-        smooth = Smooth(self.ctx.base("attack/judge"), noise=law, num_classes=self.ctx.num_classes)
-        gen = seeded_generator(z.device, self.ctx.seed("attack/judge/noise"))
-        counts = smooth.sample_counts(z, self.eval_n, self.ctx.batch_size, gen)
-        return prediction(counts, self.alpha).prediction, counts
-
-    @torch.no_grad()
-    def judge(self, z: torch.Tensor, shift_threshold: float, cos_threshold: float) -> dict:
-        """The verdict at the final condition z [d], with the real (not surrogate) variant, beside the same
-        judge at x itself (`attack_clean_class`). A class leaves the reference only where the judge keeps it
-        at x: the smoothed PREDICT at x may abstain (a small eval_n) or differ from the reference (the
-        aggregator's class, or the top selection vote), and then an unmoved attack would count."""
-        ctx = self.ctx
-        label = ctx.item.label if ctx.item.label is not None and ctx.item.label >= 0 else None   # no label: no event
-        if self.variant == "baseline":
-            (out, cls), (_, clean_cls) = self._baseline(z), self._baseline(self.x)
-            event_p, clean_event, clean = float(cls != label) if label is not None else math.nan, clean_cls != label, self.clean_out
-        else:   # the real smoothed prediction, under the law the defence uses at each point
-            law = ctx.noise_at(z)
-            (cls, counts), (clean_cls, clean_counts) = self._predict(z, law), self._predict(self.x, ctx.noise)
-            event_p = 1.0 - float(counts[label]) / self.eval_n if label is not None else math.nan   # PREDICT's votes
-            clean_event = label is not None and float(clean_counts[label]) / self.eval_n < 0.5
-            out, clean = (None, None) if self.text else (self._mean_output(z, law), self._mean_output(self.x, ctx.noise))
-        abstained = cls == ABSTAIN
-        stable = self.reference != ABSTAIN and clean_cls == self.reference     # the judge keeps it at x
-        changed = stable and not abstained and cls != self.reference
-        # untargeted: the reference is gone, to another class or to an abstention (Salman et al. 2019
-        # count an abstention under attack as an error); targeted: the target reached, not there at x;
-        # event: it happens at z (smoothed: probability > 1/2) and not at x
-        left = stable and (changed or abstained)
-        flip = (cls == self.target and clean_cls != self.target) if self.target is not None else left
-        event = not clean_event and (event_p > 0.5 if self.variant == "smoothed" else event_p == 1.0)
-        verdict = {"attack_class": cls, "attack_clean_class": clean_cls, "attack_class_changed": bool(changed),
-                   "attack_abstained": abstained, "attack_event_p": event_p}
-        if self.text:
-            success = {"flip": flip, "event": event}
-            return {"attack_success": bool(success[self.objective_name]), **verdict, "attack_output_shift": math.nan,
-                    "attack_cosine": math.nan, "attacked_output": None, "clean_output": None}
-        shift_space = self._features if self.space == "feature" else (lambda o: o.reshape(len(o), -1))
-        shift = float((shift_space(out[None]) - shift_space(clean[None])).norm())
-        cosine = float((self._features(out[None]) * self._features(clean[None])).sum())
-        success = {
-            "flip": flip,
-            "event": event,
-            "distance": shift >= shift_threshold,
-            "feature": cosine <= cos_threshold,
-            "latent": left,
-            "reconstruction": left,
-        }[self.objective_name]
-        return {"attack_success": bool(success), **verdict, "attack_output_shift": shift, "attack_cosine": cosine,
-                **(reconstruction_columns(ctx.oracle, out, self.x, "attack_recon") if self.reconstructs else {}),
-                "attacked_output": out.cpu(), "clean_output": clean.cpu()}
-
-    def _mean_output(self, z: torch.Tensor, law) -> torch.Tensor:
-        """h_hat(z) over eval_n draws of `law`; the same seeds at every z (common random numbers for shifts)."""
-        total = None
-        model_gen = self.ctx.generator("attack/shift/model")
-        for noisy in noisy_batches(z, self.eval_n, self.ctx.batch_size, law,
-                                   self.ctx.generator("attack/shift/noise")):
-            part = self.ctx.model.generate(noisy, model_gen).sum(0)
-            total = part if total is None else total + part
-        return total / self.eval_n
-
 
 class Attack:
     """Budget, objective and bookkeeping; subclasses implement `search(victim, budget) -> z`."""
@@ -280,7 +205,7 @@ class Attack:
         victim = Victim(ctx, variant, self.objective, reference, self.target, self.m, self.eval_n,
                         self.eval_alpha, self.space)
         z = self.search(victim, self.budget).detach()
-        distance = float((z - victim.x).norm())
+        distance = float((z.double() - victim.x.double()).norm())     # as certifiers.check measures it
         verdict = victim.judge(z, self.shift_threshold, self.cos_threshold)
         row = {**getattr(victim, "notes", {}), "attack": self.name, "attack_objective": self.objective,
                "attack_eps": self.budget.eps if math.isfinite(self.budget.eps) else math.nan,

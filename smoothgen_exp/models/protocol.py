@@ -29,7 +29,8 @@ class Generator(Protocol):
     differentiable: bool       # white-box attacks (PGD) need gradients through `generate`
 
     def generate(self, z: Any, generator: Any) -> Any:
-        """One generation per row of z (a tensor [B, ...]), seeded by the torch `generator`: images
+        """One generation per row of z (a tensor [B, ...]), seeded by `generator`, a torch Generator or a
+        tensor of per-row seeds (`seeding.row_seeds`: packing and the attacks' shared draws pass seeds): images
         [B, C, H, W] in `output_range`, feature vectors [B, d], or a list of B strings."""
 
 
