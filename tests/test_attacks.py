@@ -187,6 +187,16 @@ def test_an_attack_on_the_sphere_of_the_radius_is_checked():
     assert not check_certificate(CohenCertifier(), ctx, certificate, z, 500, 0.001)["attack_within_radius"]
 
 
+def test_a_word_inside_a_lexicon_phrase_is_edited_only_with_the_phrase():
+    """Review: "a black and white sketch" became "a black and pale sketch" (white's synonyms)."""
+    attack = SemanticAttack(queries=40, max_edits=3, eval_n=100, m=4)
+    tokens = "a black and white sketch of a 7".split()
+    edits = [" ".join(new) for new, *_ in attack.candidates(tokens, frozen=set())]
+    assert "a monochrome sketch of a 7" in edits and "a black and white drawing of a 7" in edits
+    assert not [e for e in edits if e.startswith("a black and ") and "white" not in e]
+    assert "a pale sketch of a 7" in [" ".join(new) for new, *_ in attack.candidates("a white sketch of a 7".split(), set())]
+
+
 def test_semantic_attack_only_makes_approved_edits_within_budget(t2i, oracle):
     attack = SemanticAttack(queries=40, max_edits=3, eval_n=100, m=4)
     lex = load_lexicon()

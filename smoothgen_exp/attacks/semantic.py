@@ -89,12 +89,16 @@ class SemanticAttack(Attack):
     def candidates(self, tokens: list[str], frozen: set[int]) -> list[tuple[list[str], int, int, int, str]]:
         """Single edits of `tokens` at positions not in `frozen`.
 
-        Each is (new tokens, position, replaced span length, new span length, source).
+        Each is (new tokens, position, replaced span length, new span length, source). A word inside one of
+        the lexicon's phrases is edited only with the phrase ("white" in "black and white" is no colour:
+        "black and pale" changed the meaning; review).
         """
         out = []
         lower = [t.lower() for t in tokens]
+        in_phrase = {j for words in map(str.split, self.lexicon["phrases"]) for i in range(len(lower) - len(words) + 1)
+                     if lower[i:i + len(words)] == words for j in range(i, i + len(words))}
         for i, word in enumerate(lower):
-            if i in frozen or not re.match(r"[\w'-]+$", word):
+            if i in frozen or i in in_phrase or not re.match(r"[\w'-]+$", word):
                 continue
             if word in self.lexicon["words"]:
                 subs, source = self.lexicon["words"][word], "lexicon"
