@@ -122,6 +122,9 @@ def test_a_table_exists_at_a_tiny_alpha():
         plan = B.design(p_star, 2000, alpha, 3.0)
         assert 0.0 < plan.level <= alpha
         assert plan.level == pytest.approx(float(B.outcomes(plan.table, np.array([p_star]))[0][0]), rel=1e-12)
+    # the wider search runs only where the old range found none: a table an earlier run used stays the same
+    # (searching the whole range at once moved this one's give-up boundary; its level was 0.00099762)
+    assert B.design(p_star, 2000, 0.001, 3.0).level == pytest.approx(0.0009979377464635975, rel=1e-12)
 
 
 def test_selection_gives_up_on_hopeless_votes_and_bets_on_a_unanimous_class():

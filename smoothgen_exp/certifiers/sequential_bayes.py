@@ -162,19 +162,22 @@ def design(p_star: float, n: int, alpha: float, worth: float) -> Design:
             after = cost
         return c, a
 
-    # log mu; a table above alpha moves lo up. mu reaches about 1/alpha at small alpha (1e-20 found no table
-    # when hi was log(value) + 30: review), kept below float64's overflow
-    lo, hi = math.log(value) - 20, min(math.log(value) - math.log(alpha) + 30, 700.0)
-    best = None
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        c, a = backward(math.exp(mid))
-        level = float(outcomes((ts, c, a, m_max), np.array([p_star]))[0][0])
-        if level <= alpha * (1 - LEVEL_MARGIN):
-            hi, best = mid, (c, a, level)
-        else:
-            lo = mid
-        if hi - lo < 2e-3 and best is not None:
+    # log mu by bisection; a table above alpha moves lo up. First over [log(value) - 20, log(value) + 30] (every
+    # earlier run's tables), and only where no table is found there, above it up to about log(1/alpha) more:
+    # mu reaches about 1/alpha at small alpha (1e-20 found no table: review), kept below float64's overflow
+    best, top = None, math.log(value) + 30
+    for lo, hi in ((math.log(value) - 20, top), (top, min(top - math.log(alpha), 700.0))):
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            c, a = backward(math.exp(mid))
+            level = float(outcomes((ts, c, a, m_max), np.array([p_star]))[0][0])
+            if level <= alpha * (1 - LEVEL_MARGIN):
+                hi, best = mid, (c, a, level)
+            else:
+                lo = mid
+            if hi - lo < 2e-3 and best is not None:
+                break
+        if best is not None:
             break
     if best is None:
         raise SmoothgenError(f"sequential_bayes: no table at level {alpha} for p*={p_star}, n={n}")
