@@ -14,8 +14,9 @@ Over 300 lines: every reason a configuration is refused before its weights load 
   a dataset's labels must index the oracle's classes;
 - `check_certifiable`: a configuration that can certify no radius fails in one line, naming the n that would;
 - `check_confidence`: a row's guarantees must hold together with probability above 1/2;
-- `check_target_radius`: a sequential target above the ceiling of n fails in one line (before loading where
-  the config fixes the noise scale; under smoothing=calibrated once it is fitted, in `certified_ceiling`);
+- `check_target_radius`: a sequential target above the ceiling of n, or a table it would design too large
+  for memory, fails in one line (before loading where the config fixes the noise scale; under
+  smoothing=calibrated once it is fitted, in `certified_ceiling`);
 - `certified_ceiling`, `ceiling_summary`: the largest radius any item can reach (`max_certifiable_radius`);
 - `oracle_naming_every_missing_weight`: the oracle, or one line naming its and the model's missing weights.
 """
@@ -23,6 +24,7 @@ Over 300 lines: every reason a configuration is refused before its weights load 
 from __future__ import annotations
 
 import logging
+import math
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
@@ -301,8 +303,13 @@ def check_attack_objective_fits_model(cfg: DictConfig) -> None:
                           f"could never succeed); use {fix}")
     if objective in ("distance", "feature") and cfg.attack.get("random_start") is False:
         raise ConfigError(f"attack={name} (attack.objective={objective}): this objective is at its least at x, where its "
-                          "gradient on the deterministic baseline is zero, so an attack starting at x never moves "
+                          "gradient on the deterministic baseline vanishes, so an attack starting at x does not move "
                           "the baseline (the smoothed generator's noise does move); set attack.random_start=true")
+    eval_n, eval_alpha = cfg.attack.get("eval_n"), cfg.attack.get("eval_alpha")
+    if objective == "event" and eval_n and eval_alpha and eval_alpha ** (1.0 / eval_n) <= 0.5:
+        raise ConfigError(f"attack.eval_n={eval_n}: even {eval_n} of {eval_n} votes off the label cannot show P(event) > 1/2 "
+                          f"at attack.eval_alpha={eval_alpha:g}, so the smoothed event could never succeed; use "
+                          f"attack.eval_n >= {math.floor(math.log2(1.0 / eval_alpha)) + 1}")
     dataset = get_class(cfg.dataset._target_)
     if objective == "event" and hasattr(dataset, "class_names") and _names(dataset, cfg.dataset) is None:
         raise ConfigError(f"attack.objective=event: P(class != label) needs labels, and dataset="

@@ -628,6 +628,7 @@ class PhotoGuardConf(AttackConf):
     _target_: str = "smoothgen_exp.attacks.photoguard.PhotoGuard"
     eps: float = field(default=16 / 255, metadata=gt(0.0))
     norm: str = field(default="linf", metadata=one_of("linf"))
+    # distance needs attack.random_start=true (it is flat at x on the baseline: refused otherwise, checks.py)
     objective: str = field(default="latent", metadata=one_of("latent", "reconstruction", "distance", "flip"))
     steps: int = field(default=200, metadata=gt(0))
     # the first step in [0, 1] pixel units (PhotoGuard's 0.01 in [-1, 1] units), then linear decay to 0

@@ -185,16 +185,34 @@ def test_an_attack_on_the_sphere_of_the_radius_is_checked():
     assert check["attack_within_radius"] and check["certificate_checked"] and not check["certificate_violation"]
     z[0] = 0.6 - 0.5 * 1.01                          # past R by more than rounding: not within it
     assert not check_certificate(CohenCertifier(), ctx, certificate, z, 500, 0.001)["attack_within_radius"]
+    # the rounding of z's coordinates scales with ||z||, not with R: at R = 0.005 a relative slack alone left
+    # 60 of 200 attacks on the sphere unchecked (diff review); all are within now
+    from smoothgen_exp.attacks.budget import Budget, project
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, generator=gen)
+    ctx = ctx_for(StepModel(), x, sigma=0.5)
+    for radius in (0.1, 0.005):
+        row = {**certificate, "radius": radius}
+        within = [check_certificate(CohenCertifier(), ctx, row, x + project(torch.randn(1, 64, generator=gen),
+                                                                            Budget(eps=radius, norm="l2"))[0],
+                                    2, 0.001)["attack_within_radius"] for _ in range(200)]
+        assert all(within), (radius, within.count(False))
 
 
-def test_a_word_inside_a_lexicon_phrase_is_edited_only_with_the_phrase():
-    """Review: "a black and white sketch" became "a black and pale sketch" (white's synonyms)."""
+def test_a_word_inside_a_fixed_phrase_is_edited_only_with_the_phrase():
+    """Review: "a black and white sketch" became "a black and pale sketch" (white's synonyms). Words inside
+    the other phrases keep their own edits ("a handwritten digit" -> "a handwritten numeral"; diff review)."""
     attack = SemanticAttack(queries=40, max_edits=3, eval_n=100, m=4)
-    tokens = "a black and white sketch of a 7".split()
-    edits = [" ".join(new) for new, *_ in attack.candidates(tokens, frozen=set())]
-    assert "a monochrome sketch of a 7" in edits and "a black and white drawing of a 7" in edits
-    assert not [e for e in edits if e.startswith("a black and ") and "white" not in e]
-    assert "a pale sketch of a 7" in [" ".join(new) for new, *_ in attack.candidates("a white sketch of a 7".split(), set())]
+
+    def edits(prompt: str) -> list[str]:
+        return [" ".join(new) for new, *_ in attack.candidates(prompt.split(), frozen=set())]
+
+    found = edits("a black and white sketch of a 7")
+    assert "a monochrome sketch of a 7" in found and "a black and white drawing of a 7" in found
+    assert not [e for e in found if e.startswith("a black and ") and "white" not in e]
+    assert "a pale sketch of a 7" in edits("a white sketch of a 7")
+    assert "a handwritten numeral 7" in edits("a handwritten digit 7")
 
 
 def test_semantic_attack_only_makes_approved_edits_within_budget(t2i, oracle):
@@ -322,6 +340,17 @@ def test_an_unmoved_attack_never_succeeds_where_the_judge_is_off_the_reference_a
     x[0] = 0.2
     row = PGD(eps=0.5, steps=10, m=8, eval_n=500).run(ctx_for(StepModel(), x, sigma=0.25), "smoothed", reference=1)
     assert row["attack_success"] and row["attack_clean_class"] == 1 and row["attack_class"] in (-1, 0)
+
+
+def test_a_smoothed_event_attack_succeeds_where_the_event_is_significant_at_z():
+    """End to end through judge(): label 1, so the event is class 0. At x (x[0] = 0.3, sigma = 0.5) the event
+    has P = 1 - Phi(0.6) = 0.27, absent; PGD of eps 0.8 reaches z[0] = -0.5, P = Phi(1) = 0.84 (diff review:
+    the decision was tested only through event_decisions)."""
+    x = torch.zeros(D, dtype=torch.float64)
+    x[0] = 0.3
+    row = PGD(eps=0.8, steps=20, m=8, eval_n=500, objective="event").run(ctx_for(StepModel(), x, sigma=0.5, label=1),
+                                                                         "smoothed", reference=1)
+    assert row["attack_success"] and row["attack_event_p"] > 0.7 and row["attack_clean_class"] == 1
 
 
 def test_the_smoothed_judge_uses_the_same_draws_at_x_and_at_z():

@@ -65,6 +65,10 @@ from .test_config import composed
      r"attack=photoguard \(attack.objective=distance\): this objective is at its least at x, .*; set "
      r"attack.random_start=true$"),
     (["attack=pgd", "attack.objective=feature", "attack.random_start=false"], r"attack.random_start=true$"),
+    # a smoothed event needs eval_n > log2(1 / eval_alpha) votes to be decided at all (diff review)
+    (["attack=pgd", "attack.objective=event", "attack.eval_n=9"],
+     r"attack.eval_n=9: even 9 of 9 votes off the label cannot show P\(event\) > 1/2 at attack.eval_alpha=0.001, "
+     r"so the smoothed event could never succeed; use attack.eval_n >= 10$"),
     # a white-box attack on a labels-only oracle: one-hot labels have no gradient (a RuntimeError after
     # certifying; attack review)
     (["model=tiny_gpt2", "attack=pgd", "attack.objective=event"],

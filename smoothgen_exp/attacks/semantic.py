@@ -46,7 +46,8 @@ def load_lexicon(path: str = str(LEXICON)) -> dict:
     data = yaml.safe_load(Path(path).read_text())
     return {"words": {k.lower(): list(map(str, v)) for k, v in data["words"].items()},
             "phrases": {k.lower(): list(map(str, v)) for k, v in data["phrases"].items()},
-            "protected": {str(w).lower() for w in data.get("protected", [])}}
+            "protected": {str(w).lower() for w in data.get("protected", [])},
+            "fixed_phrases": [str(p).lower() for p in data.get("fixed_phrases", [])]}
 
 
 def tokenize(prompt: str) -> list[str]:
@@ -90,12 +91,12 @@ class SemanticAttack(Attack):
         """Single edits of `tokens` at positions not in `frozen`.
 
         Each is (new tokens, position, replaced span length, new span length, source). A word inside one of
-        the lexicon's phrases is edited only with the phrase ("white" in "black and white" is no colour:
-        "black and pale" changed the meaning; review).
+        the lexicon's `fixed_phrases` is edited only with the phrase ("white" in "black and white" is no
+        colour: "black and pale" changed the meaning; review).
         """
         out = []
         lower = [t.lower() for t in tokens]
-        in_phrase = {j for words in map(str.split, self.lexicon["phrases"]) for i in range(len(lower) - len(words) + 1)
+        in_phrase = {j for words in map(str.split, self.lexicon["fixed_phrases"]) for i in range(len(lower) - len(words) + 1)
                      if lower[i:i + len(words)] == words for j in range(i, i + len(words))}
         for i, word in enumerate(lower):
             if i in frozen or i in in_phrase or not re.match(r"[\w'-]+$", word):

@@ -26,7 +26,7 @@ their probability is largest at p_A = p* and the item's false-certify probabilit
 any p_A <= p*; the selection votes are disjoint, so this holds given c_A. Giving up only removes
 certificates. The calculation takes the bet's crossings from a threshold SLACK below the bet's own (a
 superset of its paths: it can only overstate the probability) and counts the paths it drops as
-negligible (below TINY) as crossed. Ville's bound is loose over a known budget (the truncated bet
+negligible (below TINY or 1e-12 alpha) as crossed. Ville's bound is loose over a known budget (the truncated bet
 crosses with probability 0.00075 at alpha = 0.001, p* = Phi(2), n = 10^4), so even with the bet at the
 full alpha (`budget_share` = 0) the test at the budget keeps what the bet leaves, and it gives back to
 the items just above p* (which no bet can decide within n) most of what fixed n certifies, without a
