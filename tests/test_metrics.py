@@ -103,6 +103,40 @@ def test_bleu_equals_sacrebleu_on_a_fixed_pair():
     assert bleu(ref, ref) == pytest.approx(100.0)
 
 
+def test_bleu_scores_a_short_exact_answer_in_full():
+    """Review: corpus BLEU without effective order is 0 where the corpus has no 4-grams, so a correct
+    one-word answer scored 0 ("Paris" against "Paris") and retention_bleu was NaN on qa_facts. Where every
+    order has n-grams, the score is sacrebleu's default BLEU."""
+    import sacrebleu
+
+    from smoothgen_exp.metrics.text import bleu
+
+    assert bleu(["Paris"], ["Paris"]) == pytest.approx(100.0)
+    assert bleu(["Paris", "Rome"], [["Paris", "paris"], "Madrid"]) < bleu(["Paris", "Madrid"], [["Paris", "paris"], "Madrid"])
+    long = ["the cat sat on the mat today", "a small dog ran across the big green park"]
+    refs = ["the cat sat on a mat today", "a little dog ran across the big green park"]
+    assert bleu(long, refs) == pytest.approx(sacrebleu.corpus_bleu(long, [refs]).score)
+
+
+def test_an_fid_over_digits_of_some_classes_only_warns(caplog):
+    """Review: the real set holds all ten digits, so dataset.limit=4 (digits 0-3) scored FID 328 against 53
+    at limit 10; the score measured the class mix. A mix that is not balanced over the ten digits warns."""
+    import logging
+
+    import pandas as pd
+
+    from smoothgen_exp.metrics.quality import warn_unbalanced_classes
+
+    def rows(labels):
+        return pd.DataFrame({"variant": ["smoothed"] * len(labels) + ["baseline"] * len(labels), "label": labels * 2})
+
+    with caplog.at_level(logging.WARNING):
+        warn_unbalanced_classes(rows(list(range(10)) * 4), "metric_fid_*")
+        assert not caplog.records
+        warn_unbalanced_classes(rows([0, 1, 2, 3]), "metric_fid_*")
+    assert "not balanced (0: 1, 1: 1, 2: 1, 3: 1)" in caplog.text
+
+
 def test_rouge_and_similarity():
     scores = rouge(["a small black cat"], ["a small black cat"])
     assert set(scores) == set(ROUGE_TYPES) and "rougeLsum" not in scores

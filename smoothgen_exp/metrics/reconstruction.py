@@ -16,7 +16,7 @@ import torch
 
 from smoothgen_exp.config import configured
 from smoothgen_exp.errors import ConfigError
-from smoothgen_exp.metrics.quality import fid_score, make_fid
+from smoothgen_exp.metrics.quality import fid_score, make_fid, warn_unbalanced_classes
 
 VARIANTS = ("baseline", "smoothed")
 
@@ -70,6 +70,7 @@ class ReconstructionQuality:
             result[f"metric_fid_{variant}"] = fid_score(self.fid[variant], f"metric_fid_{variant}")
             for col in ("metric_recon_mse", "metric_recon_psnr", "metric_recon_agree"):
                 result[f"{col}_{variant}"] = float(rows[col].astype(float).mean())
+        warn_unbalanced_classes(records, "metric_fid_*")
         return result
 
     def attacked_summary(self, attacked: dict[str, list]) -> dict[str, float]:

@@ -4,7 +4,8 @@ metrics=text (`TextQuality`) scores a language model's answers, from the run's r
 answer (the aggregator's `output_text`: the majority class's representative, or the token-averaged
 decode) against the baseline answer, and each against the item's canonical answer when the dataset has
 one (qa_facts, robot_commands: `reference_answer`), with retention = smoothed / baseline score against
-the canonical answer. BLEU is corpus-level (0-100); ROUGE and MiniLM are means over items (0-1).
+the canonical answer. BLEU is corpus-level (0-100, effective order: `bleu`); ROUGE and MiniLM are means
+over items (0-1).
 Against the canonical answer every accepted spelling is a reference ("20|twenty"): BLEU is
 multi-reference (sacrebleu), ROUGE and MiniLM take the best-matching spelling per item.
 
@@ -31,12 +32,15 @@ def _spellings(references: Sequence[Reference]) -> list[list[str]]:
 
 def bleu(hypotheses: Sequence[str], references: Sequence[Reference]) -> float:
     """Corpus BLEU (sacrebleu, default tokenisation), 0-100; an item with several references is scored
-    against all of them (sacrebleu's multi-reference BLEU, None where an item has fewer)."""
-    import sacrebleu
+    against all of them (sacrebleu's multi-reference BLEU, None where an item has fewer). With effective
+    order: n-gram orders of which the corpus has none are left out of the mean (where every order has
+    n-grams it is sacrebleu's default BLEU). Without it, answers under 4 tokens (every canonical answer
+    of qa_facts and robot_commands) scored 0 even when exactly right ("Paris" against "Paris"; review)."""
+    from sacrebleu.metrics import BLEU
 
     refs = _spellings(references)
     streams = [[r[k] if k < len(r) else None for r in refs] for k in range(max(map(len, refs), default=1))]
-    return float(sacrebleu.corpus_bleu(list(hypotheses), streams).score)
+    return float(BLEU(effective_order=True).corpus_score(list(hypotheses), streams).score)
 
 
 def rouge(hypotheses: Sequence[str], references: Sequence[Reference]) -> dict[str, float]:
