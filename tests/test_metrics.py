@@ -49,6 +49,14 @@ def test_fid_from_fewer_samples_than_features_warns(oracle, caplog, monkeypatch)
     fid.update(real[:20], real=False)
     fid_score(fid, "metric_fid_x")
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    # a real set no larger than the features (Inception's 2048 over 360 digits) warns too (review)
+    monkeypatch.setenv("RANK", "0")
+    caplog.clear()
+    fid = make_fid("oracle", oracle, (1, 8, 8), None)
+    fid.update(real[:100], real=True)
+    fid.update(real, real=False)
+    fid_score(fid, "metric_fid_x")
+    assert "against 100 real samples, no more than its 128 feature dimensions" in caplog.text
 
 
 def test_fid_of_one_generated_sample_is_nan_with_a_warning(oracle, caplog):

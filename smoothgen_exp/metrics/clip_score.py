@@ -5,7 +5,9 @@ embedding, and the smoothed generator's outputs (`aggregator.samples`).
 - `metric_clip_score`: torchmetrics' `clip_score(images, prompts)` = max(100 * mean cos, 0), with a local
   CLIP model handed to torchmetrics as a (model, processor) callable: nothing is downloaded. The adapter
   returns tensors from `get_*_features` (transformers 5 returns output objects) and preprocesses [0, 1]
-  images exactly as the zero-shot oracle does. The run value is the mean over items.
+  images exactly as the zero-shot oracle does. The run value is the mean over items of each item's
+  clipped score, so an item with a negative mean cosine counts as 0 (torchmetrics' `CLIPScore` over the
+  whole run clips once, after averaging; with real CLIP, cosines of 0.2-0.3, the two agree).
 - `metric_fid_smoothed_vs_baseline`: torchmetrics' FrechetInceptionDistance with CLIP image features,
   smoothed samples against baseline samples of the same prompts: how far smoothing moves the output
   distribution (0 = indistinguishable to CLIP). Few samples make it biased upwards; compare like with like.

@@ -78,9 +78,13 @@ def fid_score(fid, name: str) -> float:
         fid.orig_dtype = torch.float64          # sets it (the score's dtype; only rank 0's score is reported)
     with fid.sync_context(dist_sync_fn=fid.dist_sync_fn, should_sync=fid.sync_on_compute):
         n, dim = int(fid.fake_features_num_samples), fid.fake_features_sum.numel()
+        real = int(fid.real_features_num_samples)
         value = float(fid.compute.__wrapped__()) if n >= 2 else math.nan
     if os.environ.get("RANK", "0") != "0":      # every rank computes the same synced set: rank 0 says so
         return value
+    if 2 <= real <= dim:                        # Inception's 2048 features over the 360 held-out digits (review)
+        log.warning("%s against %d real samples, no more than its %d feature dimensions: the real covariance is "
+                    "singular", name, real, dim)
     if n < 2:                                   # one generated sample has no covariance
         log.warning("%s is NaN: FID needs at least 2 generated samples, and this run made %d", name, n)
     elif n <= dim:
