@@ -56,7 +56,7 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
     log.info("largest certifiable radius at n=%d, alpha=%g: %.4g (all samples agreeing)%s", certifier.n,
              certifier.alpha, ceiling, "" if ceiling_is_certified(certifier, smoothing) else
              ", NOMINAL: this configuration's certificates rest on assumptions that fail (SPEC 4)")
-    check_target_radius(certifier, smoothing)
+    check_target_radius(certifier, smoothing, ceiling)
     getattr(certifier, "prepare", lambda _: None)(smoothing)    # work once the noise is known (a table to design)
     above = [r for r in summary_radii if r > ceiling]
     if above:          # a note, not a warning: the default radii run past a small n's ceiling
@@ -65,13 +65,14 @@ def certified_ceiling(certifier, smoothing, summary_radii) -> float | None:
     return ceiling
 
 
-def check_target_radius(certifier, smoothing) -> None:
+def check_target_radius(certifier, smoothing, ceiling: float | None = None) -> None:
     """A sequential certifier's target radius above the ceiling of its n fails in one line, naming the n
     that reaches it, as does a table it would design too large for memory (give_up=table, sequential_bayes).
     Made before loading where the noise scale is known from the config (`checked_certifier`), and again
-    once the law is fitted (`certified_ceiling`: smoothing=calibrated's scale is known then)."""
+    once the law is fitted (`certified_ceiling`: smoothing=calibrated's scale is known then, and it passes
+    the `ceiling` it has computed)."""
     target, scale = getattr(certifier, "target_radius", None), smoothing.l2_scale
-    ceiling = certifier.max_certifiable_radius(scale)
+    ceiling = certifier.max_certifiable_radius(scale) if ceiling is None else ceiling
     if target is not None and ceiling is not None and target > ceiling:
         need = certifier.smallest_n(target, scale)
         fix = f"use certifier.n >= {need}" if need is not None else "raise the noise (no n up to 1e9 reaches it)"
@@ -306,10 +307,14 @@ def check_attack_objective_fits_model(cfg: DictConfig) -> None:
                           "gradient on the deterministic baseline vanishes, so an attack starting at x does not move "
                           "the baseline (the smoothed generator's noise does move); set attack.random_start=true")
     eval_n, eval_alpha = cfg.attack.get("eval_n"), cfg.attack.get("eval_alpha")
-    if objective == "event" and eval_n and eval_alpha and eval_alpha ** (1.0 / eval_n) <= 0.5:
-        raise ConfigError(f"attack.eval_n={eval_n}: even {eval_n} of {eval_n} votes off the label cannot show P(event) > 1/2 "
-                          f"at attack.eval_alpha={eval_alpha:g}, so the smoothed event could never succeed; use "
-                          f"attack.eval_n >= {math.floor(math.log2(1.0 / eval_alpha)) + 1}")
+    if objective == "event" and eval_n and eval_alpha:
+        from smoothgen_exp.stats import cp_lower  # scipy: imported only here, off the start-up path
+
+        # the judge's own decision (attacks.judge.event_decisions) with every vote off the label
+        if cp_lower(eval_n, eval_n, eval_alpha) <= 0.5:
+            raise ConfigError(f"attack.eval_n={eval_n}: even {eval_n} of {eval_n} votes off the label cannot show "
+                              f"P(event) > 1/2 at attack.eval_alpha={eval_alpha:g}, so the smoothed event could "
+                              f"never succeed; use attack.eval_n >= {math.floor(math.log2(1.0 / eval_alpha)) + 1}")
     dataset = get_class(cfg.dataset._target_)
     if objective == "event" and hasattr(dataset, "class_names") and _names(dataset, cfg.dataset) is None:
         raise ConfigError(f"attack.objective=event: P(class != label) needs labels, and dataset="
